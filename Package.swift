@@ -1,0 +1,49 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "Engine",
+    products: [
+        .library(name: "Engine", targets: ["Engine"]),
+        .executable(name: "engine", targets: ["EngineCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+    ],
+    targets: [
+        // C11 kernels. SIMD bodies use per-function `target` attributes, so no
+        // unsafe compiler flags are needed and the package stays usable by version.
+        .target(
+            name: "CKernels",
+            path: "Sources/CKernels",
+            cSettings: [
+                .headerSearchPath("internal"),
+                .define("_GNU_SOURCE"),
+            ],
+            linkerSettings: [
+                .linkedLibrary("openblas"),
+                .linkedLibrary("lapacke"),
+                .linkedLibrary("m"),
+            ]
+        ),
+        .target(
+            name: "Engine",
+            dependencies: ["CKernels"],
+            path: "Sources/Engine"
+        ),
+        .executableTarget(
+            name: "EngineCLI",
+            dependencies: [
+                "Engine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/EngineCLI"
+        ),
+        .testTarget(
+            name: "EngineTests",
+            dependencies: ["Engine", "CKernels"],
+            path: "Tests/EngineTests"
+        ),
+    ],
+    cLanguageStandard: .c11
+)

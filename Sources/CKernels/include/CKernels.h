@@ -1,0 +1,8 @@
+/* CKernels — umbrella header. */
+#ifndef CKERNELS_H
+#define CKERNELS_H
+#include "ck_common.h"
+#include "ck_topk.h"
+#include "ck_hamming.h"
+#include "ck_blas.h"
+#endif

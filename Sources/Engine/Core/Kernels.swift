@@ -1,0 +1,28 @@
+import CKernels
+
+/// The C kernels of one ISA level. Cheap to copy; every call validates its arguments and throws
+/// `EngineError` on bad input, and none allocates per call beyond its documented outputs.
+public struct Kernels: @unchecked Sendable {
+    // These point at static constant tables inside CKernels, never freed: safe to share.
+    let hammingTable: UnsafePointer<ck_hamming_kernels>
+
+    /// The level these kernels run at.
+    public let isa: ISA
+    /// Threads used by the kernels that split work (default `Threads.defaultCount`).
+    public var threads: Int
+
+    /// Kernels for `isa`; throws if this CPU lacks it.
+    public init(isa: ISA, threads: Int = Threads.defaultCount) throws {
+        guard let h = ck_hamming_kernels_for(isa.c) else {
+            throw EngineError.unsupportedISA("\(isa) requested but this CPU supports at most \(ISA.detected)")
+        }
+        self.hammingTable = h
+        self.isa = isa
+        self.threads = max(1, threads)
+    }
+
+    /// Kernels at the selected level (detected, or `CK_ISA`).
+    public static func selected(threads: Int = Threads.defaultCount) throws -> Kernels {
+        try Kernels(isa: ISA.selected(), threads: threads)
+    }
+}

@@ -1,0 +1,45 @@
+import CKernels
+
+/// What the engine detected and selected: ISA levels, BLAS library and threads.
+public struct SystemInfo: Sendable, CustomStringConvertible {
+    public let detected: ISA
+    /// Selected level, or the error that `CK_ISA` caused.
+    public let selected: Result<ISA, EngineError>
+    public let cpuFeatures: String
+    public let blasConfig: String
+    public let blasThreads: Int
+    public let engineThreads: Int
+    public let cores: Int
+
+    public init() {
+        detected = ISA.detected
+        selected = Result { try ISA.selected() }.mapError { $0 as? EngineError ?? .unsupportedISA("\($0)") }
+        cpuFeatures = ISA.cpuFeatures
+        blasConfig = String(cString: ck_blas_config())
+        blasThreads = Int(ck_blas_threads())
+        engineThreads = Threads.defaultCount
+        cores = Threads.cores
+    }
+
+    public var description: String {
+        let sel: String
+        switch selected {
+        case .success(let s): sel = s.description
+        case .failure(let e): sel = "error: \(e)"
+        }
+        return """
+        ISA detected:   \(detected)   (available: \(ISA.available.map(\.description).joined(separator: ", ")))
+        ISA selected:   \(sel)
+        CPU features:   \(cpuFeatures)
+        BLAS:           \(blasConfig)
+        BLAS threads:   \(blasThreads)
+        Engine threads: \(engineThreads) of \(cores) cores (ENGINE_THREADS overrides)
+        """
+    }
+}
+
+/// Applies the thread policy: OpenBLAS gets the same pool size as Engine, and Engine never
+/// calls BLAS from inside its own parallel regions, so cores are not oversubscribed.
+public func configureThreads(_ n: Int = Threads.defaultCount) {
+    ck_blas_set_threads(Int32(max(1, n)))
+}

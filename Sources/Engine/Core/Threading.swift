@@ -1,0 +1,47 @@
+import Dispatch
+import Foundation
+import CKernels
+
+struct UncheckedSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+
+enum ProcessEnvironment {
+    static func value(_ name: String) -> String? { ProcessInfo.processInfo.environment[name] }
+}
+
+/// Thread-count policy shared by the kernels that split work across cores.
+public enum Threads {
+    /// Cores available to this process.
+    public static var cores: Int { max(1, ProcessInfo.processInfo.activeProcessorCount) }
+
+    /// Default thread count: `ENGINE_THREADS` if set to a positive integer, otherwise all cores.
+    public static var defaultCount: Int {
+        if let s = ProcessEnvironment.value("ENGINE_THREADS"), let n = Int(s), n > 0 { return n }
+        return cores
+    }
+
+    /// Runs `body(i)` for i in 0..<count on up to `threads` threads and waits for all of them.
+    /// With threads == 1 (or count == 1) it runs inline, in order.
+    static func parallelFor(_ count: Int, threads: Int, _ body: (Int) -> Void) {
+        if count <= 0 { return }
+        let t = min(max(1, threads), count)
+        if t == 1 {
+            for i in 0..<count { body(i) }
+            return
+        }
+        // The callers' closures capture raw pointers into buffers they own for the duration of
+        // this call, and each iteration touches a disjoint range: sharing them is sound.
+        withoutActuallyEscaping(body) { body in
+            let box = UncheckedSendable(body)
+            DispatchQueue.concurrentPerform(iterations: count) { i in box.value(i) }
+        }
+    }
+
+    /// Splits 0..<n into `parts` contiguous ranges of nearly equal size.
+    static func ranges(_ n: Int, parts: Int) -> [Range<Int>] {
+        let p = max(1, min(parts, n))
+        return (0..<p).map { i in (n * i / p)..<(n * (i + 1) / p) }
+    }
+}

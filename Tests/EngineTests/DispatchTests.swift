@@ -1,0 +1,37 @@
+import XCTest
+import Engine
+
+final class DispatchTests: XCTestCase {
+    func testLevelsAndNames() throws {
+        XCTAssertTrue(ISA.available.contains(.scalar))
+        XCTAssertEqual(ISA.available.last, ISA.detected)
+        for isa in ISA.allCases { XCTAssertEqual(ISA(name: isa.description), isa) }
+        XCTAssertNil(ISA(name: "sse9"))
+        for isa in ISA.allCases where isa > ISA.detected {
+            assertThrowsEngineError(isUnsupportedISA) { _ = try Kernels(isa: isa) }
+        }
+    }
+
+    func testCKISAOverrideAndRefusal() throws {
+        // The override is read once per process, so it is checked through the CLI.
+        for isa in ISA.available {
+            let (status, out) = try runEngine(["info"], env: ["CK_ISA": isa.description])
+            XCTAssertEqual(status, 0, out)
+            XCTAssertTrue(out.contains("ISA selected:   \(isa.description)"), out)
+        }
+        let (status, out) = try runEngine(["selfcheck"], env: ["CK_ISA": "avx1024"])
+        XCTAssertNotEqual(status, 0)
+        XCTAssertTrue(out.contains("not one of scalar, avx2, avx512"), out)
+        if ISA.detected < .avx512 {
+            let (s2, o2) = try runEngine(["selfcheck"], env: ["CK_ISA": "avx512"])
+            XCTAssertNotEqual(s2, 0)
+            XCTAssertTrue(o2.contains("supports at most"), o2)
+        }
+    }
+
+    func testSelfCheckPasses() throws {
+        let outcomes = try SelfCheck.run()
+        XCTAssertEqual(outcomes.count, (ISA.available.count - 1) * SelfCheck.familyCount)
+        for o in outcomes { XCTAssertTrue(o.passed, o.description) }
+    }
+}

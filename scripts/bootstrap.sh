@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs the system packages Engine needs (Debian). Idempotent; run as root or with sudo.
+set -euo pipefail
+need=(libopenblas-dev liblapacke-dev)
+missing=()
+for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+echo "bootstrap: system packages present (${need[*]})"
