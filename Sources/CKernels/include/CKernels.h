@@ -5,4 +5,5 @@
 #include "ck_topk.h"
 #include "ck_hamming.h"
 #include "ck_blas.h"
+#include "ck_qmatmul.h"
 #endif

@@ -1,0 +1,82 @@
+/* ck_qmatmul.h — quantized rows: block formats, quantization, dot products and GEMV.
+ *
+ * Blocks hold CK_QK = 32 consecutive values of a row. Layouts are bit-compatible with GGUF
+ * (ggml) Q8_0, Q4_0 and Q4_1; Q2_1 is Engine's own 2-bit format for KV caches.
+ *   Q8_0: { fp16 d; int8 q[32] }            x_j = d * q_j
+ *   Q4_0: { fp16 d; uint8 qs[16] }          x_j = d * (nib_j - 8); nib_j = qs[j] & 15 (j < 16),
+ *                                            qs[j-16] >> 4 (j >= 16)
+ *   Q4_1: { fp16 d; fp16 m; uint8 qs[16] }  x_j = d * nib_j + m (same nibble order)
+ *   Q2_1: { fp16 d; fp16 m; uint8 qs[8] }   x_j = d * c_j + m; c_j = (qs[j % 8] >> (2 * (j / 8))) & 3
+ * Rows of type F32 and F16 (plain arrays) are accepted wherever a row type is, so one attention
+ * kernel serves dense and quantized KV caches.
+ *
+ * Two numerics:
+ *  - exact activations (`dot_rows_f32`): f32 activations times weights dequantized in registers;
+ *    equals dequantize-then-dot up to float rounding (accumulation in f32, per-block partial sums).
+ *  - int8 activations (`dot_rows_q8a`): activations quantized once per 32-block to int8 with an
+ *    f32 scale (ck_block_q8a, as llama.cpp's Q8 activations); integer dot per block (exact, int32
+ *    cannot overflow: 32 * 128 * 255 < 2^31), then scaled in f32. Error = activation quantization
+ *    (|x - x'| <= d_a / 2 per element) plus f32 rounding.
+ */
+#ifndef CK_QMATMUL_H
+#define CK_QMATMUL_H
+#include "ck_common.h"
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CK_QK 32
+
+typedef struct ck_block_q8_0 { uint16_t d; int8_t qs[CK_QK]; } ck_block_q8_0;
+typedef struct ck_block_q4_0 { uint16_t d; uint8_t qs[CK_QK / 2]; } ck_block_q4_0;
+typedef struct ck_block_q4_1 { uint16_t d; uint16_t m; uint8_t qs[CK_QK / 2]; } ck_block_q4_1;
+typedef struct ck_block_q2_1 { uint16_t d; uint16_t m; uint8_t qs[CK_QK / 4]; } ck_block_q2_1;
+/** Activation block: q in [-127, 127], x_j ~= d * q_j, sum = sum_j q_j (exact). */
+typedef struct ck_block_q8a { float d; int32_t sum; int8_t qs[CK_QK]; } ck_block_q8a;
+
+_Static_assert(sizeof(ck_block_q8_0) == 34, "Q8_0 block must be 34 bytes (GGUF)");
+_Static_assert(sizeof(ck_block_q4_0) == 18, "Q4_0 block must be 18 bytes (GGUF)");
+_Static_assert(sizeof(ck_block_q4_1) == 20, "Q4_1 block must be 20 bytes (GGUF)");
+_Static_assert(sizeof(ck_block_q2_1) == 12, "Q2_1 block must be 12 bytes");
+_Static_assert(sizeof(ck_block_q8a) == 40, "Q8A block must be 40 bytes");
+
+/** Row element types. */
+typedef enum ck_rtype {
+    CK_RT_F32 = 0,
+    CK_RT_F16 = 1,
+    CK_RT_Q8_0 = 2,
+    CK_RT_Q4_0 = 3,
+    CK_RT_Q4_1 = 4,
+    CK_RT_Q2_1 = 5,
+} ck_rtype;
+
+/** Bytes taken by n values of type t (n a multiple of 32 for block types), or 0 if invalid. */
+size_t ck_rtype_row_bytes(ck_rtype t, size_t n);
+/** True for the block (quantized) types. */
+bool ck_rtype_is_quantized(ck_rtype t);
+
+typedef struct ck_qmatmul_kernels {
+    /** Quantizes n floats (n % 32 == 0 for block types) into `out` of type t. */
+    void (*quantize)(ck_rtype t, const float *restrict x, size_t n, void *restrict out);
+    /** Dequantizes n values of type t. */
+    void (*dequantize)(ck_rtype t, const void *restrict in, size_t n, float *restrict out);
+    /** Quantizes n floats (n % 32 == 0) into n/32 activation blocks. */
+    void (*quantize_q8a)(const float *restrict x, size_t n, ck_block_q8a *restrict out);
+    /** y[q*ldy + r] = dot(row r, x_q) for r < rows, q < nq; row r starts at (char*)w + r*stride;
+     *  x is nq x n (row-major, stride n). Exact-activation numerics. */
+    void (*dot_rows_f32)(ck_rtype t, const void *restrict w, size_t rows, size_t n, size_t stride,
+                         const float *restrict x, size_t nq, float *restrict y, size_t ldy);
+    /** Same with int8 activations: a is nq x (n/32) blocks. t must be a quantized type. */
+    void (*dot_rows_q8a)(ck_rtype t, const void *restrict w, size_t rows, size_t n, size_t stride,
+                         const ck_block_q8a *restrict a, size_t nq, float *restrict y, size_t ldy);
+    /** out[q*n + j] += sum_r p[q*ldp + r] * row_r[j]: weighted sum of rows (attention's P V). */
+    void (*wsum_rows)(ck_rtype t, const void *restrict w, size_t rows, size_t n, size_t stride,
+                      const float *restrict p, size_t ldp, size_t nq, float *restrict out);
+} ck_qmatmul_kernels;
+
+const ck_qmatmul_kernels *ck_qmatmul_kernels_for(ck_isa level);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,132 @@
+import CKernels
+
+/// Element type of a matrix row: dense f32/f16, or 32-value blocks (GGUF Q8_0, Q4_0, Q4_1 layouts;
+/// Q2_1 is Engine's 2-bit KV format). See `ck_qmatmul.h` for the bit layouts.
+public enum RowType: Int, CaseIterable, Sendable, CustomStringConvertible {
+    case f32 = 0, f16, q8_0, q4_0, q4_1, q2_1
+
+    var c: ck_rtype { ck_rtype(rawValue: UInt32(rawValue)) }
+
+    public var isQuantized: Bool { self.rawValue >= RowType.q8_0.rawValue }
+
+    public var description: String { ["f32", "f16", "q8_0", "q4_0", "q4_1", "q2_1"][rawValue] }
+
+    /// Bytes taken by one row of `n` values; throws if `n` is not a multiple of 32 for block types.
+    public func rowBytes(_ n: Int) throws -> Int {
+        try require(n > 0, "row length must be positive, got \(n)")
+        try require(!isQuantized || n % 32 == 0, "\(self) rows need a multiple of 32 values, got \(n)")
+        return ck_rtype_row_bytes(c, n)
+    }
+}
+
+/// How activations meet quantized weights in a matrix-vector product.
+public enum Numerics: Sendable {
+    /// f32 activations times weights dequantized in registers: equals dequantize-then-dot up to
+    /// float rounding.
+    case exact
+    /// Activations quantized once per 32-block to int8 (as llama.cpp does), integer dot products.
+    /// Faster; error bounded by the activation quantization step.
+    case int8
+}
+
+/// A row-major matrix whose rows are stored in a `RowType` (owning value type).
+public struct QuantizedMatrix: Sendable {
+    public let type: RowType
+    public let rows: Int
+    public let cols: Int
+    /// Raw row bytes, `rows * type.rowBytes(cols)`.
+    public private(set) var bytes: [UInt8]
+
+    public var rowStride: Int { bytes.count / max(rows, 1) }
+
+    /// Wraps existing row bytes (for instance read from a GGUF file); validates the size.
+    public init(type: RowType, rows: Int, cols: Int, bytes: [UInt8]) throws {
+        try require(rows > 0, "matrix needs at least one row")
+        let rb = try type.rowBytes(cols)
+        try require(bytes.count == rows * rb, "\(type) matrix \(rows)x\(cols) needs \(rows * rb) bytes, got \(bytes.count)")
+        self.type = type; self.rows = rows; self.cols = cols; self.bytes = bytes
+    }
+
+    /// Quantizes a row-major f32 matrix. Throws on size mismatch or non-finite values.
+    public init(quantizing values: [Float], rows: Int, cols: Int, type: RowType, kernels: Kernels) throws {
+        try require(rows > 0, "matrix needs at least one row")
+        try require(values.count == rows * cols, "expected \(rows)x\(cols) = \(rows * cols) values, got \(values.count)")
+        try values.withUnsafeBufferPointer { try requireFinite($0, "matrix") }
+        let rb = try type.rowBytes(cols)
+        var out = [UInt8](repeating: 0, count: rows * rb)
+        values.withUnsafeBufferPointer { v in
+            out.withUnsafeMutableBytes { o in
+                for r in 0..<rows {
+                    kernels.qmatmulTable.pointee.quantize!(type.c, v.baseAddress! + r * cols, cols, o.baseAddress! + r * rb)
+                }
+            }
+        }
+        self.type = type; self.rows = rows; self.cols = cols; self.bytes = out
+    }
+
+    /// The matrix as f32 values (row-major).
+    public func dequantized(kernels: Kernels) -> [Float] {
+        var out = [Float](repeating: 0, count: rows * cols)
+        let rb = rowStride
+        bytes.withUnsafeBytes { b in
+            out.withUnsafeMutableBufferPointer { o in
+                for r in 0..<rows {
+                    kernels.qmatmulTable.pointee.dequantize!(type.c, b.baseAddress! + r * rb, cols, o.baseAddress! + r * cols)
+                }
+            }
+        }
+        return out
+    }
+}
+
+extension Kernels {
+    /// Bytes of int8 activation blocks for `n` values (scratch for `.int8` numerics).
+    public static func activationBytes(_ n: Int) -> Int { n / 32 * MemoryLayout<ck_block_q8a>.stride }
+
+    /// y = W x for a quantized (or dense) matrix; rows are split across `threads`.
+    public func gemv(_ w: QuantizedMatrix, x: UnsafeBufferPointer<Float>, into y: UnsafeMutableBufferPointer<Float>,
+                     numerics: Numerics = .exact) throws {
+        try require(x.count == w.cols, "x has \(x.count) values, matrix has \(w.cols) columns")
+        try require(y.count >= w.rows, "y holds \(y.count) values, matrix has \(w.rows) rows")
+        try requireFinite(x, "x")
+        let useInt8 = numerics == .int8 && w.type.isQuantized
+        let t = qmatmulTable.pointee
+        let rows = w.rows, cols = w.cols, stride = w.rowStride
+        let parts = rows >= 256 ? min(threads, rows / 64) : 1
+        try w.bytes.withUnsafeBytes { wb in
+            let base = wb.baseAddress!
+            if useInt8 {
+                try withUnsafeTemporaryAllocation(of: ck_block_q8a.self, capacity: cols / 32) { a in
+                    t.quantize_q8a!(x.baseAddress!, cols, a.baseAddress!)
+                    Threads.parallelFor(parts, threads: parts) { p in
+                        let r = Threads.ranges(rows, parts: parts)[p]
+                        t.dot_rows_q8a!(w.type.c, base + r.lowerBound * stride, r.count, cols, stride, a.baseAddress!, 1,
+                                        y.baseAddress! + r.lowerBound, rows)
+                    }
+                }
+            } else {
+                Threads.parallelFor(parts, threads: parts) { p in
+                    let r = Threads.ranges(rows, parts: parts)[p]
+                    t.dot_rows_f32!(w.type.c, base + r.lowerBound * stride, r.count, cols, stride, x.baseAddress!, 1,
+                                    y.baseAddress! + r.lowerBound, rows)
+                }
+            }
+        }
+    }
+
+    /// Quantizes `x` (count a multiple of 32, finite) into int8 activation blocks and returns
+    /// them dequantized: the exact values the `.int8` numerics multiply by.
+    public func int8Activations(_ x: [Float]) throws -> [Float] {
+        try require(x.count > 0 && x.count % 32 == 0, "activation length must be a positive multiple of 32, got \(x.count)")
+        try x.withUnsafeBufferPointer { try requireFinite($0, "activations") }
+        var blocks = [ck_block_q8a](repeating: ck_block_q8a(), count: x.count / 32)
+        x.withUnsafeBufferPointer { xp in blocks.withUnsafeMutableBufferPointer { qmatmulTable.pointee.quantize_q8a!(xp.baseAddress!, x.count, $0.baseAddress!) } }
+        var out = [Float](repeating: 0, count: x.count)
+        for (b, blk) in blocks.enumerated() {
+            withUnsafeBytes(of: blk.qs) { q in
+                for j in 0..<32 { out[b * 32 + j] = blk.d * Float(Int8(bitPattern: q[j])) }
+            }
+        }
+        return out
+    }
+}
