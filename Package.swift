@@ -42,7 +42,8 @@ let package = Package(
         .testTarget(
             name: "EngineTests",
             dependencies: ["Engine", "CKernels"],
-            path: "Tests/EngineTests"
+            path: "Tests/EngineTests",
+            exclude: ["Fixtures"]
         ),
     ],
     cLanguageStandard: .c11

@@ -6,4 +6,5 @@
 #include "ck_hamming.h"
 #include "ck_blas.h"
 #include "ck_qmatmul.h"
+#include "ck_attention.h"
 #endif

@@ -266,7 +266,7 @@ void ck_qm_wsum_rows_serial(ck_rtype t, const void *restrict w, size_t rows, siz
     }
 }
 
-static const ck_qmatmul_kernels k_serial = {
+const ck_qmatmul_kernels ck_qmatmul_serial = {
     ck_qm_quantize_serial, ck_qm_dequantize_serial, ck_qm_quantize_q8a_serial,
     ck_qm_dot_rows_f32_serial, ck_qm_dot_rows_q8a_serial, ck_qm_wsum_rows_serial,
 };
@@ -278,7 +278,7 @@ extern const ck_qmatmul_kernels ck_qmatmul_avx2, ck_qmatmul_avx512;
 const ck_qmatmul_kernels *ck_qmatmul_kernels_for(ck_isa level) {
     if (!ck_isa_supported(level)) return NULL;
     switch (level) {
-    case CK_ISA_SCALAR: return &k_serial;
+    case CK_ISA_SCALAR: return &ck_qmatmul_serial;
 #if CK_X86
     case CK_ISA_AVX2: return &ck_qmatmul_avx2;
     case CK_ISA_AVX512: return &ck_qmatmul_avx512;

@@ -6,6 +6,7 @@ public struct Kernels: @unchecked Sendable {
     // These point at static constant tables inside CKernels, never freed: safe to share.
     let hammingTable: UnsafePointer<ck_hamming_kernels>
     let qmatmulTable: UnsafePointer<ck_qmatmul_kernels>
+    let attentionTable: UnsafePointer<ck_attention_kernels>
 
     /// The level these kernels run at.
     public let isa: ISA
@@ -14,11 +15,13 @@ public struct Kernels: @unchecked Sendable {
 
     /// Kernels for `isa`; throws if this CPU lacks it.
     public init(isa: ISA, threads: Int = Threads.defaultCount) throws {
-        guard let h = ck_hamming_kernels_for(isa.c), let q = ck_qmatmul_kernels_for(isa.c) else {
+        guard let h = ck_hamming_kernels_for(isa.c), let q = ck_qmatmul_kernels_for(isa.c),
+              let a = ck_attention_kernels_for(isa.c) else {
             throw EngineError.unsupportedISA("\(isa) requested but this CPU supports at most \(ISA.detected)")
         }
         self.hammingTable = h
         self.qmatmulTable = q
+        self.attentionTable = a
         self.isa = isa
         self.threads = max(1, threads)
     }

@@ -93,10 +93,10 @@ extension Kernels {
         let t = qmatmulTable.pointee
         let rows = w.rows, cols = w.cols, stride = w.rowStride
         let parts = rows >= 256 ? min(threads, rows / 64) : 1
-        try w.bytes.withUnsafeBytes { wb in
+        w.bytes.withUnsafeBytes { wb in
             let base = wb.baseAddress!
             if useInt8 {
-                try withUnsafeTemporaryAllocation(of: ck_block_q8a.self, capacity: cols / 32) { a in
+                withUnsafeTemporaryAllocation(of: ck_block_q8a.self, capacity: cols / 32) { a in
                     t.quantize_q8a!(x.baseAddress!, cols, a.baseAddress!)
                     Threads.parallelFor(parts, threads: parts) { p in
                         let r = Threads.ranges(rows, parts: parts)[p]

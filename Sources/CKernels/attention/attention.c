@@ -1,0 +1,149 @@
+/* ISA-independent drivers of decode and prefill; the inner loops come from the level's tables. */
+#include "ck_attention.h"
+#include "ck_internal.h"
+
+static ck_status check_params(const ck_attn_params *p) {
+    if (!p || !(p->scale > 0) || !isfinite(p->scale)) return CK_ERR_ARGUMENT;
+    if (p->score == CK_SCORE_POWER) {
+        if (p->power < 2 || p->power % 2 || !(p->eps >= 0) || !(p->delta > 0) || !isfinite(p->eps) || !isfinite(p->delta)) return CK_ERR_ARGUMENT;
+    } else if (p->score != CK_SCORE_SOFTMAX) {
+        return CK_ERR_ARGUMENT;
+    }
+    return CK_OK;
+}
+
+static inline float powi_even(float x, int p) {
+    float r = 1, b = x;
+    while (p) { if (p & 1) r *= b; b *= b; p >>= 1; }
+    return r;
+}
+
+/* factor that rescales a partial with max m_i to the common max M */
+static inline float rescale(const ck_attn_params *p, float mi, float M) {
+    if (p->score == CK_SCORE_SOFTMAX) return mi == -INFINITY ? 0.0f : expf(mi - M);
+    float den = M + p->delta;
+    return den > 0 ? powi_even((mi + p->delta) / den, p->power) : 1.0f;
+}
+
+static inline float normaliser(const ck_attn_params *p, float l) {
+    return p->score == CK_SCORE_SOFTMAX ? l : p->eps + l;
+}
+
+size_t ck_attn_decode_scratch_bytes(size_t T, size_t g, size_t d) {
+    return (T * g + g * d) * sizeof(float) + g * ((d + CK_QK - 1) / CK_QK) * sizeof(ck_block_q8a) + 64;
+}
+
+ck_status ck_attn_decode_partial(const ck_attention_kernels *kern, const ck_attn_params *p, const float *q, size_t g,
+                                 size_t d, ck_rtype kt, const void *k, size_t kstride, ck_rtype vt, const void *v,
+                                 size_t vstride, size_t T, bool int8_scores, void *scratch, float *o, float *m,
+                                 float *l) {
+    ck_status st = check_params(p);
+    if (st != CK_OK) return st;
+    if (g == 0 || d == 0) return CK_ERR_ARGUMENT;
+    if (int8_scores && (!ck_rtype_is_quantized(kt) || d % CK_QK)) return CK_ERR_ARGUMENT;
+    if ((ck_rtype_is_quantized(kt) || ck_rtype_is_quantized(vt)) && d % CK_QK) return CK_ERR_ARGUMENT;
+    memset(o, 0, g * d * sizeof(float));
+    if (T == 0) {
+        for (size_t i = 0; i < g; i++) { m[i] = p->score == CK_SCORE_SOFTMAX ? -INFINITY : 0; l[i] = 0; }
+        return CK_OK;
+    }
+    float *s = scratch;                /* g x T scores, then weights */
+    float *qs = s + g * T;             /* g x d scaled queries */
+    ck_block_q8a *qa = (ck_block_q8a *)(((uintptr_t)(qs + g * d) + 63) & ~(uintptr_t)63);
+    for (size_t i = 0; i < g * d; i++) qs[i] = q[i] * p->scale;
+    const ck_qmatmul_kernels *rk = kern->rows;
+    if (int8_scores) {
+        rk->quantize_q8a(qs, g * d, qa); /* blocks never straddle heads: d % 32 == 0 */
+        rk->dot_rows_q8a(kt, k, T, d, kstride, qa, g, s, T);
+    } else {
+        rk->dot_rows_f32(kt, k, T, d, kstride, qs, g, s, T);
+    }
+    for (size_t i = 0; i < g; i++) {
+        m[i] = kern->row_max(p, s + i * T, T);
+        l[i] = kern->row_weights(p, s + i * T, T, m[i]);
+    }
+    rk->wsum_rows(vt, v, T, d, vstride, s, T, g, o);
+    return CK_OK;
+}
+
+void ck_attn_merge(const ck_attn_params *p, size_t g, size_t d, size_t parts, const float *o, const float *m,
+                   const float *l, float *out) {
+    for (size_t i = 0; i < g; i++) {
+        float M = p->score == CK_SCORE_SOFTMAX ? -INFINITY : 0;
+        for (size_t j = 0; j < parts; j++) M = fmaxf(M, m[j * g + i]);
+        float L = 0;
+        float *dst = out + i * d;
+        memset(dst, 0, d * sizeof(float));
+        for (size_t j = 0; j < parts; j++) {
+            float f = rescale(p, m[j * g + i], M);
+            L += f * l[j * g + i];
+            const float *src = o + (j * g + i) * d;
+            for (size_t c = 0; c < d; c++) dst[c] += f * src[c];
+        }
+        float den = normaliser(p, L);
+        float inv = den > 0 ? 1.0f / den : 0.0f;
+        for (size_t c = 0; c < d; c++) dst[c] *= inv;
+    }
+}
+
+size_t ck_attn_prefill_scratch_bytes(size_t g, size_t d) {
+    size_t nq = CK_ATTN_BQ * g;
+    return (nq * d /* queries */ + nq * CK_ATTN_BK /* scores */ + 2 * nq /* m, l */ + nq * d /* acc */) *
+           sizeof(float);
+}
+
+ck_status ck_attn_prefill(const ck_attention_kernels *kern, const ck_attn_params *p, const float *q, size_t ldq,
+                          size_t T, size_t row0, size_t row1, size_t g, size_t d, size_t pos0, const float *k,
+                          size_t ldk, const float *v, size_t ldv, float *o, size_t ldo, void *scratch) {
+    ck_status st = check_params(p);
+    if (st != CK_OK) return st;
+    if (g == 0 || d == 0 || row1 > T || row0 > row1) return CK_ERR_ARGUMENT;
+    const ck_qmatmul_kernels *rk = kern->rows;
+    size_t nqmax = CK_ATTN_BQ * g;
+    float *qb = scratch, *s = qb + nqmax * d, *mm = s + nqmax * CK_ATTN_BK, *ll = mm + nqmax, *acc = ll + nqmax;
+    const float m0 = p->score == CK_SCORE_SOFTMAX ? -INFINITY : 0;
+    for (size_t i0 = row0; i0 < row1; i0 += CK_ATTN_BQ) {
+        size_t bq = ck_min_sz(CK_ATTN_BQ, row1 - i0), nq = bq * g;
+        /* query r = (row i, head j) -> index (i - i0) * g + j, scaled once */
+        for (size_t i = 0; i < bq; i++)
+            for (size_t j = 0; j < g; j++)
+                for (size_t c = 0; c < d; c++) qb[((i * g) + j) * d + c] = q[(i0 + i) * ldq + j * d + c] * p->scale;
+        for (size_t r = 0; r < nq; r++) { mm[r] = m0; ll[r] = 0; }
+        memset(acc, 0, nq * d * sizeof(float));
+        size_t kend = pos0 + i0 + bq; /* keys needed by the last row of the block */
+        for (size_t k0 = 0; k0 < kend; k0 += CK_ATTN_BK) {
+            size_t bk = ck_min_sz(CK_ATTN_BK, kend - k0);
+            rk->dot_rows_f32(CK_RT_F32, k + k0 * ldk, bk, d, ldk * sizeof(float), qb, nq, s, CK_ATTN_BK);
+            for (size_t i = 0; i < bq; i++) {
+                size_t last = pos0 + i0 + i; /* last key position this row may see */
+                size_t valid = last < k0 ? 0 : ck_min_sz(bk, last - k0 + 1);
+                for (size_t j = 0; j < g; j++) {
+                    size_t r = i * g + j;
+                    float *sr = s + r * CK_ATTN_BK;
+                    if (valid == 0) { memset(sr, 0, bk * sizeof(float)); continue; }
+                    float bm = kern->row_max(p, sr, valid);
+                    float mnew = fmaxf(mm[r], bm);
+                    float alpha = rescale(p, mm[r], mnew);
+                    float sum = kern->row_weights(p, sr, valid, mnew);
+                    for (size_t c = valid; c < bk; c++) sr[c] = 0;
+                    ll[r] = ll[r] * alpha + sum;
+                    mm[r] = mnew;
+                    if (alpha != 1.0f) {
+                        float *ar = acc + r * d;
+                        for (size_t c = 0; c < d; c++) ar[c] *= alpha;
+                    }
+                }
+            }
+            rk->wsum_rows(CK_RT_F32, v + k0 * ldv, bk, d, ldv * sizeof(float), s, CK_ATTN_BK, nq, acc);
+        }
+        for (size_t i = 0; i < bq; i++)
+            for (size_t j = 0; j < g; j++) {
+                size_t r = i * g + j;
+                float den = normaliser(p, ll[r]);
+                float inv = den > 0 ? 1.0f / den : 0.0f;
+                float *dst = o + (i0 + i) * ldo + j * d;
+                for (size_t c = 0; c < d; c++) dst[c] = acc[r * d + c] * inv;
+            }
+    }
+    return CK_OK;
+}

@@ -1,0 +1,89 @@
+#include "ck_attention.h"
+#include "ck_internal.h"
+#if CK_X86
+
+extern const ck_qmatmul_kernels ck_qmatmul_avx2;
+
+/* exp(x), Cephes-style: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial, scale by 2^n.
+ * Inputs below -87.3 (and -inf) give 0, as expf underflows there. Max error < 2 ulp. */
+CK_TARGET_AVX2 static inline __m256 exp256(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.3f), hi = _mm256_set1_ps(88.7f);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+    return _mm256_andnot_ps(under, y);
+}
+
+CK_TARGET_AVX2 static inline float hmax256(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+CK_TARGET_AVX2 static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+CK_TARGET_AVX2 float ck_attn_row_max_avx2(const ck_attn_params *p, const float *s, size_t len) {
+    bool soft = p->score == CK_SCORE_SOFTMAX;
+    __m256 m = _mm256_set1_ps(soft ? -INFINITY : 0.0f);
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        __m256 x = _mm256_loadu_ps(s + i);
+        m = _mm256_max_ps(m, soft ? x : _mm256_and_ps(x, absmask));
+    }
+    float r = hmax256(m);
+    for (; i < len; i++) r = fmaxf(r, soft ? s[i] : fabsf(s[i]));
+    return r;
+}
+
+CK_TARGET_AVX2 float ck_attn_row_weights_avx2(const ck_attn_params *p, float *s, size_t len, float m) {
+    __m256 acc = _mm256_setzero_ps();
+    size_t i = 0;
+    float tail = 0;
+    if (p->score == CK_SCORE_SOFTMAX) {
+        __m256 mv = _mm256_set1_ps(m);
+        for (; i + 8 <= len; i += 8) {
+            __m256 w = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + i), mv));
+            _mm256_storeu_ps(s + i, w);
+            acc = _mm256_add_ps(acc, w);
+        }
+        for (; i < len; i++) { s[i] = expf(s[i] - m); tail += s[i]; }
+    } else {
+        float inv = 1.0f / (m + p->delta);
+        __m256 iv = _mm256_set1_ps(inv);
+        for (; i + 8 <= len; i += 8) {
+            __m256 x = _mm256_mul_ps(_mm256_loadu_ps(s + i), iv), r = _mm256_set1_ps(1.0f);
+            for (int e = p->power; e; e >>= 1) { if (e & 1) r = _mm256_mul_ps(r, x); x = _mm256_mul_ps(x, x); }
+            _mm256_storeu_ps(s + i, r);
+            acc = _mm256_add_ps(acc, r);
+        }
+        for (; i < len; i++) {
+            float x = s[i] * inv, r = 1;
+            for (int e = p->power; e; e >>= 1) { if (e & 1) r *= x; x *= x; }
+            s[i] = r;
+            tail += r;
+        }
+    }
+    return hsum256(acc) + tail;
+}
+
+const ck_attention_kernels ck_attention_avx2 = { &ck_qmatmul_avx2, ck_attn_row_max_avx2, ck_attn_row_weights_avx2 };
+#endif

@@ -1,0 +1,81 @@
+/* ck_attention.h — multi-head attention with grouped-query heads.
+ *
+ * One call handles one KV head and its g query heads (a GQA group); callers loop or thread over
+ * KV heads (and, for decode, over ranges of cached tokens, merging the partial results).
+ *
+ * Score functions, with x = scale * q.k:
+ *   softmax:        w_t = exp(x_t - max x) / sum exp(x - max x)
+ *   Power-Softmax:  w_t = (x_t / (M + delta))^p / (eps + sum_s (x_s / (M + delta))^p),  M = max_s |x_s|,
+ *                   p even (default 4).
+ * Partial state over a key range: m (max x, or max |x|), l (sum of unnormalised weights relative
+ * to m), o[d] (unnormalised output). Partials over disjoint ranges merge exactly (up to rounding)
+ * by rescaling to the largest m: factor exp(m_i - M) (softmax) or ((m_i + delta)/(M + delta))^p.
+ *
+ * Layouts: query rows are d floats; K/V rows of any ck_rtype at a byte stride (dense f32/f16 or
+ * quantized KV caches). Decode can score with int8-quantized queries (ck_block_q8a) against
+ * quantized keys, as the int8 KV path does.
+ * Numerics: f32 accumulation; exp is a vectorised polynomial (< 2 ulp on [-87, 88]) in the SIMD
+ * levels and libm expf in the serial reference.
+ */
+#ifndef CK_ATTENTION_H
+#define CK_ATTENTION_H
+#include "ck_common.h"
+#include "ck_qmatmul.h"
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum ck_score_fn { CK_SCORE_SOFTMAX = 0, CK_SCORE_POWER = 1 } ck_score_fn;
+
+typedef struct ck_attn_params {
+    ck_score_fn score;
+    float scale;    /**< multiplies q.k, usually 1/sqrt(d) */
+    int power;      /**< Power-Softmax exponent p, even, >= 2 */
+    float eps;      /**< Power-Softmax denominator epsilon */
+    float delta;    /**< Power-Softmax: scores are divided by (max|x| + delta); delta > 0 */
+} ck_attn_params;
+
+typedef struct ck_attention_kernels {
+    const ck_qmatmul_kernels *rows; /**< row kernels of the same ISA level */
+    /** max x (softmax) or max |x| (power) over s[0..len). */
+    float (*row_max)(const ck_attn_params *p, const float *s, size_t len);
+    /** Replaces s[0..len) by its unnormalised weights relative to m; returns their sum. */
+    float (*row_weights)(const ck_attn_params *p, float *s, size_t len, float m);
+} ck_attention_kernels;
+
+const ck_attention_kernels *ck_attention_kernels_for(ck_isa level);
+
+/** Bytes of scratch for ck_attn_decode_partial with T keys, g queries of dimension d. */
+size_t ck_attn_decode_scratch_bytes(size_t T, size_t g, size_t d);
+
+/** One query per head of a group (q: g x d) against T cached keys/values of one KV head.
+ *  Row t of K is at (char*)k + t*kstride, of type kt (likewise V). int8_scores: quantize the
+ *  scaled queries to int8 blocks and use integer dots (kt must be quantized, d % 32 == 0).
+ *  Writes the partial state o (g x d), m (g), l (g). scratch: ck_attn_decode_scratch_bytes. */
+ck_status ck_attn_decode_partial(const ck_attention_kernels *kern, const ck_attn_params *p, const float *q, size_t g,
+                                 size_t d, ck_rtype kt, const void *k, size_t kstride, ck_rtype vt, const void *v,
+                                 size_t vstride, size_t T, bool int8_scores, void *scratch, float *o, float *m,
+                                 float *l);
+
+/** Merges `parts` partial states (o: parts x g x d, m, l: parts x g) and normalises: out g x d. */
+void ck_attn_merge(const ck_attn_params *p, size_t g, size_t d, size_t parts, const float *o, const float *m,
+                   const float *l, float *out);
+
+/** Query rows per block of the prefill kernel and keys per block. */
+#define CK_ATTN_BQ 16
+#define CK_ATTN_BK 64
+/** Bytes of scratch for ck_attn_prefill with g query heads of dimension d. */
+size_t ck_attn_prefill_scratch_bytes(size_t g, size_t d);
+
+/** Causal prefill for one KV head and its g query heads, blocked with online normalisation.
+ *  Query i (i < T) sits at position pos0 + i and attends keys 0..pos0+i. Query row i, head j is
+ *  at q + i*ldq + j*d; key/value row t at k + t*ldk, v + t*ldv (f32); output row i head j at
+ *  o + i*ldo + j*d. Rows [row0, row1) of the T queries are computed (for threading). */
+ck_status ck_attn_prefill(const ck_attention_kernels *kern, const ck_attn_params *p, const float *q, size_t ldq,
+                          size_t T, size_t row0, size_t row1, size_t g, size_t d, size_t pos0, const float *k,
+                          size_t ldk, const float *v, size_t ldv, float *o, size_t ldo, void *scratch);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

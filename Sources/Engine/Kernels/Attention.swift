@@ -1,0 +1,139 @@
+import CKernels
+
+/// How attention turns scores into weights.
+public enum ScoreFunction: Sendable, Equatable {
+    /// exp(x - max) / sum.
+    case softmax
+    /// Power-Softmax: (x / (max|x| + delta))^p / (eps + sum (x / (max|x| + delta))^p), p even.
+    /// For models trained with it (HE-friendly: polynomial but for one reciprocal).
+    case power(p: Int = 4, eps: Float = 1e-6, delta: Float = 1e-6)
+
+    func params(scale: Float) throws -> ck_attn_params {
+        switch self {
+        case .softmax:
+            return ck_attn_params(score: CK_SCORE_SOFTMAX, scale: scale, power: 0, eps: 0, delta: 0)
+        case .power(let p, let eps, let delta):
+            try require(p >= 2 && p % 2 == 0, "Power-Softmax exponent must be even and >= 2, got \(p)")
+            try require(eps >= 0 && eps.isFinite, "Power-Softmax eps must be finite and >= 0, got \(eps)")
+            try require(delta > 0 && delta.isFinite, "Power-Softmax delta must be finite and > 0, got \(delta)")
+            return ck_attn_params(score: CK_SCORE_POWER, scale: scale, power: Int32(p), eps: eps, delta: delta)
+        }
+    }
+}
+
+/// Head layout of a multi-head attention with grouped-query (GQA) KV heads.
+public struct AttentionShape: Sendable, Equatable {
+    public var heads: Int
+    public var kvHeads: Int
+    public var headDim: Int
+
+    /// Throws unless heads is a positive multiple of kvHeads and headDim > 0.
+    public init(heads: Int, kvHeads: Int, headDim: Int) throws {
+        try require(heads > 0 && kvHeads > 0 && headDim > 0, "heads (\(heads)), kvHeads (\(kvHeads)) and headDim (\(headDim)) must be positive")
+        try require(heads % kvHeads == 0, "heads (\(heads)) must be a multiple of kvHeads (\(kvHeads))")
+        self.heads = heads; self.kvHeads = kvHeads; self.headDim = headDim
+    }
+
+    /// Query heads per KV head.
+    public var group: Int { heads / kvHeads }
+    /// Default score scale 1/sqrt(headDim).
+    public var defaultScale: Float { 1 / Float(headDim).squareRoot() }
+}
+
+extension Kernels {
+    /// Causal attention over a prompt. Layouts (f32, token-major): q and out are T x heads x d;
+    /// k and v are (start + T) x kvHeads x d, holding `start` earlier positions then the T new
+    /// ones; query i sits at position start + i and sees keys 0...start+i.
+    public func attentionPrefill(shape: AttentionShape, score: ScoreFunction = .softmax, scale: Float? = nil,
+                                 q: UnsafeBufferPointer<Float>, k: UnsafeBufferPointer<Float>, v: UnsafeBufferPointer<Float>,
+                                 start: Int = 0, into out: UnsafeMutableBufferPointer<Float>) throws {
+        var p = try score.params(scale: scale ?? shape.defaultScale)
+        let (h, kvh, d, g) = (shape.heads, shape.kvHeads, shape.headDim, shape.group)
+        try require(start >= 0, "start must be >= 0, got \(start)")
+        try require(q.count % (h * d) == 0 && q.count > 0, "q has \(q.count) values, expected T x \(h) x \(d)")
+        let T = q.count / (h * d)
+        try require(k.count == (start + T) * kvh * d, "k has \(k.count) values, expected \(start + T) x \(kvh) x \(d)")
+        try require(v.count == k.count, "v has \(v.count) values, expected \(k.count)")
+        try require(out.count >= q.count, "out holds \(out.count) values, expected \(q.count)")
+        try requireFinite(q, "q"); try requireFinite(k, "k"); try requireFinite(v, "v")
+        let table = attentionTable
+        let nblocks = (T + Int(CK_ATTN_BQ) - 1) / Int(CK_ATTN_BQ)
+        let units = min(threads, nblocks * kvh)
+        let scratchBytes = ck_attn_prefill_scratch_bytes(g, d)
+        var failure = CK_OK
+        let qb = q.baseAddress!, kb = k.baseAddress!, vb = v.baseAddress!, ob = out.baseAddress!
+        // Unit u takes every units-th (head, row block) pair: interleaving balances the causal
+        // triangle, and each unit needs only its own scratch.
+        Threads.parallelFor(units, threads: units) { u in
+            withUnsafeTemporaryAllocation(byteCount: scratchBytes, alignment: 64) { scratch in
+                var item = u
+                while item < nblocks * kvh {
+                    let head = item % kvh, blk = item / kvh
+                    let r0 = blk * Int(CK_ATTN_BQ), r1 = min(T, r0 + Int(CK_ATTN_BQ))
+                    let st = ck_attn_prefill(table, &p, qb + head * g * d, h * d, T, r0, r1, g, d, start,
+                                             kb + head * d, kvh * d, vb + head * d, kvh * d, ob + head * g * d, h * d,
+                                             scratch.baseAddress!)
+                    if st != CK_OK { failure = st }
+                    item += units
+                }
+            }
+        }
+        try EngineError.check(failure, "attention prefill parameters")
+    }
+
+    /// One decoding step: q (heads x d, f32) against `length` cached positions. The caches are
+    /// token-major rows of `keyType` / `valueType`: position t, KV head j at byte offset
+    /// (t * kvHeads + j) * rowBytes(d). With `int8Scores` the scaled queries are quantized to
+    /// int8 blocks and scored with integer dots (keyType must be quantized). Long contexts are
+    /// split across threads and the partial softmax states merged.
+    public func attentionDecode(shape: AttentionShape, score: ScoreFunction = .softmax, scale: Float? = nil,
+                                q: UnsafeBufferPointer<Float>, keys: UnsafeRawBufferPointer, keyType: RowType,
+                                values: UnsafeRawBufferPointer, valueType: RowType, length T: Int,
+                                int8Scores: Bool = false, into out: UnsafeMutableBufferPointer<Float>) throws {
+        var p = try score.params(scale: scale ?? shape.defaultScale)
+        let (h, kvh, d, g) = (shape.heads, shape.kvHeads, shape.headDim, shape.group)
+        try require(q.count == h * d, "q has \(q.count) values, expected \(h) x \(d)")
+        try require(out.count >= h * d, "out holds \(out.count) values, expected \(h * d)")
+        try require(T > 0, "the cache is empty: decoding needs at least one cached position")
+        let kb = try keyType.rowBytes(d), vbytes = try valueType.rowBytes(d)
+        try require(keys.count >= T * kvh * kb, "keys hold \(keys.count) bytes, need \(T * kvh * kb) for \(T) positions")
+        try require(values.count >= T * kvh * vbytes, "values hold \(values.count) bytes, need \(T * kvh * vbytes)")
+        try require(!int8Scores || keyType.isQuantized, "int8 scores need a quantized key type, got \(keyType)")
+        try requireFinite(q, "q")
+        let table = attentionTable
+        // Split long contexts so both cores stream the cache; short ones are not worth it.
+        let chunks = (T >= 2048 && threads > 1) ? max(1, min(threads * 2 / max(1, min(kvh, threads)), T / 1024)) : 1
+        let units = kvh * chunks
+        let ranges = Threads.ranges(T, parts: chunks)
+        let maxChunk = ranges.map(\.count).max()!
+        let scratchBytes = ck_attn_decode_scratch_bytes(maxChunk, g, d)
+        var po = [Float](repeating: 0, count: units * g * d)
+        var pm = [Float](repeating: 0, count: units * g), pl = pm
+        var status = [ck_status](repeating: CK_OK, count: units)
+        let qb = q.baseAddress!, kbase = keys.baseAddress!, vbase = values.baseAddress!
+        po.withUnsafeMutableBufferPointer { po in pm.withUnsafeMutableBufferPointer { pm in pl.withUnsafeMutableBufferPointer { pl in
+            status.withUnsafeMutableBufferPointer { stp in
+                Threads.parallelFor(units, threads: threads) { u in
+                    let head = u / chunks, r = ranges[u % chunks]
+                    withUnsafeTemporaryAllocation(byteCount: scratchBytes, alignment: 64) { scratch in
+                        stp[u] = ck_attn_decode_partial(table, &p, qb + head * g * d, g, d,
+                            keyType.c, kbase + (r.lowerBound * kvh + head) * kb, kvh * kb,
+                            valueType.c, vbase + (r.lowerBound * kvh + head) * vbytes, kvh * vbytes,
+                            r.count, int8Scores, scratch.baseAddress!,
+                            po.baseAddress! + u * g * d, pm.baseAddress! + u * g, pl.baseAddress! + u * g)
+                    }
+                }
+            }
+            if status.contains(where: { $0 != CK_OK }) { return }
+            // Gather each head's chunks (stored head-major, chunk-minor) and merge.
+            for head in 0..<kvh {
+                let base = head * chunks
+                ck_attn_merge(&p, g, d, chunks, po.baseAddress! + base * g * d, pm.baseAddress! + base * g,
+                              pl.baseAddress! + base * g, out.baseAddress! + head * g * d)
+            }
+        } } }
+        if let bad = status.first(where: { $0 != CK_OK }) {
+            try EngineError.check(bad, "attention decode arguments")
+        }
+    }
+}
