@@ -7,4 +7,5 @@
 #include "ck_blas.h"
 #include "ck_qmatmul.h"
 #include "ck_attention.h"
+#include "ck_pq.h"
 #endif

@@ -7,6 +7,7 @@ public struct Kernels: @unchecked Sendable {
     let hammingTable: UnsafePointer<ck_hamming_kernels>
     let qmatmulTable: UnsafePointer<ck_qmatmul_kernels>
     let attentionTable: UnsafePointer<ck_attention_kernels>
+    let pqTable: UnsafePointer<ck_pq_kernels>
 
     /// The level these kernels run at.
     public let isa: ISA
@@ -16,12 +17,13 @@ public struct Kernels: @unchecked Sendable {
     /// Kernels for `isa`; throws if this CPU lacks it.
     public init(isa: ISA, threads: Int = Threads.defaultCount) throws {
         guard let h = ck_hamming_kernels_for(isa.c), let q = ck_qmatmul_kernels_for(isa.c),
-              let a = ck_attention_kernels_for(isa.c) else {
+              let a = ck_attention_kernels_for(isa.c), let p = ck_pq_kernels_for(isa.c) else {
             throw EngineError.unsupportedISA("\(isa) requested but this CPU supports at most \(ISA.detected)")
         }
         self.hammingTable = h
         self.qmatmulTable = q
         self.attentionTable = a
+        self.pqTable = p
         self.isa = isa
         self.threads = max(1, threads)
     }
