@@ -6,7 +6,7 @@ struct EngineCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "engine",
         abstract: "Encrypted transformer inference and memory/disk hybrid vector search.",
-        subcommands: [Demo.self, Info.self, SelfCheckCommand.self],
+        subcommands: [Demo.self, Info.self, SelfCheckCommand.self, Bench.self],
         defaultSubcommand: Info.self
     )
 }
@@ -46,4 +46,31 @@ struct Demo: ParsableCommand {
         check.seed = 42
         try check.run()
     }
+}
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmarks (release builds only).",
+        subcommands: [BenchKernels.self])
+}
+
+struct BenchKernels: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kernels",
+        abstract: "Kernel throughput against this machine's stream-read bandwidth and sgemm peak, measured in the same run; prints a Markdown table.")
+    @Flag(help: "Smaller buffers and fewer repetitions (a smoke run, not for quoting).") var quick = false
+
+    func run() throws {
+        #if DEBUG
+        FileHandleErr.write("warning: debug build; C kernels are compiled at -O0. Use `swift run -c release engine bench kernels`.\n")
+        #endif
+        configureThreads()
+        let rows = try KernelBenchmarks.run(quick: quick) { FileHandleErr.write("bench: \($0)...\n") }
+        print(KernelBenchmarks.markdown(rows))
+    }
+}
+
+import Foundation
+enum FileHandleErr {
+    static func write(_ s: String) { FileHandle.standardError.write(s.data(using: .utf8)!) }
 }

@@ -36,6 +36,13 @@ func referenceAttention(q: [Float], k: [Float], v: [Float], T: Int, start: Int, 
     return out
 }
 
+/// Token-major (T x H x d) to head-major (H x T x d), the decode cache layout.
+func headMajor(_ x: [Float], T: Int, heads: Int, d: Int) -> [Float] {
+    var out = [Float](repeating: 0, count: x.count)
+    for t in 0..<T { for h in 0..<heads { for c in 0..<d { out[(h * T + t) * d + c] = x[(t * heads + h) * d + c] } } }
+    return out
+}
+
 final class AttentionTests: XCTestCase {
     /// f32 attention tolerance: scores carry (d + 2) u relative error of |q||k| (< 1 for these
     /// inputs), exp adds 2 ulp, the sums over T add T u; the output is a convex combination of
@@ -74,6 +81,7 @@ final class AttentionTests: XCTestCase {
         let (T, h, kvh, d) = (45, 6, 2, 64)
         let shape = try AttentionShape(heads: h, kvHeads: kvh, headDim: d)
         let q = rng.uniform(T * h * d), k = rng.uniform(T * kvh * d), v = rng.uniform(T * kvh * d)
+        let kh = headMajor(k, T: T, heads: kvh, d: d), vh = headMajor(v, T: T, heads: kvh, d: d)
         for score in scores {
             for isa in allLevels {
                 let kern = try kernels(isa)
@@ -83,10 +91,10 @@ final class AttentionTests: XCTestCase {
                 } } }
                 for t in 0..<T {
                     var dec = [Float](repeating: 0, count: h * d)
-                    try q.withUnsafeBufferPointer { qp in try k.withUnsafeBytes { kb in try v.withUnsafeBytes { vb in
+                    try q.withUnsafeBufferPointer { qp in try kh.withUnsafeBytes { kb in try vh.withUnsafeBytes { vb in
                         try dec.withUnsafeMutableBufferPointer {
                             try kern.attentionDecode(shape: shape, score: score, q: UnsafeBufferPointer(rebasing: qp[(t * h * d)..<((t + 1) * h * d)]),
-                                                     keys: kb, keyType: .f32, values: vb, valueType: .f32, length: t + 1, into: $0)
+                                                     keys: kb, keyType: .f32, values: vb, valueType: .f32, length: t + 1, capacity: T, into: $0)
                         }
                     } } }
                     let err = (0..<(h * d)).map { abs(dec[$0] - pre[t * h * d + $0]) }.max()!
@@ -105,9 +113,10 @@ final class AttentionTests: XCTestCase {
         let q = rng.uniform(h * d, -2, 2), k = rng.uniform(T * kvh * d), v = rng.uniform(T * kvh * d)
         for kt in [RowType.f16, .q8_0, .q4_1, .q2_1] {
             let ref = try kernels(.scalar)
-            let kq = try QuantizedMatrix(quantizing: k, rows: T * kvh, cols: d, type: kt, kernels: ref)
-            let vq = try QuantizedMatrix(quantizing: v, rows: T * kvh, cols: d, type: kt, kernels: ref)
-            let kd = kq.dequantized(kernels: ref), vd = vq.dequantized(kernels: ref)
+            let kq = try QuantizedMatrix(quantizing: headMajor(k, T: T, heads: kvh, d: d), rows: T * kvh, cols: d, type: kt, kernels: ref)
+            let vq = try QuantizedMatrix(quantizing: headMajor(v, T: T, heads: kvh, d: d), rows: T * kvh, cols: d, type: kt, kernels: ref)
+            // back to token-major for the reference
+            let kd = headMajor(kq.dequantized(kernels: ref), T: kvh, heads: T, d: d), vd = headMajor(vq.dequantized(kernels: ref), T: kvh, heads: T, d: d)
             let expect = referenceAttention(q: q, k: kd, v: vd, T: 1, start: T - 1, heads: h, kvHeads: kvh, d: d, score: .softmax)
             // Query rounding to int8: |score error| <= scale * sum_j |k_j| * d_q / 2 with
             // d_q = max|q| / 127 per block; the output moves by at most 2 * max|v| * that.

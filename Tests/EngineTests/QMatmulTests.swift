@@ -32,7 +32,7 @@ private func blockParams(_ t: RowType, _ bytes: [UInt8], block: Int) -> (d: Doub
 
 final class QMatmulTests: XCTestCase {
     let dims = [32, 96, 160, 4128]        // block counts 1, 3, 5, 129
-    let denseDims = [1, 7, 37, 101, 4099]  // dense rows have scalar tails
+    let denseDims = [1, 7, 16, 37, 64, 101, 128, 4099]  // tails, and the full-vector fast paths
 
     func testRoundTripErrorWithinHalfStep() throws {
         var rng = SeededRandom(seed: 10)
@@ -143,7 +143,7 @@ final class QMatmulTests: XCTestCase {
     func testWeightedRowSumAgainstDouble() throws {
         var rng = SeededRandom(seed: 13)
         for t in RowType.allCases {
-            for n in (t.isQuantized ? [32, 160] : [37, 128]) {
+            for n in (t.isQuantized ? [32, 160] : [37, 48, 128, 136]) {
                 let rows = 19, nq = 3
                 let w = rng.uniform(rows * n), p = rng.uniform(nq * rows, 0, 1)
                 let wb = try quantize(t, w, rows: rows, cols: n)

@@ -8,4 +8,5 @@
 #include "ck_qmatmul.h"
 #include "ck_attention.h"
 #include "ck_pq.h"
+#include "ck_membw.h"
 #endif
