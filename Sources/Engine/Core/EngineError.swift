@@ -10,6 +10,12 @@ public enum EngineError: Error, Equatable, CustomStringConvertible, Sendable {
     case nonFinite(String)
     /// A linear-algebra routine (LAPACK) failed.
     case linearAlgebra(String)
+    /// A file is truncated, corrupt or not of the expected format.
+    case invalidFile(String)
+    /// Valid input that this engine does not support (a tensor type, an architecture).
+    case unsupported(String)
+    /// An operating-system I/O call failed.
+    case io(String)
 
     public var description: String {
         switch self {
@@ -17,6 +23,9 @@ public enum EngineError: Error, Equatable, CustomStringConvertible, Sendable {
         case .unsupportedISA(let m): return "unsupported ISA: \(m)"
         case .nonFinite(let m): return "non-finite value: \(m)"
         case .linearAlgebra(let m): return "linear algebra failure: \(m)"
+        case .invalidFile(let m): return "invalid file: \(m)"
+        case .unsupported(let m): return "unsupported: \(m)"
+        case .io(let m): return "I/O error: \(m)"
         }
     }
 

@@ -141,3 +141,41 @@ extension Kernels {
         }
     }
 }
+
+extension Kernels {
+    /// Causal prefill against a head-major f32 cache (kvHeads x capacity x d) that already holds
+    /// positions 0..<start+T (the T new ones included). q and out are T x heads x d.
+    public func attentionPrefillCached(shape: AttentionShape, score: ScoreFunction = .softmax, scale: Float? = nil,
+                                       q: UnsafeBufferPointer<Float>, keys: UnsafeBufferPointer<Float>,
+                                       values: UnsafeBufferPointer<Float>, capacity: Int, start: Int,
+                                       into out: UnsafeMutableBufferPointer<Float>) throws {
+        var p = try score.params(scale: scale ?? shape.defaultScale)
+        let (h, kvh, d, g) = (shape.heads, shape.kvHeads, shape.headDim, shape.group)
+        try require(q.count % (h * d) == 0 && q.count > 0, "q has \(q.count) values, expected T x \(h) x \(d)")
+        let T = q.count / (h * d)
+        try require(start >= 0 && start + T <= capacity, "positions \(start)..<\(start + T) exceed the cache capacity \(capacity)")
+        try require(keys.count >= kvh * capacity * d && values.count >= kvh * capacity * d, "cache smaller than \(kvh) x \(capacity) x \(d)")
+        try require(out.count >= q.count, "out holds \(out.count) values, expected \(q.count)")
+        let table = attentionTable
+        let nblocks = (T + Int(CK_ATTN_BQ) - 1) / Int(CK_ATTN_BQ)
+        let units = min(threads, nblocks * kvh)
+        let scratchBytes = ck_attn_prefill_scratch_bytes(g, d)
+        var failure = CK_OK
+        let qb = q.baseAddress!, kb = keys.baseAddress!, vb = values.baseAddress!, ob = out.baseAddress!
+        Threads.parallelFor(units, threads: units) { u in
+            withUnsafeTemporaryAllocation(byteCount: scratchBytes, alignment: 64) { scratch in
+                var item = u
+                while item < nblocks * kvh {
+                    let head = item % kvh, blk = item / kvh
+                    let r0 = blk * Int(CK_ATTN_BQ), r1 = min(T, r0 + Int(CK_ATTN_BQ))
+                    let st = ck_attn_prefill(table, &p, qb + head * g * d, h * d, T, r0, r1, g, d, start,
+                                             kb + head * capacity * d, d, vb + head * capacity * d, d,
+                                             ob + head * g * d, h * d, scratch.baseAddress!)
+                    if st != CK_OK { failure = st }
+                    item += units
+                }
+            }
+        }
+        try EngineError.check(failure, "attention prefill parameters")
+    }
+}

@@ -130,3 +130,62 @@ extension Kernels {
         return out
     }
 }
+
+extension QuantizedMatrix {
+    /// A dense f32 matrix (row-major), stored as f32 rows.
+    public init(f32 values: [Float], rows: Int, cols: Int) throws {
+        try require(values.count == rows * cols, "expected \(rows)x\(cols) = \(rows * cols) values, got \(values.count)")
+        let bytes = values.withUnsafeBytes { Array($0) }
+        try self.init(type: .f32, rows: rows, cols: cols, bytes: bytes)
+    }
+}
+
+extension Kernels {
+    /// Y = X W^T for `tokens` rows of X (tokens x cols, row-major) and W (rows x cols):
+    /// Y is tokens x rows. Dense f32 weights use OpenBLAS sgemm when tokens > 1; quantized
+    /// weights use the row kernels with `numerics`, every weight row read once for all tokens.
+    /// Output rows are split across `threads`.
+    public func linear(_ w: QuantizedMatrix, x: UnsafeBufferPointer<Float>, tokens: Int,
+                       into y: UnsafeMutableBufferPointer<Float>, numerics: Numerics = .exact) throws {
+        try require(tokens > 0, "linear needs at least one token")
+        try require(x.count == tokens * w.cols, "x has \(x.count) values, expected \(tokens) x \(w.cols)")
+        try require(y.count >= tokens * w.rows, "y holds \(y.count) values, expected \(tokens) x \(w.rows)")
+        let rows = w.rows, cols = w.cols, stride = w.rowStride
+        let t = qmatmulTable.pointee
+        w.bytes.withUnsafeBytes { wb in
+            let base = wb.baseAddress!
+            if w.type == .f32 && tokens > 1 {
+                ck_sgemm(false, true, tokens, rows, cols, 1, x.baseAddress, cols,
+                         base.assumingMemoryBound(to: Float.self), cols, 0, y.baseAddress, rows)
+                return
+            }
+            let parts = rows >= 256 ? min(threads, rows / 64) : 1
+            if numerics == .int8 && w.type.isQuantized {
+                let nb = cols / 32
+                withUnsafeTemporaryAllocation(of: ck_block_q8a.self, capacity: tokens * nb) { a in
+                    t.quantize_q8a!(x.baseAddress!, tokens * cols, a.baseAddress!)
+                    Threads.parallelFor(parts, threads: parts) { p in
+                        let r = Threads.ranges(rows, parts: parts)[p]
+                        t.dot_rows_q8a!(w.type.c, base + r.lowerBound * stride, r.count, cols, stride, a.baseAddress!, tokens,
+                                        y.baseAddress! + r.lowerBound, rows)
+                    }
+                }
+            } else {
+                Threads.parallelFor(parts, threads: parts) { p in
+                    let r = Threads.ranges(rows, parts: parts)[p]
+                    t.dot_rows_f32!(w.type.c, base + r.lowerBound * stride, r.count, cols, stride, x.baseAddress!, tokens,
+                                    y.baseAddress! + r.lowerBound, rows)
+                }
+            }
+        }
+    }
+
+    /// Row `index` of a matrix, dequantized into `out` (cols values).
+    public func row(_ w: QuantizedMatrix, _ index: Int, into out: UnsafeMutableBufferPointer<Float>) throws {
+        try require(index >= 0 && index < w.rows, "row \(index) out of range 0..<\(w.rows)")
+        try require(out.count >= w.cols, "output holds \(out.count), need \(w.cols)")
+        w.bytes.withUnsafeBytes { wb in
+            qmatmulTable.pointee.dequantize!(w.type.c, wb.baseAddress! + index * w.rowStride, w.cols, out.baseAddress!)
+        }
+    }
+}

@@ -1,0 +1,36 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A read-only memory-mapped file. The mapping lives as long as the object.
+public final class MappedFile: @unchecked Sendable {
+    public let path: String
+    public let count: Int
+    let base: UnsafeRawPointer?
+
+    public init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY)
+        if fd < 0 { throw EngineError.io("cannot open \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var st = stat()
+        if fstat(fd, &st) != 0 { throw EngineError.io("cannot stat \(path): \(String(cString: strerror(errno)))") }
+        count = Int(st.st_size)
+        if count == 0 { base = nil; return }
+        let p = mmap(nil, count, PROT_READ, MAP_PRIVATE, fd, 0)
+        if p == MAP_FAILED { throw EngineError.io("cannot map \(path): \(String(cString: strerror(errno)))") }
+        base = UnsafeRawPointer(p)
+    }
+
+    deinit { if let base { munmap(UnsafeMutableRawPointer(mutating: base), count) } }
+
+    /// The bytes [offset, offset + length); throws if the range is outside the file.
+    public func bytes(_ offset: Int, _ length: Int) throws -> UnsafeRawBufferPointer {
+        guard offset >= 0, length >= 0, offset <= count, length <= count - offset else {
+            throw EngineError.invalidFile("\(path): range \(offset)..<\(offset + length) is beyond the end of the file (\(count) bytes; truncated?)")
+        }
+        return UnsafeRawBufferPointer(start: base.map { $0 + offset }, count: length)
+    }
+}

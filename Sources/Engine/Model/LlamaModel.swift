@@ -1,0 +1,251 @@
+import CKernels
+import Foundation
+
+/// Hyper-parameters of a Llama-family decoder, read from GGUF metadata (`llama.*` keys).
+public struct LlamaConfig: Sendable, Equatable {
+    public var dim: Int
+    public var layers: Int
+    public var heads: Int
+    public var kvHeads: Int
+    public var hidden: Int
+    public var vocab: Int
+    public var contextLength: Int
+    public var ropeBase: Float
+    public var normEps: Float
+    public var headDim: Int { dim / heads }
+
+    public init(gguf f: GGUFFile) throws {
+        let arch = try f.string("general.architecture")
+        guard arch == "llama" else {
+            throw EngineError.unsupported("\(f.file.path): architecture '\(arch)'; this decoder supports 'llama' (Llama, SmolLM2, Mistral-style)")
+        }
+        dim = try f.int("llama.embedding_length")
+        layers = try f.int("llama.block_count")
+        heads = try f.int("llama.attention.head_count")
+        kvHeads = try f.int("llama.attention.head_count_kv")
+        hidden = try f.int("llama.feed_forward_length")
+        contextLength = try f.int("llama.context_length")
+        ropeBase = Float(f.metadata["llama.rope.freq_base"]?.double ?? 10000)
+        normEps = Float(try f.double("llama.attention.layer_norm_rms_epsilon"))
+        let emb = try f.tensor("token_embd.weight")
+        vocab = f.metadata["llama.vocab_size"]?.int ?? emb.rowCount
+        guard dim > 0, heads > 0, kvHeads > 0, heads % kvHeads == 0, dim % heads == 0, layers > 0, hidden > 0 else {
+            throw EngineError.invalidFile("\(f.file.path): inconsistent shape (dim \(dim), heads \(heads), kv heads \(kvHeads), layers \(layers))")
+        }
+        guard emb.rowLength == dim, emb.rowCount == vocab else {
+            throw EngineError.invalidFile("\(f.file.path): token_embd.weight is \(emb.rowCount)x\(emb.rowLength), expected \(vocab)x\(dim)")
+        }
+    }
+}
+
+/// How decoder weights are held.
+public enum WeightFormat: String, Sendable, CaseIterable {
+    /// Dequantized to f32 at load: the reference path.
+    case f32
+    /// As stored in the file (Q8_0/Q4_0/Q4_1 stay quantized); see `Numerics` for how
+    /// activations meet them.
+    case native
+}
+
+/// A Llama-family decoder (RMSNorm, RoPE on adjacent pairs as GGUF stores it, GQA, SwiGLU).
+public final class LlamaModel: @unchecked Sendable {
+    public let config: LlamaConfig
+    public let format: WeightFormat
+    /// Activation numerics for quantized weights: `.exact` (f32 activations, weights
+    /// dequantized in registers; equals the f32 path up to rounding) or `.int8` (as llama.cpp).
+    public let activations: Numerics
+    public let kernels: Kernels
+
+    struct Layer {
+        var attnNorm: [Float], ffnNorm: [Float]
+        var wq: QuantizedMatrix, wk: QuantizedMatrix, wv: QuantizedMatrix, wo: QuantizedMatrix
+        var gate: QuantizedMatrix, up: QuantizedMatrix, down: QuantizedMatrix
+    }
+    let layers: [Layer]
+    let embedding: QuantizedMatrix
+    let output: QuantizedMatrix
+    let outputNorm: [Float]
+    var numerics: Numerics { format == .native ? activations : .exact }
+
+    /// Loads a GGUF file. Every tensor's shape is checked against the configuration.
+    public init(gguf f: GGUFFile, format: WeightFormat = .native, activations: Numerics = .int8, kernels: Kernels) throws {
+        let c = try LlamaConfig(gguf: f)
+        config = c
+        self.format = format
+        self.activations = activations
+        self.kernels = kernels
+        func mat(_ name: String, rows: Int, cols: Int) throws -> QuantizedMatrix {
+            let m = try f.matrix(name)
+            guard m.rows == rows && m.cols == cols else {
+                throw EngineError.invalidFile("\(f.file.path): \(name) is \(m.rows)x\(m.cols), expected \(rows)x\(cols)")
+            }
+            if format == .f32 && m.type != .f32 { return try QuantizedMatrix(f32: m.dequantized(kernels: kernels), rows: rows, cols: cols) }
+            return m
+        }
+        func vec(_ name: String, _ n: Int) throws -> [Float] {
+            let m = try f.matrix(name)
+            guard m.rows * m.cols == n else { throw EngineError.invalidFile("\(f.file.path): \(name) has \(m.rows * m.cols) values, expected \(n)") }
+            return m.dequantized(kernels: kernels)
+        }
+        let kvDim = c.kvHeads * c.headDim
+        layers = try (0..<c.layers).map { l in
+            let p = "blk.\(l)."
+            return Layer(attnNorm: try vec(p + "attn_norm.weight", c.dim), ffnNorm: try vec(p + "ffn_norm.weight", c.dim),
+                         wq: try mat(p + "attn_q.weight", rows: c.dim, cols: c.dim), wk: try mat(p + "attn_k.weight", rows: kvDim, cols: c.dim),
+                         wv: try mat(p + "attn_v.weight", rows: kvDim, cols: c.dim), wo: try mat(p + "attn_output.weight", rows: c.dim, cols: c.dim),
+                         gate: try mat(p + "ffn_gate.weight", rows: c.hidden, cols: c.dim), up: try mat(p + "ffn_up.weight", rows: c.hidden, cols: c.dim),
+                         down: try mat(p + "ffn_down.weight", rows: c.dim, cols: c.hidden))
+        }
+        embedding = try mat("token_embd.weight", rows: c.vocab, cols: c.dim)
+        output = f.tensors["output.weight"] != nil ? try mat("output.weight", rows: c.vocab, cols: c.dim) : embedding
+        outputNorm = try vec("output_norm.weight", c.dim)
+    }
+
+    /// Convenience: opens and loads a GGUF file.
+    public convenience init(path: String, format: WeightFormat = .native, activations: Numerics = .int8, kernels: Kernels) throws {
+        try self.init(gguf: GGUFFile(path: path), format: format, activations: activations, kernels: kernels)
+    }
+
+    /// A fresh KV cache for up to `capacity` positions (default: the model's context length).
+    public func makeCache(capacity: Int? = nil) throws -> LlamaKVCache {
+        let cap = capacity ?? config.contextLength
+        try require(cap > 0 && cap <= config.contextLength, "cache capacity \(cap) must be in 1...\(config.contextLength)")
+        return LlamaKVCache(layers: config.layers, kvHeads: config.kvHeads, headDim: config.headDim, capacity: cap)
+    }
+
+    /// Runs `tokens` at positions cache.length ..< cache.length + T, appends their keys and values
+    /// to the cache and returns logits (T x vocab if `allLogits`, else only the last position).
+    public func forward(_ tokens: [Int], cache: LlamaKVCache, allLogits: Bool = false) throws -> [Float] {
+        let c = config, T = tokens.count
+        try require(T > 0, "forward needs at least one token")
+        for t in tokens where t < 0 || t >= c.vocab {
+            throw EngineError.invalidArgument("token id \(t) is out of range 0..<\(c.vocab)")
+        }
+        let start = cache.length
+        guard start + T <= cache.capacity else {
+            throw EngineError.invalidArgument("\(start + T) positions exceed the context of \(cache.capacity) (prompt too long)")
+        }
+        let k = kernels, d = c.dim, hd = c.headDim, kvDim = c.kvHeads * hd
+        let shape = try AttentionShape(heads: c.heads, kvHeads: c.kvHeads, headDim: hd)
+        var x = [Float](repeating: 0, count: T * d)
+        try x.withUnsafeMutableBufferPointer { xp in
+            for (i, t) in tokens.enumerated() { try k.row(embedding, t, into: UnsafeMutableBufferPointer(rebasing: xp[(i * d)..<((i + 1) * d)])) }
+        }
+        var h = [Float](repeating: 0, count: T * d), q = h, att = h
+        var kk = [Float](repeating: 0, count: T * kvDim), vv = kk
+        var g = [Float](repeating: 0, count: T * c.hidden), u = g
+        let rope = RoPE(base: c.ropeBase, headDim: hd)
+        for (l, L) in layers.enumerated() {
+            rmsNorm(x, L.attnNorm, eps: c.normEps, into: &h, dim: d)
+            try lin(L.wq, h, T, &q); try lin(L.wk, h, T, &kk); try lin(L.wv, h, T, &vv)
+            for i in 0..<T {
+                rope.apply(&q, offset: i * d, heads: c.heads, position: start + i)
+                rope.apply(&kk, offset: i * kvDim, heads: c.kvHeads, position: start + i)
+            }
+            cache.store(layer: l, keys: kk, values: vv, at: start, count: T)
+            try q.withUnsafeBufferPointer { qp in try att.withUnsafeMutableBufferPointer { op in
+                try cache.withLayer(l) { kc, vc in
+                    if T == 1 {
+                        try k.attentionDecode(shape: shape, q: qp, keys: UnsafeRawBufferPointer(kc), keyType: .f32,
+                                              values: UnsafeRawBufferPointer(vc), valueType: .f32, length: start + 1,
+                                              capacity: cache.capacity, into: op)
+                    } else {
+                        try k.attentionPrefillCached(shape: shape, q: qp, keys: kc, values: vc, capacity: cache.capacity, start: start, into: op)
+                    }
+                }
+            } }
+            try lin(L.wo, att, T, &h)
+            for i in 0..<(T * d) { x[i] += h[i] }
+            rmsNorm(x, L.ffnNorm, eps: c.normEps, into: &h, dim: d)
+            try lin(L.gate, h, T, &g); try lin(L.up, h, T, &u)
+            for i in 0..<(T * c.hidden) { let a = g[i]; g[i] = a / (1 + expf(-a)) * u[i] }
+            try lin(L.down, g, T, &h)
+            for i in 0..<(T * d) { x[i] += h[i] }
+        }
+        cache.length = start + T
+        let rows = allLogits ? T : 1
+        let last = Array(x[((T - rows) * d)...])
+        var normed = [Float](repeating: 0, count: rows * d)
+        rmsNorm(last, outputNorm, eps: c.normEps, into: &normed, dim: d)
+        var logits = [Float](repeating: 0, count: rows * c.vocab)
+        try lin(output, normed, rows, &logits)
+        return logits
+    }
+
+    private func lin(_ w: QuantizedMatrix, _ x: [Float], _ T: Int, _ y: inout [Float]) throws {
+        try x.withUnsafeBufferPointer { xp in try y.withUnsafeMutableBufferPointer { yp in
+            try kernels.linear(w, x: UnsafeBufferPointer(rebasing: xp[0..<(T * w.cols)]), tokens: T,
+                               into: UnsafeMutableBufferPointer(rebasing: yp[0..<(T * w.rows)]), numerics: numerics)
+        } }
+    }
+}
+
+/// y = x / sqrt(mean(x^2) + eps) * w, per row of `dim` values.
+func rmsNorm(_ x: [Float], _ w: [Float], eps: Float, into y: inout [Float], dim: Int) {
+    let rows = x.count / dim
+    for r in 0..<rows {
+        var ss: Float = 0
+        for i in 0..<dim { ss += x[r * dim + i] * x[r * dim + i] }
+        let inv = 1 / (ss / Float(dim) + eps).squareRoot()
+        for i in 0..<dim { y[r * dim + i] = x[r * dim + i] * inv * w[i] }
+    }
+}
+
+/// Rotary position embedding on adjacent pairs (2i, 2i+1), ggml's "normal" mode, which is how
+/// GGUF stores Llama q/k weights (Hugging Face's rotate_half pairing i <-> i + d/2 is permuted
+/// into it by the converter).
+struct RoPE {
+    let invFreq: [Double]
+    init(base: Float, headDim: Int) {
+        invFreq = (0..<(headDim / 2)).map { i in Foundation.pow(Double(base), -Double(2 * i) / Double(headDim)) }
+    }
+    func apply(_ x: inout [Float], offset: Int, heads: Int, position: Int) {
+        let half = invFreq.count, hd = 2 * half
+        for i in 0..<half {
+            let a = Double(position) * invFreq[i]
+            let c = Float(Foundation.cos(a)), s = Float(Foundation.sin(a))
+            for h in 0..<heads {
+                let j = offset + h * hd + 2 * i
+                let x0 = x[j], x1 = x[j + 1]
+                x[j] = x0 * c - x1 * s
+                x[j + 1] = x0 * s + x1 * c
+            }
+        }
+    }
+}
+
+/// Dense f32 KV cache, head-major per layer (kvHeads x capacity x headDim).
+public final class LlamaKVCache: @unchecked Sendable {
+    public let capacity: Int
+    public internal(set) var length = 0
+    let kvHeads: Int, headDim: Int
+    var keys: [[Float]], values: [[Float]]
+
+    init(layers: Int, kvHeads: Int, headDim: Int, capacity: Int) {
+        self.capacity = capacity; self.kvHeads = kvHeads; self.headDim = headDim
+        keys = Array(repeating: [Float](repeating: 0, count: kvHeads * capacity * headDim), count: layers)
+        values = keys
+    }
+
+    /// Bytes held by the cache.
+    public var memoryBytes: Int { (keys.count + values.count) * kvHeads * capacity * headDim * 4 }
+
+    /// Drops positions from `newLength` on.
+    public func trim(to newLength: Int) throws {
+        try require(newLength >= 0 && newLength <= length, "cannot trim a cache of \(length) positions to \(newLength)")
+        length = newLength
+    }
+
+    /// Stores token-major rows (count x kvHeads x headDim) at positions start..<start+count.
+    func store(layer: Int, keys k: [Float], values v: [Float], at start: Int, count: Int) {
+        let hd = headDim
+        for t in 0..<count { for h in 0..<kvHeads {
+            let src = (t * kvHeads + h) * hd, dst = (h * capacity + start + t) * hd
+            for c in 0..<hd { keys[layer][dst + c] = k[src + c]; values[layer][dst + c] = v[src + c] }
+        } }
+    }
+
+    func withLayer<R>(_ l: Int, _ body: (UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
+        try keys[l].withUnsafeBufferPointer { kp in try values[l].withUnsafeBufferPointer { vp in try body(kp, vp) } }
+    }
+}
