@@ -1,0 +1,202 @@
+import Foundation
+
+/// Byte-level BPE (GPT-2 family) with the SmolLM pre-tokenizer: every Unicode number code point
+/// is isolated first, then GPT-2's pattern ('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+|
+/// ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+) splits the pieces; bytes map to printable code points
+/// (GPT-2's bytes_to_unicode); merges apply by rank. Control tokens (e.g. <|im_start|>) are
+/// matched verbatim before pre-tokenization.
+public final class BPETokenizer: @unchecked Sendable {
+    public let tokens: [String]
+    let ids: [String: Int]
+    let ranks: [String: Int]        // "a b" -> merge rank
+    let specials: [(String, Int)]   // longest first
+    let byteToChar: [Character]
+    let charToByte: [Character: UInt8]
+    public let bosID: Int?
+    public let eosID: Int?
+    /// Whether to isolate each number code point first (SmolLM's pre-tokenizer).
+    public let isolateNumbers: Bool
+
+    public init(tokens: [String], merges: [String], specialIDs: [Int], bos: Int?, eos: Int?, isolateNumbers: Bool) throws {
+        try require(!tokens.isEmpty, "tokenizer has an empty vocabulary")
+        self.tokens = tokens
+        var ids: [String: Int] = [:]
+        for (i, t) in tokens.enumerated() where ids[t] == nil { ids[t] = i }
+        self.ids = ids
+        var ranks: [String: Int] = [:]
+        for (i, m) in merges.enumerated() where ranks[m] == nil { ranks[m] = i }
+        self.ranks = ranks
+        specials = specialIDs.filter { $0 >= 0 && $0 < tokens.count }.map { (tokens[$0], $0) }.sorted { $0.0.count > $1.0.count }
+        var b2c = [Character](repeating: " ", count: 256)
+        var c2b: [Character: UInt8] = [:]
+        var n = 0
+        for b in 0..<256 {
+            let printable = (33...126).contains(b) || (161...172).contains(b) || (174...255).contains(b)
+            let scalar = printable ? b : 256 + n
+            if !printable { n += 1 }
+            let ch = Character(Unicode.Scalar(UInt32(scalar))!)
+            b2c[b] = ch
+            c2b[ch] = UInt8(b)
+        }
+        byteToChar = b2c
+        charToByte = c2b
+        bosID = bos; eosID = eos
+        self.isolateNumbers = isolateNumbers
+    }
+
+    /// The tokenizer stored in GGUF metadata (tokenizer.ggml.*); only model "gpt2" (byte-level BPE).
+    public convenience init(gguf f: GGUFFile) throws {
+        let model = try f.string("tokenizer.ggml.model")
+        guard model == "gpt2" else { throw EngineError.unsupported("\(f.file.path): tokenizer model '\(model)'; supported: gpt2 (byte-level BPE)") }
+        guard let toks = f.metadata["tokenizer.ggml.tokens"]?.array?.compactMap(\.string), !toks.isEmpty else {
+            throw EngineError.invalidFile("\(f.file.path): missing tokenizer.ggml.tokens (no tokenizer in this file)")
+        }
+        guard let merges = f.metadata["tokenizer.ggml.merges"]?.array?.compactMap(\.string) else {
+            throw EngineError.invalidFile("\(f.file.path): missing tokenizer.ggml.merges")
+        }
+        let types = f.metadata["tokenizer.ggml.token_type"]?.array?.compactMap(\.int) ?? []
+        let specials = types.enumerated().filter { $0.element == 3 || $0.element == 4 }.map(\.offset) // control, user-defined
+        let pre = f.metadata["tokenizer.ggml.pre"]?.string ?? "default"
+        try self.init(tokens: toks, merges: merges, specialIDs: specials,
+                      bos: f.metadata["tokenizer.ggml.bos_token_id"]?.int, eos: f.metadata["tokenizer.ggml.eos_token_id"]?.int,
+                      isolateNumbers: pre == "smollm")
+    }
+
+    /// Token id of a token string, if present.
+    public func id(of token: String) -> Int? { ids[token] }
+
+    public func encode(_ text: String) -> [Int] {
+        var out: [Int] = []
+        for (piece, special) in splitSpecials(text) {
+            if let s = special { out.append(s); continue }
+            for word in preTokenize(piece) { bpe(word, into: &out) }
+        }
+        return out
+    }
+
+    /// Text of token ids (control tokens verbatim). Throws on an id out of range.
+    public func decode(_ idsIn: [Int]) throws -> String {
+        var bytes: [UInt8] = []
+        for i in idsIn {
+            guard i >= 0 && i < tokens.count else { throw EngineError.invalidArgument("token id \(i) is out of range 0..<\(tokens.count)") }
+            let t = tokens[i]
+            if specials.contains(where: { $0.1 == i }) { bytes.append(contentsOf: Array(t.utf8)); continue }
+            for ch in t { if let b = charToByte[ch] { bytes.append(b) } else { bytes.append(contentsOf: Array(String(ch).utf8)) } }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Raw bytes of one token (for streaming output that may split UTF-8 sequences).
+    public func bytes(of id: Int) -> [UInt8] {
+        guard id >= 0 && id < tokens.count else { return [] }
+        if specials.contains(where: { $0.1 == id }) { return Array(tokens[id].utf8) }
+        return tokens[id].map { charToByte[$0] ?? 0x3f }
+    }
+
+    func splitSpecials(_ text: String) -> [(String, Int?)] {
+        guard !specials.isEmpty else { return [(text, nil)] }
+        var out: [(String, Int?)] = []
+        var rest = Substring(text)
+        var plain = ""
+        outer: while !rest.isEmpty {
+            if rest.first == "<" || rest.first == "[" || true {
+                for (s, id) in specials where rest.hasPrefix(s) {
+                    if !plain.isEmpty { out.append((plain, nil)); plain = "" }
+                    out.append((s, id))
+                    rest = rest.dropFirst(s.count)
+                    continue outer
+                }
+            }
+            plain.append(rest.removeFirst())
+        }
+        if !plain.isEmpty { out.append((plain, nil)) }
+        return out
+    }
+
+    static func isLetter(_ s: Unicode.Scalar) -> Bool {
+        switch s.properties.generalCategory {
+        case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter: return true
+        default: return false
+        }
+    }
+    static func isNumber(_ s: Unicode.Scalar) -> Bool {
+        switch s.properties.generalCategory {
+        case .decimalNumber, .letterNumber, .otherNumber: return true
+        default: return false
+        }
+    }
+    static func isSpace(_ s: Unicode.Scalar) -> Bool { s.properties.isWhitespace }
+
+    /// Pre-tokenization into words (unicode scalars), GPT-2 pattern, after number isolation.
+    func preTokenize(_ text: String) -> [[Unicode.Scalar]] {
+        let all = Array(text.unicodeScalars)
+        var pieces: [ArraySlice<Unicode.Scalar>] = []
+        if isolateNumbers {
+            var start = 0
+            for (i, s) in all.enumerated() where Self.isNumber(s) {
+                if start < i { pieces.append(all[start..<i]) }
+                pieces.append(all[i...i])
+                start = i + 1
+            }
+            if start < all.count { pieces.append(all[start...]) }
+        } else {
+            pieces = [all[...]]
+        }
+        var words: [[Unicode.Scalar]] = []
+        for p in pieces { gpt2Split(Array(p), into: &words) }
+        return words
+    }
+
+    func gpt2Split(_ s: [Unicode.Scalar], into words: inout [[Unicode.Scalar]]) {
+        var i = 0
+        let n = s.count
+        func run(_ from: Int, _ pred: (Unicode.Scalar) -> Bool) -> Int { var j = from; while j < n && pred(s[j]) { j += 1 }; return j }
+        while i < n {
+            let c = s[i]
+            // contractions (case-sensitive, as GPT-2's pattern)
+            if c == "'" && i + 1 < n {
+                let rest = String(String.UnicodeScalarView(s[(i + 1)..<min(n, i + 3)]))
+                var len = 0
+                if rest.hasPrefix("re") || rest.hasPrefix("ve") || rest.hasPrefix("ll") { len = 3 }
+                else if let f = rest.first, "stmd".contains(f) { len = 2 }
+                if len > 0 { words.append(Array(s[i..<(i + len)])); i += len; continue }
+            }
+            let sp = c == " " && i + 1 < n ? 1 : 0
+            let head = s[min(i + sp, n - 1)]
+            if Self.isLetter(c) || (sp == 1 && Self.isLetter(head)) {
+                let j = run(i + sp, Self.isLetter); words.append(Array(s[i..<j])); i = j; continue
+            }
+            if Self.isNumber(c) || (sp == 1 && Self.isNumber(head)) {
+                let j = run(i + sp, Self.isNumber); words.append(Array(s[i..<j])); i = j; continue
+            }
+            let other: (Unicode.Scalar) -> Bool = { !Self.isSpace($0) && !Self.isLetter($0) && !Self.isNumber($0) }
+            if other(c) || (sp == 1 && other(head)) {
+                let j = run(i + sp, other); words.append(Array(s[i..<j])); i = j; continue
+            }
+            // whitespace: \s+(?!\S) then \s+
+            let j = run(i, Self.isSpace)
+            if j == n || j - i == 1 { words.append(Array(s[i..<j])); i = j }
+            else { words.append(Array(s[i..<(j - 1)])); i = j - 1 }
+        }
+    }
+
+    func bpe(_ word: [Unicode.Scalar], into out: inout [Int]) {
+        var parts: [String] = []
+        for b in String(String.UnicodeScalarView(word)).utf8 { parts.append(String(byteToChar[Int(b)])) }
+        if parts.count > 1 {
+            while true {
+                var best = Int.max, at = -1
+                for k in 0..<(parts.count - 1) {
+                    if let r = ranks[parts[k] + " " + parts[k + 1]], r < best { best = r; at = k }
+                }
+                if at < 0 { break }
+                parts[at] += parts[at + 1]
+                parts.remove(at: at + 1)
+            }
+        }
+        for p in parts {
+            if let id = ids[p] { out.append(id) }
+            else { for ch in p { if let id = ids[String(ch)] { out.append(id) } } } // every byte char is in a byte-level vocabulary
+        }
+    }
+}
