@@ -1,0 +1,149 @@
+import CKernels
+import Foundation
+
+/// Hugging Face BERT `config.json` (the fields the encoder needs).
+public struct BertConfig: Codable, Sendable, Equatable {
+    public var hiddenSize: Int
+    public var numHiddenLayers: Int
+    public var numAttentionHeads: Int
+    public var intermediateSize: Int
+    public var maxPositionEmbeddings: Int
+    public var vocabSize: Int
+    public var typeVocabSize: Int
+    public var layerNormEps: Double
+    public var hiddenAct: String
+    public var modelType: String
+
+    enum CodingKeys: String, CodingKey {
+        case hiddenSize = "hidden_size", numHiddenLayers = "num_hidden_layers", numAttentionHeads = "num_attention_heads"
+        case intermediateSize = "intermediate_size", maxPositionEmbeddings = "max_position_embeddings", vocabSize = "vocab_size"
+        case typeVocabSize = "type_vocab_size", layerNormEps = "layer_norm_eps", hiddenAct = "hidden_act", modelType = "model_type"
+    }
+}
+
+/// A BERT encoder (post-LayerNorm, GELU) with sentence-transformers mean pooling + L2 norm,
+/// loaded from a Hugging Face directory (config.json, model.safetensors, vocab.txt).
+public final class BertModel: @unchecked Sendable {
+    public let config: BertConfig
+    public let tokenizer: WordPieceTokenizer
+    struct Layer {
+        var wq: [Float], bq: [Float], wk: [Float], bk: [Float], wv: [Float], bv: [Float]
+        var wo: [Float], bo: [Float], ln1g: [Float], ln1b: [Float]
+        var wi: [Float], bi: [Float], wd: [Float], bd: [Float], ln2g: [Float], ln2b: [Float]
+    }
+    let wordEmb: [Float], posEmb: [Float], typeEmb: [Float], embLNg: [Float], embLNb: [Float]
+    let layers: [Layer]
+
+    public init(directory: String, maxLength: Int = 256) throws {
+        let cfgPath = directory + "/config.json"
+        guard let data = FileManager.default.contents(atPath: cfgPath) else { throw EngineError.io("cannot read \(cfgPath)") }
+        let c: BertConfig
+        do { c = try JSONDecoder().decode(BertConfig.self, from: data) }
+        catch { throw EngineError.invalidFile("\(cfgPath): \(error)") }
+        guard c.modelType == "bert" else { throw EngineError.unsupported("\(cfgPath): model_type '\(c.modelType)'; supported: bert") }
+        guard c.hiddenAct == "gelu" else { throw EngineError.unsupported("\(cfgPath): hidden_act '\(c.hiddenAct)'; supported: gelu") }
+        guard c.hiddenSize % c.numAttentionHeads == 0 else { throw EngineError.invalidFile("\(cfgPath): hidden_size not divisible by heads") }
+        config = c
+        tokenizer = try WordPieceTokenizer(directory: directory, maxLength: min(maxLength, c.maxPositionEmbeddings))
+        guard tokenizer.tokens.count == c.vocabSize else {
+            throw EngineError.invalidFile("\(directory)/vocab.txt has \(tokenizer.tokens.count) tokens, config says \(c.vocabSize)")
+        }
+        let st = try SafeTensorsFile(path: directory + "/model.safetensors")
+        let prefix = st.tensors["embeddings.word_embeddings.weight"] != nil ? "" : "bert."
+        let d = c.hiddenSize, h = c.intermediateSize
+        func t(_ n: String, _ shape: [Int]) throws -> [Float] { try st.floats(prefix + n, shape: shape) }
+        wordEmb = try t("embeddings.word_embeddings.weight", [c.vocabSize, d])
+        posEmb = try t("embeddings.position_embeddings.weight", [c.maxPositionEmbeddings, d])
+        typeEmb = try t("embeddings.token_type_embeddings.weight", [c.typeVocabSize, d])
+        embLNg = try t("embeddings.LayerNorm.weight", [d]); embLNb = try t("embeddings.LayerNorm.bias", [d])
+        layers = try (0..<c.numHiddenLayers).map { i in
+            let p = "encoder.layer.\(i)."
+            return Layer(wq: try t(p + "attention.self.query.weight", [d, d]), bq: try t(p + "attention.self.query.bias", [d]),
+                         wk: try t(p + "attention.self.key.weight", [d, d]), bk: try t(p + "attention.self.key.bias", [d]),
+                         wv: try t(p + "attention.self.value.weight", [d, d]), bv: try t(p + "attention.self.value.bias", [d]),
+                         wo: try t(p + "attention.output.dense.weight", [d, d]), bo: try t(p + "attention.output.dense.bias", [d]),
+                         ln1g: try t(p + "attention.output.LayerNorm.weight", [d]), ln1b: try t(p + "attention.output.LayerNorm.bias", [d]),
+                         wi: try t(p + "intermediate.dense.weight", [h, d]), bi: try t(p + "intermediate.dense.bias", [h]),
+                         wd: try t(p + "output.dense.weight", [d, h]), bd: try t(p + "output.dense.bias", [d]),
+                         ln2g: try t(p + "output.LayerNorm.weight", [d]), ln2b: try t(p + "output.LayerNorm.bias", [d]))
+        }
+    }
+
+    /// Final hidden states (T x hidden) of a token sequence ([CLS] ... [SEP] as the tokenizer makes).
+    public func tokenEmbeddings(ids: [Int]) throws -> [Float] {
+        let c = config, T = ids.count, d = c.hiddenSize, nh = c.numAttentionHeads, hd = d / nh
+        try require(T > 0, "no tokens")
+        try require(T <= c.maxPositionEmbeddings, "\(T) tokens exceed the \(c.maxPositionEmbeddings) positions of the model")
+        for i in ids where i < 0 || i >= c.vocabSize { throw EngineError.invalidArgument("token id \(i) is out of range 0..<\(c.vocabSize)") }
+        var x = [Float](repeating: 0, count: T * d)
+        for (t, id) in ids.enumerated() { for j in 0..<d { x[t * d + j] = wordEmb[id * d + j] + posEmb[t * d + j] + typeEmb[j] } }
+        layerNorm(&x, embLNg, embLNb, T, d)
+        var q = x, k = x, v = x, ctx = x, tmp = x
+        var inter = [Float](repeating: 0, count: T * c.intermediateSize)
+        var scores = [Float](repeating: 0, count: T * T)
+        let scale = 1 / Float(hd).squareRoot()
+        for L in layers {
+            linear(x, L.wq, L.bq, T, d, d, &q); linear(x, L.wk, L.bk, T, d, d, &k); linear(x, L.wv, L.bv, T, d, d, &v)
+            // bidirectional attention per head with sgemm: S = Q_h K_h^T, softmax, O_h = P V_h
+            for head in 0..<nh {
+                q.withUnsafeBufferPointer { qp in k.withUnsafeBufferPointer { kp in scores.withUnsafeMutableBufferPointer { sp in
+                    ck_sgemm(false, true, T, T, hd, scale, qp.baseAddress! + head * hd, d, kp.baseAddress! + head * hd, d, 0, sp.baseAddress, T)
+                } } }
+                for r in 0..<T {
+                    var m = -Float.infinity
+                    for j in 0..<T { m = max(m, scores[r * T + j]) }
+                    var z: Float = 0
+                    for j in 0..<T { let e = expf(scores[r * T + j] - m); scores[r * T + j] = e; z += e }
+                    let inv = 1 / z
+                    for j in 0..<T { scores[r * T + j] *= inv }
+                }
+                scores.withUnsafeBufferPointer { sp in v.withUnsafeBufferPointer { vp in ctx.withUnsafeMutableBufferPointer { cp in
+                    ck_sgemm(false, false, T, hd, T, 1, sp.baseAddress, T, vp.baseAddress! + head * hd, d, 0, cp.baseAddress! + head * hd, d)
+                } } }
+            }
+            linear(ctx, L.wo, L.bo, T, d, d, &tmp)
+            for i in 0..<(T * d) { x[i] += tmp[i] }
+            layerNorm(&x, L.ln1g, L.ln1b, T, d)
+            linear(x, L.wi, L.bi, T, d, c.intermediateSize, &inter)
+            for i in 0..<inter.count { let a = inter[i]; inter[i] = 0.5 * a * (1 + erff(a / Float(2).squareRoot())) } // exact GELU
+            linear(inter, L.wd, L.bd, T, c.intermediateSize, d, &tmp)
+            for i in 0..<(T * d) { x[i] += tmp[i] }
+            layerNorm(&x, L.ln2g, L.ln2b, T, d)
+        }
+        return x
+    }
+
+    /// Sentence embedding: mean of the token states, L2-normalised (sentence-transformers).
+    public func embed(_ text: String) throws -> [Float] {
+        let ids = tokenizer.encode(text)
+        let x = try tokenEmbeddings(ids: ids)
+        let d = config.hiddenSize, T = ids.count
+        var e = [Float](repeating: 0, count: d)
+        for t in 0..<T { for j in 0..<d { e[j] += x[t * d + j] } }
+        var n: Float = 0
+        for j in 0..<d { e[j] /= Float(T); n += e[j] * e[j] }
+        let inv = 1 / max(n.squareRoot(), 1e-12)
+        return e.map { $0 * inv }
+    }
+
+    /// y (T x out) = x (T x in) W^T + b, W out x in (PyTorch Linear layout).
+    func linear(_ x: [Float], _ w: [Float], _ b: [Float], _ T: Int, _ nin: Int, _ nout: Int, _ y: inout [Float]) {
+        for t in 0..<T { for j in 0..<nout { y[t * nout + j] = b[j] } }
+        x.withUnsafeBufferPointer { xp in w.withUnsafeBufferPointer { wp in y.withUnsafeMutableBufferPointer { yp in
+            ck_sgemm(false, true, T, nout, nin, 1, xp.baseAddress, nin, wp.baseAddress, nin, 1, yp.baseAddress, nout)
+        } } }
+    }
+
+    func layerNorm(_ x: inout [Float], _ g: [Float], _ b: [Float], _ T: Int, _ d: Int) {
+        let eps = Float(config.layerNormEps)
+        for t in 0..<T {
+            var mean: Float = 0
+            for j in 0..<d { mean += x[t * d + j] }
+            mean /= Float(d)
+            var v: Float = 0
+            for j in 0..<d { let z = x[t * d + j] - mean; v += z * z }
+            let inv = 1 / (v / Float(d) + eps).squareRoot()
+            for j in 0..<d { x[t * d + j] = (x[t * d + j] - mean) * inv * g[j] + b[j] }
+        }
+    }
+}

@@ -1,0 +1,70 @@
+import Foundation
+
+/// A safetensors file: an 8-byte little-endian header length, a JSON header
+/// {name: {dtype, shape, data_offsets: [begin, end]}} and the tensor data, memory-mapped.
+/// Offsets are checked against the file; truncation and corruption throw `invalidFile`.
+public final class SafeTensorsFile: @unchecked Sendable {
+    public struct Tensor: Sendable {
+        public let name: String
+        public let dtype: String
+        public let shape: [Int]
+        public let offset: Int
+        public let byteCount: Int
+    }
+    public let file: MappedFile
+    public private(set) var tensors: [String: Tensor] = [:]
+    public private(set) var metadata: [String: String] = [:]
+
+    public init(path: String) throws {
+        file = try MappedFile(path: path)
+        let lenBytes = try file.bytes(0, 8)
+        let n = Int(UInt64(littleEndian: lenBytes.loadUnaligned(as: UInt64.self)))
+        guard n > 1, n < 100 << 20, 8 + n <= file.count else {
+            throw EngineError.invalidFile("\(path): header length \(n) does not fit the file (\(file.count) bytes; truncated or not safetensors)")
+        }
+        let json: Any
+        do { json = try JSONSerialization.jsonObject(with: Data(try file.bytes(8, n))) }
+        catch { throw EngineError.invalidFile("\(path): header is not valid JSON (\(error.localizedDescription))") }
+        guard let obj = json as? [String: Any] else { throw EngineError.invalidFile("\(path): header is not a JSON object") }
+        let dataStart = 8 + n
+        for (name, v) in obj {
+            if name == "__metadata__" { metadata = (v as? [String: String]) ?? [:]; continue }
+            guard let d = v as? [String: Any], let dtype = d["dtype"] as? String, let shape = d["shape"] as? [Int],
+                  let offs = d["data_offsets"] as? [Int], offs.count == 2 else {
+                throw EngineError.invalidFile("\(path): malformed entry for tensor \(name)")
+            }
+            let size: Int
+            switch dtype {
+            case "F32", "I32", "U32": size = 4
+            case "F16", "BF16", "I16", "U16": size = 2
+            case "F64", "I64", "U64": size = 8
+            case "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2": size = 1
+            default: throw EngineError.unsupported("\(path): tensor \(name) has dtype \(dtype)")
+            }
+            let count = shape.reduce(1, *)
+            guard shape.allSatisfy({ $0 >= 0 }), offs[0] >= 0, offs[1] - offs[0] == count * size else {
+                throw EngineError.invalidFile("\(path): tensor \(name) offsets \(offs) do not match \(dtype) \(shape)")
+            }
+            guard dataStart + offs[1] <= file.count else {
+                throw EngineError.invalidFile("\(path): tensor \(name) ends at byte \(dataStart + offs[1]) but the file has \(file.count) (truncated?)")
+            }
+            tensors[name] = Tensor(name: name, dtype: dtype, shape: shape, offset: dataStart + offs[0], byteCount: count * size)
+        }
+    }
+
+    /// A tensor converted to f32 (F32, F16 and BF16 are accepted), with its expected shape checked.
+    public func floats(_ name: String, shape expected: [Int]? = nil) throws -> [Float] {
+        guard let t = tensors[name] else { throw EngineError.invalidFile("\(file.path): missing tensor \(name)") }
+        if let expected, expected != t.shape {
+            throw EngineError.invalidFile("\(file.path): tensor \(name) has shape \(t.shape), expected \(expected)")
+        }
+        let b = try file.bytes(t.offset, t.byteCount)
+        let n = t.shape.reduce(1, *)
+        switch t.dtype {
+        case "F32": return (0..<n).map { Float(bitPattern: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) }
+        case "F16": return (0..<n).map { Float(Float16(bitPattern: UInt16(littleEndian: b.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)))) }
+        case "BF16": return (0..<n).map { Float(bitPattern: UInt32(UInt16(littleEndian: b.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self))) << 16) }
+        default: throw EngineError.unsupported("\(file.path): tensor \(name) has dtype \(t.dtype); floating-point weights need F32, F16 or BF16")
+        }
+    }
+}
