@@ -60,7 +60,7 @@ struct Demo: ParsableCommand {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks (release builds only).",
-        subcommands: [BenchKernels.self])
+        subcommands: [BenchKernels.self, BenchModels.self])
 }
 
 struct BenchKernels: ParsableCommand {
@@ -182,5 +182,53 @@ struct Embed: ParsableCommand {
         try VectorFile.write(out, dim: d, to: output)
         let secs = Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
         FileHandleErr.write("wrote \(rows) x \(d) to \(output) (\(lines.count) lines in \(String(format: "%.2f", secs)) s)\n")
+    }
+}
+
+struct BenchModels: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "models",
+        abstract: "SmolLM2 prefill/decode tokens/s and MiniLM sentences/s (medians); prints JSON lines for scripts/bench_models.py.")
+    @Option(help: "Threads to measure (comma-separated).") var threads = "1,2"
+    @Option(help: "Prompt tokens for prefill.") var promptTokens = 128
+    @Option(help: "Tokens to decode.") var decodeTokens = 64
+    @Option(help: "Repetitions (median reported).") var reps = 5
+    @Option(help: "Weights: native (quantized) or f32.") var weights: WeightFormat = .native
+
+    func run() throws {
+        let counts = threads.split(separator: ",").compactMap { Int($0) }
+        let sentences = (0..<64).map { "Sentence number \($0) is about an ordinary everyday topic such as weather, food or travel." }
+        for t in counts {
+            configureThreads(t)
+            let k = try Kernels.selected(threads: t)
+            let m = try LlamaModel(path: DefaultModels.smolLM2, format: weights, kernels: k)
+            let prompt = (0..<promptTokens).map { 100 + ($0 * 37) % 40000 }
+            var pre: [Double] = [], dec: [Double] = []
+            for _ in 0..<reps {
+                let cache = try m.makeCache(capacity: promptTokens + decodeTokens + 1)
+                var s = DispatchTime.now().uptimeNanoseconds
+                var logits = try m.forward(prompt, cache: cache)
+                pre.append(Double(promptTokens) / (Double(DispatchTime.now().uptimeNanoseconds - s) * 1e-9))
+                s = DispatchTime.now().uptimeNanoseconds
+                for _ in 0..<decodeTokens {
+                    let next = logits.indices.max { logits[$0] < logits[$1] }!
+                    logits = try m.forward([next], cache: cache)
+                }
+                dec.append(Double(decodeTokens) / (Double(DispatchTime.now().uptimeNanoseconds - s) * 1e-9))
+            }
+            func med(_ a: [Double]) -> Double { a.sorted()[a.count / 2] }
+            print("{\"engine\": \"engine\", \"model\": \"smollm2\", \"weights\": \"\(weights.rawValue)\", \"threads\": \(t), \"prefill_tps\": \(med(pre)), \"decode_tps\": \(med(dec))}")
+            let bert = try BertModel(directory: DefaultModels.miniLM)
+            var b1: [Double] = [], b32: [Double] = []
+            for _ in 0..<reps {
+                var s = DispatchTime.now().uptimeNanoseconds
+                for x in sentences.prefix(16) { _ = try bert.embed(x) }
+                b1.append(16 / (Double(DispatchTime.now().uptimeNanoseconds - s) * 1e-9))
+                s = DispatchTime.now().uptimeNanoseconds
+                _ = try bert.embed(Array(sentences.prefix(32)), threads: t)
+                b32.append(32 / (Double(DispatchTime.now().uptimeNanoseconds - s) * 1e-9))
+            }
+            print("{\"engine\": \"engine\", \"model\": \"minilm\", \"threads\": \(t), \"batch1_sps\": \(med(b1)), \"batch32_sps\": \(med(b32))}")
+        }
     }
 }

@@ -93,8 +93,10 @@ final class QMatmulTests: XCTestCase {
     func testInt8ActivationDotAgainstDouble() throws {
         var rng = SeededRandom(seed: 12)
         for t in RowType.allCases where t.isQuantized {
-            for n in dims {
-                let rows = 3, nq = 9, nb = n / 32
+            // nq 1 (GEMV, incl. the two-block VNNI path for 4-bit rows), 2-4 (GQA-specialised),
+            // 9 (generic groups); odd block counts exercise the single-block tails.
+            for (n, nq) in [(32, 1), (96, 1), (160, 2), (96, 3), (4128, 1), (160, 4), (4128, 9)] {
+                let rows = 3, nb = n / 32
                 let w = rng.uniform(rows * n), x = rng.uniform(nq * n, -2, 2)
                 let wb = try quantize(t, w, rows: rows, cols: n)
                 let wd = try dequantize(t, wb, rows: rows, cols: n)

