@@ -52,7 +52,7 @@ struct Demo: ParsableCommand {
             return
         }
         print("SmolLM2-135M-Instruct (Q4_1 GGUF, quantized weights, int8 activations), greedy:")
-        var g = try Generate.parse(["--prompt", "What is the capital of France?", "--chat", "--max-tokens", "40"])
+        let g = try Generate.parse(["--prompt", "What is the capital of France?", "--chat", "--max-tokens", "40"])
         try g.run()
     }
 }

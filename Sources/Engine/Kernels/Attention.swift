@@ -56,29 +56,9 @@ extension Kernels {
         try require(v.count == k.count, "v has \(v.count) values, expected \(k.count)")
         try require(out.count >= q.count, "out holds \(out.count) values, expected \(q.count)")
         try requireFinite(q, "q"); try requireFinite(k, "k"); try requireFinite(v, "v")
-        let table = attentionTable
-        let nblocks = (T + Int(CK_ATTN_BQ) - 1) / Int(CK_ATTN_BQ)
-        let units = min(threads, nblocks * kvh)
-        let scratchBytes = ck_attn_prefill_scratch_bytes(g, d)
-        var failure = CK_OK
-        let qb = q.baseAddress!, kb = k.baseAddress!, vb = v.baseAddress!, ob = out.baseAddress!
-        // Unit u takes every units-th (head, row block) pair: interleaving balances the causal
-        // triangle, and each unit needs only its own scratch.
-        Threads.parallelFor(units, threads: units) { u in
-            withUnsafeTemporaryAllocation(byteCount: scratchBytes, alignment: 64) { scratch in
-                var item = u
-                while item < nblocks * kvh {
-                    let head = item % kvh, blk = item / kvh
-                    let r0 = blk * Int(CK_ATTN_BQ), r1 = min(T, r0 + Int(CK_ATTN_BQ))
-                    let st = ck_attn_prefill(table, &p, qb + head * g * d, h * d, T, r0, r1, g, d, start,
-                                             kb + head * d, kvh * d, vb + head * d, kvh * d, ob + head * g * d, h * d,
-                                             scratch.baseAddress!)
-                    if st != CK_OK { failure = st }
-                    item += units
-                }
-            }
-        }
-        try EngineError.check(failure, "attention prefill parameters")
+        // token-major: head j's rows start at j * d, one row per kvHeads * d floats
+        try prefillUnits(&p, shape: shape, q: q, T: T, start: start, keys: k.baseAddress!, values: v.baseAddress!,
+                         headOffset: d, rowStride: kvh * d, out: out)
     }
 
     /// One decoding step: q (heads x d, f32) against `length` cached positions. The caches are
@@ -156,26 +136,41 @@ extension Kernels {
         try require(start >= 0 && start + T <= capacity, "positions \(start)..<\(start + T) exceed the cache capacity \(capacity)")
         try require(keys.count >= kvh * capacity * d && values.count >= kvh * capacity * d, "cache smaller than \(kvh) x \(capacity) x \(d)")
         try require(out.count >= q.count, "out holds \(out.count) values, expected \(q.count)")
+        // head-major: head j's rows start at j * capacity * d, contiguous
+        try prefillUnits(&p, shape: shape, q: q, T: T, start: start, keys: keys.baseAddress!, values: values.baseAddress!,
+                         headOffset: capacity * d, rowStride: d, out: out)
+    }
+
+    /// Runs prefill over (KV head, row block) units. Unit u takes every units-th pair:
+    /// interleaving balances the causal triangle, and each unit needs only its own scratch.
+    private func prefillUnits(_ p: inout ck_attn_params, shape: AttentionShape, q: UnsafeBufferPointer<Float>, T: Int, start: Int,
+                              keys: UnsafePointer<Float>, values: UnsafePointer<Float>, headOffset: Int, rowStride: Int,
+                              out: UnsafeMutableBufferPointer<Float>) throws {
+        let (h, kvh, d, g) = (shape.heads, shape.kvHeads, shape.headDim, shape.group)
         let table = attentionTable
         let nblocks = (T + Int(CK_ATTN_BQ) - 1) / Int(CK_ATTN_BQ)
         let units = min(threads, nblocks * kvh)
         let scratchBytes = ck_attn_prefill_scratch_bytes(g, d)
-        var failure = CK_OK
-        let qb = q.baseAddress!, kb = keys.baseAddress!, vb = values.baseAddress!, ob = out.baseAddress!
+        var status = [ck_status](repeating: CK_OK, count: units) // one slot per unit: no shared writes
+        let qb = q.baseAddress!, ob = out.baseAddress!
+        let params = p
+        status.withUnsafeMutableBufferPointer { stp in
         Threads.parallelFor(units, threads: units) { u in
+            var pp = params
             withUnsafeTemporaryAllocation(byteCount: scratchBytes, alignment: 64) { scratch in
                 var item = u
                 while item < nblocks * kvh {
                     let head = item % kvh, blk = item / kvh
                     let r0 = blk * Int(CK_ATTN_BQ), r1 = min(T, r0 + Int(CK_ATTN_BQ))
-                    let st = ck_attn_prefill(table, &p, qb + head * g * d, h * d, T, r0, r1, g, d, start,
-                                             kb + head * capacity * d, d, vb + head * capacity * d, d,
+                    let st = ck_attn_prefill(table, &pp, qb + head * g * d, h * d, T, r0, r1, g, d, start,
+                                             keys + head * headOffset, rowStride, values + head * headOffset, rowStride,
                                              ob + head * g * d, h * d, scratch.baseAddress!)
-                    if st != CK_OK { failure = st }
+                    if st != CK_OK { stp[u] = st }
                     item += units
                 }
             }
         }
-        try EngineError.check(failure, "attention prefill parameters")
+        }
+        try EngineError.check(status.first { $0 != CK_OK } ?? CK_OK, "attention prefill parameters")
     }
 }
