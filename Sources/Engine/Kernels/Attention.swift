@@ -48,7 +48,7 @@ extension Kernels {
                                  q: UnsafeBufferPointer<Float>, k: UnsafeBufferPointer<Float>, v: UnsafeBufferPointer<Float>,
                                  start: Int = 0, into out: UnsafeMutableBufferPointer<Float>) throws {
         var p = try score.params(scale: scale ?? shape.defaultScale)
-        let (h, kvh, d, g) = (shape.heads, shape.kvHeads, shape.headDim, shape.group)
+        let (h, kvh, d, _) = (shape.heads, shape.kvHeads, shape.headDim, shape.group)
         try require(start >= 0, "start must be >= 0, got \(start)")
         try require(q.count % (h * d) == 0 && q.count > 0, "q has \(q.count) values, expected T x \(h) x \(d)")
         let T = q.count / (h * d)
@@ -130,7 +130,7 @@ extension Kernels {
                                        values: UnsafeBufferPointer<Float>, capacity: Int, start: Int,
                                        into out: UnsafeMutableBufferPointer<Float>) throws {
         var p = try score.params(scale: scale ?? shape.defaultScale)
-        let (h, kvh, d, g) = (shape.heads, shape.kvHeads, shape.headDim, shape.group)
+        let (h, kvh, d, _) = (shape.heads, shape.kvHeads, shape.headDim, shape.group)
         try require(q.count % (h * d) == 0 && q.count > 0, "q has \(q.count) values, expected T x \(h) x \(d)")
         let T = q.count / (h * d)
         try require(start >= 0 && start + T <= capacity, "positions \(start)..<\(start + T) exceed the cache capacity \(capacity)")
