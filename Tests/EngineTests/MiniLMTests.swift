@@ -45,6 +45,18 @@ final class MiniLMTests: XCTestCase {
         print("MiniLM: worst cosine to the reference over \(n) sentences = \(worst)")
     }
 
+    /// The tokenizer read from tokenizer.json equals the one from vocab.txt on the fixture.
+    func testTokenizerJSONEqualsVocabTxt() throws {
+        let a = try model().tokenizer
+        let b = try WordPieceTokenizer(tokenizerJSON: TestModels.miniLM + "/tokenizer.json")
+        XCTAssertEqual(a.tokens, b.tokens)
+        for line in try String(contentsOf: fixtureURL("minilm_tokens.jsonl"), encoding: .utf8).split(separator: "\n").prefix(300) {
+            let text = (try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any])["text"] as! String
+            XCTAssertEqual(a.encode(text), b.encode(text))
+        }
+        XCTAssertThrowsError(try WordPieceTokenizer(tokenizerJSON: TestModels.miniLM + "/config.json"))
+    }
+
     func testBadInput() throws {
         let m = try model()
         assertThrowsEngineError(isInvalidArgument) { _ = try m.tokenEmbeddings(ids: [101, 30522, 102]) }

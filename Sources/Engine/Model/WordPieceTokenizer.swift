@@ -37,6 +37,19 @@ public final class WordPieceTokenizer: @unchecked Sendable {
         try self.init(vocabulary: lines.map { $0.hasSuffix("\r") ? String($0.dropLast()) : $0 }, maxLength: maxLength)
     }
 
+    /// From a Hugging Face tokenizer.json whose model is WordPiece (vocabulary: token -> id).
+    public convenience init(tokenizerJSON path: String, maxLength: Int = 256) throws {
+        guard let data = FileManager.default.contents(atPath: path) else { throw EngineError.io("missing tokenizer: cannot read \(path)") }
+        guard let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let model = root["model"] as? [String: Any] else { throw EngineError.invalidFile("\(path): not a tokenizer.json") }
+        guard (model["type"] as? String) == "WordPiece", let vocab = model["vocab"] as? [String: Int] else {
+            throw EngineError.unsupported("\(path): tokenizer model \(model["type"] ?? "?"); expected WordPiece")
+        }
+        var tokens = [String](repeating: "", count: (vocab.values.max() ?? -1) + 1)
+        for (t, i) in vocab where i >= 0 { tokens[i] = t }
+        try self.init(vocabulary: tokens, maxLength: maxLength)
+    }
+
     static func isPunctuation(_ s: Unicode.Scalar) -> Bool {
         let v = s.value
         if (33...47).contains(v) || (58...64).contains(v) || (91...96).contains(v) || (123...126).contains(v) { return true }
