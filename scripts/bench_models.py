@@ -32,7 +32,7 @@ def engine(threads, prompt, decode, reps):
 def llama(threads, prompt, decode, reps):
     from llama_cpp import Llama
     llm = Llama(model_path=str(GGUF), n_threads=threads, n_threads_batch=threads, n_ctx=prompt + decode + 8,
-                n_batch=prompt, verbose=False)
+                n_batch=prompt + decode + 8, verbose=False)  # scores rows = n_batch without logits_all
     toks = [100 + (i * 37) % 40000 for i in range(prompt)]  # the same ids Engine uses
     pre, dec = [], []
     for _ in range(reps):
