@@ -35,6 +35,8 @@ public enum Threads {
         // this call, and each iteration touches a disjoint range: sharing them is sound.
         withoutActuallyEscaping(body) { body in
             let box = UncheckedSendable(body)
+            // The spinning pool first (cheap hand-off); libdispatch when it is busy (nested use).
+            if t == SpinPool.shared.workers + 1 && SpinPool.shared.run(count, { box.value($0) }) { return }
             DispatchQueue.concurrentPerform(iterations: count) { i in box.value(i) }
         }
     }

@@ -97,8 +97,8 @@ extension Kernels {
         let qb = q.baseAddress!, kbase = keys.baseAddress!, vbase = values.baseAddress!
         po.withUnsafeMutableBufferPointer { po in pm.withUnsafeMutableBufferPointer { pm in pl.withUnsafeMutableBufferPointer { pl in
             status.withUnsafeMutableBufferPointer { stp in
-                // Threads pay only for caches of 256k+ values (waking one costs tens of microseconds).
-                let t = T * kvh * d >= 1 << 18 ? threads : 1
+                // Threads pay from ~32k cached values on (hand-off through the spinning pool).
+                let t = T * kvh * d >= 1 << 15 ? threads : 1
                 Threads.parallelFor(units, threads: t) { u in
                     let head = u / chunks, r = ranges[u % chunks]
                     withUnsafeTemporaryAllocation(byteCount: scratchBytes, alignment: 64) { scratch in

@@ -92,7 +92,7 @@ extension Kernels {
         let useInt8 = numerics == .int8 && w.type.isQuantized
         let t = qmatmulTable.pointee
         let rows = w.rows, cols = w.cols, stride = w.rowStride
-        let parts = rows * cols >= 1 << 22 ? max(1, min(threads, rows / 64)) : 1 // see linear()
+        let parts = rows * cols >= 1 << 18 ? max(1, min(threads, rows / 64)) : 1 // see linear()
         w.bytes.withUnsafeBytes { wb in
             let base = wb.baseAddress!
             if useInt8 {
@@ -159,9 +159,9 @@ extension Kernels {
                          base.assumingMemoryBound(to: Float.self), cols, 0, y.baseAddress, rows)
                 return
             }
-            // Waking a thread costs tens of microseconds here (libdispatch): split only products
-            // of at least 4M multiply-adds (a 576x1536 decode GEMV runs in ~50 us on one core).
-            let parts = tokens * rows * cols >= 1 << 22 ? max(1, min(threads, rows / 64)) : 1
+            // Hand-off to the spinning pool costs about a microsecond, a libdispatch wake-up tens:
+            // split products of at least 256k multiply-adds (a 576x576 decode GEMV is ~20 us).
+            let parts = tokens * rows * cols >= 1 << 18 ? max(1, min(threads, rows / 64)) : 1
             if numerics == .int8 && w.type.isQuantized {
                 let nb = cols / 32
                 withUnsafeTemporaryAllocation(of: ck_block_q8a.self, capacity: tokens * nb) { a in
