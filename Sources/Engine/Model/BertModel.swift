@@ -33,8 +33,11 @@ public final class BertModel: @unchecked Sendable {
     }
     let wordEmb: [Float], posEmb: [Float], typeEmb: [Float], embLNg: [Float], embLNb: [Float]
     let layers: [Layer]
+    /// The same linear weights as row matrices for Engine's kernels (q, k, v, o, in, out per layer).
+    let mats: [[QuantizedMatrix]]
+    let kernels: Kernels
 
-    public init(directory: String, maxLength: Int = 256) throws {
+    public init(directory: String, maxLength: Int = 256, kernels: Kernels? = nil) throws {
         let cfgPath = directory + "/config.json"
         guard let data = FileManager.default.contents(atPath: cfgPath) else { throw EngineError.io("cannot read \(cfgPath)") }
         let c: BertConfig
@@ -67,10 +70,18 @@ public final class BertModel: @unchecked Sendable {
                          wd: try t(p + "output.dense.weight", [d, h]), bd: try t(p + "output.dense.bias", [d]),
                          ln2g: try t(p + "output.LayerNorm.weight", [d]), ln2b: try t(p + "output.LayerNorm.bias", [d]))
         }
+        mats = try layers.map { L in
+            [try QuantizedMatrix(f32: L.wq, rows: d, cols: d), try QuantizedMatrix(f32: L.wk, rows: d, cols: d),
+             try QuantizedMatrix(f32: L.wv, rows: d, cols: d), try QuantizedMatrix(f32: L.wo, rows: d, cols: d),
+             try QuantizedMatrix(f32: L.wi, rows: h, cols: d), try QuantizedMatrix(f32: L.wd, rows: d, cols: h)]
+        }
+        self.kernels = try kernels ?? Kernels.selected()
     }
 
     /// Final hidden states (T x hidden) of a token sequence ([CLS] ... [SEP] as the tokenizer makes).
-    public func tokenEmbeddings(ids: [Int]) throws -> [Float] {
+    public func tokenEmbeddings(ids: [Int]) throws -> [Float] { try tokenEmbeddings(ids: ids, kernels: kernels) }
+
+    func tokenEmbeddings(ids: [Int], kernels k: Kernels) throws -> [Float] {
         let c = config, T = ids.count, d = c.hiddenSize, nh = c.numAttentionHeads, hd = d / nh
         try require(T > 0, "no tokens")
         try require(T <= c.maxPositionEmbeddings, "\(T) tokens exceed the \(c.maxPositionEmbeddings) positions of the model")
@@ -78,15 +89,16 @@ public final class BertModel: @unchecked Sendable {
         var x = [Float](repeating: 0, count: T * d)
         for (t, id) in ids.enumerated() { for j in 0..<d { x[t * d + j] = wordEmb[id * d + j] + posEmb[t * d + j] + typeEmb[j] } }
         layerNorm(&x, embLNg, embLNb, T, d)
-        var q = x, k = x, v = x, ctx = x, tmp = x
+        var q = x, kk = x, v = x, ctx = x, tmp = x
         var inter = [Float](repeating: 0, count: T * c.intermediateSize)
         var scores = [Float](repeating: 0, count: T * T)
         let scale = 1 / Float(hd).squareRoot()
-        for L in layers {
-            linear(x, L.wq, L.bq, T, d, d, &q); linear(x, L.wk, L.bk, T, d, d, &k); linear(x, L.wv, L.bv, T, d, d, &v)
+        for (li, L) in layers.enumerated() {
+            let M = mats[li]
+            try lin(k, M[0], x, L.bq, T, &q); try lin(k, M[1], x, L.bk, T, &kk); try lin(k, M[2], x, L.bv, T, &v)
             // bidirectional attention per head with sgemm: S = Q_h K_h^T, softmax, O_h = P V_h
             for head in 0..<nh {
-                q.withUnsafeBufferPointer { qp in k.withUnsafeBufferPointer { kp in scores.withUnsafeMutableBufferPointer { sp in
+                q.withUnsafeBufferPointer { qp in kk.withUnsafeBufferPointer { kp in scores.withUnsafeMutableBufferPointer { sp in
                     ck_sgemm(false, true, T, T, hd, scale, qp.baseAddress! + head * hd, d, kp.baseAddress! + head * hd, d, 0, sp.baseAddress, T)
                 } } }
                 for r in 0..<T {
@@ -101,12 +113,12 @@ public final class BertModel: @unchecked Sendable {
                     ck_sgemm(false, false, T, hd, T, 1, sp.baseAddress, T, vp.baseAddress! + head * hd, d, 0, cp.baseAddress! + head * hd, d)
                 } } }
             }
-            linear(ctx, L.wo, L.bo, T, d, d, &tmp)
+            try lin(k, M[3], ctx, L.bo, T, &tmp)
             for i in 0..<(T * d) { x[i] += tmp[i] }
             layerNorm(&x, L.ln1g, L.ln1b, T, d)
-            linear(x, L.wi, L.bi, T, d, c.intermediateSize, &inter)
+            try lin(k, M[4], x, L.bi, T, &inter)
             for i in 0..<inter.count { let a = inter[i]; inter[i] = 0.5 * a * (1 + erff(a / Float(2).squareRoot())) } // exact GELU
-            linear(inter, L.wd, L.bd, T, c.intermediateSize, d, &tmp)
+            try lin(k, M[5], inter, L.bd, T, &tmp)
             for i in 0..<(T * d) { x[i] += tmp[i] }
             layerNorm(&x, L.ln2g, L.ln2b, T, d)
         }
@@ -114,9 +126,11 @@ public final class BertModel: @unchecked Sendable {
     }
 
     /// Sentence embedding: mean of the token states, L2-normalised (sentence-transformers).
-    public func embed(_ text: String) throws -> [Float] {
+    public func embed(_ text: String) throws -> [Float] { try embed(text, kernels: kernels) }
+
+    func embed(_ text: String, kernels k: Kernels) throws -> [Float] {
         let ids = tokenizer.encode(text)
-        let x = try tokenEmbeddings(ids: ids)
+        let x = try tokenEmbeddings(ids: ids, kernels: k)
         let d = config.hiddenSize, T = ids.count
         var e = [Float](repeating: 0, count: d)
         for t in 0..<T { for j in 0..<d { e[j] += x[t * d + j] } }
@@ -140,16 +154,28 @@ public final class BertModel: @unchecked Sendable {
         let saved = ck_blas_threads()
         ck_blas_set_threads(1)
         defer { ck_blas_set_threads(saved) }
+        var single = kernels
+        single.threads = 1 // sentences are the unit of parallelism here
         var errors = [Error?](repeating: nil, count: t)
         out.withUnsafeMutableBufferPointer { op in errors.withUnsafeMutableBufferPointer { ep in
             Threads.parallelFor(t, threads: t) { p in
                 for i in Threads.ranges(texts.count, parts: t)[p] {
-                    do { let e = try embed(texts[i]); for j in 0..<d { op[i * d + j] = e[j] } } catch { ep[p] = error; return }
+                    do { let e = try embed(texts[i], kernels: single); for j in 0..<d { op[i * d + j] = e[j] } } catch { ep[p] = error; return }
                 }
             }
         } }
         if let e = errors.compactMap({ $0 }).first { throw e }
         return out
+    }
+
+    /// y (T x out) = x (T x in) W^T + b with Engine's row kernels (at sentence lengths they beat
+    /// OpenBLAS, whose threading and buffer locks dominate such small products).
+    func lin(_ k: Kernels, _ w: QuantizedMatrix, _ x: [Float], _ b: [Float], _ T: Int, _ y: inout [Float]) throws {
+        try x.withUnsafeBufferPointer { xp in try y.withUnsafeMutableBufferPointer { yp in
+            try k.linear(w, x: UnsafeBufferPointer(rebasing: xp[0..<(T * w.cols)]), tokens: T,
+                               into: UnsafeMutableBufferPointer(rebasing: yp[0..<(T * w.rows)]), useBLAS: false)
+        } }
+        for t in 0..<T { for j in 0..<w.rows { y[t * w.rows + j] += b[j] } }
     }
 
     /// y (T x out) = x (T x in) W^T + b, W out x in (PyTorch Linear layout).
