@@ -174,7 +174,7 @@ struct Embed: ParsableCommand {
             for line in lines { out += try m.tokenEmbeddings(ids: m.tokenizer.encode(line)) }
         } else {
             for c in stride(from: 0, to: lines.count, by: 1024) { // progress every 1,024 lines
-                out += try m.embed(Array(lines[c..<min(lines.count, c + 1024)]), threads: n)
+                out += try m.embed(Array(lines[c..<min(lines.count, c + 1024)]))
                 if lines.count > 1024 { FileHandleErr.write("embed: \(min(lines.count, c + 1024))/\(lines.count)\n") }
             }
         }
@@ -218,14 +218,14 @@ struct BenchModels: ParsableCommand {
             }
             func med(_ a: [Double]) -> Double { a.sorted()[a.count / 2] }
             print("{\"engine\": \"engine\", \"model\": \"smollm2\", \"weights\": \"\(weights.rawValue)\", \"threads\": \(t), \"prefill_tps\": \(med(pre)), \"decode_tps\": \(med(dec))}")
-            let bert = try BertModel(directory: DefaultModels.miniLM)
+            let bert = try BertModel(directory: DefaultModels.miniLM, kernels: k)
             var b1: [Double] = [], b32: [Double] = []
             for _ in 0..<reps {
                 var s = DispatchTime.now().uptimeNanoseconds
                 for x in sentences.prefix(16) { _ = try bert.embed(x) }
                 b1.append(16 / (Double(DispatchTime.now().uptimeNanoseconds - s) * 1e-9))
                 s = DispatchTime.now().uptimeNanoseconds
-                _ = try bert.embed(Array(sentences.prefix(32)), threads: t)
+                _ = try bert.embed(Array(sentences.prefix(32)), batch: 32)
                 b32.append(32 / (Double(DispatchTime.now().uptimeNanoseconds - s) * 1e-9))
             }
             print("{\"engine\": \"engine\", \"model\": \"minilm\", \"threads\": \(t), \"batch1_sps\": \(med(b1)), \"batch32_sps\": \(med(b32))}")

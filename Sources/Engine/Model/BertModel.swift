@@ -81,44 +81,61 @@ public final class BertModel: @unchecked Sendable {
     /// Final hidden states (T x hidden) of a token sequence ([CLS] ... [SEP] as the tokenizer makes).
     public func tokenEmbeddings(ids: [Int]) throws -> [Float] { try tokenEmbeddings(ids: ids, kernels: kernels) }
 
-    func tokenEmbeddings(ids: [Int], kernels k: Kernels) throws -> [Float] {
-        let c = config, T = ids.count, d = c.hiddenSize, nh = c.numAttentionHeads, hd = d / nh
-        try require(T > 0, "no tokens")
-        try require(T <= c.maxPositionEmbeddings, "\(T) tokens exceed the \(c.maxPositionEmbeddings) positions of the model")
-        for i in ids where i < 0 || i >= c.vocabSize { throw EngineError.invalidArgument("token id \(i) is out of range 0..<\(c.vocabSize)") }
+    func tokenEmbeddings(ids: [Int], kernels k: Kernels) throws -> [Float] { try forward([ids], kernels: k) }
+
+    /// Final hidden states of several sequences, concatenated (sum of lengths x hidden). The
+    /// linear layers run once over all tokens (per-token products, so batching is exact);
+    /// attention runs per sequence.
+    func forward(_ seqs: [[Int]], kernels k: Kernels) throws -> [Float] {
+        let c = config, d = c.hiddenSize, nh = c.numAttentionHeads, hd = d / nh
+        let lengths = seqs.map(\.count)
+        let T = lengths.reduce(0, +)
+        try require(!seqs.isEmpty && lengths.allSatisfy { $0 > 0 }, "no tokens")
+        for n in lengths { try require(n <= c.maxPositionEmbeddings, "\(n) tokens exceed the \(c.maxPositionEmbeddings) positions of the model") }
+        for s in seqs { for i in s where i < 0 || i >= c.vocabSize { throw EngineError.invalidArgument("token id \(i) is out of range 0..<\(c.vocabSize)") } }
+        var starts: [Int] = [], acc = 0
+        for n in lengths { starts.append(acc); acc += n }
         var x = [Float](repeating: 0, count: T * d)
-        for (t, id) in ids.enumerated() { for j in 0..<d { x[t * d + j] = wordEmb[id * d + j] + posEmb[t * d + j] + typeEmb[j] } }
+        for (si, s) in seqs.enumerated() {
+            for (t, id) in s.enumerated() { let row = starts[si] + t; for j in 0..<d { x[row * d + j] = wordEmb[id * d + j] + posEmb[t * d + j] + typeEmb[j] } }
+        }
         layerNorm(&x, embLNg, embLNb, T, d)
         var q = x, kk = x, v = x, ctx = x, tmp = x
         var inter = [Float](repeating: 0, count: T * c.intermediateSize)
-        var scores = [Float](repeating: 0, count: T * T)
+        let maxT = lengths.max()!
+        var scores = [Float](repeating: 0, count: maxT * maxT)
         let scale = 1 / Float(hd).squareRoot()
+        // OpenBLAS wins once the token count makes real matrix products; below, the row kernels.
+        let blas = T >= 128
         for (li, L) in layers.enumerated() {
             let M = mats[li]
-            try lin(k, M[0], x, L.bq, T, &q); try lin(k, M[1], x, L.bk, T, &kk); try lin(k, M[2], x, L.bv, T, &v)
-            // bidirectional attention per head with sgemm: S = Q_h K_h^T, softmax, O_h = P V_h
-            for head in 0..<nh {
-                q.withUnsafeBufferPointer { qp in kk.withUnsafeBufferPointer { kp in scores.withUnsafeMutableBufferPointer { sp in
-                    ck_sgemm(false, true, T, T, hd, scale, qp.baseAddress! + head * hd, d, kp.baseAddress! + head * hd, d, 0, sp.baseAddress, T)
-                } } }
-                for r in 0..<T {
-                    var m = -Float.infinity
-                    for j in 0..<T { m = max(m, scores[r * T + j]) }
-                    var z: Float = 0
-                    for j in 0..<T { let e = expf(scores[r * T + j] - m); scores[r * T + j] = e; z += e }
-                    let inv = 1 / z
-                    for j in 0..<T { scores[r * T + j] *= inv }
+            try lin(k, M[0], x, L.bq, T, &q, blas); try lin(k, M[1], x, L.bk, T, &kk, blas); try lin(k, M[2], x, L.bv, T, &v, blas)
+            // bidirectional attention per sequence and head with sgemm: S = Q_h K_h^T, softmax, O_h = P V_h
+            for (si, n) in lengths.enumerated() {
+                let base = starts[si] * d
+                for head in 0..<nh {
+                    q.withUnsafeBufferPointer { qp in kk.withUnsafeBufferPointer { kp in scores.withUnsafeMutableBufferPointer { sp in
+                        ck_sgemm(false, true, n, n, hd, scale, qp.baseAddress! + base + head * hd, d, kp.baseAddress! + base + head * hd, d, 0, sp.baseAddress, n)
+                    } } }
+                    for r in 0..<n {
+                        var m = -Float.infinity
+                        for j in 0..<n { m = max(m, scores[r * n + j]) }
+                        var z: Float = 0
+                        for j in 0..<n { let e = expf(scores[r * n + j] - m); scores[r * n + j] = e; z += e }
+                        let inv = 1 / z
+                        for j in 0..<n { scores[r * n + j] *= inv }
+                    }
+                    scores.withUnsafeBufferPointer { sp in v.withUnsafeBufferPointer { vp in ctx.withUnsafeMutableBufferPointer { cp in
+                        ck_sgemm(false, false, n, hd, n, 1, sp.baseAddress, n, vp.baseAddress! + base + head * hd, d, 0, cp.baseAddress! + base + head * hd, d)
+                    } } }
                 }
-                scores.withUnsafeBufferPointer { sp in v.withUnsafeBufferPointer { vp in ctx.withUnsafeMutableBufferPointer { cp in
-                    ck_sgemm(false, false, T, hd, T, 1, sp.baseAddress, T, vp.baseAddress! + head * hd, d, 0, cp.baseAddress! + head * hd, d)
-                } } }
             }
-            try lin(k, M[3], ctx, L.bo, T, &tmp)
+            try lin(k, M[3], ctx, L.bo, T, &tmp, blas)
             for i in 0..<(T * d) { x[i] += tmp[i] }
             layerNorm(&x, L.ln1g, L.ln1b, T, d)
-            try lin(k, M[4], x, L.bi, T, &inter)
+            try lin(k, M[4], x, L.bi, T, &inter, blas)
             for i in 0..<inter.count { let a = inter[i]; inter[i] = 0.5 * a * (1 + erff(a / Float(2).squareRoot())) } // exact GELU
-            try lin(k, M[5], inter, L.bd, T, &tmp)
+            try lin(k, M[5], inter, L.bd, T, &tmp, blas)
             for i in 0..<(T * d) { x[i] += tmp[i] }
             layerNorm(&x, L.ln2g, L.ln2b, T, d)
         }
@@ -140,40 +157,38 @@ public final class BertModel: @unchecked Sendable {
         return e.map { $0 * inv }
     }
 
-    /// Embeddings of many sentences (n x hidden, row-major), split across `threads`. While the
-    /// batch runs, OpenBLAS uses one thread per caller so cores are not oversubscribed; its pool
-    /// size is restored afterwards.
-    public func embed(_ texts: [String], threads: Int = Threads.defaultCount) throws -> [Float] {
+    /// Embeddings of many sentences (n x hidden, row-major). Sentences go through the model in
+    /// batches of up to `batch`: the linear layers see all their tokens at once (OpenBLAS sgemm
+    /// with its thread pool), attention stays per sentence. Results equal one-by-one embedding up
+    /// to float rounding.
+    public func embed(_ texts: [String], batch: Int = 32) throws -> [Float] {
+        try require(batch > 0, "batch must be positive, got \(batch)")
         let d = config.hiddenSize
-        var out = [Float](repeating: 0, count: texts.count * d)
-        let t = max(1, min(threads, texts.count))
-        if t == 1 {
-            for (i, s) in texts.enumerated() { out.replaceSubrange((i * d)..<((i + 1) * d), with: try embed(s)) }
-            return out
-        }
-        let saved = ck_blas_threads()
-        ck_blas_set_threads(1)
-        defer { ck_blas_set_threads(saved) }
-        var single = kernels
-        single.threads = 1 // sentences are the unit of parallelism here
-        var errors = [Error?](repeating: nil, count: t)
-        out.withUnsafeMutableBufferPointer { op in errors.withUnsafeMutableBufferPointer { ep in
-            Threads.parallelFor(t, threads: t) { p in
-                for i in Threads.ranges(texts.count, parts: t)[p] {
-                    do { let e = try embed(texts[i], kernels: single); for j in 0..<d { op[i * d + j] = e[j] } } catch { ep[p] = error; return }
-                }
+        var out: [Float] = []
+        out.reserveCapacity(texts.count * d)
+        for b0 in stride(from: 0, to: texts.count, by: batch) {
+            let seqs = texts[b0..<min(texts.count, b0 + batch)].map { tokenizer.encode($0) }
+            let x = try forward(seqs, kernels: kernels)
+            var row = 0
+            for s in seqs {
+                var e = [Float](repeating: 0, count: d)
+                for t in 0..<s.count { for j in 0..<d { e[j] += x[(row + t) * d + j] } }
+                row += s.count
+                var n: Float = 0
+                for j in 0..<d { e[j] /= Float(s.count); n += e[j] * e[j] }
+                let inv = 1 / max(n.squareRoot(), 1e-12)
+                out += e.map { $0 * inv }
             }
-        } }
-        if let e = errors.compactMap({ $0 }).first { throw e }
+        }
         return out
     }
 
     /// y (T x out) = x (T x in) W^T + b with Engine's row kernels (at sentence lengths they beat
     /// OpenBLAS, whose threading and buffer locks dominate such small products).
-    func lin(_ k: Kernels, _ w: QuantizedMatrix, _ x: [Float], _ b: [Float], _ T: Int, _ y: inout [Float]) throws {
+    func lin(_ k: Kernels, _ w: QuantizedMatrix, _ x: [Float], _ b: [Float], _ T: Int, _ y: inout [Float], _ blas: Bool = false) throws {
         try x.withUnsafeBufferPointer { xp in try y.withUnsafeMutableBufferPointer { yp in
             try k.linear(w, x: UnsafeBufferPointer(rebasing: xp[0..<(T * w.cols)]), tokens: T,
-                               into: UnsafeMutableBufferPointer(rebasing: yp[0..<(T * w.rows)]), useBLAS: false)
+                               into: UnsafeMutableBufferPointer(rebasing: yp[0..<(T * w.rows)]), useBLAS: blas)
         } }
         for t in 0..<T { for j in 0..<w.rows { y[t * w.rows + j] += b[j] } }
     }
