@@ -62,6 +62,35 @@ public final class BPETokenizer: @unchecked Sendable {
                       isolateNumbers: pre == "smollm")
     }
 
+    /// From a Hugging Face tokenizer.json with a byte-level BPE model (vocab, merges as "a b"
+    /// strings or [a, b] pairs, added special tokens). Number isolation is enabled when the
+    /// pre-tokenizer contains Digits(individual_digits) or a \p{N} Split, as SmolLM's does.
+    public convenience init(tokenizerJSON path: String) throws {
+        guard let data = FileManager.default.contents(atPath: path) else { throw EngineError.io("missing tokenizer: cannot read \(path)") }
+        guard let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let model = root["model"] as? [String: Any] else { throw EngineError.invalidFile("\(path): not a tokenizer.json") }
+        guard (model["type"] as? String) == "BPE", let vocab = model["vocab"] as? [String: Int] else {
+            throw EngineError.unsupported("\(path): tokenizer model \(model["type"] ?? "?"); expected BPE")
+        }
+        let merges: [String] = (model["merges"] as? [Any] ?? []).compactMap { m in
+            if let s = m as? String { return s }
+            if let pair = m as? [String], pair.count == 2 { return pair[0] + " " + pair[1] }
+            return nil
+        }
+        var added = (root["added_tokens"] as? [[String: Any]]) ?? []
+        added = added.filter { ($0["special"] as? Bool) ?? false }
+        var tokens = [String](repeating: "", count: max((vocab.values.max() ?? -1), (added.compactMap { $0["id"] as? Int }.max() ?? -1)) + 1)
+        for (t, i) in vocab where i >= 0 { tokens[i] = t }
+        var specials: [Int] = []
+        for a in added { if let id = a["id"] as? Int, let c = a["content"] as? String, id >= 0 { tokens[id] = c; specials.append(id) } }
+        let pre = String(decoding: (try? JSONSerialization.data(withJSONObject: root["pre_tokenizer"] ?? NSNull(), options: [.fragmentsAllowed])) ?? Data(), as: UTF8.self)
+        let isolate = pre.contains("\"individual_digits\":true") || pre.contains("\\\\p{N}\"")
+        func id(_ s: String) -> Int? { specials.first { tokens[$0] == s } }
+        try self.init(tokens: tokens, merges: merges, specialIDs: specials,
+                      bos: id("<|endoftext|>") ?? id("<s>") ?? id("<|im_start|>"), eos: id("<|endoftext|>") ?? id("</s>") ?? id("<|im_end|>"),
+                      isolateNumbers: isolate)
+    }
+
     /// Token id of a token string, if present.
     public func id(of token: String) -> Int? { ids[token] }
 
