@@ -96,6 +96,8 @@ final class GGUFTests: XCTestCase {
         }
         let f = try GGUFFile(path: path)
         assertThrowsEngineErrorAny { _ = try f.tensor("missing.weight") }
+        // A file without tokenizer metadata: the missing tokenizer is named.
+        XCTAssertThrowsError(try BPETokenizer(gguf: f)) { e in XCTAssertTrue("\(e)".contains("tokenizer"), "\(e)") }
         XCTAssertThrowsError(try GGUFFile(path: "/nonexistent/model.gguf")) { e in
             guard case EngineError.io = e else { return XCTFail("\(e)") }
         }
