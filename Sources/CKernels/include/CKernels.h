@@ -8,5 +8,6 @@
 #include "ck_qmatmul.h"
 #include "ck_attention.h"
 #include "ck_pq.h"
+#include "ck_ops.h"
 #include "ck_membw.h"
 #endif

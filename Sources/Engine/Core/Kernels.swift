@@ -8,6 +8,7 @@ public struct Kernels: @unchecked Sendable {
     let qmatmulTable: UnsafePointer<ck_qmatmul_kernels>
     let attentionTable: UnsafePointer<ck_attention_kernels>
     let pqTable: UnsafePointer<ck_pq_kernels>
+    let opsTable: UnsafePointer<ck_ops_kernels>
 
     /// The level these kernels run at.
     public let isa: ISA
@@ -17,13 +18,15 @@ public struct Kernels: @unchecked Sendable {
     /// Kernels for `isa`; throws if this CPU lacks it.
     public init(isa: ISA, threads: Int = Threads.defaultCount) throws {
         guard let h = ck_hamming_kernels_for(isa.c), let q = ck_qmatmul_kernels_for(isa.c),
-              let a = ck_attention_kernels_for(isa.c), let p = ck_pq_kernels_for(isa.c) else {
+              let a = ck_attention_kernels_for(isa.c), let p = ck_pq_kernels_for(isa.c),
+              let o = ck_ops_kernels_for(isa.c) else {
             throw EngineError.unsupportedISA("\(isa) requested but this CPU supports at most \(ISA.detected)")
         }
         self.hammingTable = h
         self.qmatmulTable = q
         self.attentionTable = a
         self.pqTable = p
+        self.opsTable = o
         self.isa = isa
         self.threads = max(1, threads)
     }

@@ -26,10 +26,10 @@ public struct BertConfig: Codable, Sendable, Equatable {
 public final class BertModel: @unchecked Sendable {
     public let config: BertConfig
     public let tokenizer: WordPieceTokenizer
+    /// Biases and LayerNorm parameters of one layer (the weight matrices live in `mats`).
     struct Layer {
-        var wq: [Float], bq: [Float], wk: [Float], bk: [Float], wv: [Float], bv: [Float]
-        var wo: [Float], bo: [Float], ln1g: [Float], ln1b: [Float]
-        var wi: [Float], bi: [Float], wd: [Float], bd: [Float], ln2g: [Float], ln2b: [Float]
+        var bq: [Float], bk: [Float], bv: [Float], bo: [Float], ln1g: [Float], ln1b: [Float]
+        var bi: [Float], bd: [Float], ln2g: [Float], ln2b: [Float]
     }
     let wordEmb: [Float], posEmb: [Float], typeEmb: [Float], embLNg: [Float], embLNb: [Float]
     let layers: [Layer]
@@ -59,22 +59,22 @@ public final class BertModel: @unchecked Sendable {
         posEmb = try t("embeddings.position_embeddings.weight", [c.maxPositionEmbeddings, d])
         typeEmb = try t("embeddings.token_type_embeddings.weight", [c.typeVocabSize, d])
         embLNg = try t("embeddings.LayerNorm.weight", [d]); embLNb = try t("embeddings.LayerNorm.bias", [d])
-        layers = try (0..<c.numHiddenLayers).map { i in
+        var ls: [Layer] = [], ms: [[QuantizedMatrix]] = []
+        for i in 0..<c.numHiddenLayers {
             let p = "encoder.layer.\(i)."
-            return Layer(wq: try t(p + "attention.self.query.weight", [d, d]), bq: try t(p + "attention.self.query.bias", [d]),
-                         wk: try t(p + "attention.self.key.weight", [d, d]), bk: try t(p + "attention.self.key.bias", [d]),
-                         wv: try t(p + "attention.self.value.weight", [d, d]), bv: try t(p + "attention.self.value.bias", [d]),
-                         wo: try t(p + "attention.output.dense.weight", [d, d]), bo: try t(p + "attention.output.dense.bias", [d]),
-                         ln1g: try t(p + "attention.output.LayerNorm.weight", [d]), ln1b: try t(p + "attention.output.LayerNorm.bias", [d]),
-                         wi: try t(p + "intermediate.dense.weight", [h, d]), bi: try t(p + "intermediate.dense.bias", [h]),
-                         wd: try t(p + "output.dense.weight", [d, h]), bd: try t(p + "output.dense.bias", [d]),
-                         ln2g: try t(p + "output.LayerNorm.weight", [d]), ln2b: try t(p + "output.LayerNorm.bias", [d]))
+            func m(_ n: String, _ rows: Int, _ cols: Int) throws -> QuantizedMatrix {
+                try QuantizedMatrix(f32: t(p + n + ".weight", [rows, cols]), rows: rows, cols: cols)
+            }
+            ms.append([try m("attention.self.query", d, d), try m("attention.self.key", d, d), try m("attention.self.value", d, d),
+                       try m("attention.output.dense", d, d), try m("intermediate.dense", h, d), try m("output.dense", d, h)])
+            ls.append(Layer(bq: try t(p + "attention.self.query.bias", [d]), bk: try t(p + "attention.self.key.bias", [d]),
+                            bv: try t(p + "attention.self.value.bias", [d]), bo: try t(p + "attention.output.dense.bias", [d]),
+                            ln1g: try t(p + "attention.output.LayerNorm.weight", [d]), ln1b: try t(p + "attention.output.LayerNorm.bias", [d]),
+                            bi: try t(p + "intermediate.dense.bias", [h]), bd: try t(p + "output.dense.bias", [d]),
+                            ln2g: try t(p + "output.LayerNorm.weight", [d]), ln2b: try t(p + "output.LayerNorm.bias", [d])))
         }
-        mats = try layers.map { L in
-            [try QuantizedMatrix(f32: L.wq, rows: d, cols: d), try QuantizedMatrix(f32: L.wk, rows: d, cols: d),
-             try QuantizedMatrix(f32: L.wv, rows: d, cols: d), try QuantizedMatrix(f32: L.wo, rows: d, cols: d),
-             try QuantizedMatrix(f32: L.wi, rows: h, cols: d), try QuantizedMatrix(f32: L.wd, rows: d, cols: h)]
-        }
+        layers = ls
+        mats = ms
         self.kernels = try kernels ?? Kernels.selected()
     }
 
@@ -99,7 +99,7 @@ public final class BertModel: @unchecked Sendable {
         for (si, s) in seqs.enumerated() {
             for (t, id) in s.enumerated() { let row = starts[si] + t; for j in 0..<d { x[row * d + j] = wordEmb[id * d + j] + posEmb[t * d + j] + typeEmb[j] } }
         }
-        layerNorm(&x, embLNg, embLNb, T, d)
+        try layerNorm(&x, embLNg, embLNb, T, d)
         var q = x, kk = x, v = x, ctx = x, tmp = x
         var inter = [Float](repeating: 0, count: T * c.intermediateSize)
         let maxT = lengths.max()!
@@ -132,12 +132,12 @@ public final class BertModel: @unchecked Sendable {
             }
             try lin(k, M[3], ctx, L.bo, T, &tmp, blas)
             for i in 0..<(T * d) { x[i] += tmp[i] }
-            layerNorm(&x, L.ln1g, L.ln1b, T, d)
+            try layerNorm(&x, L.ln1g, L.ln1b, T, d)
             try lin(k, M[4], x, L.bi, T, &inter, blas)
-            for i in 0..<inter.count { let a = inter[i]; inter[i] = 0.5 * a * (1 + erff(a / Float(2).squareRoot())) } // exact GELU
+            inter.withUnsafeMutableBufferPointer { k.geluErf($0) } // exact (erf) GELU
             try lin(k, M[5], inter, L.bd, T, &tmp, blas)
             for i in 0..<(T * d) { x[i] += tmp[i] }
-            layerNorm(&x, L.ln2g, L.ln2b, T, d)
+            try layerNorm(&x, L.ln2g, L.ln2b, T, d)
         }
         return x
     }
@@ -193,24 +193,9 @@ public final class BertModel: @unchecked Sendable {
         for t in 0..<T { for j in 0..<w.rows { y[t * w.rows + j] += b[j] } }
     }
 
-    /// y (T x out) = x (T x in) W^T + b, W out x in (PyTorch Linear layout).
-    func linear(_ x: [Float], _ w: [Float], _ b: [Float], _ T: Int, _ nin: Int, _ nout: Int, _ y: inout [Float]) {
-        for t in 0..<T { for j in 0..<nout { y[t * nout + j] = b[j] } }
-        x.withUnsafeBufferPointer { xp in w.withUnsafeBufferPointer { wp in y.withUnsafeMutableBufferPointer { yp in
-            ck_sgemm(false, true, T, nout, nin, 1, xp.baseAddress, nin, wp.baseAddress, nin, 1, yp.baseAddress, nout)
+    func layerNorm(_ x: inout [Float], _ g: [Float], _ b: [Float], _ T: Int, _ d: Int) throws {
+        try x.withUnsafeMutableBufferPointer { xp in try g.withUnsafeBufferPointer { gp in try b.withUnsafeBufferPointer { bp in
+            try kernels.layerNorm(UnsafeMutableBufferPointer(rebasing: xp[0..<(T * d)]), d: d, gamma: gp, beta: bp, eps: Float(config.layerNormEps))
         } } }
-    }
-
-    func layerNorm(_ x: inout [Float], _ g: [Float], _ b: [Float], _ T: Int, _ d: Int) {
-        let eps = Float(config.layerNormEps)
-        for t in 0..<T {
-            var mean: Float = 0
-            for j in 0..<d { mean += x[t * d + j] }
-            mean /= Float(d)
-            var v: Float = 0
-            for j in 0..<d { let z = x[t * d + j] - mean; v += z * z }
-            let inv = 1 / (v / Float(d) + eps).squareRoot()
-            for j in 0..<d { x[t * d + j] = (x[t * d + j] - mean) * inv * g[j] + b[j] }
-        }
     }
 }
