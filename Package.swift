@@ -9,6 +9,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", exact: "3.12.3"),
     ],
     targets: [
         // C11 kernels. SIMD bodies use per-function `target` attributes, so no
@@ -28,7 +29,7 @@ let package = Package(
         ),
         .target(
             name: "Engine",
-            dependencies: ["CKernels"],
+            dependencies: ["CKernels", .product(name: "Crypto", package: "swift-crypto")],
             path: "Sources/Engine"
         ),
         .executableTarget(

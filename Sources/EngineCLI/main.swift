@@ -6,7 +6,7 @@ struct EngineCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "engine",
         abstract: "Encrypted transformer inference and memory/disk hybrid vector search.",
-        subcommands: [Demo.self, Generate.self, Embed.self, Tokenize.self, Info.self, SelfCheckCommand.self, Bench.self],
+        subcommands: [Demo.self, Generate.self, Embed.self, Tokenize.self, Keygen.self, Info.self, SelfCheckCommand.self, Bench.self],
         defaultSubcommand: Info.self
     )
 }
@@ -230,5 +230,27 @@ struct BenchModels: ParsableCommand {
             }
             print("{\"engine\": \"engine\", \"model\": \"minilm\", \"threads\": \(t), \"batch1_sps\": \(med(b1)), \"batch32_sps\": \(med(b32))}")
         }
+    }
+}
+
+struct Keygen: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Create a client-only encryption key for a GGUF model (256-bit secret from the system CSPRNG, or --secret-file).")
+    @Option(help: "GGUF model the key is bound to (default: SmolLM2).") var model: String?
+    @Option(help: "Key file to write (mode 0600).") var output: String
+    @Option(name: .customLong("secret-file"), help: "Use these 32 bytes as the secret instead of the CSPRNG.") var secretFile: String?
+
+    func run() throws {
+        let f = try GGUFFile(path: model ?? DefaultModels.smolLM2)
+        let shape = ModelShape(try LlamaConfig(gguf: f))
+        let id = try EncryptionKey.modelID(gguf: f)
+        let key: EncryptionKey
+        if let secretFile {
+            guard let s = FileManager.default.contents(atPath: secretFile) else { throw EngineError.io("cannot read \(secretFile)") }
+            key = try EncryptionKey(secret: Array(s), shape: shape, modelID: id)
+        } else {
+            key = try EncryptionKey(shape: shape, modelID: id)
+        }
+        try key.write(to: output)
+        FileHandleErr.write("wrote key for \(f.file.path) to \(output)\n")
     }
 }

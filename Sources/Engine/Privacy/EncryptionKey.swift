@@ -1,0 +1,169 @@
+import Crypto
+import Foundation
+
+/// Shape of the model a key belongs to; part of the key's identity.
+public struct ModelShape: Sendable, Equatable {
+    public var vocab: Int, dim: Int, layers: Int, heads: Int, kvHeads: Int, headDim: Int, hidden: Int
+    public init(vocab: Int, dim: Int, layers: Int, heads: Int, kvHeads: Int, headDim: Int, hidden: Int) {
+        self.vocab = vocab; self.dim = dim; self.layers = layers; self.heads = heads; self.kvHeads = kvHeads
+        self.headDim = headDim; self.hidden = hidden
+    }
+    public init(_ c: LlamaConfig) {
+        self.init(vocab: c.vocab, dim: c.dim, layers: c.layers, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, hidden: c.hidden)
+    }
+    var fields: [Int] { [vocab, dim, layers, heads, kvHeads, headDim, hidden] }
+}
+
+/// Deterministic random bytes from a key and a label: HMAC-SHA256(key, label || counter) blocks
+/// (an HMAC-based expansion in the spirit of HKDF-Expand, unbounded in length).
+struct KeyStream: RandomNumberGenerator {
+    let key: SymmetricKey
+    let label: [UInt8]
+    var counter: UInt64 = 0
+    var buffer: [UInt8] = []
+    var pos = 0
+
+    init(key: SymmetricKey, label: String) { self.key = key; self.label = Array(label.utf8) }
+
+    mutating func next() -> UInt64 {
+        if pos + 8 > buffer.count {
+            var msg = label
+            withUnsafeBytes(of: counter.littleEndian) { msg.append(contentsOf: $0) }
+            counter += 1
+            buffer = Array(HMAC<SHA256>.authenticationCode(for: msg, using: key))
+            pos = 0
+        }
+        var v: UInt64 = 0
+        for i in 0..<8 { v |= UInt64(buffer[pos + i]) << (8 * UInt64(i)) }
+        pos += 8
+        return v
+    }
+
+    /// Uniform in [0, 1) with 53 bits.
+    mutating func unit() -> Double { Double(next() >> 11) * 0x1p-53 }
+    /// Standard normal (Box-Muller).
+    mutating func gaussian() -> Double {
+        let u1 = max(unit(), 1e-300), u2 = unit()
+        return (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
+    }
+}
+
+/// The client's secret for one model: a 256-bit secret bound to the model's shape and identity.
+/// Every transform (vocabulary permutation, residual rotation, per-head rotations, MLP
+/// permutation and scales) is derived from it with HKDF-SHA256 and labelled streams, so the key
+/// file stores no weights and no derived matrices.
+public struct EncryptionKey: Sendable, Equatable {
+    public static let magic = Array("EEKEY001".utf8)
+    public static let version: UInt32 = 1
+    public let secret: [UInt8]          // 32 bytes
+    public let modelID: [UInt8]         // 32 bytes: SHA-256 of the model's identity string
+    public let shape: ModelShape
+
+    /// A fresh key from the system CSPRNG.
+    public init(shape: ModelShape, modelID: [UInt8]) throws {
+        var g = SystemRandomNumberGenerator()
+        try self.init(secret: (0..<32).map { _ in UInt8.random(in: 0...255, using: &g) }, shape: shape, modelID: modelID)
+    }
+
+    public init(secret: [UInt8], shape: ModelShape, modelID: [UInt8]) throws {
+        try require(secret.count == 32, "the secret must be 32 bytes (256 bits), got \(secret.count)")
+        try require(modelID.count == 32, "the model id must be 32 bytes, got \(modelID.count)")
+        try require(shape.fields.allSatisfy { $0 > 0 }, "model shape has a non-positive field: \(shape)")
+        self.secret = secret; self.modelID = modelID; self.shape = shape
+    }
+
+    /// Identity of a GGUF model: SHA-256 over its architecture, shape and tensor directory
+    /// (names, types, dims), so a key is refused for any other model.
+    public static func modelID(gguf f: GGUFFile) throws -> [UInt8] {
+        var s = "arch=" + (try f.string("general.architecture"))
+        for name in f.tensorOrder { let t = try f.tensor(name); s += "|\(name):\(t.type.rawValue):\(t.dims)" }
+        return Array(SHA256.hash(data: Data(s.utf8)))
+    }
+
+    /// The derivation key for `purpose` (HKDF-SHA256, salt = model id).
+    func subkey(_ purpose: String) -> SymmetricKey {
+        HKDF<SHA256>.deriveKey(inputKeyMaterial: SymmetricKey(data: secret), salt: modelID,
+                               info: Data("engine-ee-v1/\(purpose)".utf8), outputByteCount: 32)
+    }
+
+    func stream(_ purpose: String) -> KeyStream { KeyStream(key: subkey(purpose), label: purpose) }
+
+    /// A uniformly random permutation of 0..<n (Fisher-Yates on the `purpose` stream).
+    func permutation(_ n: Int, _ purpose: String) -> [Int] {
+        var s = stream(purpose)
+        var p = Array(0..<n)
+        if n > 1 { for i in stride(from: n - 1, to: 0, by: -1) { p.swapAt(i, Int(s.next() % UInt64(i + 1))) } }
+        return p
+    }
+
+    /// Vocabulary permutation P: token t is sent as P[t].
+    public var vocabularyPermutation: [Int] { permutation(shape.vocab, "vocab") }
+
+    /// Residual-stream rotation Q (dim x dim, row-major, double): Haar-random orthogonal from
+    /// the QR of a Gaussian matrix with R's diagonal signs moved into Q.
+    public func residualRotation() throws -> [Double] {
+        var s = stream("residual")
+        let n = shape.dim
+        let g = (0..<(n * n)).map { _ in s.gaussian() }
+        var (q, r) = try LinearAlgebra.qr(g, rows: n, cols: n)
+        for j in 0..<n where r[j * n + j] < 0 { for i in 0..<n { q[i * n + j] = -q[i * n + j] } }
+        return q
+    }
+
+    /// Per layer and query head, one angle per RoPE pair (identical for q and k of the group).
+    public func ropePairAngles(layer: Int) -> [Double] {
+        var s = stream("rope/\(layer)")
+        return (0..<(shape.kvHeads * shape.headDim / 2)).map { _ in 2 * Double.pi * s.unit() }
+    }
+
+    /// MLP hidden permutation of a layer, and positive scales for SwiGLU's up/down pair.
+    public func mlpPermutation(layer: Int) -> [Int] { permutation(shape.hidden, "mlp/\(layer)") }
+    public func mlpScales(layer: Int) -> [Double] {
+        var s = stream("mlpscale/\(layer)")
+        return (0..<shape.hidden).map { _ in exp(s.unit() - 0.5) }
+    }
+
+    // MARK: file format
+    // offset size field
+    //      0    8 magic "EEKEY001"
+    //      8    4 version (u32 LE, 1)
+    //     12   28 shape: vocab, dim, layers, heads, kvHeads, headDim, hidden (u32 LE each)
+    //     40   32 model id
+    //     72   32 secret
+    //    104   32 SHA-256 of bytes 0..<104
+    // Total 136 bytes; written atomically with mode 0600.
+    static let fileSize = 136
+
+    public func write(to path: String) throws {
+        var b = Self.magic
+        func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { b.append(contentsOf: $0) } }
+        u32(Self.version)
+        for f in shape.fields { u32(UInt32(f)) }
+        b += modelID + secret
+        b += Array(SHA256.hash(data: Data(b)))
+        let w = try AtomicFileWriter(path: path)
+        try w.write(b)
+        try w.commit()
+        chmod(path, 0o600)
+    }
+
+    /// Reads and verifies a key file; with `forModel`, also checks that it belongs to that model.
+    public static func read(path: String, forModel id: [UInt8]? = nil) throws -> EncryptionKey {
+        guard let data = FileManager.default.contents(atPath: path) else { throw EngineError.io("cannot read key file \(path)") }
+        let b = Array(data)
+        guard b.count == fileSize else {
+            throw EngineError.invalidFile("\(path): a key file has \(fileSize) bytes, this one \(b.count) (truncated or not a key)")
+        }
+        guard Array(b[0..<8]) == magic else { throw EngineError.invalidFile("\(path): not an Engine key file (bad magic)") }
+        func u32(_ o: Int) -> Int { Int(UInt32(b[o]) | UInt32(b[o + 1]) << 8 | UInt32(b[o + 2]) << 16 | UInt32(b[o + 3]) << 24) }
+        guard UInt32(u32(8)) == version else { throw EngineError.unsupported("\(path): key file version \(u32(8)); this engine reads \(version)") }
+        guard Array(SHA256.hash(data: Data(b[0..<104]))) == Array(b[104..<136]) else {
+            throw EngineError.invalidFile("\(path): checksum mismatch (corrupt key file)")
+        }
+        let f = (0..<7).map { u32(12 + 4 * $0) }
+        let shape = ModelShape(vocab: f[0], dim: f[1], layers: f[2], heads: f[3], kvHeads: f[4], headDim: f[5], hidden: f[6])
+        let key = try EncryptionKey(secret: Array(b[72..<104]), shape: shape, modelID: Array(b[40..<72]))
+        if let id, id != key.modelID { throw EngineError.invalidArgument("\(path): this key belongs to another model (wrong key)") }
+        return key
+    }
+}
