@@ -6,7 +6,7 @@ struct EngineCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "engine",
         abstract: "Encrypted transformer inference and memory/disk hybrid vector search.",
-        subcommands: [Demo.self, Generate.self, Embed.self, Tokenize.self, Keygen.self, Info.self, SelfCheckCommand.self, Bench.self],
+        subcommands: [Demo.self, Generate.self, Embed.self, Tokenize.self, Keygen.self, EncryptModel.self, Info.self, SelfCheckCommand.self, Bench.self],
         defaultSubcommand: Info.self
     )
 }
@@ -111,11 +111,25 @@ struct Generate: ParsableCommand {
     @Option(help: "Activations for native weights: int8 (fast, as llama.cpp) or exact (f32).") var activations: ActivationsOption = .int8
     @Option(help: "Write logits of every prompt position to this .npy file (positions x vocab, float32).") var logits: String?
     @Option(help: "Threads (default: ENGINE_THREADS or all cores).") var threads: Int?
+    @Option(help: "Key file: --model is an encrypted GGUF; the plain tokenizer comes from --tokenizer-model.") var key: String?
+    @Option(name: .customLong("tokenizer-model"), help: "Plain GGUF holding the tokenizer (with --key; default: SmolLM2).") var tokenizerModel: String?
 
     func run() throws {
         let n = threads ?? Threads.defaultCount
         configureThreads(n)
         let path = model ?? DefaultModels.smolLM2
+        if let key {
+            let k = try EncryptionKey.read(path: key)
+            let plain = try GGUFFile(path: tokenizerModel ?? DefaultModels.smolLM2)
+            let session = try EncryptedSession(tokenizer: BPETokenizer(gguf: plain),
+                                               server: LlamaModel(path: path, format: .f32, kernels: Kernels.selected(threads: n)), key: k)
+            let text = chat ? "<|im_start|>user\n\(prompt)<|im_end|>\n<|im_start|>assistant\n" : prompt
+            FileHandleErr.write("server sees ids: \(session.encryptIDs(session.tokenizer.encode(text)).prefix(16).map(String.init).joined(separator: " ")) ...\n")
+            let params = GenerationParameters(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP, seed: seed)
+            try session.generate(prompt: text, parameters: params) { _, s, _ in FileHandle.standardOutput.write(s.data(using: .utf8)!) }
+            print("")
+            return
+        }
         let k = try Kernels.selected(threads: n)
         let gen = try TextGenerator(path: path, format: weights, activations: activations.numerics, kernels: k)
         let text = chat ? try gen.chatPrompt(user: prompt) : prompt
@@ -252,5 +266,22 @@ struct Keygen: ParsableCommand {
         }
         try key.write(to: output)
         FileHandleErr.write("wrote key for \(f.file.path) to \(output)\n")
+    }
+}
+
+struct EncryptModel: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "encrypt-model",
+        abstract: "Write the encrypted (f32) GGUF of a Llama-family model for a key; the server runs it with the ordinary engine.")
+    @Option(help: "Plain GGUF model (default: SmolLM2).") var model: String?
+    @Option(help: "Key file from engine keygen.") var key: String
+    @Option(help: "Encrypted GGUF to write.") var output: String
+
+    func run() throws {
+        configureThreads()
+        let f = try GGUFFile(path: model ?? DefaultModels.smolLM2)
+        let k = try EncryptionKey.read(path: key, forModel: EncryptionKey.modelID(gguf: f))
+        let start = DispatchTime.now().uptimeNanoseconds
+        try ModelEncryptor.encryptLlama(gguf: f, key: k, kernels: Kernels.selected()).write(to: output)
+        FileHandleErr.write("wrote \(output) in \(String(format: "%.1f", Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9)) s\n")
     }
 }

@@ -42,6 +42,17 @@ final class EncryptionTests: XCTestCase {
         let l = try enc.forward(pr.ids.map { other.vocabularyPermutation[$0] }, cache: cache)
         let am = (0..<V).max { l[$0] < l[$1] }!
         XCTAssertNotEqual(am, P[pr.argmax[pr.ids.count - 1]], "a wrong key does not decrypt")
+        // Client session: greedy text through the encrypted server equals plain f32 generation.
+        let tok = try BPETokenizer(gguf: f)
+        let session = try EncryptedSession(tokenizer: tok, server: enc, key: key)
+        let plainGen = TextGenerator(model: plain, tokenizer: tok)
+        let prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+        var serverIDs: [Int] = []
+        let a = try session.generate(prompt: prompt, parameters: GenerationParameters(maxTokens: 16)) { _, _, sid in serverIDs.append(sid) }
+        XCTAssertEqual(a, try plainGen.generate(prompt: prompt, parameters: GenerationParameters(maxTokens: 16)))
+        XCTAssertNotEqual(serverIDs, Array(a.prefix(serverIDs.count)), "the server never sees plain ids")
+        XCTAssertThrowsError(try EncryptedSession(tokenizer: tok, server: enc,
+            key: EncryptionKey(secret: key.secret, shape: ModelShape(vocab: 10, dim: 8, layers: 1, heads: 1, kvHeads: 1, headDim: 8, hidden: 8), modelID: key.modelID)))
         // The encrypted file carries no tokenizer (it would reveal P).
         XCTAssertNil(try GGUFFile(path: path).metadata["tokenizer.ggml.tokens"])
     }
