@@ -116,6 +116,16 @@ public struct EncryptionKey: Sendable, Equatable {
         return (0..<(shape.kvHeads * shape.headDim / 2)).map { _ in 2 * Double.pi * s.unit() }
     }
 
+    /// Per layer and KV head, an orthogonal headDim x headDim matrix A for V/O (v' = A v,
+    /// o_proj columns of the group times A^T). Row-major, double.
+    public func valueRotation(layer: Int, head: Int) throws -> [Double] {
+        var s = stream("vo/\(layer)/\(head)")
+        let n = shape.headDim
+        var (q, r) = try LinearAlgebra.qr((0..<(n * n)).map { _ in s.gaussian() }, rows: n, cols: n)
+        for j in 0..<n where r[j * n + j] < 0 { for i in 0..<n { q[i * n + j] = -q[i * n + j] } }
+        return q
+    }
+
     /// MLP hidden permutation of a layer, and positive scales for SwiGLU's up/down pair.
     public func mlpPermutation(layer: Int) -> [Int] { permutation(shape.hidden, "mlp/\(layer)") }
     public func mlpScales(layer: Int) -> [Double] {

@@ -8,7 +8,12 @@ import Foundation
 ///    which commute with an orthogonal Q;
 ///  - the residual stream is rotated: readers W' = W Q, writers (o_proj, down_proj) W' = Q^T W,
 ///    embeddings and output rows e' = e Q;
-///  - the vocabulary is permuted: row P[t] of the new embedding and output matrices holds row t.
+///  - the vocabulary is permuted: row P[t] of the new embedding and output matrices holds row t;
+///  - per KV head, q and k rows get the same 2x2 rotation on each RoPE pair (adjacent pairs in
+///    GGUF), which commutes with RoPE and keeps q.k; v rows get an orthogonal A and the o_proj
+///    columns of the group A^T;
+///  - the MLP hidden units are permuted (gate, up rows; down columns) and up/down get a positive
+///    diagonal s / 1/s, exact for SwiGLU.
 /// The result is an ordinary GGUF (f32 tensors) that the unmodified engine runs; tokenizer
 /// metadata is dropped (it would reveal P: the client tokenizes).
 public enum ModelEncryptor {
@@ -61,17 +66,62 @@ public enum ModelEncryptor {
         for l in 0..<c.layers {
             let pre = "blk.\(l)."
             let an = try floats(pre + "attn_norm.weight").v, fn = try floats(pre + "ffn_norm.weight").v
-            for name in ["attn_q", "attn_k", "attn_v"] {
-                let w = try floats(pre + name + ".weight")
-                try add(pre + name + ".weight", try reader(w.v, w.rows, an), rows: w.rows, cols: d)
+            let hd = c.headDim, g = c.heads / c.kvHeads
+            var wq = try reader(try floats(pre + "attn_q.weight").v, c.heads * hd, an)
+            var wk = try reader(try floats(pre + "attn_k.weight").v, c.kvHeads * hd, an)
+            var wv = try reader(try floats(pre + "attn_v.weight").v, c.kvHeads * hd, an)
+            var wo = try floats(pre + "attn_output.weight").v // d x (heads * hd)
+            let angles = key.ropePairAngles(layer: l)
+            // rotate rows (2i, 2i+1) of a head block by theta
+            func rotatePair(_ w: inout [Float], row0: Int, _ theta: Double) {
+                let cs = Float(cos(theta)), sn = Float(sin(theta))
+                for j in 0..<d {
+                    let a = w[row0 * d + j], b = w[(row0 + 1) * d + j]
+                    w[row0 * d + j] = cs * a - sn * b
+                    w[(row0 + 1) * d + j] = sn * a + cs * b
+                }
             }
-            for name in ["ffn_gate", "ffn_up"] {
-                let w = try floats(pre + name + ".weight")
-                try add(pre + name + ".weight", try reader(w.v, w.rows, fn), rows: w.rows, cols: d)
+            for h in 0..<c.kvHeads {
+                for i in 0..<(hd / 2) {
+                    let theta = angles[h * hd / 2 + i]
+                    rotatePair(&wk, row0: h * hd + 2 * i, theta)
+                    for qh in (h * g)..<((h + 1) * g) { rotatePair(&wq, row0: qh * hd + 2 * i, theta) }
+                }
+                let a = try key.valueRotation(layer: l, head: h).map { Float($0) } // hd x hd
+                // v rows of head h: A W_v
+                let block = Array(wv[(h * hd * d)..<((h + 1) * hd * d)])
+                wv.replaceSubrange((h * hd * d)..<((h + 1) * hd * d), with: try mul(a, block, hd, hd, d))
+                // o_proj columns of each q head in the group: W_o[:, cols] A^T
+                for qh in (h * g)..<((h + 1) * g) {
+                    for r in 0..<d {
+                        let base = r * c.heads * hd + qh * hd
+                        let old = Array(wo[base..<(base + hd)])
+                        for j in 0..<hd {
+                            var acc: Float = 0
+                            for t in 0..<hd { acc += old[t] * a[j * hd + t] } // (old A^T)_j = sum_t old_t A[j][t]
+                            wo[base + j] = acc
+                        }
+                    }
+                }
             }
-            let wo = try floats(pre + "attn_output.weight"), wd = try floats(pre + "ffn_down.weight")
-            try add(pre + "attn_output.weight", try writer(wo.v, wo.cols), rows: d, cols: wo.cols)
-            try add(pre + "ffn_down.weight", try writer(wd.v, wd.cols), rows: d, cols: wd.cols)
+            try add(pre + "attn_q.weight", wq, rows: c.heads * hd, cols: d)
+            try add(pre + "attn_k.weight", wk, rows: c.kvHeads * hd, cols: d)
+            try add(pre + "attn_v.weight", wv, rows: c.kvHeads * hd, cols: d)
+            try add(pre + "attn_output.weight", try writer(wo, c.heads * hd), rows: d, cols: c.heads * hd)
+            // MLP: permute hidden units, scale up by s and down by 1/s
+            let perm = key.mlpPermutation(layer: l), sc = key.mlpScales(layer: l).map { Float($0) }
+            let gate = try reader(try floats(pre + "ffn_gate.weight").v, c.hidden, fn)
+            let up = try reader(try floats(pre + "ffn_up.weight").v, c.hidden, fn)
+            let down = try floats(pre + "ffn_down.weight").v // d x hidden
+            var gate2 = gate, up2 = up, down2 = down
+            for u in 0..<c.hidden {
+                let dst = perm[u]
+                for j in 0..<d { gate2[dst * d + j] = gate[u * d + j]; up2[dst * d + j] = up[u * d + j] * sc[u] }
+                for r in 0..<d { down2[r * c.hidden + dst] = down[r * c.hidden + u] / sc[u] }
+            }
+            try add(pre + "ffn_gate.weight", gate2, rows: c.hidden, cols: d)
+            try add(pre + "ffn_up.weight", up2, rows: c.hidden, cols: d)
+            try add(pre + "ffn_down.weight", try writer(down2, c.hidden), rows: d, cols: c.hidden)
             try add(pre + "attn_norm.weight", ones, rows: 1, cols: d)
             try add(pre + "ffn_norm.weight", ones, rows: 1, cols: d)
         }
