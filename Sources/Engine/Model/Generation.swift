@@ -94,12 +94,7 @@ public final class TextGenerator: @unchecked Sendable {
     }
 
     /// Default stop tokens: end-of-sequence and <|im_end|>.
-    public var defaultStops: Set<Int> {
-        var s = Set<Int>()
-        if let e = tokenizer.eosID { s.insert(e) }
-        if let e = tokenizer.id(of: "<|im_end|>") { s.insert(e) }
-        return s
-    }
+    public var defaultStops: Set<Int> { defaultStopTokens(tokenizer) }
 
     /// Generates from `prompt`; `onToken` receives each new token id and the text it completes
     /// (UTF-8 sequences split across tokens are held back until complete). Returns all new ids.
@@ -114,25 +109,43 @@ public final class TextGenerator: @unchecked Sendable {
     @discardableResult
     public func generate(promptIDs: [Int], parameters: GenerationParameters = .init(),
                          onToken: (Int, String) -> Void = { _, _ in }) throws -> [Int] {
-        var sampler = try Sampler(parameters)
-        let stops = parameters.stopTokens ?? defaultStops
-        let cap = min(model.config.contextLength, promptIDs.count + parameters.maxTokens)
-        try require(promptIDs.count <= model.config.contextLength,
-                    "the prompt has \(promptIDs.count) tokens but the context holds \(model.config.contextLength)")
-        let cache = try model.makeCache(capacity: max(cap, 1))
-        var logits = try model.forward(promptIDs, cache: cache)
-        var out: [Int] = []
-        var pending: [UInt8] = []
-        while out.count < parameters.maxTokens && cache.length < cache.capacity {
-            let next = sampler.next(logits)
-            out.append(next)
-            if stops.contains(next) { break }
-            pending += tokenizer.bytes(of: next)
-            if let s = String(validating: pending, as: UTF8.self) { onToken(next, s); pending = [] }
-            if cache.length >= cache.capacity { break }
-            logits = try model.forward([next], cache: cache)
-        }
-        if !pending.isEmpty { onToken(out.last ?? 0, String(decoding: pending, as: UTF8.self)) }
-        return out
+        try decodeLoop(model: model, tokenizer: tokenizer, promptIDs: promptIDs, parameters: parameters,
+                       stops: parameters.stopTokens ?? defaultStops, toModel: { $0 }, fromModel: { $0 }, onToken: onToken)
     }
+}
+
+/// Default stop tokens of a tokenizer: end-of-sequence and <|im_end|>.
+func defaultStopTokens(_ tokenizer: BPETokenizer) -> Set<Int> {
+    var s = Set<Int>()
+    if let e = tokenizer.eosID { s.insert(e) }
+    if let e = tokenizer.id(of: "<|im_end|>") { s.insert(e) }
+    return s
+}
+
+/// The generation loop shared by plain and encrypted generation: `toModel` maps plain ids to the
+/// ids the model sees, `fromModel` maps its logits back to plain vocabulary order (identity for
+/// a plain model, the key's permutation for an encrypted one).
+func decodeLoop(model: LlamaModel, tokenizer: BPETokenizer, promptIDs: [Int], parameters: GenerationParameters,
+                stops: Set<Int>, toModel: (Int) -> Int, fromModel: ([Float]) -> [Float],
+                onToken: (Int, String) -> Void) throws -> [Int] {
+    var sampler = try Sampler(parameters)
+    try require(!promptIDs.isEmpty, "the prompt is empty")
+    try require(promptIDs.count <= model.config.contextLength,
+                "the prompt has \(promptIDs.count) tokens but the context holds \(model.config.contextLength)")
+    let cap = min(model.config.contextLength, promptIDs.count + parameters.maxTokens)
+    let cache = try model.makeCache(capacity: max(cap, 1))
+    var logits = fromModel(try model.forward(promptIDs.map(toModel), cache: cache))
+    var out: [Int] = []
+    var pending: [UInt8] = []
+    while out.count < parameters.maxTokens && cache.length < cache.capacity {
+        let next = sampler.next(logits)
+        out.append(next)
+        if stops.contains(next) { break }
+        pending += tokenizer.bytes(of: next)
+        if let s = String(validating: pending, as: UTF8.self) { onToken(next, s); pending = [] }
+        if cache.length >= cache.capacity { break }
+        logits = fromModel(try model.forward([toModel(next)], cache: cache))
+    }
+    if !pending.isEmpty { onToken(out.last ?? 0, String(decoding: pending, as: UTF8.self)) }
+    return out
 }

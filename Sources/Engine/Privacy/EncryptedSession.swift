@@ -27,25 +27,8 @@ public final class EncryptedSession: @unchecked Sendable {
     @discardableResult
     public func generate(prompt: String, parameters: GenerationParameters = .init(),
                          onToken: (Int, String, Int) -> Void = { _, _, _ in }) throws -> [Int] {
-        let ids = tokenizer.encode(prompt)
-        try require(!ids.isEmpty, "the prompt is empty")
-        var sampler = try Sampler(parameters)
-        var stops = Set<Int>()
-        if let e = tokenizer.eosID { stops.insert(e) }
-        if let e = tokenizer.id(of: "<|im_end|>") { stops.insert(e) }
-        if let s = parameters.stopTokens { stops = s }
-        let cache = try server.makeCache(capacity: min(server.config.contextLength, ids.count + parameters.maxTokens))
-        var logits = decryptLogits(try server.forward(encryptIDs(ids), cache: cache))
-        var out: [Int] = []
-        var pending: [UInt8] = []
-        while out.count < parameters.maxTokens && cache.length < cache.capacity {
-            let next = sampler.next(logits)
-            out.append(next)
-            if stops.contains(next) { break }
-            pending += tokenizer.bytes(of: next)
-            if let s = String(validating: pending, as: UTF8.self) { onToken(next, s, p[next]); pending = [] }
-            logits = decryptLogits(try server.forward([p[next]], cache: cache))
-        }
-        return out
+        try decodeLoop(model: server, tokenizer: tokenizer, promptIDs: tokenizer.encode(prompt), parameters: parameters,
+                       stops: parameters.stopTokens ?? defaultStopTokens(tokenizer),
+                       toModel: { self.p[$0] }, fromModel: decryptLogits) { id, text in onToken(id, text, self.p[id]) }
     }
 }
