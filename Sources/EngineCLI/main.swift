@@ -6,7 +6,7 @@ struct EngineCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "engine",
         abstract: "Encrypted transformer inference and memory/disk hybrid vector search.",
-        subcommands: [Demo.self, Generate.self, Embed.self, Tokenize.self, Keygen.self, EncryptModel.self, Info.self, SelfCheckCommand.self, Bench.self],
+        subcommands: [Demo.self, Generate.self, Embed.self, Tokenize.self, Keygen.self, EncryptModel.self, ConvertModel.self, Info.self, SelfCheckCommand.self, Bench.self],
         defaultSubcommand: Info.self
     )
 }
@@ -269,19 +269,46 @@ struct Keygen: ParsableCommand {
     }
 }
 
+enum MatrixTypeOption: String, ExpressibleByArgument, CaseIterable {
+    case f32, f16, q8_0
+    var rowType: RowType { [.f32: RowType.f32, .f16: .f16, .q8_0: .q8_0][self]! }
+}
+
+/// Peak resident memory of this process so far, in MiB.
+func peakRSSMiB() -> Double {
+    var u = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &u)
+    return Double(u.ru_maxrss) / 1024
+}
+
 struct EncryptModel: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "encrypt-model",
-        abstract: "Write the encrypted (f32) GGUF of a Llama-family model for a key; the server runs it with the ordinary engine.")
+        abstract: "Write the encrypted GGUF of a Llama-family model for a key; the server runs it with the ordinary engine.")
     @Option(help: "Plain GGUF model (default: SmolLM2).") var model: String?
     @Option(help: "Key file from engine keygen.") var key: String
     @Option(help: "Encrypted GGUF to write.") var output: String
+    @Option(help: "Matrix type of the output: f32 (exact), f16 or q8_0 (re-quantized after the transforms).") var type: MatrixTypeOption = .f32
 
     func run() throws {
         configureThreads()
         let f = try GGUFFile(path: model ?? DefaultModels.smolLM2)
         let k = try EncryptionKey.read(path: key, forModel: EncryptionKey.modelID(gguf: f))
         let start = DispatchTime.now().uptimeNanoseconds
-        try ModelEncryptor.encryptLlama(gguf: f, key: k, kernels: Kernels.selected()).write(to: output)
-        FileHandleErr.write("wrote \(output) in \(String(format: "%.1f", Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9)) s\n")
+        try ModelEncryptor.encryptLlama(gguf: f, key: k, type: type.rowType, kernels: Kernels.selected()).write(to: output)
+        FileHandleErr.write("wrote \(output) (\(type.rawValue)) in \(String(format: "%.1f", Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9)) s, peak memory \(Int(peakRSSMiB())) MiB\n")
+    }
+}
+
+struct ConvertModel: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "convert-model",
+        abstract: "Re-write a plain GGUF with every matrix as f32, f16 or q8_0 (the same-format baseline for encrypted models).")
+    @Option(help: "Plain GGUF model (default: SmolLM2).") var model: String?
+    @Option(help: "GGUF to write.") var output: String
+    @Option(help: "Matrix type of the output.") var type: MatrixTypeOption = .q8_0
+
+    func run() throws {
+        let f = try GGUFFile(path: model ?? DefaultModels.smolLM2)
+        try ModelEncryptor.convertLlama(gguf: f, type: type.rowType, kernels: Kernels.selected()).write(to: output)
+        FileHandleErr.write("wrote \(output) (\(type.rawValue))\n")
     }
 }

@@ -115,7 +115,10 @@ public final class LlamaModel: @unchecked Sendable {
 
     /// Runs `tokens` at positions cache.length ..< cache.length + T, appends their keys and values
     /// to the cache and returns logits (T x vocab if `allLogits`, else only the last position).
-    public func forward(_ tokens: [Int], cache: LlamaKVCache, allLogits: Bool = false) throws -> [Float] {
+    /// `onResidual(layer, x)`, if given, sees the residual stream (T x dim) after each layer
+    /// (layer -1: the embeddings) — a diagnostic tap, e.g. to inspect what a server computes.
+    public func forward(_ tokens: [Int], cache: LlamaKVCache, allLogits: Bool = false,
+                        onResidual: ((Int, [Float]) -> Void)? = nil) throws -> [Float] {
         let c = config, T = tokens.count
         try require(T > 0, "forward needs at least one token")
         for t in tokens where t < 0 || t >= c.vocab {
@@ -135,6 +138,7 @@ public final class LlamaModel: @unchecked Sendable {
         var kk = [Float](repeating: 0, count: T * kvDim), vv = kk
         var g = [Float](repeating: 0, count: T * c.hidden), u = g
         let rope = RoPE(base: c.ropeBase, headDim: hd)
+        onResidual?(-1, x)
         for (l, L) in layers.enumerated() {
             rmsNorm(x, L.attnNorm, eps: c.normEps, into: &h, dim: d)
             try lin(L.wq, h, T, &q); try lin(L.wk, h, T, &kk); try lin(L.wv, h, T, &vv)
@@ -161,6 +165,7 @@ public final class LlamaModel: @unchecked Sendable {
             for i in 0..<(T * c.hidden) { let a = g[i]; g[i] = a / (1 + expf(-a)) * u[i] }
             try lin(L.down, g, T, &h)
             for i in 0..<(T * d) { x[i] += h[i] }
+            onResidual?(l, x)
         }
         cache.length = start + T
         let rows = allLogits ? T : 1

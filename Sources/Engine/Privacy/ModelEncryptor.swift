@@ -14,10 +14,17 @@ import Foundation
 ///    columns of the group A^T;
 ///  - the MLP hidden units are permuted (gate, up rows; down columns) and up/down get a positive
 ///    diagonal s / 1/s, exact for SwiGLU.
-/// The result is an ordinary GGUF (f32 tensors) that the unmodified engine runs; tokenizer
-/// metadata is dropped (it would reveal P: the client tokenizes).
+/// The result is an ordinary GGUF that the unmodified engine runs; its matrices are written as
+/// `type` (f32 exact; f16 or q8_0 re-quantize the transformed weights: the rotation spreads every
+/// weight over all of its row, so the original 4-bit grid cannot be kept). Norm gains stay f32.
+/// Tokenizer metadata is dropped (it would reveal P: the client tokenizes).
 public enum ModelEncryptor {
-    public static func encryptLlama(gguf f: GGUFFile, key: EncryptionKey, kernels: Kernels) throws -> GGUFWriter {
+    /// Matrix types an encrypted model can be written as.
+    public static let outputTypes: [RowType] = [.f32, .f16, .q8_0]
+
+    public static func encryptLlama(gguf f: GGUFFile, key: EncryptionKey, type: RowType = .f32,
+                                    kernels: Kernels) throws -> GGUFWriter {
+        try require(outputTypes.contains(type), "encrypted models are written as f32, f16 or q8_0, not \(type)")
         let c = try LlamaConfig(gguf: f)
         guard try EncryptionKey.modelID(gguf: f) == key.modelID, key.shape == ModelShape(c) else {
             throw EngineError.invalidArgument("the key belongs to another model (wrong key)")
@@ -54,7 +61,9 @@ public enum ModelEncryptor {
         out.metadata.append(("engine.encrypted", .bool(true)))
         let ones = [Float](repeating: 1, count: d)
         func add(_ name: String, _ v: [Float], rows: Int, cols: Int) throws {
-            try out.add(name, matrix: QuantizedMatrix(f32: v, rows: rows, cols: cols), dims: rows == 1 ? [cols] : [cols, rows])
+            let m = rows == 1 || type == .f32 ? try QuantizedMatrix(f32: v, rows: rows, cols: cols)
+                : try QuantizedMatrix(quantizing: v, rows: rows, cols: cols, type: type, kernels: kernels)
+            try out.add(name, matrix: m, dims: rows == 1 ? [cols] : [cols, rows])
         }
 
         let emb = try floats("token_embd.weight")
@@ -124,6 +133,22 @@ public enum ModelEncryptor {
             try add(pre + "ffn_down.weight", try writer(down2, c.hidden), rows: d, cols: c.hidden)
             try add(pre + "attn_norm.weight", ones, rows: 1, cols: d)
             try add(pre + "ffn_norm.weight", ones, rows: 1, cols: d)
+        }
+        return out
+    }
+
+    /// The plain model re-written with every matrix as `type` (norms f32, metadata kept): the
+    /// same-format baseline for measuring what encryption itself costs (f32 vs f32, q8_0 vs q8_0).
+    public static func convertLlama(gguf f: GGUFFile, type: RowType, kernels: Kernels) throws -> GGUFWriter {
+        try require(outputTypes.contains(type), "models are converted to f32, f16 or q8_0, not \(type)")
+        var out = GGUFWriter()
+        out.metadata = f.metadata.filter { $0.key != "general.alignment" }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        for name in f.tensorOrder {
+            let m = try f.matrix(name)
+            let v = m.dequantized(kernels: kernels)
+            let w = m.rows == 1 || type == .f32 ? try QuantizedMatrix(f32: v, rows: m.rows, cols: m.cols)
+                : try QuantizedMatrix(quantizing: v, rows: m.rows, cols: m.cols, type: type, kernels: kernels)
+            try out.add(name, matrix: w, dims: try f.tensor(name).dims)
         }
         return out
     }
