@@ -122,7 +122,8 @@ struct Generate: ParsableCommand {
             let k = try EncryptionKey.read(path: key)
             let plain = try GGUFFile(path: tokenizerModel ?? DefaultModels.smolLM2)
             let session = try EncryptedSession(tokenizer: BPETokenizer(gguf: plain),
-                                               server: LlamaModel(path: path, format: .f32, kernels: Kernels.selected(threads: n)), key: k)
+                                               server: LlamaModel(path: path, format: weights, activations: activations.numerics,
+                                                                          kernels: Kernels.selected(threads: n)), key: k)
             let text = chat ? "<|im_start|>user\n\(prompt)<|im_end|>\n<|im_start|>assistant\n" : prompt
             FileHandleErr.write("server sees ids: \(session.encryptIDs(session.tokenizer.encode(text)).prefix(16).map(String.init).joined(separator: " ")) ...\n")
             let params = GenerationParameters(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP, seed: seed)
@@ -173,11 +174,20 @@ struct Embed: ParsableCommand {
     @Option(help: "Output file: .fvecs or .npy (float32).") var output: String
     @Flag(help: "Write every token's vector (rows: tokens of all lines in order) instead of one vector per line.") var tokens = false
     @Option(help: "Threads (default: ENGINE_THREADS or all cores).") var threads: Int?
+    @Option(help: "Key file: --model is an encrypted model directory; the plain tokenizer comes from --tokenizer-model; vectors are decrypted.") var key: String?
+    @Option(name: .customLong("tokenizer-model"), help: "Plain model directory holding vocab.txt (with --key; default: MiniLM).") var tokenizerModel: String?
 
     func run() throws {
         let n = threads ?? Threads.defaultCount
         configureThreads(n)
         let m = try BertModel(directory: model ?? DefaultModels.miniLM)
+        var session: EncryptedEncoderSession?
+        if let key {
+            let k = try EncryptionKey.read(path: key)
+            let tok = try WordPieceTokenizer(directory: tokenizerModel ?? DefaultModels.miniLM)
+            session = try EncryptedEncoderSession(tokenizer: tok, server: m, key: k)
+            FileHandleErr.write("encrypted model (\(session!.mode)): the server sees permuted ids and returns encrypted vectors; the client decrypts\n")
+        }
         guard let data = FileManager.default.contents(atPath: input) else { throw EngineError.io("cannot read \(input)") }
         var lines = String(decoding: data, as: UTF8.self).components(separatedBy: "\n")
         if lines.last == "" { lines.removeLast() }
@@ -185,10 +195,18 @@ struct Embed: ParsableCommand {
         var out: [Float] = []
         let start = DispatchTime.now().uptimeNanoseconds
         if tokens {
-            for line in lines { out += try m.tokenEmbeddings(ids: m.tokenizer.encode(line)) }
+            for line in lines {
+                if let session {
+                    let x = try m.tokenEmbeddings(ids: session.encryptIDs(session.tokenizer.encode(line)))
+                    for r in 0..<(x.count / d) { out += session.decrypt(x[(r * d)..<((r + 1) * d)]) }
+                } else {
+                    out += try m.tokenEmbeddings(ids: m.tokenizer.encode(line))
+                }
+            }
         } else {
             for c in stride(from: 0, to: lines.count, by: 1024) { // progress every 1,024 lines
-                out += try m.embed(Array(lines[c..<min(lines.count, c + 1024)]))
+                let chunk = Array(lines[c..<min(lines.count, c + 1024)])
+                out += try session?.embed(chunk) ?? m.embed(chunk)
                 if lines.count > 1024 { FileHandleErr.write("embed: \(min(lines.count, c + 1024))/\(lines.count)\n") }
             }
         }
@@ -249,14 +267,22 @@ struct BenchModels: ParsableCommand {
 
 struct Keygen: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Create a client-only encryption key for a GGUF model (256-bit secret from the system CSPRNG, or --secret-file).")
-    @Option(help: "GGUF model the key is bound to (default: SmolLM2).") var model: String?
+    @Option(help: "Model the key is bound to: a GGUF file or a BERT directory (default: SmolLM2).") var model: String?
     @Option(help: "Key file to write (mode 0600).") var output: String
     @Option(name: .customLong("secret-file"), help: "Use these 32 bytes as the secret instead of the CSPRNG.") var secretFile: String?
 
     func run() throws {
-        let f = try GGUFFile(path: model ?? DefaultModels.smolLM2)
-        let shape = ModelShape(try LlamaConfig(gguf: f))
-        let id = try EncryptionKey.modelID(gguf: f)
+        let path = model ?? DefaultModels.smolLM2
+        let start = DispatchTime.now().uptimeNanoseconds
+        let shape: ModelShape, id: [UInt8]
+        if isDirectory(path) {
+            shape = ModelShape(try BertModel(directory: path).config)
+            id = try EncryptionKey.modelID(bert: path)
+        } else {
+            let f = try GGUFFile(path: path)
+            shape = ModelShape(try LlamaConfig(gguf: f))
+            id = try EncryptionKey.modelID(gguf: f)
+        }
         let key: EncryptionKey
         if let secretFile {
             guard let s = FileManager.default.contents(atPath: secretFile) else { throw EngineError.io("cannot read \(secretFile)") }
@@ -265,13 +291,20 @@ struct Keygen: ParsableCommand {
             key = try EncryptionKey(shape: shape, modelID: id)
         }
         try key.write(to: output)
-        FileHandleErr.write("wrote key for \(f.file.path) to \(output)\n")
+        FileHandleErr.write("wrote key for \(path) to \(output) in \(String(format: "%.3f", Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9)) s\n")
     }
 }
 
 enum MatrixTypeOption: String, ExpressibleByArgument, CaseIterable {
     case f32, f16, q8_0
     var rowType: RowType { [.f32: RowType.f32, .f16: .f16, .q8_0: .q8_0][self]! }
+}
+
+extension BertEncryption: ExpressibleByArgument {}
+
+func isDirectory(_ path: String) -> Bool {
+    var dir: ObjCBool = false
+    return FileManager.default.fileExists(atPath: path, isDirectory: &dir) && dir.boolValue
 }
 
 /// Peak resident memory of this process so far, in MiB.
@@ -284,16 +317,24 @@ func peakRSSMiB() -> Double {
 struct EncryptModel: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "encrypt-model",
         abstract: "Write the encrypted GGUF of a Llama-family model for a key; the server runs it with the ordinary engine.")
-    @Option(help: "Plain GGUF model (default: SmolLM2).") var model: String?
+    @Option(help: "Plain model: GGUF file or BERT directory (default: SmolLM2).") var model: String?
     @Option(help: "Key file from engine keygen.") var key: String
-    @Option(help: "Encrypted GGUF to write.") var output: String
-    @Option(help: "Matrix type of the output: f32 (exact), f16 or q8_0 (re-quantized after the transforms).") var type: MatrixTypeOption = .f32
+    @Option(help: "Encrypted GGUF file, or directory for a BERT model.") var output: String
+    @Option(help: "Matrix type of a GGUF output: f32 (exact), f16 or q8_0 (re-quantized after the transforms).") var type: MatrixTypeOption = .f32
+    @Option(help: "BERT models: rotation (ones-fixing Q, two extra d x d products per layer) or permutation (zero overhead, weaker; see docs/threat-model.md).") var mode: BertEncryption = .rotation
 
     func run() throws {
         configureThreads()
-        let f = try GGUFFile(path: model ?? DefaultModels.smolLM2)
-        let k = try EncryptionKey.read(path: key, forModel: EncryptionKey.modelID(gguf: f))
+        let path = model ?? DefaultModels.smolLM2
         let start = DispatchTime.now().uptimeNanoseconds
+        if isDirectory(path) {
+            let k = try EncryptionKey.read(path: key, forModel: EncryptionKey.modelID(bert: path))
+            try ModelEncryptor.encryptBert(directory: path, key: k, mode: mode, output: output, kernels: Kernels.selected())
+            FileHandleErr.write("wrote \(output)/ (BERT, \(mode.rawValue)) in \(String(format: "%.1f", Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9)) s, peak memory \(Int(peakRSSMiB())) MiB\n")
+            return
+        }
+        let f = try GGUFFile(path: path)
+        let k = try EncryptionKey.read(path: key, forModel: EncryptionKey.modelID(gguf: f))
         try ModelEncryptor.encryptLlama(gguf: f, key: k, type: type.rowType, kernels: Kernels.selected()).write(to: output)
         FileHandleErr.write("wrote \(output) (\(type.rawValue)) in \(String(format: "%.1f", Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9)) s, peak memory \(Int(peakRSSMiB())) MiB\n")
     }

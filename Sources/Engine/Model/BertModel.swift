@@ -13,11 +13,14 @@ public struct BertConfig: Codable, Sendable, Equatable {
     public var layerNormEps: Double
     public var hiddenAct: String
     public var modelType: String
+    /// Set by `ModelEncryptor.encryptBert`: "permutation" or "rotation" (absent for plain models).
+    public var engineEncryption: String?
 
     enum CodingKeys: String, CodingKey {
         case hiddenSize = "hidden_size", numHiddenLayers = "num_hidden_layers", numAttentionHeads = "num_attention_heads"
         case intermediateSize = "intermediate_size", maxPositionEmbeddings = "max_position_embeddings", vocabSize = "vocab_size"
         case typeVocabSize = "type_vocab_size", layerNormEps = "layer_norm_eps", hiddenAct = "hidden_act", modelType = "model_type"
+        case engineEncryption = "engine_encryption"
     }
 }
 
@@ -25,13 +28,27 @@ public struct BertConfig: Codable, Sendable, Equatable {
 /// loaded from a Hugging Face directory (config.json, model.safetensors, vocab.txt).
 public final class BertModel: @unchecked Sendable {
     public let config: BertConfig
-    public let tokenizer: WordPieceTokenizer
+    /// The model's WordPiece tokenizer (vocab.txt); nil for an encrypted model directory, whose
+    /// vocabulary would reveal the key's permutation (its client tokenizes with the plain model's).
+    public let textTokenizer: WordPieceTokenizer?
+    public var tokenizer: WordPieceTokenizer {
+        get throws {
+            guard let textTokenizer else { throw EngineError.unsupported("this model directory has no tokenizer (an encrypted model): pass token ids") }
+            return textTokenizer
+        }
+    }
+    /// A LayerNorm: y = gamma * n(x) + beta, or, in a rotation-encrypted model
+    /// (`LayerNorm.transform` present), y = n(x) G^T + bias with a d x d matrix G.
+    struct Norm {
+        var gamma: [Float], beta: [Float]
+        var transform: QuantizedMatrix? = nil, bias: [Float] = []
+    }
     /// Biases and LayerNorm parameters of one layer (the weight matrices live in `mats`).
     struct Layer {
-        var bq: [Float], bk: [Float], bv: [Float], bo: [Float], ln1g: [Float], ln1b: [Float]
-        var bi: [Float], bd: [Float], ln2g: [Float], ln2b: [Float]
+        var bq: [Float], bk: [Float], bv: [Float], bo: [Float], ln1: Norm
+        var bi: [Float], bd: [Float], ln2: Norm
     }
-    let wordEmb: [Float], posEmb: [Float], typeEmb: [Float], embLNg: [Float], embLNb: [Float]
+    let wordEmb: [Float], posEmb: [Float], typeEmb: [Float], embLN: Norm
     let layers: [Layer]
     /// The same linear weights as row matrices for Engine's kernels (q, k, v, o, in, out per layer).
     let mats: [[QuantizedMatrix]]
@@ -47,9 +64,14 @@ public final class BertModel: @unchecked Sendable {
         guard c.hiddenAct == "gelu" else { throw EngineError.unsupported("\(cfgPath): hidden_act '\(c.hiddenAct)'; supported: gelu") }
         guard c.hiddenSize % c.numAttentionHeads == 0 else { throw EngineError.invalidFile("\(cfgPath): hidden_size not divisible by heads") }
         config = c
-        tokenizer = try WordPieceTokenizer(directory: directory, maxLength: min(maxLength, c.maxPositionEmbeddings))
-        guard tokenizer.tokens.count == c.vocabSize else {
-            throw EngineError.invalidFile("\(directory)/vocab.txt has \(tokenizer.tokens.count) tokens, config says \(c.vocabSize)")
+        if c.engineEncryption != nil && !FileManager.default.fileExists(atPath: directory + "/vocab.txt") {
+            textTokenizer = nil
+        } else {
+            let tok = try WordPieceTokenizer(directory: directory, maxLength: min(maxLength, c.maxPositionEmbeddings))
+            guard tok.tokens.count == c.vocabSize else {
+                throw EngineError.invalidFile("\(directory)/vocab.txt has \(tok.tokens.count) tokens, config says \(c.vocabSize)")
+            }
+            textTokenizer = tok
         }
         let st = try SafeTensorsFile(path: directory + "/model.safetensors")
         let prefix = st.tensors["embeddings.word_embeddings.weight"] != nil ? "" : "bert."
@@ -58,7 +80,14 @@ public final class BertModel: @unchecked Sendable {
         wordEmb = try t("embeddings.word_embeddings.weight", [c.vocabSize, d])
         posEmb = try t("embeddings.position_embeddings.weight", [c.maxPositionEmbeddings, d])
         typeEmb = try t("embeddings.token_type_embeddings.weight", [c.typeVocabSize, d])
-        embLNg = try t("embeddings.LayerNorm.weight", [d]); embLNb = try t("embeddings.LayerNorm.bias", [d])
+        func norm(_ n: String) throws -> Norm {
+            if st.tensors[prefix + n + ".transform"] != nil {
+                return Norm(gamma: [Float](repeating: 1, count: d), beta: [Float](repeating: 0, count: d),
+                            transform: try QuantizedMatrix(f32: t(n + ".transform", [d, d]), rows: d, cols: d), bias: try t(n + ".bias", [d]))
+            }
+            return Norm(gamma: try t(n + ".weight", [d]), beta: try t(n + ".bias", [d]))
+        }
+        embLN = try norm("embeddings.LayerNorm")
         var ls: [Layer] = [], ms: [[QuantizedMatrix]] = []
         for i in 0..<c.numHiddenLayers {
             let p = "encoder.layer.\(i)."
@@ -69,9 +98,9 @@ public final class BertModel: @unchecked Sendable {
                        try m("attention.output.dense", d, d), try m("intermediate.dense", h, d), try m("output.dense", d, h)])
             ls.append(Layer(bq: try t(p + "attention.self.query.bias", [d]), bk: try t(p + "attention.self.key.bias", [d]),
                             bv: try t(p + "attention.self.value.bias", [d]), bo: try t(p + "attention.output.dense.bias", [d]),
-                            ln1g: try t(p + "attention.output.LayerNorm.weight", [d]), ln1b: try t(p + "attention.output.LayerNorm.bias", [d]),
+                            ln1: try norm(p + "attention.output.LayerNorm"),
                             bi: try t(p + "intermediate.dense.bias", [h]), bd: try t(p + "output.dense.bias", [d]),
-                            ln2g: try t(p + "output.LayerNorm.weight", [d]), ln2b: try t(p + "output.LayerNorm.bias", [d])))
+                            ln2: try norm(p + "output.LayerNorm")))
         }
         layers = ls
         mats = ms
@@ -99,7 +128,7 @@ public final class BertModel: @unchecked Sendable {
         for (si, s) in seqs.enumerated() {
             for (t, id) in s.enumerated() { let row = starts[si] + t; for j in 0..<d { x[row * d + j] = wordEmb[id * d + j] + posEmb[t * d + j] + typeEmb[j] } }
         }
-        try layerNorm(&x, embLNg, embLNb, T, d)
+        try layerNorm(&x, embLN, T, d, k)
         var q = x, kk = x, v = x, ctx = x, tmp = x
         var inter = [Float](repeating: 0, count: T * c.intermediateSize)
         let maxT = lengths.max()!
@@ -132,30 +161,18 @@ public final class BertModel: @unchecked Sendable {
             }
             try lin(k, M[3], ctx, L.bo, T, &tmp, blas)
             for i in 0..<(T * d) { x[i] += tmp[i] }
-            try layerNorm(&x, L.ln1g, L.ln1b, T, d)
+            try layerNorm(&x, L.ln1, T, d, k)
             try lin(k, M[4], x, L.bi, T, &inter, blas)
             inter.withUnsafeMutableBufferPointer { k.geluErf($0) } // exact (erf) GELU
             try lin(k, M[5], inter, L.bd, T, &tmp, blas)
             for i in 0..<(T * d) { x[i] += tmp[i] }
-            try layerNorm(&x, L.ln2g, L.ln2b, T, d)
+            try layerNorm(&x, L.ln2, T, d, k)
         }
         return x
     }
 
     /// Sentence embedding: mean of the token states, L2-normalised (sentence-transformers).
-    public func embed(_ text: String) throws -> [Float] { try embed(text, kernels: kernels) }
-
-    func embed(_ text: String, kernels k: Kernels) throws -> [Float] {
-        let ids = tokenizer.encode(text)
-        let x = try tokenEmbeddings(ids: ids, kernels: k)
-        let d = config.hiddenSize, T = ids.count
-        var e = [Float](repeating: 0, count: d)
-        for t in 0..<T { for j in 0..<d { e[j] += x[t * d + j] } }
-        var n: Float = 0
-        for j in 0..<d { e[j] /= Float(T); n += e[j] * e[j] }
-        let inv = 1 / max(n.squareRoot(), 1e-12)
-        return e.map { $0 * inv }
-    }
+    public func embed(_ text: String) throws -> [Float] { try embed(ids: [tokenizer.encode(text)]) }
 
     /// Embeddings of many sentences (n x hidden, row-major). Sentences go through the model in
     /// batches of up to `batch`: the linear layers see all their tokens at once (OpenBLAS sgemm
@@ -163,22 +180,31 @@ public final class BertModel: @unchecked Sendable {
     /// to float rounding.
     public func embed(_ texts: [String], batch: Int = 32) throws -> [Float] {
         try require(batch > 0, "batch must be positive, got \(batch)")
-        let d = config.hiddenSize
+        let tok = try tokenizer
         var out: [Float] = []
-        out.reserveCapacity(texts.count * d)
+        out.reserveCapacity(texts.count * config.hiddenSize)
         for b0 in stride(from: 0, to: texts.count, by: batch) {
-            let seqs = texts[b0..<min(texts.count, b0 + batch)].map { tokenizer.encode($0) }
-            let x = try forward(seqs, kernels: kernels)
-            var row = 0
-            for s in seqs {
-                var e = [Float](repeating: 0, count: d)
-                for t in 0..<s.count { for j in 0..<d { e[j] += x[(row + t) * d + j] } }
-                row += s.count
-                var n: Float = 0
-                for j in 0..<d { e[j] /= Float(s.count); n += e[j] * e[j] }
-                let inv = 1 / max(n.squareRoot(), 1e-12)
-                out += e.map { $0 * inv }
-            }
+            out += try embed(ids: texts[b0..<min(texts.count, b0 + batch)].map { tok.encode($0) })
+        }
+        return out
+    }
+
+    /// Sentence embeddings (mean pool + L2 norm) of token-id sequences run as one batch
+    /// (n x hidden). This is all an encrypted model's server needs: ids in, vectors out.
+    public func embed(ids seqs: [[Int]]) throws -> [Float] {
+        let d = config.hiddenSize
+        let x = try forward(seqs, kernels: kernels)
+        var out: [Float] = []
+        out.reserveCapacity(seqs.count * d)
+        var row = 0
+        for s in seqs {
+            var e = [Float](repeating: 0, count: d)
+            for t in 0..<s.count { for j in 0..<d { e[j] += x[(row + t) * d + j] } }
+            row += s.count
+            var n: Float = 0
+            for j in 0..<d { e[j] /= Float(s.count); n += e[j] * e[j] }
+            let inv = 1 / max(n.squareRoot(), 1e-12)
+            out += e.map { $0 * inv }
         }
         return out
     }
@@ -193,9 +219,14 @@ public final class BertModel: @unchecked Sendable {
         for t in 0..<T { for j in 0..<w.rows { y[t * w.rows + j] += b[j] } }
     }
 
-    func layerNorm(_ x: inout [Float], _ g: [Float], _ b: [Float], _ T: Int, _ d: Int) throws {
-        try x.withUnsafeMutableBufferPointer { xp in try g.withUnsafeBufferPointer { gp in try b.withUnsafeBufferPointer { bp in
-            try kernels.layerNorm(UnsafeMutableBufferPointer(rebasing: xp[0..<(T * d)]), d: d, gamma: gp, beta: bp, eps: Float(config.layerNormEps))
+    func layerNorm(_ x: inout [Float], _ n: Norm, _ T: Int, _ d: Int, _ k: Kernels) throws {
+        try x.withUnsafeMutableBufferPointer { xp in try n.gamma.withUnsafeBufferPointer { gp in try n.beta.withUnsafeBufferPointer { bp in
+            try k.layerNorm(UnsafeMutableBufferPointer(rebasing: xp[0..<(T * d)]), d: d, gamma: gp, beta: bp, eps: Float(config.layerNormEps))
         } } }
+        if let g = n.transform {
+            var y = [Float](repeating: 0, count: x.count)
+            try lin(k, g, x, n.bias, T, &y, T >= 128)
+            x = y
+        }
     }
 }

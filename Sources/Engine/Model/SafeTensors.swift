@@ -68,3 +68,37 @@ public final class SafeTensorsFile: @unchecked Sendable {
         }
     }
 }
+
+/// Writes a safetensors file (F32 tensors), atomically: 8-byte little-endian header length, a
+/// JSON header padded with spaces to a multiple of 8, then the tensor bytes in header order.
+public struct SafeTensorsWriter {
+    public var metadata: [String: String] = [:]
+    public private(set) var tensors: [(name: String, shape: [Int], values: [Float])] = []
+
+    public init() {}
+
+    public mutating func add(_ name: String, shape: [Int], _ values: [Float]) throws {
+        try require(shape.reduce(1, *) == values.count, "tensor \(name): shape \(shape) does not hold \(values.count) values")
+        try require(!tensors.contains { $0.name == name } && name != "__metadata__", "duplicate tensor name \(name)")
+        tensors.append((name, shape, values))
+    }
+
+    public func write(to path: String) throws {
+        var header: [String: Any] = [:]
+        var off = 0
+        for t in tensors {
+            header[t.name] = ["dtype": "F32", "shape": t.shape, "data_offsets": [off, off + 4 * t.values.count]]
+            off += 4 * t.values.count
+        }
+        if !metadata.isEmpty { header["__metadata__"] = metadata }
+        var json = Array(try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys]))
+        while json.count % 8 != 0 { json.append(0x20) }
+        let w = try AtomicFileWriter(path: path)
+        try withUnsafeBytes(of: UInt64(json.count).littleEndian) { try w.write($0) }
+        try w.write(json)
+        for t in tensors {
+            try t.values.map { $0.bitPattern.littleEndian }.withUnsafeBytes { try w.write($0) }
+        }
+        try w.commit()
+    }
+}

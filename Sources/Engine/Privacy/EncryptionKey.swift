@@ -11,6 +11,11 @@ public struct ModelShape: Sendable, Equatable {
     public init(_ c: LlamaConfig) {
         self.init(vocab: c.vocab, dim: c.dim, layers: c.layers, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, hidden: c.hidden)
     }
+    public init(_ c: BertConfig) {
+        let hd = c.hiddenSize / c.numAttentionHeads
+        self.init(vocab: c.vocabSize, dim: c.hiddenSize, layers: c.numHiddenLayers, heads: c.numAttentionHeads,
+                  kvHeads: c.numAttentionHeads, headDim: hd, hidden: c.intermediateSize)
+    }
     var fields: [Int] { [vocab, dim, layers, heads, kvHeads, headDim, hidden] }
 }
 
@@ -80,6 +85,15 @@ public struct EncryptionKey: Sendable, Equatable {
         return Array(SHA256.hash(data: Data(s.utf8)))
     }
 
+    /// Identity of a BERT model directory: SHA-256 over its config shape and the safetensors
+    /// directory (names, dtypes, shapes, sorted).
+    public static func modelID(bert directory: String) throws -> [UInt8] {
+        let st = try SafeTensorsFile(path: directory + "/model.safetensors")
+        var s = "arch=bert"
+        for name in st.tensors.keys.sorted() { let t = st.tensors[name]!; s += "|\(name):\(t.dtype):\(t.shape)" }
+        return Array(SHA256.hash(data: Data(s.utf8)))
+    }
+
     /// The derivation key for `purpose` (HKDF-SHA256, salt = model id).
     func subkey(_ purpose: String) -> SymmetricKey {
         HKDF<SHA256>.deriveKey(inputKeyMaterial: SymmetricKey(data: secret), salt: modelID,
@@ -101,13 +115,59 @@ public struct EncryptionKey: Sendable, Equatable {
 
     /// Residual-stream rotation Q (dim x dim, row-major, double): Haar-random orthogonal from
     /// the QR of a Gaussian matrix with R's diagonal signs moved into Q.
-    public func residualRotation() throws -> [Double] {
-        var s = stream("residual")
-        let n = shape.dim
-        let g = (0..<(n * n)).map { _ in s.gaussian() }
-        var (q, r) = try LinearAlgebra.qr(g, rows: n, cols: n)
+    public func residualRotation() throws -> [Double] { try haar(shape.dim, "residual") }
+
+    /// n x n Haar-random orthogonal matrix from the `purpose` stream (QR of a Gaussian matrix,
+    /// R's diagonal signs moved into Q), row-major.
+    func haar(_ n: Int, _ purpose: String) throws -> [Double] {
+        var s = stream(purpose)
+        var (q, r) = try LinearAlgebra.qr((0..<(n * n)).map { _ in s.gaussian() }, rows: n, cols: n)
         for j in 0..<n where r[j * n + j] < 0 { for i in 0..<n { q[i * n + j] = -q[i * n + j] } }
         return q
+    }
+
+    /// Rotation for post-LayerNorm models that fixes the all-ones direction (so mean-centering
+    /// commutes with it): Q = H diag(1, R) H with R Haar-random on the (dim-1)-dimensional
+    /// complement and H the Householder reflection swapping e_1 and 1/sqrt(dim). dim x dim, row-major.
+    public func onesFixingRotation() throws -> [Double] {
+        let n = shape.dim
+        let r = try haar(n - 1, "residual-ones")
+        var m = [Double](repeating: 0, count: n * n) // diag(1, R)
+        m[0] = 1
+        for i in 0..<(n - 1) { for j in 0..<(n - 1) { m[(i + 1) * n + j + 1] = r[i * (n - 1) + j] } }
+        // H = I - 2 w w^T / (w.w), w = e_1 - u
+        let u = 1 / Double(n).squareRoot()
+        var w = [Double](repeating: -u, count: n); w[0] += 1
+        let ww = w.reduce(0) { $0 + $1 * $1 }
+        func applyH(rows a: inout [Double]) { // a := H a (columns of a)
+            for j in 0..<n {
+                var dot = 0.0
+                for i in 0..<n { dot += w[i] * a[i * n + j] }
+                let f = 2 * dot / ww
+                for i in 0..<n { a[i * n + j] -= f * w[i] }
+            }
+        }
+        func applyHRight(_ a: inout [Double]) { // a := a H
+            for i in 0..<n {
+                var dot = 0.0
+                for j in 0..<n { dot += a[i * n + j] * w[j] }
+                let f = 2 * dot / ww
+                for j in 0..<n { a[i * n + j] -= f * w[j] }
+            }
+        }
+        applyH(rows: &m); applyHRight(&m)
+        return m
+    }
+
+    /// Hidden-dimension permutation Pi for post-LayerNorm models (stream index j is sent at Pi[j]).
+    public var hiddenPermutation: [Int] { permutation(shape.dim, "pi") }
+
+    /// Per layer and head, the query/key map M = R diag(s) (R Haar, s in [e^-0.5, e^0.5]) for
+    /// attention without RoPE: q' = q M and k' = k M^-T keep q.k. Returns R (row-major) and s.
+    public func queryKeyTransform(layer: Int, head: Int) throws -> (r: [Double], s: [Double]) {
+        let r = try haar(shape.headDim, "qk/\(layer)/\(head)")
+        var st = stream("qkscale/\(layer)/\(head)")
+        return (r, (0..<shape.headDim).map { _ in exp(st.unit() - 0.5) })
     }
 
     /// Per layer and query head, one angle per RoPE pair (identical for q and k of the group).
@@ -118,13 +178,7 @@ public struct EncryptionKey: Sendable, Equatable {
 
     /// Per layer and KV head, an orthogonal headDim x headDim matrix A for V/O (v' = A v,
     /// o_proj columns of the group times A^T). Row-major, double.
-    public func valueRotation(layer: Int, head: Int) throws -> [Double] {
-        var s = stream("vo/\(layer)/\(head)")
-        let n = shape.headDim
-        var (q, r) = try LinearAlgebra.qr((0..<(n * n)).map { _ in s.gaussian() }, rows: n, cols: n)
-        for j in 0..<n where r[j * n + j] < 0 { for i in 0..<n { q[i * n + j] = -q[i * n + j] } }
-        return q
-    }
+    public func valueRotation(layer: Int, head: Int) throws -> [Double] { try haar(shape.headDim, "vo/\(layer)/\(head)") }
 
     /// MLP hidden permutation of a layer, and positive scales for SwiGLU's up/down pair.
     public func mlpPermutation(layer: Int) -> [Int] { permutation(shape.hidden, "mlp/\(layer)") }
