@@ -60,7 +60,7 @@ struct Demo: ParsableCommand {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks (release builds only).",
-        subcommands: [BenchKernels.self, BenchModels.self])
+        subcommands: [BenchKernels.self, BenchModels.self, BenchEncryption.self])
 }
 
 struct BenchKernels: ParsableCommand {
@@ -351,5 +351,104 @@ struct ConvertModel: ParsableCommand {
         let f = try GGUFFile(path: model ?? DefaultModels.smolLM2)
         try ModelEncryptor.convertLlama(gguf: f, type: type.rowType, kernels: Kernels.selected()).write(to: output)
         FileHandleErr.write("wrote \(output) (\(type.rawValue))\n")
+    }
+}
+
+struct BenchEncryption: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "encryption",
+        abstract: "Server-side latency of encrypted vs plain models at the same weight format, alternating in one run (medians); key and encryption cost.")
+    @Option(help: "Threads.") var threads = 1
+    @Option(help: "Prompt tokens for prefill.") var promptTokens = 128
+    @Option(help: "Tokens to decode.") var decodeTokens = 64
+    @Option(help: "Rounds (median of per-round ratios reported).") var rounds = 7
+
+    func run() throws {
+        #if DEBUG
+        FileHandleErr.write("warning: debug build; use `swift run -c release engine bench encryption`.\n")
+        #endif
+        configureThreads(threads)
+        let k = try Kernels.selected(threads: threads)
+        let tmp = NSTemporaryDirectory() + "engine-bench-enc-\(getpid())"
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: tmp) }
+        func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+        func secs(_ t0: UInt64) -> Double { Double(now() - t0) * 1e-9 }
+        func med(_ a: [Double]) -> Double { a.sorted()[a.count / 2] }
+        var rows: [String] = []
+
+        // SmolLM2: key, encryption at f32 and q8_0, plain q8_0 baseline.
+        let f = try GGUFFile(path: DefaultModels.smolLM2)
+        var t0 = now()
+        let key = try EncryptionKey(shape: ModelShape(LlamaConfig(gguf: f)), modelID: EncryptionKey.modelID(gguf: f))
+        _ = try key.residualRotation(); _ = key.vocabularyPermutation
+        let keySecs = secs(t0)
+        var files: [String: String] = [:]
+        for (name, type) in [("f32", RowType.f32), ("q8_0", .q8_0)] {
+            t0 = now()
+            try ModelEncryptor.encryptLlama(gguf: f, key: key, type: type, kernels: k).write(to: tmp + "/enc-\(name).gguf")
+            FileHandleErr.write("bench: encrypted SmolLM2 as \(name) in \(String(format: "%.1f", secs(t0))) s\n")
+            files["enc-" + name] = tmp + "/enc-\(name).gguf"
+        }
+        try ModelEncryptor.convertLlama(gguf: f, type: .q8_0, kernels: k).write(to: tmp + "/plain-q8_0.gguf")
+        let pairs: [(String, LlamaModel, LlamaModel)] = [
+            ("f32", try LlamaModel(gguf: f, format: .f32, kernels: k), try LlamaModel(path: files["enc-f32"]!, format: .f32, kernels: k)),
+            ("q8_0, int8 activations", try LlamaModel(path: tmp + "/plain-q8_0.gguf", format: .native, activations: .int8, kernels: k),
+             try LlamaModel(path: files["enc-q8_0"]!, format: .native, activations: .int8, kernels: k)),
+        ]
+        let P = key.vocabularyPermutation
+        let prompt = (0..<promptTokens).map { 100 + ($0 * 37) % 40000 }
+        func run(_ m: LlamaModel, _ ids: [Int]) throws -> (Double, Double) {
+            let cache = try m.makeCache(capacity: promptTokens + decodeTokens + 1)
+            var t = now()
+            var logits = try m.forward(ids, cache: cache)
+            let pre = secs(t)
+            t = now()
+            for _ in 0..<decodeTokens {
+                logits = try m.forward([logits.indices.max { logits[$0] < logits[$1] }!], cache: cache)
+            }
+            return (pre, secs(t) / Double(decodeTokens))
+        }
+        for (name, plain, enc) in pairs {
+            _ = try run(plain, prompt); _ = try run(enc, prompt.map { P[$0] }) // warm-up
+            var rp: [Double] = [], rd: [Double] = [], pp: [Double] = [], pd: [Double] = []
+            for _ in 0..<rounds {
+                let a = try run(plain, prompt), b = try run(enc, prompt.map { P[$0] })
+                rp.append(b.0 / a.0); rd.append(b.1 / a.1); pp.append(a.0); pd.append(a.1)
+            }
+            rows.append("| SmolLM2 \(name) | prefill \(promptTokens) tokens | \(String(format: "%.1f", med(pp) * 1e3)) ms | \(String(format: "%.3f", med(rp))) |")
+            rows.append("| SmolLM2 \(name) | decode (per token) | \(String(format: "%.2f", med(pd) * 1e3)) ms | \(String(format: "%.3f", med(rd))) |")
+        }
+
+        // MiniLM: plain vs both encrypted options.
+        let bertKey = try EncryptionKey(shape: ModelShape(BertModel(directory: DefaultModels.miniLM).config), modelID: EncryptionKey.modelID(bert: DefaultModels.miniLM))
+        let plainBert = try BertModel(directory: DefaultModels.miniLM, kernels: k)
+        let sentences = (0..<32).map { "Sentence number \($0) is about an ordinary everyday topic such as weather, food or travel." }
+        let ids = try sentences.map { try plainBert.tokenizer.encode($0) }
+        let Pb = bertKey.vocabularyPermutation
+        let encIDs = ids.map { $0.map { Pb[$0] } }
+        for mode in BertEncryption.allCases {
+            t0 = now()
+            try ModelEncryptor.encryptBert(directory: DefaultModels.miniLM, key: bertKey, mode: mode, output: tmp + "/minilm-\(mode)", kernels: k)
+            FileHandleErr.write("bench: encrypted MiniLM (\(mode)) in \(String(format: "%.2f", secs(t0))) s\n")
+            let enc = try BertModel(directory: tmp + "/minilm-\(mode)", kernels: k)
+            func b1(_ m: BertModel, _ x: [[Int]]) throws -> Double { let t = now(); for s in x.prefix(16) { _ = try m.embed(ids: [s]) }; return secs(t) / 16 }
+            func b32(_ m: BertModel, _ x: [[Int]]) throws -> Double { let t = now(); _ = try m.embed(ids: x); return secs(t) / 32 }
+            _ = try b1(plainBert, ids); _ = try b1(enc, encIDs)
+            var r1: [Double] = [], r32: [Double] = [], p1: [Double] = [], p32: [Double] = []
+            for _ in 0..<rounds {
+                let a = try b1(plainBert, ids), b = try b1(enc, encIDs)
+                r1.append(b / a); p1.append(a)
+                let c = try b32(plainBert, ids), d = try b32(enc, encIDs)
+                r32.append(d / c); p32.append(c)
+            }
+            rows.append("| MiniLM \(mode) | batch 1 (per sentence) | \(String(format: "%.2f", med(p1) * 1e3)) ms | \(String(format: "%.3f", med(r1))) |")
+            rows.append("| MiniLM \(mode) | batch 32 (per sentence) | \(String(format: "%.2f", med(p32) * 1e3)) ms | \(String(format: "%.3f", med(r32))) |")
+        }
+        print("Encrypted / plain server latency, same weight format, \(threads) thread(s), median of \(rounds) alternating rounds")
+        print("(SmolLM2 key derivation: \(String(format: "%.3f", keySecs)) s)\n")
+        print("| model, weights | work | plain latency | encrypted / plain |")
+        print("|---|---|---|---|")
+        for r in rows { print(r) }
     }
 }
