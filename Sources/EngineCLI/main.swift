@@ -6,7 +6,7 @@ struct EngineCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "engine",
         abstract: "Encrypted transformer inference and memory/disk hybrid vector search.",
-        subcommands: [Demo.self, Generate.self, Embed.self, Tokenize.self, Keygen.self, EncryptModel.self, ConvertModel.self, Info.self, SelfCheckCommand.self, Bench.self],
+        subcommands: [Demo.self, Generate.self, Embed.self, Tokenize.self, Keygen.self, EncryptModel.self, ConvertModel.self, Attack.self, Info.self, SelfCheckCommand.self, Bench.self],
         defaultSubcommand: Info.self
     )
 }
@@ -450,5 +450,87 @@ struct BenchEncryption: ParsableCommand {
         print("| model, weights | work | plain latency | encrypted / plain |")
         print("|---|---|---|---|")
         for r in rows { print(r) }
+    }
+}
+
+struct Attack: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the leakage attacks of docs/threat-model.md on the real models with a fresh key; prints Markdown tables.")
+    @Option(help: "Residual layer whose states serve as known plaintext pairs.") var layer = 10
+    @Option(help: "Seed for the corpus split.") var seed: UInt64 = 1
+
+    func run() throws {
+        configureThreads()
+        let k = try Kernels.selected()
+        let f = try GGUFFile(path: DefaultModels.smolLM2)
+        let key = try EncryptionKey(shape: ModelShape(LlamaConfig(gguf: f)), modelID: EncryptionKey.modelID(gguf: f))
+        let P = key.vocabularyPermutation
+        let tok = try BPETokenizer(gguf: f)
+        var glosses = try WordNet.glosses()
+        var rng = SeededRandom(seed: seed)
+        glosses.shuffle(using: &rng)
+        // (a) frequency analysis: reference = plain ids of one half, observed = encrypted ids of the other.
+        FileHandleErr.write("attack: tokenizing \(glosses.count) WordNet glosses...\n")
+        let half = glosses.count / 2
+        let reference = glosses[..<half].flatMap { tok.encode($0) }
+        let observedPlain = glosses[half...].flatMap { tok.encode($0) }
+        print("## (a) Token-frequency analysis (SmolLM2 tokenizer, WordNet glosses; reference corpus \(reference.count) tokens)\n")
+        print("| observed tokens | tokens decrypted | distinct ids decrypted |")
+        print("|---|---|---|")
+        for n in [1_000, 10_000, 100_000, observedPlain.count] where n <= observedPlain.count {
+            let r = LeakageAttacks.frequencyAnalysis(reference: reference, observed: observedPlain.prefix(n).map { P[$0] }, permutation: P)
+            print("| \(n) | \(String(format: "%.3f", r.tokens)) | \(String(format: "%.3f", r.distinct)) |")
+        }
+
+        // (b) embedding-row matching against the public base model.
+        print("\n## (b) Matching encrypted embedding rows to the public model\n")
+        print("| model, format | rows | P recovered by norms alone | P recovered (norms + Procrustes) | seconds |")
+        print("|---|---|---|---|---|")
+        let plainE = try f.matrix("token_embd.weight").dequantized(kernels: k)
+        let V = P.count, d = plainE.count / P.count
+        for type in [RowType.f32, .q8_0] {
+            let enc = try ModelEncryptor.encryptLlama(gguf: f, key: key, type: type, kernels: k)
+            let t = enc.tensors.first { $0.name == "token_embd.weight" }!
+            let m = try QuantizedMatrix(type: type, rows: V, cols: d, bytes: t.bytes).dequantized(kernels: k)
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let r = try LeakageAttacks.embeddingMatching(plain: plainE, encrypted: m, rows: V, dim: d, permutation: P)
+            print("| SmolLM2 \(type) | \(V) | \(String(format: "%.4f", r.norms)) | \(String(format: "%.4f", r.full)) | \(String(format: "%.1f", Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)) |")
+        }
+        let bert = try BertModel(directory: DefaultModels.miniLM, kernels: k)
+        let bkey = try EncryptionKey(shape: ModelShape(bert.config), modelID: EncryptionKey.modelID(bert: DefaultModels.miniLM))
+        let st = try SafeTensorsFile(path: DefaultModels.miniLM + "/model.safetensors")
+        let bn = st.tensors["embeddings.word_embeddings.weight"] != nil ? "embeddings.word_embeddings.weight" : "bert.embeddings.word_embeddings.weight"
+        let be = try st.floats(bn)
+        let tmp = NSTemporaryDirectory() + "engine-attack-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: tmp) }
+        for mode in BertEncryption.allCases {
+            try ModelEncryptor.encryptBert(directory: DefaultModels.miniLM, key: bkey, mode: mode, output: tmp, kernels: k)
+            let m = try SafeTensorsFile(path: tmp + "/model.safetensors").floats("embeddings.word_embeddings.weight")
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let r = try LeakageAttacks.embeddingMatching(plain: be, encrypted: m, rows: bert.config.vocabSize, dim: bert.config.hiddenSize,
+                                                         permutation: bkey.vocabularyPermutation)
+            print("| MiniLM \(mode) | \(bert.config.vocabSize) | \(String(format: "%.4f", r.norms)) | \(String(format: "%.4f", r.full)) | \(String(format: "%.1f", Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)) |")
+        }
+
+        // (c) known-plaintext recovery of Q from residual states at one layer.
+        let path = tmp + "-smollm2.gguf"
+        defer { unlink(path) }
+        try ModelEncryptor.encryptLlama(gguf: f, key: key, kernels: k).write(to: path)
+        let plain = try LlamaModel(gguf: f, format: .f32, kernels: k), enc = try LlamaModel(path: path, format: .f32, kernels: k)
+        var xs: [Float] = [], ys: [Float] = []
+        var g = 0
+        while xs.count < 1800 * d {
+            let ids = Array(tok.encode(glosses[g]).prefix(120)); g += 1
+            _ = try plain.forward(ids, cache: plain.makeCache(capacity: 128)) { l, x in if l == layer { xs += x } }
+            _ = try enc.forward(ids.map { P[$0] }, cache: enc.makeCache(capacity: 128)) { l, x in if l == layer { ys += x } }
+        }
+        let q = try key.residualRotation()
+        print("\n## (c) Known-plaintext recovery of Q (SmolLM2 residual states after layer \(layer), d = \(d); 200 held-out states)\n")
+        print("| pairs n | n / d | \\|Q^ - Q\\|_F / \\|Q\\|_F | median relative error decrypting held-out states |")
+        print("|---|---|---|---|")
+        for n in [16, 64, 256, 512, 576, 1024, 1536] {
+            let r = try LeakageAttacks.knownPlaintext(plain: xs, encrypted: ys, rows: n, heldOut: 200, dim: d, rotation: q)
+            print("| \(n) | \(String(format: "%.2f", Double(n) / Double(d))) | \(String(format: "%.3g", r.matrixError)) | \(String(format: "%.3g", r.decryptError)) |")
+        }
     }
 }

@@ -110,7 +110,7 @@ public final class TextGenerator: @unchecked Sendable {
     public func generate(promptIDs: [Int], parameters: GenerationParameters = .init(),
                          onToken: (Int, String) -> Void = { _, _ in }) throws -> [Int] {
         try decodeLoop(model: model, tokenizer: tokenizer, promptIDs: promptIDs, parameters: parameters,
-                       stops: parameters.stopTokens ?? defaultStops, toModel: { $0 }, fromModel: { $0 }, onToken: onToken)
+                       stops: parameters.stopTokens ?? defaultStops, step: { try self.model.forward($0, cache: $1) }, onToken: onToken)
     }
 }
 
@@ -122,11 +122,11 @@ func defaultStopTokens(_ tokenizer: BPETokenizer) -> Set<Int> {
     return s
 }
 
-/// The generation loop shared by plain and encrypted generation: `toModel` maps plain ids to the
-/// ids the model sees, `fromModel` maps its logits back to plain vocabulary order (identity for
-/// a plain model, the key's permutation for an encrypted one).
+/// The generation loop shared by plain and encrypted generation: `step(ids, cache)` runs plain
+/// ids at the cache's next positions and returns the last position's logits in plain vocabulary
+/// order (a plain forward pass, or an encrypted server call wrapped by its client).
 func decodeLoop(model: LlamaModel, tokenizer: BPETokenizer, promptIDs: [Int], parameters: GenerationParameters,
-                stops: Set<Int>, toModel: (Int) -> Int, fromModel: ([Float]) -> [Float],
+                stops: Set<Int>, step: ([Int], LlamaKVCache) throws -> [Float],
                 onToken: (Int, String) -> Void) throws -> [Int] {
     var sampler = try Sampler(parameters)
     try require(!promptIDs.isEmpty, "the prompt is empty")
@@ -134,7 +134,7 @@ func decodeLoop(model: LlamaModel, tokenizer: BPETokenizer, promptIDs: [Int], pa
                 "the prompt has \(promptIDs.count) tokens but the context holds \(model.config.contextLength)")
     let cap = min(model.config.contextLength, promptIDs.count + parameters.maxTokens)
     let cache = try model.makeCache(capacity: max(cap, 1))
-    var logits = fromModel(try model.forward(promptIDs.map(toModel), cache: cache))
+    var logits = try step(promptIDs, cache)
     var out: [Int] = []
     var pending: [UInt8] = []
     while out.count < parameters.maxTokens && cache.length < cache.capacity {
@@ -144,7 +144,7 @@ func decodeLoop(model: LlamaModel, tokenizer: BPETokenizer, promptIDs: [Int], pa
         pending += tokenizer.bytes(of: next)
         if let s = String(validating: pending, as: UTF8.self) { onToken(next, s); pending = [] }
         if cache.length >= cache.capacity { break }
-        logits = fromModel(try model.forward([toModel(next)], cache: cache))
+        logits = try step([next], cache)
     }
     if !pending.isEmpty { onToken(out.last ?? 0, String(decoding: pending, as: UTF8.self)) }
     return out

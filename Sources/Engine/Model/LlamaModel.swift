@@ -27,13 +27,19 @@ public struct LlamaConfig: Sendable, Equatable {
         contextLength = try f.int("llama.context_length")
         ropeBase = Float(f.metadata["llama.rope.freq_base"]?.double ?? 10000)
         normEps = Float(try f.double("llama.attention.layer_norm_rms_epsilon"))
-        let emb = try f.tensor("token_embd.weight")
-        vocab = f.metadata["llama.vocab_size"]?.int ?? emb.rowCount
+        if case .bool(true)? = f.metadata["engine.split"], f.tensors["token_embd.weight"] == nil {
+            // server half of a split-encrypted model: no vocabulary tensors
+            guard let v = f.metadata["llama.vocab_size"]?.int, v > 0 else { throw EngineError.invalidFile("\(f.file.path): split model without llama.vocab_size") }
+            vocab = v
+        } else {
+            let emb = try f.tensor("token_embd.weight")
+            vocab = f.metadata["llama.vocab_size"]?.int ?? emb.rowCount
+            guard emb.rowLength == dim, emb.rowCount == vocab else {
+                throw EngineError.invalidFile("\(f.file.path): token_embd.weight is \(emb.rowCount)x\(emb.rowLength), expected \(vocab)x\(dim)")
+            }
+        }
         guard dim > 0, heads > 0, kvHeads > 0, heads % kvHeads == 0, dim % heads == 0, layers > 0, hidden > 0 else {
             throw EngineError.invalidFile("\(f.file.path): inconsistent shape (dim \(dim), heads \(heads), kv heads \(kvHeads), layers \(layers))")
-        }
-        guard emb.rowLength == dim, emb.rowCount == vocab else {
-            throw EngineError.invalidFile("\(f.file.path): token_embd.weight is \(emb.rowCount)x\(emb.rowLength), expected \(vocab)x\(dim)")
         }
     }
 }
@@ -62,8 +68,10 @@ public final class LlamaModel: @unchecked Sendable {
         var gate: QuantizedMatrix, up: QuantizedMatrix, down: QuantizedMatrix
     }
     let layers: [Layer]
-    let embedding: QuantizedMatrix
-    let output: QuantizedMatrix
+    /// Absent in the server half of a split-encrypted model (`engine.split`): the client holds
+    /// the embedding table and the output head, the server sees only hidden states.
+    let embedding: QuantizedMatrix?
+    let output: QuantizedMatrix?
     let outputNorm: [Float]
     var numerics: Numerics { format == .native ? activations : .exact }
 
@@ -96,8 +104,12 @@ public final class LlamaModel: @unchecked Sendable {
                          gate: try mat(p + "ffn_gate.weight", rows: c.hidden, cols: c.dim), up: try mat(p + "ffn_up.weight", rows: c.hidden, cols: c.dim),
                          down: try mat(p + "ffn_down.weight", rows: c.dim, cols: c.hidden))
         }
-        embedding = try mat("token_embd.weight", rows: c.vocab, cols: c.dim)
-        output = f.tensors["output.weight"] != nil ? try mat("output.weight", rows: c.vocab, cols: c.dim) : embedding
+        if case .bool(true)? = f.metadata["engine.split"], f.tensors["token_embd.weight"] == nil {
+            embedding = nil; output = nil
+        } else {
+            embedding = try mat("token_embd.weight", rows: c.vocab, cols: c.dim)
+            output = f.tensors["output.weight"] != nil ? try mat("output.weight", rows: c.vocab, cols: c.dim) : embedding
+        }
         outputNorm = try vec("output_norm.weight", c.dim)
     }
 
@@ -128,12 +140,46 @@ public final class LlamaModel: @unchecked Sendable {
         guard start + T <= cache.capacity else {
             throw EngineError.invalidArgument("\(start + T) positions exceed the context of \(cache.capacity) (prompt too long)")
         }
-        let k = kernels, d = c.dim, hd = c.headDim, kvDim = c.kvHeads * hd
-        let shape = try AttentionShape(heads: c.heads, kvHeads: c.kvHeads, headDim: hd)
+        guard let embedding, let output else {
+            throw EngineError.unsupported("this is the server half of a split-encrypted model: it takes hidden states (forwardHidden), not token ids")
+        }
+        let d = c.dim
         var x = [Float](repeating: 0, count: T * d)
         try x.withUnsafeMutableBufferPointer { xp in
-            for (i, t) in tokens.enumerated() { try k.row(embedding, t, into: UnsafeMutableBufferPointer(rebasing: xp[(i * d)..<((i + 1) * d)])) }
+            for (i, t) in tokens.enumerated() { try kernels.row(embedding, t, into: UnsafeMutableBufferPointer(rebasing: xp[(i * d)..<((i + 1) * d)])) }
         }
+        try layersForward(&x, T: T, cache: cache, onResidual: onResidual)
+        let rows = allLogits ? T : 1
+        let last = Array(x[((T - rows) * d)...])
+        var normed = [Float](repeating: 0, count: rows * d)
+        rmsNorm(last, outputNorm, eps: c.normEps, into: &normed, dim: d)
+        var logits = [Float](repeating: 0, count: rows * c.vocab)
+        try lin(output, normed, rows, &logits)
+        return logits
+    }
+
+    /// The server half of split encryption: runs input vectors (T x dim, e.g. embedding rows the
+    /// client looked up and rotated) at the cache's next positions and returns the final residual
+    /// stream (T x dim, before the output norm). No token ids or vocabulary are involved.
+    public func forwardHidden(_ inputs: [Float], cache: LlamaKVCache, onResidual: ((Int, [Float]) -> Void)? = nil) throws -> [Float] {
+        let d = config.dim
+        try require(!inputs.isEmpty && inputs.count % d == 0, "inputs must be T x \(d) values, got \(inputs.count)")
+        try inputs.withUnsafeBufferPointer { try requireFinite($0, "input vectors") }
+        let T = inputs.count / d
+        guard cache.length + T <= cache.capacity else {
+            throw EngineError.invalidArgument("\(cache.length + T) positions exceed the context of \(cache.capacity)")
+        }
+        var x = inputs
+        try layersForward(&x, T: T, cache: cache, onResidual: onResidual)
+        return x
+    }
+
+    /// The transformer layers over the residual stream x (T x dim) at positions cache.length..<+T;
+    /// appends keys and values and advances the cache.
+    func layersForward(_ x: inout [Float], T: Int, cache: LlamaKVCache, onResidual: ((Int, [Float]) -> Void)?) throws {
+        let c = config, start = cache.length
+        let k = kernels, d = c.dim, hd = c.headDim, kvDim = c.kvHeads * hd
+        let shape = try AttentionShape(heads: c.heads, kvHeads: c.kvHeads, headDim: hd)
         var h = [Float](repeating: 0, count: T * d), q = h, att = h
         var kk = [Float](repeating: 0, count: T * kvDim), vv = kk
         var g = [Float](repeating: 0, count: T * c.hidden), u = g
@@ -168,13 +214,6 @@ public final class LlamaModel: @unchecked Sendable {
             onResidual?(l, x)
         }
         cache.length = start + T
-        let rows = allLogits ? T : 1
-        let last = Array(x[((T - rows) * d)...])
-        var normed = [Float](repeating: 0, count: rows * d)
-        rmsNorm(last, outputNorm, eps: c.normEps, into: &normed, dim: d)
-        var logits = [Float](repeating: 0, count: rows * c.vocab)
-        try lin(output, normed, rows, &logits)
-        return logits
     }
 
     private func lin(_ w: QuantizedMatrix, _ x: [Float], _ T: Int, _ y: inout [Float]) throws {

@@ -1,3 +1,4 @@
+import Foundation
 /// The client side of equivariant encryption for a decoder: tokenizes with the plain tokenizer,
 /// sends permuted ids to the server model (an encrypted GGUF run by the ordinary engine),
 /// un-permutes the returned logits, samples, and detokenizes. Only permuted ids and permuted
@@ -29,6 +30,66 @@ public final class EncryptedSession: @unchecked Sendable {
                          onToken: (Int, String, Int) -> Void = { _, _, _ in }) throws -> [Int] {
         try decodeLoop(model: server, tokenizer: tokenizer, promptIDs: tokenizer.encode(prompt), parameters: parameters,
                        stops: parameters.stopTokens ?? defaultStopTokens(tokenizer),
-                       toModel: { self.p[$0] }, fromModel: decryptLogits) { id, text in onToken(id, text, self.p[id]) }
+                       step: { self.decryptLogits(try self.server.forward($0.map { self.p[$0] }, cache: $1)) }) { id, text in onToken(id, text, self.p[id]) }
+    }
+}
+
+/// The client of a split-encrypted decoder: it holds the rotated embedding table and output head
+/// (`ModelEncryptor.clientHalf`) and the tokenizer; the server (`engine.split` GGUF) receives
+/// only rotated input vectors x Q and returns rotated final hidden states. Neither token ids nor
+/// vocabulary-sized tensors reach the server, which removes the frequency and embedding-matching
+/// attacks (docs/threat-model.md) at the cost of the head's matrix-vector product on the client.
+public final class SplitEncryptedSession: @unchecked Sendable {
+    public let tokenizer: BPETokenizer
+    public let server: LlamaModel
+    let embedding: QuantizedMatrix, head: QuantizedMatrix
+    let kernels: Kernels
+    /// Bytes sent to and received from the server so far (f32 vectors).
+    public private(set) var bytesSent = 0, bytesReceived = 0
+    /// Seconds spent in the client's own work (lookups, final norm, head).
+    public private(set) var clientSeconds = 0.0
+
+    public init(client f: GGUFFile, server: LlamaModel, kernels: Kernels) throws {
+        guard case .bool(true)? = f.metadata["engine.split_client"] else {
+            throw EngineError.invalidArgument("\(f.file.path) is not the client half of a split-encrypted model")
+        }
+        let c = try LlamaConfig(gguf: f)
+        try require(c == server.config, "the client half and the server model have different shapes (another model)")
+        tokenizer = try BPETokenizer(gguf: f)
+        embedding = try f.matrix("token_embd.weight"); head = try f.matrix("output.weight")
+        try require(embedding.rows == c.vocab && embedding.cols == c.dim && head.rows == c.vocab && head.cols == c.dim,
+                    "client tensors do not match the configuration")
+        self.server = server; self.kernels = kernels
+    }
+
+    /// Plain logits for plain ids run at the cache's next positions (last position only).
+    public func step(_ ids: [Int], cache: LlamaKVCache) throws -> [Float] {
+        let c = server.config, d = c.dim
+        for t in ids where t < 0 || t >= c.vocab { throw EngineError.invalidArgument("token id \(t) is out of range 0..<\(c.vocab)") }
+        var t0 = DispatchTime.now().uptimeNanoseconds
+        var x = [Float](repeating: 0, count: ids.count * d)
+        try x.withUnsafeMutableBufferPointer { xp in
+            for (i, t) in ids.enumerated() { try kernels.row(embedding, t, into: UnsafeMutableBufferPointer(rebasing: xp[(i * d)..<((i + 1) * d)])) }
+        }
+        clientSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+        bytesSent += x.count * 4
+        let h = try server.forwardHidden(x, cache: cache)
+        bytesReceived += d * 4 // only the last position's state is needed
+        t0 = DispatchTime.now().uptimeNanoseconds
+        var normed = [Float](repeating: 0, count: d)
+        rmsNorm(Array(h[(h.count - d)...]), [Float](repeating: 1, count: d), eps: c.normEps, into: &normed, dim: d)
+        var logits = [Float](repeating: 0, count: c.vocab)
+        try normed.withUnsafeBufferPointer { np in try logits.withUnsafeMutableBufferPointer { lp in
+            try kernels.linear(head, x: np, tokens: 1, into: lp, numerics: .exact)
+        } }
+        clientSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+        return logits
+    }
+
+    @discardableResult
+    public func generate(prompt: String, parameters: GenerationParameters = .init(),
+                         onToken: (Int, String) -> Void = { _, _ in }) throws -> [Int] {
+        try decodeLoop(model: server, tokenizer: tokenizer, promptIDs: tokenizer.encode(prompt), parameters: parameters,
+                       stops: parameters.stopTokens ?? defaultStopTokens(tokenizer), step: { try self.step($0, cache: $1) }, onToken: onToken)
     }
 }

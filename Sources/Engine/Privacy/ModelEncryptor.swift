@@ -22,7 +22,9 @@ public enum ModelEncryptor {
     /// Matrix types an encrypted model can be written as.
     public static let outputTypes: [RowType] = [.f32, .f16, .q8_0]
 
-    public static func encryptLlama(gguf f: GGUFFile, key: EncryptionKey, type: RowType = .f32,
+    /// `split`: the server file omits the embedding table and the output head (the client holds
+    /// them: `clientHalf`), so no ids, vocabulary-sized tensors or logits reach the server.
+    public static func encryptLlama(gguf f: GGUFFile, key: EncryptionKey, type: RowType = .f32, split: Bool = false,
                                     kernels: Kernels) throws -> GGUFWriter {
         try require(outputTypes.contains(type), "encrypted models are written as f32, f16 or q8_0, not \(type)")
         let c = try LlamaConfig(gguf: f)
@@ -66,11 +68,15 @@ public enum ModelEncryptor {
             try out.add(name, matrix: m, dims: rows == 1 ? [cols] : [cols, rows])
         }
 
-        let emb = try floats("token_embd.weight")
-        try add("token_embd.weight", permuteRows(try mul(emb.v, q, emb.rows, d, d), emb.rows, d), rows: emb.rows, cols: d)
-        let outNorm = try floats("output_norm.weight").v
-        let head = f.tensors["output.weight"] != nil ? try floats("output.weight") : emb
-        try add("output.weight", permuteRows(try reader(head.v, head.rows, outNorm), head.rows, d), rows: head.rows, cols: d)
+        if split {
+            out.metadata.append(("engine.split", .bool(true)))
+            out.metadata.removeAll { $0.0 == "llama.vocab_size" }
+            out.metadata.append(("llama.vocab_size", .uint(UInt64(c.vocab))))
+        } else {
+            let (embQ, headQ) = try rotatedVocabularyTensors(f, q: q, kernels: kernels)
+            try add("token_embd.weight", permuteRows(embQ, c.vocab, d), rows: c.vocab, cols: d)
+            try add("output.weight", permuteRows(headQ, c.vocab, d), rows: c.vocab, cols: d)
+        }
         try add("output_norm.weight", ones, rows: 1, cols: d)
         for l in 0..<c.layers {
             let pre = "blk.\(l)."
@@ -133,6 +139,39 @@ public enum ModelEncryptor {
             try add(pre + "ffn_down.weight", try writer(down2, c.hidden), rows: d, cols: c.hidden)
             try add(pre + "attn_norm.weight", ones, rows: 1, cols: d)
             try add(pre + "ffn_norm.weight", ones, rows: 1, cols: d)
+        }
+        return out
+    }
+
+    /// E Q and (H diag(g_out)) Q (vocab x dim, plain row order) for embedding E, head H.
+    static func rotatedVocabularyTensors(_ f: GGUFFile, q: [Float], kernels: Kernels) throws -> ([Float], [Float]) {
+        let e = try f.matrix("token_embd.weight"), d = e.cols
+        let ev = e.dequantized(kernels: kernels)
+        var hv = f.tensors["output.weight"] != nil ? try f.matrix("output.weight").dequantized(kernels: kernels) : ev
+        let g = try f.matrix("output_norm.weight").dequantized(kernels: kernels)
+        for r in 0..<e.rows { for j in 0..<d { hv[r * d + j] *= g[j] } }
+        return (try LinearAlgebra.matmul(ev, q, m: e.rows, k: d, n: d), try LinearAlgebra.matmul(hv, q, m: e.rows, k: d, n: d))
+    }
+
+    /// The client half of a split-encrypted model: the embedding table E Q and the output head
+    /// (H diag(g)) Q in plain vocabulary order, the model's metadata and its tokenizer (the
+    /// client tokenizes). The client looks rows up, sends them, and turns the server's final
+    /// hidden state into logits itself.
+    public static func clientHalf(gguf f: GGUFFile, key: EncryptionKey, type: RowType = .f32, kernels: Kernels) throws -> GGUFWriter {
+        let c = try LlamaConfig(gguf: f)
+        guard try EncryptionKey.modelID(gguf: f) == key.modelID, key.shape == ModelShape(c) else {
+            throw EngineError.invalidArgument("the key belongs to another model (wrong key)")
+        }
+        try require(outputTypes.contains(type), "the client half is written as f32, f16 or q8_0, not \(type)")
+        let q = try key.residualRotation().map { Float($0) }
+        let (embQ, headQ) = try rotatedVocabularyTensors(f, q: q, kernels: kernels)
+        var out = GGUFWriter()
+        out.metadata = f.metadata.filter { $0.key != "general.alignment" }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        out.metadata.append(("engine.split_client", .bool(true)))
+        for (name, v) in [("token_embd.weight", embQ), ("output.weight", headQ)] {
+            let m = type == .f32 ? try QuantizedMatrix(f32: v, rows: c.vocab, cols: c.dim)
+                : try QuantizedMatrix(quantizing: v, rows: c.vocab, cols: c.dim, type: type, kernels: kernels)
+            try out.add(name, matrix: m)
         }
         return out
     }
