@@ -37,7 +37,7 @@ struct SelfCheckCommand: ParsableCommand {
 
 struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "The built-in default job: system information and the kernel self-check.")
+        abstract: "The built-in default job: system check, then encrypted inference on the real models (SmolLM2 generation, MiniLM embeddings).")
     func run() throws {
         configureThreads()
         print(SystemInfo())
@@ -48,12 +48,73 @@ struct Demo: ParsableCommand {
         print("")
         let path = DefaultModels.smolLM2
         guard FileManager.default.fileExists(atPath: path) else {
-            print("(SmolLM2 not found at \(path): run scripts/fetch_models.sh for the generation demo)")
+            print("(SmolLM2 not found at \(path): run scripts/fetch_models.sh for the encrypted-inference demo)")
             return
         }
-        print("SmolLM2-135M-Instruct (Q4_1 GGUF, quantized weights, int8 activations), greedy:")
-        let g = try Generate.parse(["--prompt", "What is the capital of France?", "--chat", "--max-tokens", "40"])
-        try g.run()
+        try encryptedGeneration(path)
+        if FileManager.default.fileExists(atPath: DefaultModels.miniLM + "/model.safetensors") { try encryptedEmbedding() }
+    }
+
+    func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+    func since(_ t: UInt64) -> String { String(format: "%.1f s", Double(now() - t) * 1e-9) }
+
+    func encryptedGeneration(_ path: String) throws {
+        let k = try Kernels.selected()
+        let tmp = NSTemporaryDirectory() + "engine-demo-\(getpid())"
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: tmp) }
+        print("== Equivariant encryption: SmolLM2-135M-Instruct ==")
+        var t = now()
+        let f = try GGUFFile(path: path)
+        let key = try EncryptionKey(shape: ModelShape(LlamaConfig(gguf: f)), modelID: EncryptionKey.modelID(gguf: f))
+        try key.write(to: tmp + "/smollm2.key")
+        print("client: new 256-bit key from the system CSPRNG (\(since(t))), kept client-side")
+        t = now()
+        try ModelEncryptor.encryptLlama(gguf: f, key: key, kernels: k).write(to: tmp + "/smollm2-enc.gguf")
+        print("client: encrypted the model (vocabulary permutation, residual rotation, per-head and MLP transforms; f32 GGUF) in \(since(t))")
+        let server = try LlamaModel(path: tmp + "/smollm2-enc.gguf", format: .f32, kernels: k)
+        let tok = try BPETokenizer(gguf: f)
+        let session = try EncryptedSession(tokenizer: tok, server: server, key: try EncryptionKey.read(path: tmp + "/smollm2.key"))
+        let question = "What is the capital of France?"
+        let prompt = "<|im_start|>user\n\(question)<|im_end|>\n<|im_start|>assistant\n"
+        let ids = tok.encode(prompt)
+        print("client prompt: \(question.debugDescription) (chat template, \(ids.count) tokens)")
+        print("server receives ids: \(session.encryptIDs(ids).map(String.init).joined(separator: " "))")
+        print("  (plain ids would be: \(ids.map(String.init).joined(separator: " ")))")
+        print("\nserver id -> client reads")
+        var text = ""
+        t = now()
+        let out = try session.generate(prompt: prompt, parameters: GenerationParameters(maxTokens: 32)) { id, piece, sid in
+            print(String(format: "%9d -> %@", sid, piece.debugDescription)); text += piece
+        }
+        let secs = Double(now() - t) * 1e-9
+        print("\nclient answer: \(text)")
+        let plain = try TextGenerator(model: LlamaModel(gguf: f, format: .f32, kernels: k), tokenizer: tok)
+            .generate(prompt: prompt, parameters: GenerationParameters(maxTokens: 32))
+        print("\(out.count) tokens in \(String(format: "%.1f", secs)) s through the encrypted server; identical to the plain model's greedy output: \(out == plain ? "yes" : "NO")")
+        print("")
+    }
+
+    func encryptedEmbedding() throws {
+        let k = try Kernels.selected()
+        let tmp = NSTemporaryDirectory() + "engine-demo-minilm-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: tmp) }
+        print("== Equivariant encryption: all-MiniLM-L6-v2 (rotation fixing the ones direction) ==")
+        let plain = try BertModel(directory: DefaultModels.miniLM, kernels: k)
+        let key = try EncryptionKey(shape: ModelShape(plain.config), modelID: EncryptionKey.modelID(bert: DefaultModels.miniLM))
+        let t = now()
+        try ModelEncryptor.encryptBert(directory: DefaultModels.miniLM, key: key, mode: .rotation, output: tmp, kernels: k)
+        print("client: encrypted the encoder in \(since(t))")
+        let session = try EncryptedEncoderSession(tokenizer: plain.tokenizer, server: BertModel(directory: tmp, kernels: k), key: key)
+        let texts = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby."]
+        let e = try session.embed(texts), p = try plain.embed(texts)
+        let d = plain.config.hiddenSize
+        func cos(_ a: [Float], _ i: Int, _ b: [Float], _ j: Int) -> Float { (0..<d).reduce(0) { $0 + a[i * d + $1] * b[j * d + $1] } }
+        print("cosine(sentence 1, sentence 2): decrypted \(String(format: "%.6f", cos(e, 0, e, 1))), plain \(String(format: "%.6f", cos(p, 0, p, 1)))")
+        print("cosine(sentence 1, sentence 3): decrypted \(String(format: "%.6f", cos(e, 0, e, 2))), plain \(String(format: "%.6f", cos(p, 0, p, 2)))")
+        let worst = (0..<texts.count).map { cos(e, $0, p, $0) }.min()!
+        print("decrypted vs plain vectors: worst cosine \(String(format: "%.9f", worst))")
+        print("")
     }
 }
 
@@ -113,11 +174,23 @@ struct Generate: ParsableCommand {
     @Option(help: "Threads (default: ENGINE_THREADS or all cores).") var threads: Int?
     @Option(help: "Key file: --model is an encrypted GGUF; the plain tokenizer comes from --tokenizer-model.") var key: String?
     @Option(name: .customLong("tokenizer-model"), help: "Plain GGUF holding the tokenizer (with --key; default: SmolLM2).") var tokenizerModel: String?
+    @Option(help: "Client half of a split-encrypted model (engine encrypt-model --split): --model is its server half.") var client: String?
 
     func run() throws {
         let n = threads ?? Threads.defaultCount
         configureThreads(n)
         let path = model ?? DefaultModels.smolLM2
+        if let client {
+            let k = try Kernels.selected(threads: n)
+            let session = try SplitEncryptedSession(client: GGUFFile(path: client),
+                                                    server: LlamaModel(path: path, format: weights, activations: activations.numerics, kernels: k), kernels: k)
+            let text = chat ? "<|im_start|>user\n\(prompt)<|im_end|>\n<|im_start|>assistant\n" : prompt
+            let params = GenerationParameters(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP, seed: seed)
+            let out = try session.generate(prompt: text, parameters: params) { _, s in FileHandle.standardOutput.write(s.data(using: .utf8)!) }
+            print("")
+            FileHandleErr.write("[split: \(out.count) tokens; the server received \(session.bytesSent) bytes of rotated vectors and no token ids; client work \(String(format: "%.3f", session.clientSeconds)) s]\n")
+            return
+        }
         if let key {
             let k = try EncryptionKey.read(path: key)
             let plain = try GGUFFile(path: tokenizerModel ?? DefaultModels.smolLM2)
@@ -321,6 +394,8 @@ struct EncryptModel: ParsableCommand {
     @Option(help: "Key file from engine keygen.") var key: String
     @Option(help: "Encrypted GGUF file, or directory for a BERT model.") var output: String
     @Option(help: "Matrix type of a GGUF output: f32 (exact), f16 or q8_0 (re-quantized after the transforms).") var type: MatrixTypeOption = .f32
+    @Flag(help: "GGUF models: split encryption; the server file has no embedding table or head, which go to --client-output.") var split = false
+    @Option(name: .customLong("client-output"), help: "With --split: the client half (rotated embedding table and head, tokenizer) to write.") var clientOutput: String?
     @Option(help: "BERT models: rotation (ones-fixing Q, two extra d x d products per layer) or permutation (zero overhead, weaker; see docs/threat-model.md).") var mode: BertEncryption = .rotation
 
     func run() throws {
@@ -335,8 +410,13 @@ struct EncryptModel: ParsableCommand {
         }
         let f = try GGUFFile(path: path)
         let k = try EncryptionKey.read(path: key, forModel: EncryptionKey.modelID(gguf: f))
-        try ModelEncryptor.encryptLlama(gguf: f, key: k, type: type.rowType, kernels: Kernels.selected()).write(to: output)
-        FileHandleErr.write("wrote \(output) (\(type.rawValue)) in \(String(format: "%.1f", Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9)) s, peak memory \(Int(peakRSSMiB())) MiB\n")
+        if split {
+            guard let clientOutput else { throw EngineError.invalidArgument("--split needs --client-output FILE for the client half") }
+            try ModelEncryptor.clientHalf(gguf: f, key: k, type: type.rowType, kernels: Kernels.selected()).write(to: clientOutput)
+            FileHandleErr.write("wrote the client half to \(clientOutput) (keep it with the key: it holds the rotated vocabulary tensors)\n")
+        }
+        try ModelEncryptor.encryptLlama(gguf: f, key: k, type: type.rowType, split: split, kernels: Kernels.selected()).write(to: output)
+        FileHandleErr.write("wrote \(output) (\(type.rawValue)\(split ? ", split server half" : "")) in \(String(format: "%.1f", Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9)) s, peak memory \(Int(peakRSSMiB())) MiB\n")
     }
 }
 
@@ -418,6 +498,26 @@ struct BenchEncryption: ParsableCommand {
             }
             rows.append("| SmolLM2 \(name) | prefill \(promptTokens) tokens | \(String(format: "%.1f", med(pp) * 1e3)) ms | \(String(format: "%.3f", med(rp))) |")
             rows.append("| SmolLM2 \(name) | decode (per token) | \(String(format: "%.2f", med(pd) * 1e3)) ms | \(String(format: "%.3f", med(rd))) |")
+        }
+
+        // Split encryption: server without vocabulary tensors; the client does lookups and the head.
+        for (name, type) in [("f32", RowType.f32), ("q8_0", .q8_0)] {
+            try ModelEncryptor.encryptLlama(gguf: f, key: key, type: type, split: true, kernels: k).write(to: tmp + "/split-\(name).gguf")
+            try ModelEncryptor.clientHalf(gguf: f, key: key, type: type, kernels: k).write(to: tmp + "/client-\(name).gguf")
+            let server = try LlamaModel(path: tmp + "/split-\(name).gguf", format: type == .f32 ? .f32 : .native, activations: .int8, kernels: k)
+            let plain = pairs[type == .f32 ? 0 : 1].1
+            let session = try SplitEncryptedSession(client: GGUFFile(path: tmp + "/client-\(name).gguf"), server: server, kernels: k)
+            var ratio: [Double] = [], client: [Double] = []
+            for _ in 0..<rounds {
+                let a = try run(plain, prompt).1
+                let cache = try server.makeCache(capacity: promptTokens + decodeTokens + 1)
+                var logits = try session.step(prompt, cache: cache)
+                let c0 = session.clientSeconds, t = now()
+                for _ in 0..<decodeTokens { logits = try session.step([logits.indices.max { logits[$0] < logits[$1] }!], cache: cache) }
+                let total = secs(t) / Double(decodeTokens), cl = (session.clientSeconds - c0) / Double(decodeTokens)
+                ratio.append((total - cl) / a); client.append(cl)
+            }
+            rows.append("| SmolLM2 \(name == "f32" ? "f32" : "q8_0, int8 activations") split | decode: server part / plain decode | client \(String(format: "%.2f", med(client) * 1e3)) ms per token | \(String(format: "%.3f", med(ratio))) |")
         }
 
         // MiniLM: plain vs both encrypted options.
