@@ -632,5 +632,23 @@ struct Attack: ParsableCommand {
             let r = try LeakageAttacks.knownPlaintext(plain: xs, encrypted: ys, rows: n, heldOut: 200, dim: d, rotation: q)
             print("| \(n) | \(String(format: "%.2f", Double(n) / Double(d))) | \(String(format: "%.3g", r.matrixError)) | \(String(format: "%.3g", r.decryptError)) |")
         }
+
+        // (d) ciphertext-only: covariance of public-model states vs covariance of server states.
+        var px: [Float] = [], ey: [Float] = []
+        while ey.count < 6000 * d {
+            let a = Array(tok.encode(glosses[g]).prefix(120)), b = Array(tok.encode(glosses[g + 1]).prefix(120)); g += 2
+            _ = try plain.forward(a, cache: plain.makeCache(capacity: 128)) { l, x in if l == layer { px += x } }
+            _ = try enc.forward(b.map { P[$0] }, cache: enc.makeCache(capacity: 128)) { l, x in if l == layer { ey += x } }
+        }
+        print("\n## (d) Ciphertext-only recovery of Q from covariances (no known pairs; held-out pairs only score)\n")
+        print("| states per side | \\|Q^ - Q\\|_F / \\|Q\\|_F | median relative error, held-out states | same, on the 8 leading directions |")
+        print("|---|---|---|---|")
+        let held = 200
+        for n in [1500, 6000] {
+            let r = try LeakageAttacks.covarianceMatching(plain: Array(px[0..<(n * d)]), encrypted: Array(ey[0..<(n * d)]),
+                                                          testPlain: Array(xs[((1800 - held) * d)..<(1800 * d)]), testEncrypted: Array(ys[((1800 - held) * d)..<(1800 * d)]),
+                                                          dim: d, rotation: q)
+            print("| \(n) | \(String(format: "%.3g", r.matrixError)) | \(String(format: "%.3g", r.decryptError)) | \(String(format: "%.3g", r.topError)) |")
+        }
     }
 }

@@ -125,4 +125,61 @@ public enum LeakageAttacks {
         errs.sort()
         return ((num / Double(d)).squareRoot(), errs[errs.count / 2])
     }
+
+    /// (d) Ciphertext-only recovery of Q from second-order statistics: the covariance of the
+    /// server's states is Q^T C Q, so its eigenvectors are the public model's (computed on public
+    /// text) rotated by Q, up to sign (fixed by the mean, which is also rotated) and up to mixing
+    /// inside near-equal eigenvalues. `plain`: states of the public model on public text;
+    /// `encrypted`: observed server states of other text; `testPlain`/`testEncrypted`: held-out
+    /// pairs used only to score. Returns |Q^ - Q|_F/|Q|_F, the median relative error of
+    /// decrypting held-out states, and the fraction of their energy on the top `top` directions
+    /// and the median relative error of the held-out states' components on the `top` leading
+    /// public directions (where most of the energy is).
+    public static func covarianceMatching(plain x: [Float], encrypted y: [Float], testPlain tx: [Float], testEncrypted ty: [Float],
+                                          dim d: Int, rotation q: [Double], top: Int = 8) throws -> (matrixError: Double, decryptError: Double, topError: Double) {
+        func stats(_ a: [Float]) throws -> (mean: [Double], vecs: [Float]) {
+            let n = a.count / d
+            var mean = [Double](repeating: 0, count: d)
+            for r in 0..<n { for j in 0..<d { mean[j] += Double(a[r * d + j]) } }
+            for j in 0..<d { mean[j] /= Double(n) }
+            var c = [Double](repeating: 0, count: d * d)
+            var row = [Double](repeating: 0, count: d)
+            for r in 0..<n {
+                for j in 0..<d { row[j] = Double(a[r * d + j]) - mean[j] }
+                for i in 0..<d where row[i] != 0 { let ri = row[i]; for j in i..<d { c[i * d + j] += ri * row[j] } }
+            }
+            var cf = [Float](repeating: 0, count: d * d)
+            for i in 0..<d { for j in i..<d { cf[i * d + j] = Float(c[i * d + j] / Double(n)); cf[j * d + i] = cf[i * d + j] } }
+            return (mean, try LinearAlgebra.svd(cf, rows: d, cols: d).u) // columns: eigenvectors, descending
+        }
+        let (mp, up) = try stats(x), (me, ue) = try stats(y)
+        var qh = [Float](repeating: 0, count: d * d)
+        for k in 0..<d {
+            var a = 0.0, b = 0.0
+            for j in 0..<d { a += mp[j] * Double(up[j * d + k]); b += me[j] * Double(ue[j * d + k]) }
+            let s: Float = a * b >= 0 ? 1 : -1
+            for i in 0..<d { let pi = up[i * d + k] * s; for j in 0..<d { qh[i * d + j] += pi * ue[j * d + k] } }
+        }
+        var num = 0.0
+        for i in 0..<(d * d) { let t = Double(qh[i]) - q[i]; num += t * t }
+        let n = tx.count / d
+        var errs: [Double] = [], topErrs: [Double] = []
+        for r in 0..<n {
+            var xh = [Double](repeating: 0, count: d)
+            for i in 0..<d { var acc = 0.0; for j in 0..<d { acc += Double(ty[r * d + j]) * Double(qh[i * d + j]) }; xh[i] = acc }
+            var s = 0.0, nx = 0.0
+            for i in 0..<d { let t = xh[i] - Double(tx[r * d + i]); s += t * t; nx += Double(tx[r * d + i] * tx[r * d + i]) }
+            errs.append((s / nx).squareRoot())
+            // error within the top public directions: project both onto up[:, 0..<top]
+            var st = 0.0, nt = 0.0
+            for k in 0..<top {
+                var a = 0.0, b = 0.0
+                for i in 0..<d { a += xh[i] * Double(up[i * d + k]); b += Double(tx[r * d + i]) * Double(up[i * d + k]) }
+                st += (a - b) * (a - b); nt += b * b
+            }
+            topErrs.append((st / max(nt, 1e-30)).squareRoot())
+        }
+        errs.sort(); topErrs.sort()
+        return ((num / Double(d)).squareRoot(), errs[n / 2], topErrs[n / 2])
+    }
 }
