@@ -29,6 +29,10 @@ func referenceAttention(q: [Float], k: [Float], v: [Float], T: Int, start: Int, 
                 for t in 0..<n { w[t] = Foundation.pow(s[t] / (m + Double(delta)), Double(p)) }
                 let z = Double(eps) + w.reduce(0, +)
                 for t in 0..<n { w[t] /= z }
+            case .powerPolynomial(let p, let eps, let bound, _): // the converged polynomial form
+                for t in 0..<n { w[t] = Foundation.pow(s[t] / Double(bound), Double(p)) }
+                let z = Double(eps) + w.reduce(0, +)
+                for t in 0..<n { w[t] /= z }
             }
             for t in 0..<n { for c in 0..<d { out[(i * heads + h) * d + c] += w[t] * Double(v[(t * kvHeads + kv) * d + c]) } }
         }

@@ -75,6 +75,28 @@ ck_status ck_attn_prefill(const ck_attention_kernels *kern, const ck_attn_params
                           size_t T, size_t row0, size_t row1, size_t g, size_t d, size_t pos0, const float *k,
                           size_t ldk, const float *v, size_t ldv, float *o, size_t ldo, void *scratch);
 
+/** Polynomial-only Power-Softmax (the form an HE evaluator can run): with a public bound B on
+ *  |x| (x = scale * q.k), w_t = (x_t / B)^p * r where r ~ 1 / (eps + sum_s (x_s / B)^p) comes
+ *  from `iterations` Goldschmidt steps on a = (eps + sum) / (eps + len) in (0, 1]
+ *  (y <- y (1 + e), e <- e^2, from y = 1, e = 1 - a), then r = y / (eps + len). Every operation
+ *  is an addition, a multiplication, or a multiplication by a public constant (scale, 1/B,
+ *  1/(eps + len)): no max, no exp, no division of data. Relative error of r: (1 - a)^(2^iterations),
+ *  so iterations ~ log2(ln(1/tol) / a_min). The sum and the iteration run in double (a can be
+ *  ~1e-12; CKKS-level precision), weights and outputs in f32.
+ *  Requires |x| <= B (else a may exceed 1 and the iteration diverge for a >= 2). */
+typedef struct ck_attn_poly_params {
+    float scale;     /**< multiplies q.k */
+    int power;       /**< even, >= 2 */
+    float eps;       /**< >= 0 */
+    float bound;     /**< B > 0, public bound on |scale * q.k| */
+    int iterations;  /**< Goldschmidt steps, >= 1 */
+} ck_attn_poly_params;
+
+/** One query (d values) against len keys/values (f32 rows at kstride/vstride floats): out (d).
+ *  scratch: len floats. Serial reference (an evaluation mode, not a fast path). */
+ck_status ck_attn_power_poly_row(const ck_attn_poly_params *p, const float *q, size_t d, const float *k, size_t kstride,
+                                 const float *v, size_t vstride, size_t len, float *scratch, float *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -7,6 +7,11 @@ public enum ScoreFunction: Sendable, Equatable {
     /// Power-Softmax: (x / (max|x| + delta))^p / (eps + sum (x / (max|x| + delta))^p), p even.
     /// For models trained with it (HE-friendly: polynomial but for one reciprocal).
     case power(p: Int = 4, eps: Float = 1e-6, delta: Float = 1e-6)
+    /// Power-Softmax evaluated with polynomial operations only (an HE evaluator's form): scores
+    /// divided by a public bound B >= |x| instead of the running max, and the one reciprocal by
+    /// `iterations` Goldschmidt steps (ck_attention.h). Equals `.power` up to the eps term and the
+    /// iteration error; runs on the serial reference kernel.
+    case powerPolynomial(p: Int = 4, eps: Float = 1e-6, bound: Float, iterations: Int = 24)
 
     func params(scale: Float) throws -> ck_attn_params {
         switch self {
@@ -17,7 +22,18 @@ public enum ScoreFunction: Sendable, Equatable {
             try require(eps >= 0 && eps.isFinite, "Power-Softmax eps must be finite and >= 0, got \(eps)")
             try require(delta > 0 && delta.isFinite, "Power-Softmax delta must be finite and > 0, got \(delta)")
             return ck_attn_params(score: CK_SCORE_POWER, scale: scale, power: Int32(p), eps: eps, delta: delta)
+        case .powerPolynomial:
+            throw EngineError.invalidArgument("polynomial Power-Softmax runs through attentionPolynomial, not the fast kernels")
         }
+    }
+
+    func polyParams(scale: Float) throws -> ck_attn_poly_params? {
+        guard case .powerPolynomial(let p, let eps, let bound, let it) = self else { return nil }
+        try require(p >= 2 && p % 2 == 0, "Power-Softmax exponent must be even and >= 2, got \(p)")
+        try require(eps >= 0 && eps.isFinite, "Power-Softmax eps must be finite and >= 0, got \(eps)")
+        try require(bound > 0 && bound.isFinite, "the score bound must be finite and > 0, got \(bound)")
+        try require(it >= 1 && it <= 64, "Goldschmidt iterations must be in 1...64, got \(it)")
+        return ck_attn_poly_params(scale: scale, power: Int32(p), eps: eps, bound: bound, iterations: Int32(it))
     }
 }
 
@@ -174,5 +190,34 @@ extension Kernels {
         }
         }
         try EngineError.check(status.first { $0 != CK_OK } ?? CK_OK, "attention prefill parameters")
+    }
+}
+
+extension Kernels {
+    /// Causal attention with polynomial-only Power-Softmax (`ScoreFunction.powerPolynomial`)
+    /// against a head-major f32 cache (kvHeads x capacity x d) holding positions 0..<start+T.
+    /// q and out are T x heads x d. Serial reference: an evaluation mode, not a fast path.
+    public func attentionPolynomial(shape: AttentionShape, score: ScoreFunction, scale: Float? = nil,
+                                    q: UnsafeBufferPointer<Float>, keys: UnsafeBufferPointer<Float>,
+                                    values: UnsafeBufferPointer<Float>, capacity: Int, start: Int,
+                                    into out: UnsafeMutableBufferPointer<Float>) throws {
+        guard var p = try score.polyParams(scale: scale ?? shape.defaultScale) else {
+            throw EngineError.invalidArgument("attentionPolynomial needs ScoreFunction.powerPolynomial, got \(score)")
+        }
+        let (h, kvh, d, g) = (shape.heads, shape.kvHeads, shape.headDim, shape.group)
+        try require(q.count % (h * d) == 0 && q.count > 0, "q has \(q.count) values, expected T x \(h) x \(d)")
+        let T = q.count / (h * d)
+        try require(start >= 0 && start + T <= capacity, "positions \(start)..<\(start + T) exceed the cache capacity \(capacity)")
+        try require(keys.count >= kvh * capacity * d && values.count >= kvh * capacity * d, "cache smaller than \(kvh) x \(capacity) x \(d)")
+        try require(out.count >= q.count, "out holds \(out.count) values, expected \(q.count)")
+        var scratch = [Float](repeating: 0, count: start + T)
+        for i in 0..<T {
+            for head in 0..<h {
+                let kv = head / g, base = (i * h + head) * d
+                let st = ck_attn_power_poly_row(&p, q.baseAddress! + base, d, keys.baseAddress! + kv * capacity * d, d,
+                                                values.baseAddress! + kv * capacity * d, d, start + i + 1, &scratch, out.baseAddress! + base)
+                try EngineError.check(st, "polynomial Power-Softmax attention")
+            }
+        }
     }
 }

@@ -61,6 +61,10 @@ public final class LlamaModel: @unchecked Sendable {
     /// dequantized in registers; equals the f32 path up to rounding) or `.int8` (as llama.cpp).
     public let activations: Numerics
     public let kernels: Kernels
+    /// Attention score function: softmax, or Power-Softmax for models trained with it (from the
+    /// GGUF keys `engine.attention.score` = "power", `engine.attention.power_p`, `.power_eps`,
+    /// `.power_delta`, or given at load), or its polynomial-only evaluation.
+    public let score: ScoreFunction
 
     struct Layer {
         var attnNorm: [Float], ffnNorm: [Float]
@@ -76,9 +80,21 @@ public final class LlamaModel: @unchecked Sendable {
     var numerics: Numerics { format == .native ? activations : .exact }
 
     /// Loads a GGUF file. Every tensor's shape is checked against the configuration.
-    public init(gguf f: GGUFFile, format: WeightFormat = .native, activations: Numerics = .int8, kernels: Kernels) throws {
+    public init(gguf f: GGUFFile, format: WeightFormat = .native, activations: Numerics = .int8, score: ScoreFunction? = nil,
+                kernels: Kernels) throws {
         let c = try LlamaConfig(gguf: f)
         config = c
+        if let score {
+            self.score = score
+        } else if let name = f.metadata["engine.attention.score"]?.string {
+            guard name == "power" else { throw EngineError.unsupported("\(f.file.path): attention score '\(name)'; supported: power (softmax is the default)") }
+            self.score = .power(p: f.metadata["engine.attention.power_p"]?.int ?? 4,
+                                eps: Float(f.metadata["engine.attention.power_eps"]?.double ?? 1e-6),
+                                delta: Float(f.metadata["engine.attention.power_delta"]?.double ?? 1e-6))
+        } else {
+            self.score = .softmax
+        }
+        if case .powerPolynomial = self.score {} else { _ = try self.score.params(scale: 1) } // validate now
         self.format = format
         self.activations = activations
         self.kernels = kernels
@@ -114,8 +130,9 @@ public final class LlamaModel: @unchecked Sendable {
     }
 
     /// Convenience: opens and loads a GGUF file.
-    public convenience init(path: String, format: WeightFormat = .native, activations: Numerics = .int8, kernels: Kernels) throws {
-        try self.init(gguf: GGUFFile(path: path), format: format, activations: activations, kernels: kernels)
+    public convenience init(path: String, format: WeightFormat = .native, activations: Numerics = .int8, score: ScoreFunction? = nil,
+                            kernels: Kernels) throws {
+        try self.init(gguf: GGUFFile(path: path), format: format, activations: activations, score: score, kernels: kernels)
     }
 
     /// A fresh KV cache for up to `capacity` positions (default: the model's context length).
@@ -195,12 +212,14 @@ public final class LlamaModel: @unchecked Sendable {
             cache.store(layer: l, keys: kk, values: vv, at: start, count: T)
             try q.withUnsafeBufferPointer { qp in try att.withUnsafeMutableBufferPointer { op in
                 try cache.withLayer(l) { kc, vc in
-                    if T == 1 {
-                        try k.attentionDecode(shape: shape, q: qp, keys: UnsafeRawBufferPointer(kc), keyType: .f32,
+                    if case .powerPolynomial = score {
+                        try k.attentionPolynomial(shape: shape, score: score, q: qp, keys: kc, values: vc, capacity: cache.capacity, start: start, into: op)
+                    } else if T == 1 {
+                        try k.attentionDecode(shape: shape, score: score, q: qp, keys: UnsafeRawBufferPointer(kc), keyType: .f32,
                                               values: UnsafeRawBufferPointer(vc), valueType: .f32, length: start + 1,
                                               capacity: cache.capacity, into: op)
                     } else {
-                        try k.attentionPrefillCached(shape: shape, q: qp, keys: kc, values: vc, capacity: cache.capacity, start: start, into: op)
+                        try k.attentionPrefillCached(shape: shape, score: score, q: qp, keys: kc, values: vc, capacity: cache.capacity, start: start, into: op)
                     }
                 }
             } }
