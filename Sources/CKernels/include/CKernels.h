@@ -10,4 +10,5 @@
 #include "ck_pq.h"
 #include "ck_ops.h"
 #include "ck_membw.h"
+#include "ck_vec.h"
 #endif

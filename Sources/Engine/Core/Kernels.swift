@@ -9,6 +9,7 @@ public struct Kernels: @unchecked Sendable {
     let attentionTable: UnsafePointer<ck_attention_kernels>
     let pqTable: UnsafePointer<ck_pq_kernels>
     let opsTable: UnsafePointer<ck_ops_kernels>
+    let vecTable: UnsafePointer<ck_vec_kernels>
 
     /// The level these kernels run at.
     public let isa: ISA
@@ -19,7 +20,7 @@ public struct Kernels: @unchecked Sendable {
     public init(isa: ISA, threads: Int = Threads.defaultCount) throws {
         guard let h = ck_hamming_kernels_for(isa.c), let q = ck_qmatmul_kernels_for(isa.c),
               let a = ck_attention_kernels_for(isa.c), let p = ck_pq_kernels_for(isa.c),
-              let o = ck_ops_kernels_for(isa.c) else {
+              let o = ck_ops_kernels_for(isa.c), let v = ck_vec_kernels_for(isa.c) else {
             throw EngineError.unsupportedISA("\(isa) requested but this CPU supports at most \(ISA.detected)")
         }
         self.hammingTable = h
@@ -27,6 +28,7 @@ public struct Kernels: @unchecked Sendable {
         self.attentionTable = a
         self.pqTable = p
         self.opsTable = o
+        self.vecTable = v
         self.isa = isa
         self.threads = max(1, threads)
     }

@@ -1,0 +1,54 @@
+import CKernels
+
+/// Element type of stored vectors.
+public enum VectorType: String, Sendable, CaseIterable {
+    case f32, f16
+    public var bytes: Int { self == .f32 ? 4 : 2 }
+}
+
+extension Kernels {
+    /// Distances (smaller is better; `Metric` conventions: squared L2, or negated inner product
+    /// for .innerProduct and .cosine) of `query` to `count` rows starting at `rows`, each `dim`
+    /// values of `type` at a stride of `stride` elements. No validation: callers check sizes.
+    @inline(__always)
+    func distancesUnchecked(_ metric: Metric, query: UnsafePointer<Float>, rows: UnsafeRawPointer, type: VectorType,
+                            count: Int, dim: Int, stride: Int, into out: UnsafeMutablePointer<Float>) {
+        let t = vecTable.pointee
+        switch (metric, type) {
+        case (.l2, .f32): t.l2_f32(query, rows.assumingMemoryBound(to: Float.self), count, dim, stride, out)
+        case (_, .f32): t.ip_f32(query, rows.assumingMemoryBound(to: Float.self), count, dim, stride, out)
+        case (.l2, .f16): t.l2_f16(query, rows.assumingMemoryBound(to: UInt16.self), count, dim, stride, out)
+        case (_, .f16): t.ip_f16(query, rows.assumingMemoryBound(to: UInt16.self), count, dim, stride, out)
+        }
+    }
+
+    /// Distances of `query` (dim values) to the rows of `data` (n x dim f32, row-major).
+    public func distances(_ metric: Metric, query: UnsafeBufferPointer<Float>, data: UnsafeBufferPointer<Float>,
+                          into out: UnsafeMutableBufferPointer<Float>) throws {
+        let d = query.count
+        try require(d > 0 && data.count % d == 0, "data has \(data.count) values, not a multiple of the query's \(d)")
+        let n = data.count / d
+        try require(out.count >= n, "out holds \(out.count) values, expected \(n)")
+        if n == 0 { return }
+        distancesUnchecked(metric, query: query.baseAddress!, rows: UnsafeRawPointer(data.baseAddress!), type: .f32,
+                           count: n, dim: d, stride: d, into: out.baseAddress!)
+    }
+
+    /// Distances to rows of IEEE half floats (bit patterns), n x dim.
+    public func distances(_ metric: Metric, query: UnsafeBufferPointer<Float>, f16 data: UnsafeBufferPointer<UInt16>,
+                          into out: UnsafeMutableBufferPointer<Float>) throws {
+        let d = query.count
+        try require(d > 0 && data.count % d == 0, "data has \(data.count) values, not a multiple of the query's \(d)")
+        let n = data.count / d
+        try require(out.count >= n, "out holds \(out.count) values, expected \(n)")
+        if n == 0 { return }
+        distancesUnchecked(metric, query: query.baseAddress!, rows: UnsafeRawPointer(data.baseAddress!), type: .f16,
+                           count: n, dim: d, stride: d, into: out.baseAddress!)
+    }
+
+    /// CRC-32C (Castagnoli) of `bytes`, continuing from `crc` (0 for a fresh checksum).
+    public func crc32c(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return crc }
+        return vecTable.pointee.crc32c(crc, base, bytes.count)
+    }
+}
