@@ -6,7 +6,7 @@ struct EngineCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "engine",
         abstract: "Encrypted transformer inference and memory/disk hybrid vector search.",
-        subcommands: [Demo.self, Generate.self, Embed.self, Tokenize.self, Keygen.self, EncryptModel.self, ConvertModel.self, Attack.self, Info.self, SelfCheckCommand.self, Bench.self],
+        subcommands: [Demo.self, Generate.self, Embed.self, Tokenize.self, Keygen.self, EncryptModel.self, ConvertModel.self, Attack.self, Index.self, Info.self, SelfCheckCommand.self, Bench.self],
         defaultSubcommand: Info.self
     )
 }
@@ -121,7 +121,7 @@ struct Demo: ParsableCommand {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks (release builds only).",
-        subcommands: [BenchKernels.self, BenchModels.self, BenchEncryption.self])
+        subcommands: [BenchKernels.self, BenchModels.self, BenchEncryption.self, BenchANN.self])
 }
 
 struct BenchKernels: ParsableCommand {
@@ -651,4 +651,163 @@ struct Attack: ParsableCommand {
             print("| \(n) | \(String(format: "%.3g", r.matrixError)) | \(String(format: "%.3g", r.decryptError)) | \(String(format: "%.3g", r.topError)) |")
         }
     }
+}
+
+extension Metric: ExpressibleByArgument {}
+extension VectorType: ExpressibleByArgument {}
+
+struct Index: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Memory/disk hybrid vector index (SPANN-style): build, search, stats.",
+        subcommands: [IndexBuild.self, IndexSearch.self, IndexStats.self, IndexGroundTruth.self])
+}
+
+struct IndexBuild: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "build", abstract: "Build an index directory from .fvecs/.bvecs/.npy/IDX vectors.")
+    @Option(help: "Base vectors (.fvecs, .bvecs, .npy, or IDX such as Fashion-MNIST's train-images-idx3-ubyte.gz).") var input: String
+    @Option(help: "Index directory to write (replaced atomically if it holds an index).") var output: String
+    @Option(help: "Metric: l2, ip or cos.") var metric: Metric = .l2
+    @Option(name: .customLong("head-fraction"), help: "Heads (posting lists) per vector.") var headFraction = 0.1
+    @Option(help: "Most lists per vector (RNG rule).") var replicas = 8
+    @Option(name: .customLong("replica-epsilon"), help: "Replica closure: d(x,head) <= (1+eps) d(x,nearest head), squared L2.") var replicaEpsilon: Float = 1.0
+    @Option(name: .customLong("posting-cap"), help: "Longest posting list (0: 4x the mean).") var postingCap = 0
+    @Option(name: .customLong("vector-type"), help: "Stored vectors: f32 or f16.") var vectorType: VectorType = .f32
+
+    func run() throws {
+        configureThreads()
+        let (v, d) = try VectorFile.read(path: input)
+        var o = HybridIndexOptions()
+        o.metric = metric; o.headFraction = headFraction; o.maxReplicas = replicas; o.replicaEpsilon = replicaEpsilon
+        o.postingCap = postingCap; o.vectorType = vectorType
+        o.progress = { FileHandleErr.write($0 + "\n") }
+        let t = DispatchTime.now().uptimeNanoseconds
+        let idx = try HybridIndex.build(vectors: v, dim: d, directory: output, options: o, kernels: Kernels.selected())
+        FileHandleErr.write("built in \(String(format: "%.1f", Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9)) s, peak memory \(Int(peakRSSMiB())) MiB\n")
+        print(IndexStats.describe(idx))
+    }
+}
+
+struct IndexSearch: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "search", abstract: "k nearest neighbours of each query; writes ids as .ivecs.")
+    @Option(help: "Index directory.") var index: String
+    @Option(help: "Query vectors (.fvecs/.bvecs/.npy/IDX).") var queries: String
+    @Option(help: "Neighbours per query.") var k = 10
+    @Option(help: "Posting lists read per query.") var nprobe = 32
+    @Option(help: "Output .ivecs (k ids per query; -1 pads when fewer were found).") var output: String
+
+    func run() throws {
+        let idx = try HybridIndex(directory: index, kernels: Kernels.selected(threads: 1))
+        let (q, d) = try VectorFile.read(path: queries)
+        try require(d == idx.dim, "queries are \(d)-d, the index holds \(idx.dim)-d vectors")
+        var out = [Int32](repeating: -1, count: (q.count / d) * k)
+        for i in 0..<(q.count / d) {
+            let r = try idx.search(Array(q[(i * d)..<((i + 1) * d)]), k: k, parameters: HybridSearchParameters(nprobe: nprobe))
+            for (t, h) in r.neighbors.enumerated() { out[i * k + t] = Int32(truncatingIfNeeded: h.id) }
+        }
+        try VectorFile.writeIvecs(out, dim: k, to: output)
+        FileHandleErr.write("wrote \(q.count / d) x \(k) ids to \(output)\n")
+    }
+}
+
+struct IndexStats: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "stats", abstract: "Sizes of an index: vectors, lists, RAM and disk bytes.")
+    @Option(help: "Index directory.") var index: String
+    func run() throws { print(Self.describe(try HybridIndex(directory: index, kernels: Kernels.selected()))) }
+
+    static func describe(_ i: HybridIndex) -> String {
+        let raw = i.count * i.dim * 4
+        return """
+        index \(i.directory): \(i.count) vectors of \(i.dim) (\(i.metric), stored \(i.vectorType)), \(i.heads) heads under \(i.coarse) coarse clusters
+        entries \(i.entries) (\(String(format: "%.2f", Double(i.entries) / Double(max(i.count, 1)))) per vector)
+        RAM \(i.ramBytes) bytes (\(String(format: "%.1f", 100 * Double(i.ramBytes) / Double(raw)))% of the raw f32 vectors), disk \(i.diskBytes) bytes
+        """
+    }
+}
+
+struct IndexGroundTruth: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "groundtruth", abstract: "Exact k nearest neighbours (brute force) as .ivecs.")
+    @Option(help: "Base vectors.") var base: String
+    @Option(help: "Query vectors.") var queries: String
+    @Option(help: "Metric: l2, ip or cos.") var metric: Metric = .l2
+    @Option(help: "Neighbours per query.") var k = 100
+    @Option(help: "Output .ivecs.") var output: String
+    func run() throws {
+        configureThreads()
+        let (b, d) = try VectorFile.read(path: base), (q, dq) = try VectorFile.read(path: queries)
+        try require(d == dq, "base is \(d)-d, queries \(dq)-d")
+        try VectorFile.writeIvecs(BruteForce.search(base: b, queries: q, dim: d, k: k, metric: metric), dim: k, to: output)
+        FileHandleErr.write("wrote ground truth \(q.count / d) x \(k) to \(output)\n")
+    }
+}
+
+struct BenchANN: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ann",
+        abstract: "Recall@1/@10, QPS, mean and p99 latency, RAM and reads per query of an index over a sweep of nprobe.")
+    @Option(help: "Index directory.") var index: String
+    @Option(help: "Query vectors.") var queries: String
+    @Option(help: "Ground truth .ivecs (row indices of the base file, as `engine index groundtruth` writes).") var gt: String
+    @Option(help: "nprobe values (comma-separated).") var nprobe = "1,2,4,8,16,32,64,128"
+    @Option(help: "Search threads (queries split across them).") var threads = 1
+    @Option(help: "Queries to run (0: all).") var limit = 0
+
+    func run() throws {
+        #if DEBUG
+        FileHandleErr.write("warning: debug build; use `swift run -c release engine bench ann`.\n")
+        #endif
+        let idx = try HybridIndex(directory: index, kernels: Kernels.selected(threads: 1))
+        let (q, d) = try VectorFile.read(path: queries)
+        let (g, gk) = try VectorFile.readIvecs(path: gt)
+        try require(d == idx.dim, "queries are \(d)-d, the index holds \(idx.dim)-d vectors")
+        let m = limit > 0 ? min(limit, q.count / d) : q.count / d
+        try require(g.count / gk >= m, "ground truth has \(g.count / gk) rows for \(m) queries")
+        print("index: \(IndexStats.describe(idx).replacingOccurrences(of: "\n", with: "; "))")
+        print("| nprobe | recall@1 | recall@10 | QPS (\(threads) thr) | mean ms | p99 ms | lists/query | KiB read/query |")
+        print("|---|---|---|---|---|---|---|---|")
+        for np in nprobe.split(separator: ",").compactMap({ Int($0) }) {
+            let res = QueryResults(m)
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let nthreads = threads
+            DispatchQueue.concurrentPerform(iterations: nthreads) { t in
+                var i = t
+                while i < m {
+                    let s = DispatchTime.now().uptimeNanoseconds
+                    do {
+                        let r = try idx.search(Array(q[(i * d)..<((i + 1) * d)]), k: 10, parameters: HybridSearchParameters(nprobe: np))
+                        res.lat[i] = Double(DispatchTime.now().uptimeNanoseconds - s) * 1e-6
+                        let truth = Set(g[(i * gk)..<(i * gk + min(10, gk))].map { UInt64($0) })
+                        res.hits10[i] = r.neighbors.prefix(10).filter { truth.contains($0.id) }.count
+                        res.hits1[i] = r.neighbors.first.map { UInt64(g[i * gk]) == $0.id } == true ? 1 : 0
+                        res.lists[i] = r.cost.listsRead; res.bytes[i] = r.cost.bytesRead
+                    } catch { res.fail(error) }
+                    i += nthreads
+                }
+            }
+            let failure = res.failure
+            let lat = Array(UnsafeBufferPointer(start: res.lat, count: m)), hits1 = Array(UnsafeBufferPointer(start: res.hits1, count: m))
+            let hits10 = Array(UnsafeBufferPointer(start: res.hits10, count: m)), lists = Array(UnsafeBufferPointer(start: res.lists, count: m))
+            let bytes = Array(UnsafeBufferPointer(start: res.bytes, count: m))
+            if let failure { throw failure }
+            let wall = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+            let sorted = lat.sorted()
+            print("| \(np) | \(String(format: "%.4f", Double(hits1.reduce(0, +)) / Double(m))) | \(String(format: "%.4f", Double(hits10.reduce(0, +)) / Double(10 * m))) | \(String(format: "%.0f", Double(m) / wall)) | \(String(format: "%.3f", lat.reduce(0, +) / Double(m))) | \(String(format: "%.3f", sorted[min(m - 1, Int(Double(m) * 0.99))])) | \(String(format: "%.1f", Double(lists.reduce(0, +)) / Double(m))) | \(String(format: "%.1f", Double(bytes.reduce(0, +)) / Double(m) / 1024)) |")
+        }
+    }
+}
+
+func require(_ ok: Bool, _ message: @autoclosure () -> String) throws {
+    if !ok { throw EngineError.invalidArgument(message()) }
+}
+
+/// Per-query results written by concurrent searches, each to its own slot.
+final class QueryResults: @unchecked Sendable {
+    let lat: UnsafeMutablePointer<Double>, hits1, hits10, lists, bytes: UnsafeMutablePointer<Int>
+    private let lock = NSLock()
+    private(set) var failure: Error?
+    init(_ m: Int) {
+        lat = .allocate(capacity: m); lat.initialize(repeating: 0, count: m)
+        func ints() -> UnsafeMutablePointer<Int> { let p = UnsafeMutablePointer<Int>.allocate(capacity: m); p.initialize(repeating: 0, count: m); return p }
+        hits1 = ints(); hits10 = ints(); lists = ints(); bytes = ints()
+    }
+    deinit { lat.deallocate(); hits1.deallocate(); hits10.deallocate(); lists.deallocate(); bytes.deallocate() }
+    func fail(_ e: Error) { lock.lock(); failure = e; lock.unlock() }
 }

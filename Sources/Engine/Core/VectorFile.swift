@@ -1,4 +1,8 @@
-/// Vector files: .fvecs (per vector: int32 dimension, then float32 values) and .npy.
+import Foundation
+
+/// Vector files: .fvecs / .bvecs / .ivecs (per vector: int32 dimension, then float32 / uint8 /
+/// int32 values), .npy (2-D float32), and IDX image files (MNIST / Fashion-MNIST, optionally
+/// .gz, decompressed with the system's gzip).
 public enum VectorFile {
     /// Writes n x dim vectors; the format follows the extension (.fvecs or .npy). Atomic.
     public static func write(_ values: [Float], dim: Int, to path: String) throws {
@@ -17,8 +21,13 @@ public enum VectorFile {
         try w.commit()
     }
 
-    /// Reads .fvecs or .npy (float32, 2-D) vectors; returns values and dimension.
+    /// Reads vectors as f32: .fvecs, .bvecs, .npy (float32, 2-D), or IDX (`*-idx3-ubyte[.gz]`).
     public static func read(path: String) throws -> (values: [Float], dim: Int) {
+        if path.hasSuffix(".bvecs") {
+            let (v, d) = try readVecs(path: path, elementBytes: 1)
+            return (v.map { Float($0) }, d)
+        }
+        if path.contains("idx3-ubyte") { return try readIDX(path: path) }
         if path.hasSuffix(".npy") {
             let (v, shape) = try NPY.readFloat32(path: path)
             guard shape.count == 2 else { throw EngineError.invalidFile("\(path): expected a 2-D array, shape \(shape)") }
@@ -40,5 +49,75 @@ public enum VectorFile {
             for j in 0..<dim { out.append(Float(bitPattern: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 4 + 4 * j, as: UInt32.self)))) }
         }
         return (out, dim)
+    }
+
+    /// Reads .ivecs (e.g. ground-truth neighbour ids): rows of int32.
+    public static func readIvecs(path: String) throws -> (values: [Int32], dim: Int) {
+        let (v, d) = try readVecs(path: path, elementBytes: 4)
+        return (v.map { Int32(bitPattern: $0) }, d)
+    }
+
+    /// Writes rows of int32 as .ivecs, atomically.
+    public static func writeIvecs(_ values: [Int32], dim: Int, to path: String) throws {
+        try require(dim > 0 && values.count % dim == 0, "\(values.count) values are not whole rows of \(dim)")
+        guard path.hasSuffix(".ivecs") else { throw EngineError.invalidArgument("\(path): neighbour ids are written as .ivecs") }
+        let w = try AtomicFileWriter(path: path)
+        var d = Int32(dim).littleEndian
+        for i in 0..<(values.count / dim) {
+            try withUnsafeBytes(of: &d) { try w.write($0) }
+            try values[(i * dim)..<((i + 1) * dim)].map { $0.littleEndian }.withUnsafeBytes { try w.write($0) }
+        }
+        try w.commit()
+    }
+
+    /// Raw elements (as UInt32, zero-extended for 1-byte files) of a *vecs file.
+    static func readVecs(path: String, elementBytes eb: Int) throws -> (values: [UInt32], dim: Int) {
+        let f = try MappedFile(path: path)
+        guard f.count >= 4 else { throw EngineError.invalidFile("\(path): empty or truncated vector file") }
+        let dim = Int(Int32(littleEndian: try f.bytes(0, 4).loadUnaligned(as: Int32.self)))
+        guard dim > 0 && dim < 1 << 20 else { throw EngineError.invalidFile("\(path): bad dimension \(dim)") }
+        let rec = 4 + eb * dim
+        guard f.count % rec == 0 else { throw EngineError.invalidFile("\(path): size \(f.count) is not a whole number of \(dim)-d records (truncated?)") }
+        let n = f.count / rec
+        var out = [UInt32](repeating: 0, count: n * dim)
+        let all = try f.bytes(0, f.count)
+        for i in 0..<n {
+            guard Int(Int32(littleEndian: all.loadUnaligned(fromByteOffset: i * rec, as: Int32.self))) == dim else {
+                throw EngineError.invalidFile("\(path): record \(i) has a different dimension")
+            }
+            let base = i * rec + 4
+            if eb == 1 { for j in 0..<dim { out[i * dim + j] = UInt32(all[base + j]) } }
+            else { for j in 0..<dim { out[i * dim + j] = UInt32(littleEndian: all.loadUnaligned(fromByteOffset: base + 4 * j, as: UInt32.self)) } }
+        }
+        return (out, dim)
+    }
+
+    /// IDX3 unsigned-byte images (magic 0x00000803, big-endian counts): n x (rows * cols) values
+    /// 0...255 as f32. A .gz file is decompressed with `gzip -dc`.
+    public static func readIDX(path: String) throws -> (values: [Float], dim: Int) {
+        let bytes: [UInt8]
+        if path.hasSuffix(".gz") {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/bin/gzip")
+            p.arguments = ["-dc", path]
+            let pipe = Pipe()
+            p.standardOutput = pipe
+            p.standardError = FileHandle.nullDevice
+            do { try p.run() } catch { throw EngineError.io("cannot run gzip to read \(path): \(error)") }
+            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            guard p.terminationStatus == 0 else { throw EngineError.invalidFile("\(path): gzip failed (corrupt or truncated)") }
+            bytes = Array(data)
+        } else {
+            guard let d = FileManager.default.contents(atPath: path) else { throw EngineError.io("cannot read \(path)") }
+            bytes = Array(d)
+        }
+        func be32(_ o: Int) -> Int { Int(bytes[o]) << 24 | Int(bytes[o + 1]) << 16 | Int(bytes[o + 2]) << 8 | Int(bytes[o + 3]) }
+        guard bytes.count >= 16, be32(0) == 0x803 else { throw EngineError.invalidFile("\(path): not an IDX3 unsigned-byte file") }
+        let n = be32(4), dim = be32(8) * be32(12)
+        guard n > 0, dim > 0, bytes.count == 16 + n * dim else {
+            throw EngineError.invalidFile("\(path): \(bytes.count) bytes do not hold \(n) images of \(dim) pixels (truncated?)")
+        }
+        return (bytes[16...].map { Float($0) }, dim)
     }
 }

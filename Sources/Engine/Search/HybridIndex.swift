@@ -1,0 +1,291 @@
+import CKernels
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Build options of a `HybridIndex` (SPANN-style: heads in memory, posting lists on disk).
+public struct HybridIndexOptions: Sendable {
+    /// Distance: squared L2, inner product, or cosine (vectors normalised at build and query time).
+    public var metric: Metric = .l2
+    /// Heads (posting lists) per vector; SPANN uses 0.1-0.2. Default 0.1.
+    public var headFraction: Double = 0.1
+    /// Most posting lists a vector is written to (RNG rule; <= 8).
+    public var maxReplicas: Int = 8
+    /// A vector is considered for a head only if d(x, head) <= (1 + replicaEpsilon) d(x, nearest
+    /// head) (squared L2). Default 1.0.
+    public var replicaEpsilon: Float = 1.0
+    /// Longest posting list; replicas farthest from the head are dropped first (a vector's nearest
+    /// head always keeps it). 0: automatic, 4x the mean list length (at least 64).
+    public var postingCap: Int = 0
+    /// How vectors are stored in the posting lists (f16 halves the disk bytes read per list).
+    public var vectorType: VectorType = .f32
+    /// Lloyd iterations per k-means level.
+    public var kmeansIterations: Int = 8
+    /// Coarse clusters (the navigation level above the heads): 0 = sqrt(heads).
+    public var coarseClusters: Int = 0
+    public var seed: UInt64 = 1
+    /// Progress messages during long builds (nil: silent).
+    public var progress: (@Sendable (String) -> Void)? = nil
+
+    public init() {}
+}
+
+/// Search effort of one query.
+public struct HybridSearchParameters: Sendable {
+    /// Posting lists read (nearest heads).
+    public var nprobe: Int = 32
+    /// Coarse clusters whose heads are ranked (0: automatic, max(4, nprobe / 4)).
+    public var coarseProbe: Int = 0
+    /// Query-aware pruning (L2 and cosine): skip head i if d(q, c_i) > (1 + eps) d(q, c_1) in
+    /// squared L2 (cosine: on 2 - 2 cos). nil: read all nprobe lists.
+    public var pruneEpsilon: Float? = nil
+    /// Verify each posting list's CRC-32C as it is read.
+    public var verifyChecksums = true
+    /// Only ids for which this returns true are returned (filtered search).
+    public var filter: (@Sendable (UInt64) -> Bool)? = nil
+
+    public init(nprobe: Int = 32) { self.nprobe = nprobe }
+}
+
+/// One result and the work one search did.
+public struct SearchHit: Sendable, Equatable {
+    public var id: UInt64
+    public var distance: Float
+}
+
+public struct SearchCost: Sendable {
+    public var listsRead = 0
+    public var bytesRead = 0
+    public var pagesRead = 0
+    public var candidatesScored = 0
+}
+
+/// A memory/disk hybrid vector index (SPANN-style). Directory layout:
+///  - `heads.bin`: header, coarse centroids, head centroids grouped by coarse cluster, per-list
+///    (offset, bytes, count, CRC-32C), and a CRC-32C of the whole file; loaded into RAM.
+///  - `postings.bin`: posting lists at 4 KiB-aligned offsets, each `count` UInt64 ids followed
+///    by `count` vectors (f32 or f16); read with pread per query.
+/// Opened read-only; searches are thread-safe. Built by `HybridIndex.build`, atomically (a
+/// temporary directory renamed into place once every file is written and synced).
+public final class HybridIndex: @unchecked Sendable {
+    public static let magic = Array("EHIDX001".utf8)
+    public static let version: UInt32 = 1
+    static let page = 4096
+    static let headerBytes = 64
+    static let entryBytes = 24
+
+    public let directory: String
+    public let dim: Int
+    public let metric: Metric
+    public let vectorType: VectorType
+    public let count: Int
+    public let heads: Int
+    public let coarse: Int
+    public let entries: Int
+    let coarseCentroids: [Float]
+    let coarseStart: [UInt32]
+    let headCentroids: [Float]
+    let listOffset: [UInt64]
+    let listBytes: [UInt32]
+    let listCount: [UInt32]
+    let listCRC: [UInt32]
+    let postingsFD: Int32
+    let postingsSize: Int
+    let kernels: Kernels
+
+    // MARK: open
+
+    public init(directory: String, kernels: Kernels) throws {
+        self.directory = directory
+        self.kernels = kernels
+        let hp = directory + "/heads.bin", pp = directory + "/postings.bin"
+        guard let data = FileManager.default.contents(atPath: hp) else {
+            throw EngineError.io("cannot read \(hp): not an index directory (or an interrupted build)")
+        }
+        let b = [UInt8](data)
+        func fail(_ m: String) -> EngineError { .invalidFile("\(hp): \(m)") }
+        guard b.count >= Self.headerBytes + 4, Array(b[0..<8]) == Self.magic else { throw fail("not an Engine hybrid index (bad magic or truncated)") }
+        let stored = b.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: b.count - 4, as: UInt32.self)) }
+        let actual = b.withUnsafeBytes { kernels.crc32c(UnsafeRawBufferPointer(rebasing: $0[0..<(b.count - 4)])) }
+        guard stored == actual else { throw fail("checksum mismatch (corrupt or truncated file)") }
+        func u32(_ o: Int) -> Int { b.withUnsafeBytes { Int(UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: o, as: UInt32.self))) } }
+        func u64(_ o: Int) -> Int { b.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: o, as: UInt64.self))) } }
+        guard u32(8) == Int(Self.version) else { throw fail("version \(u32(8)); this build reads version \(Self.version)") }
+        dim = u32(12)
+        guard let m = [Metric.l2, .innerProduct, .cosine][safe: u32(16)], let vt = [VectorType.f32, .f16][safe: u32(20)] else {
+            throw fail("unknown metric or vector type")
+        }
+        metric = m; vectorType = vt
+        count = u64(24); heads = u32(32); coarse = u32(36); postingsSize = u64(40); entries = u64(48)
+        guard dim > 0, heads > 0, coarse > 0, coarse <= heads else { throw fail("inconsistent header (dim \(dim), heads \(heads), coarse \(coarse))") }
+        let expected = Self.headerBytes + 4 * coarse * dim + 4 * (coarse + 1) + 4 * heads * dim + Self.entryBytes * heads + 4
+        guard b.count == expected else { throw fail("size \(b.count), expected \(expected)") }
+        func floats(_ o: Int, _ n: Int) -> [Float] {
+            b.withUnsafeBytes { r in (0..<n).map { Float(bitPattern: UInt32(littleEndian: r.loadUnaligned(fromByteOffset: o + 4 * $0, as: UInt32.self))) } }
+        }
+        var o = Self.headerBytes
+        coarseCentroids = floats(o, coarse * dim); o += 4 * coarse * dim
+        coarseStart = (0...coarse).map { UInt32(u32(o + 4 * $0)) }; o += 4 * (coarse + 1)
+        headCentroids = floats(o, heads * dim); o += 4 * heads * dim
+        var off: [UInt64] = [], bytes: [UInt32] = [], cnt: [UInt32] = [], crc: [UInt32] = []
+        for h in 0..<heads {
+            let e = o + Self.entryBytes * h
+            off.append(UInt64(u64(e))); bytes.append(UInt32(u32(e + 8))); cnt.append(UInt32(u32(e + 12))); crc.append(UInt32(u32(e + 16)))
+        }
+        listOffset = off; listBytes = bytes; listCount = cnt; listCRC = crc
+        guard coarseStart.first == 0, coarseStart.last == UInt32(heads), zip(coarseStart, coarseStart.dropFirst()).allSatisfy({ $0 <= $1 }) else {
+            throw fail("coarse-to-head table is inconsistent")
+        }
+        let rowBytes = 8 + dim * vt.bytes
+        for h in 0..<heads {
+            guard Int(listBytes[h]) == Int(listCount[h]) * rowBytes, Int(listOffset[h]) % Self.page == 0,
+                  Int(listOffset[h]) + Int(listBytes[h]) <= postingsSize else { throw fail("posting list \(h) entry is inconsistent") }
+        }
+        postingsFD = open(pp, O_RDONLY | O_CLOEXEC)
+        guard postingsFD >= 0 else { throw EngineError.io("cannot open \(pp): \(String(cString: strerror(errno)))") }
+        var st = stat()
+        guard fstat(postingsFD, &st) == 0, Int(st.st_size) == postingsSize else {
+            close(postingsFD)
+            throw EngineError.invalidFile("\(pp): size differs from the header's \(postingsSize) bytes (truncated or from another build)")
+        }
+    }
+
+    deinit { close(postingsFD) }
+
+    /// Bytes this index keeps in RAM (centroids and the list directory).
+    public var ramBytes: Int { 4 * (coarseCentroids.count + headCentroids.count + coarseStart.count) + Self.entryBytes * heads }
+    /// Bytes on disk (both files).
+    public var diskBytes: Int { postingsSize + (Self.headerBytes + 4 * coarse * dim + 4 * (coarse + 1) + 4 * heads * dim + Self.entryBytes * heads + 4) }
+
+    // MARK: search
+
+    /// The k nearest stored vectors of `query` (fewer if the probed lists hold fewer), nearest
+    /// first, and what the search cost. Throws on a wrong dimension, NaN, k < 1, or a corrupt list.
+    public func search(_ query: [Float], k: Int, parameters p: HybridSearchParameters = .init()) throws -> (neighbors: [SearchHit], cost: SearchCost) {
+        try require(query.count == dim, "query has \(query.count) values, the index holds \(dim)-d vectors")
+        try require(k >= 1, "k must be >= 1, got \(k)")
+        try require(p.nprobe >= 1, "nprobe must be >= 1, got \(p.nprobe)")
+        try query.withUnsafeBufferPointer { try requireFinite($0, "query") }
+        var q = query
+        if metric == .cosine {
+            let n = q.reduce(0) { $0 + $1 * $1 }.squareRoot()
+            try require(n > 0, "a cosine query must not be the zero vector")
+            q = q.map { $0 / n }
+        }
+        let heads = rankHeads(q, p)
+        var cost = SearchCost()
+        var top = TopK(k: k)
+        var seen = Set<UInt64>()
+        var buf = [UInt8]()
+        var dist = [Float]()
+        let rowBytes = dim * vectorType.bytes
+        for h in heads.sorted(by: { listOffset[$0] < listOffset[$1] }) {
+            let n = Int(listCount[h]), bytes = Int(listBytes[h])
+            if n == 0 { continue }
+            if buf.count < bytes { buf = [UInt8](repeating: 0, count: bytes) }
+            if dist.count < n { dist = [Float](repeating: 0, count: n) }
+            try buf.withUnsafeMutableBytes { raw in
+                try readFully(raw.baseAddress!, bytes, offset: Int(listOffset[h]))
+                if p.verifyChecksums {
+                    guard kernels.crc32c(UnsafeRawBufferPointer(rebasing: raw[0..<bytes])) == listCRC[h] else {
+                        throw EngineError.invalidFile("\(directory)/postings.bin: posting list \(h) fails its checksum (corrupt file)")
+                    }
+                }
+                q.withUnsafeBufferPointer { qp in dist.withUnsafeMutableBufferPointer { dp in
+                    kernels.distancesUnchecked(metric, query: qp.baseAddress!, rows: UnsafeRawPointer(raw.baseAddress! + 8 * n), type: vectorType,
+                                               count: n, dim: dim, stride: dim, into: dp.baseAddress!)
+                } }
+                for i in 0..<n {
+                    let id = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))
+                    if let f = p.filter, !f(id) { continue }
+                    if top.accepts(dist[i]) && seen.insert(id).inserted { top.push(dist[i], id) }
+                }
+            }
+            cost.listsRead += 1; cost.bytesRead += bytes; cost.pagesRead += (bytes + Self.page - 1) / Self.page
+            cost.candidatesScored += n
+            _ = rowBytes
+        }
+        return (top.sorted(), cost)
+    }
+
+    /// Heads to read for q: nearest coarse clusters, then their heads ranked, pruned, cut at nprobe.
+    func rankHeads(_ q: [Float], _ p: HybridSearchParameters) -> [Int] {
+        let cp = min(coarse, p.coarseProbe > 0 ? p.coarseProbe : max(4, p.nprobe / 4))
+        var cd = [Float](repeating: 0, count: coarse)
+        q.withUnsafeBufferPointer { qp in coarseCentroids.withUnsafeBytes { cb in cd.withUnsafeMutableBufferPointer { dp in
+            kernels.distancesUnchecked(metric, query: qp.baseAddress!, rows: cb.baseAddress!, type: .f32, count: coarse, dim: dim, stride: dim, into: dp.baseAddress!)
+        } } }
+        let chosen = smallest(cd, cp)
+        var cand: [(Float, Int)] = []
+        var hd = [Float]()
+        for c in chosen {
+            let a = Int(coarseStart[c]), b = Int(coarseStart[c + 1])
+            if b == a { continue }
+            if hd.count < b - a { hd = [Float](repeating: 0, count: b - a) }
+            q.withUnsafeBufferPointer { qp in headCentroids.withUnsafeBytes { hb in hd.withUnsafeMutableBufferPointer { dp in
+                kernels.distancesUnchecked(metric, query: qp.baseAddress!, rows: hb.baseAddress! + 4 * a * dim, type: .f32, count: b - a, dim: dim, stride: dim, into: dp.baseAddress!)
+            } } }
+            for i in 0..<(b - a) { cand.append((hd[i], a + i)) }
+        }
+        cand.sort { $0.0 < $1.0 }
+        var out = cand.prefix(p.nprobe).map(\.1)
+        if let eps = p.pruneEpsilon, metric != .innerProduct, let best = cand.first?.0 {
+            // cosine distances are -cos; 2 - 2cos is the squared L2 of unit vectors
+            func sq(_ d: Float) -> Float { metric == .cosine ? 2 + 2 * d : d }
+            let limit = (1 + eps) * sq(best)
+            out = cand.prefix(p.nprobe).filter { sq($0.0) <= limit }.map(\.1)
+        }
+        return out
+    }
+
+    func readFully(_ dst: UnsafeMutableRawPointer, _ n: Int, offset: Int) throws {
+        var done = 0
+        while done < n {
+            let r = pread(postingsFD, dst + done, n - done, off_t(offset + done))
+            if r < 0 {
+                if errno == EINTR { continue }
+                throw EngineError.io("\(directory)/postings.bin: read failed: \(String(cString: strerror(errno)))")
+            }
+            if r == 0 { throw EngineError.invalidFile("\(directory)/postings.bin: unexpected end of file (truncated)") }
+            done += r
+        }
+    }
+}
+
+/// Indices of the m smallest values (unordered beyond that).
+func smallest(_ v: [Float], _ m: Int) -> [Int] {
+    if m >= v.count { return Array(v.indices) }
+    return v.indices.sorted { v[$0] < v[$1] }.prefix(m).map { $0 }
+}
+
+/// k smallest (distance, id) pairs: a bounded max-heap.
+struct TopK {
+    let k: Int
+    var d: [Float] = [], id: [UInt64] = []
+    init(k: Int) { self.k = k }
+    func accepts(_ x: Float) -> Bool { d.count < k || x < d[0] }
+    mutating func push(_ x: Float, _ i: UInt64) {
+        if d.count < k {
+            d.append(x); id.append(i)
+            var c = d.count - 1
+            while c > 0 { let p = (c - 1) / 2; if d[p] >= d[c] { break }; d.swapAt(p, c); id.swapAt(p, c); c = p }
+        } else if x < d[0] {
+            d[0] = x; id[0] = i
+            var c = 0
+            while true {
+                let l = 2 * c + 1, r = l + 1
+                var m = c
+                if l < d.count && d[l] > d[m] { m = l }
+                if r < d.count && d[r] > d[m] { m = r }
+                if m == c { break }
+                d.swapAt(m, c); id.swapAt(m, c); c = m
+            }
+        }
+    }
+    func sorted() -> [SearchHit] { zip(d, id).sorted { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }.map { SearchHit(id: $0.1, distance: $0.0) } }
+}
+
+extension Array {
+    subscript(safe i: Int) -> Element? { indices.contains(i) ? self[i] : nil }
+}

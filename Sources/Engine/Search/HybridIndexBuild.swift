@@ -1,0 +1,259 @@
+import CKernels
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension HybridIndex {
+    /// Builds an index over `vectors` (n x dim, row-major) with external `ids` (default 0..<n)
+    /// into `directory`, atomically: files are written to a temporary sibling directory, synced,
+    /// and renamed into place (an existing index there is replaced only after the new one is
+    /// complete). Steps: (1) coarse balanced k-means, (2) per coarse cluster balanced k-means
+    /// into heads (headFraction x n in all), (3) every vector to up to maxReplicas heads by the
+    /// RNG rule among its nearest candidates, (4) lists capped, written page-aligned with CRC-32C.
+    @discardableResult
+    public static func build(vectors input: [Float], dim: Int, ids: [UInt64]? = nil, directory: String,
+                             options o: HybridIndexOptions = .init(), kernels: Kernels) throws -> HybridIndex {
+        try require(dim > 0 && input.count % dim == 0, "\(input.count) values are not whole \(dim)-d vectors")
+        let n = input.count / dim
+        try require(n >= 1, "cannot build an index over no vectors")
+        try require(ids == nil || ids!.count == n, "\(ids?.count ?? 0) ids for \(n) vectors")
+        if let ids { try require(Set(ids).count == n, "ids must be distinct") }
+        try require(o.headFraction > 0 && o.headFraction <= 1, "headFraction must be in (0, 1], got \(o.headFraction)")
+        try require((1...8).contains(o.maxReplicas), "maxReplicas must be in 1...8, got \(o.maxReplicas)")
+        try require(o.replicaEpsilon >= 0 && o.replicaEpsilon.isFinite, "replicaEpsilon must be >= 0")
+        try input.withUnsafeBufferPointer { try requireFinite($0, "vectors") }
+        let say = o.progress ?? { _ in }
+        let start = DispatchTime.now().uptimeNanoseconds
+        func elapsed() -> String { String(format: "%.1f s", Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9) }
+
+        var data = input
+        if o.metric == .cosine {
+            for i in 0..<n {
+                var s: Float = 0
+                for j in 0..<dim { s += data[i * dim + j] * data[i * dim + j] }
+                try require(s > 0, "vector \(i) is zero: cosine is undefined")
+                let inv = 1 / s.squareRoot()
+                for j in 0..<dim { data[i * dim + j] *= inv }
+            }
+        }
+        let H = max(1, min(n, Int((Double(n) * o.headFraction).rounded())))
+        let C = max(1, min(H, o.coarseClusters > 0 ? o.coarseClusters : Int(Double(H).squareRoot().rounded())))
+        say("index: \(n) vectors of \(dim), \(H) heads under \(C) coarse clusters, \(o.metric), \(o.vectorType)")
+
+        // (1) coarse level
+        let (coarseCent, coarseLabel) = try data.withUnsafeBufferPointer {
+            try balancedKMeans($0, n: n, dim: dim, k: C, iterations: o.kmeansIterations, seed: o.seed)
+        }
+        var members = [[Int]](repeating: [], count: C)
+        for i in 0..<n { members[Int(coarseLabel[i])].append(i) }
+        say("index: coarse clusters done (\(elapsed()))")
+
+        // (2) heads inside each coarse cluster, proportional to its size
+        var headCent: [Float] = [], coarseStart: [UInt32] = [0]
+        for c in 0..<C {
+            let m = members[c].count
+            if m == 0 { coarseStart.append(coarseStart.last!); continue }
+            let h = max(1, min(m, Int((Double(H) * Double(m) / Double(n)).rounded())))
+            var sub = [Float](repeating: 0, count: m * dim)
+            for (r, i) in members[c].enumerated() { for j in 0..<dim { sub[r * dim + j] = data[i * dim + j] } }
+            if h == m {
+                headCent += sub
+            } else {
+                headCent += try sub.withUnsafeBufferPointer {
+                    try balancedKMeans($0, n: m, dim: dim, k: h, iterations: o.kmeansIterations, seed: o.seed &+ UInt64(c)).centroids
+                }
+            }
+            coarseStart.append(coarseStart.last! + UInt32(h))
+            if C >= 20 && (c + 1) % (C / 10) == 0 { say("index: heads \(c + 1)/\(C) coarse clusters (\(elapsed()))") }
+        }
+        let heads = Int(coarseStart.last!)
+        say("index: \(heads) heads (\(elapsed()))")
+
+        // (3) RNG-rule replication. Candidates: heads of the vector's 4 nearest coarse clusters
+        // (8 for tiny indexes), the 32 nearest of them by squared L2.
+        let R = o.maxReplicas, probe = min(C, max(4, 64 / max(1, heads / C))), candidates = 32
+        var assign = [Int32](repeating: -1, count: n * R), adist = [Float](repeating: 0, count: n * R)
+        let threads = max(1, kernels.threads)
+        let chunk = 1024
+        let chunks = (n + chunk - 1) / chunk
+        var headHeadCache = [Float]() // not needed: RNG distances computed on demand
+        _ = headHeadCache
+        try data.withUnsafeBufferPointer { dp in try coarseCent.withUnsafeBufferPointer { cp in try headCent.withUnsafeBufferPointer { hp in
+            try assign.withUnsafeMutableBufferPointer { ap in try adist.withUnsafeMutableBufferPointer { ad in
+                var failed = false
+                Threads.parallelFor(chunks, threads: threads) { ch in
+                    var cd = [Float](repeating: 0, count: C), hd = [Float](repeating: 0, count: heads), pair = [Float](repeating: 0, count: 1)
+                    for i in (ch * chunk)..<min(n, (ch + 1) * chunk) {
+                        let x = dp.baseAddress! + i * dim
+                        cd.withUnsafeMutableBufferPointer { kernels.distancesUnchecked(.l2, query: x, rows: UnsafeRawPointer(cp.baseAddress!), type: .f32, count: C, dim: dim, stride: dim, into: $0.baseAddress!) }
+                        var cand: [(Float, Int)] = []
+                        for c in smallest(cd, probe) {
+                            let a = Int(coarseStart[c]), b = Int(coarseStart[c + 1])
+                            if b == a { continue }
+                            hd.withUnsafeMutableBufferPointer { kernels.distancesUnchecked(.l2, query: x, rows: UnsafeRawPointer(hp.baseAddress! + a * dim), type: .f32, count: b - a, dim: dim, stride: dim, into: $0.baseAddress!) }
+                            for t in 0..<(b - a) { cand.append((hd[t], a + t)) }
+                        }
+                        cand.sort { $0.0 < $1.0 }
+                        if cand.isEmpty { failed = true; continue }
+                        var taken = 0
+                        let limit = (1 + o.replicaEpsilon) * cand[0].0
+                        for (dxc, h) in cand.prefix(candidates) {
+                            if taken == R { break }
+                            if taken > 0 && dxc > limit { break }
+                            // RNG rule: reject h if an accepted head is closer to h than x is.
+                            var ok = true
+                            for t in 0..<taken {
+                                let g = Int(ap[i * R + t])
+                                pair.withUnsafeMutableBufferPointer { kernels.distancesUnchecked(.l2, query: hp.baseAddress! + h * dim, rows: UnsafeRawPointer(hp.baseAddress! + g * dim), type: .f32, count: 1, dim: dim, stride: dim, into: $0.baseAddress!) }
+                                if pair[0] < dxc { ok = false; break }
+                            }
+                            if ok { ap[i * R + taken] = Int32(h); ad[i * R + taken] = dxc; taken += 1 }
+                        }
+                    }
+                }
+                if failed { throw EngineError.invalidArgument("a vector found no candidate head (internal error)") }
+            } }
+        } } }
+        say("index: replicas assigned (\(elapsed()))")
+
+        // (4) lists: primaries always kept; replicas nearest to the head first, up to the cap.
+        var lists = [[(dist: Float, vec: Int, primary: Bool)]](repeating: [], count: heads)
+        for i in 0..<n { for t in 0..<R where assign[i * R + t] >= 0 { lists[Int(assign[i * R + t])].append((adist[i * R + t], i, t == 0)) } }
+        let total = lists.reduce(0) { $0 + $1.count }
+        let cap = o.postingCap > 0 ? o.postingCap : max(64, 4 * total / heads)
+        var dropped = 0
+        for h in 0..<heads where lists[h].count > cap {
+            lists[h].sort { ($0.primary ? 0 : 1, $0.dist) < ($1.primary ? 0 : 1, $1.dist) }
+            let keep = max(cap, lists[h].prefix { $0.primary }.count)
+            dropped += lists[h].count - keep
+            lists[h].removeLast(lists[h].count - keep)
+        }
+        let entries = lists.reduce(0) { $0 + $1.count }
+        say("index: \(entries) entries (\(String(format: "%.2f", Double(entries) / Double(n))) per vector), cap \(cap), \(dropped) replicas dropped")
+
+        // write into a temporary directory, then rename into place
+        let tmp = directory + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        var committed = false
+        defer { if !committed { try? FileManager.default.removeItem(atPath: tmp) } }
+        let pw = try AtomicFileWriter(path: tmp + "/postings.bin")
+        var offsets: [UInt64] = [], bytes: [UInt32] = [], counts: [UInt32] = [], crcs: [UInt32] = []
+        var pos = 0
+        let tb = o.vectorType.bytes
+        for h in 0..<heads {
+            let l = lists[h]
+            var b = [UInt8](repeating: 0, count: l.count * (8 + dim * tb))
+            b.withUnsafeMutableBytes { r in
+                for (t, e) in l.enumerated() {
+                    r.storeBytes(of: (ids?[e.vec] ?? UInt64(e.vec)).littleEndian, toByteOffset: 8 * t, as: UInt64.self)
+                    let base = 8 * l.count + t * dim * tb
+                    for j in 0..<dim {
+                        let v = data[e.vec * dim + j]
+                        if tb == 4 { r.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: base + 4 * j, as: UInt32.self) }
+                        else { r.storeBytes(of: Float16(v).bitPattern.littleEndian, toByteOffset: base + 2 * j, as: UInt16.self) }
+                    }
+                }
+            }
+            offsets.append(UInt64(pos)); bytes.append(UInt32(b.count)); counts.append(UInt32(l.count))
+            crcs.append(b.withUnsafeBytes { kernels.crc32c($0) })
+            let padded = (b.count + page - 1) / page * page
+            b += [UInt8](repeating: 0, count: padded - b.count)
+            try pw.write(b)
+            pos += padded
+        }
+        try pw.commit()
+        var hb = magic
+        func u32(_ v: Int) { withUnsafeBytes(of: UInt32(v).littleEndian) { hb.append(contentsOf: $0) } }
+        func u64(_ v: Int) { withUnsafeBytes(of: UInt64(v).littleEndian) { hb.append(contentsOf: $0) } }
+        u32(Int(version)); u32(dim); u32([Metric.l2, .innerProduct, .cosine].firstIndex(of: o.metric)!); u32(o.vectorType == .f32 ? 0 : 1)
+        u64(n); u32(heads); u32(C); u64(pos); u64(entries); u64(0)
+        for v in coarseCent { u32(Int(v.bitPattern)) }
+        for s in coarseStart { u32(Int(s)) }
+        for v in headCent { u32(Int(v.bitPattern)) }
+        for h in 0..<heads { u64(Int(offsets[h])); u32(Int(bytes[h])); u32(Int(counts[h])); u32(Int(crcs[h])); u32(0) }
+        let crc = hb.withUnsafeBytes { kernels.crc32c($0) }
+        u32(Int(crc))
+        let hw = try AtomicFileWriter(path: tmp + "/heads.bin")
+        try hw.write(hb)
+        try hw.commit()
+        // swap into place
+        var old: String? = nil
+        if FileManager.default.fileExists(atPath: directory) {
+            guard FileManager.default.fileExists(atPath: directory + "/heads.bin") || (try? FileManager.default.contentsOfDirectory(atPath: directory).isEmpty) == true else {
+                throw EngineError.invalidArgument("\(directory) exists and is not an index: refusing to replace it")
+            }
+            old = directory + ".old-\(getpid())"
+            guard rename(directory, old!) == 0 else { throw EngineError.io("cannot move the previous index aside: \(String(cString: strerror(errno)))") }
+        }
+        guard rename(tmp, directory) == 0 else {
+            let e = String(cString: strerror(errno))
+            if let old { rename(old, directory) }
+            throw EngineError.io("cannot rename \(tmp) to \(directory): \(e)")
+        }
+        committed = true
+        if let old { try? FileManager.default.removeItem(atPath: old) }
+        say("index: written to \(directory): \(pos) bytes of posting lists (\(elapsed()))")
+        return try HybridIndex(directory: directory, kernels: kernels)
+    }
+
+    /// k-means (k-means++ on a sample, Lloyd with sgemm assignment), then a balanced assignment
+    /// pass: points in random order go to argmin d(x, c) + lambda |c|, lambda = mean nearest
+    /// distance / (n / k) (a cluster at twice the mean size pays one typical distance extra);
+    /// centroids are the means of the balanced clusters.
+    static func balancedKMeans(_ data: UnsafeBufferPointer<Float>, n: Int, dim: Int, k: Int, iterations: Int,
+                               seed: UInt64) throws -> (centroids: [Float], labels: [Int32]) {
+        if k == 1 {
+            var c = [Float](repeating: 0, count: dim)
+            for i in 0..<n { for j in 0..<dim { c[j] += data[i * dim + j] } }
+            return (c.map { $0 / Float(n) }, [Int32](repeating: 0, count: n))
+        }
+        // train on at most 256 points per centroid
+        let sampleN = min(n, max(k * 256, 10_000))
+        var rng = SeededRandom(seed: seed)
+        var cent: [Float]
+        if sampleN < n {
+            var idx = Array(0..<n)
+            for i in 0..<sampleN { idx.swapAt(i, i + Int(rng.next() % UInt64(n - i))) }
+            var s = [Float](repeating: 0, count: sampleN * dim)
+            for r in 0..<sampleN { for j in 0..<dim { s[r * dim + j] = data[idx[r] * dim + j] } }
+            cent = try s.withUnsafeBufferPointer { try KMeans.train(data: $0, dim: dim, k: k, iterations: iterations, seed: seed) }
+        } else {
+            cent = try KMeans.train(data: data, dim: dim, k: k, iterations: iterations, seed: seed)
+        }
+        // distances of every point to every centroid, chunked through sgemm
+        var cnorm = [Float](repeating: 0, count: k)
+        for c in 0..<k { var s: Float = 0; for j in 0..<dim { s += cent[c * dim + j] * cent[c * dim + j] }; cnorm[c] = s }
+        var order = Array(0..<n)
+        order.shuffle(using: &rng)
+        var labels = [Int32](repeating: 0, count: n)
+        var sizes = [Int](repeating: 0, count: k)
+        // lambda from the unpenalised nearest distances
+        var nearest = [Float](repeating: 0, count: n)
+        var lab0 = [Int32](repeating: 0, count: n)
+        try cent.withUnsafeBufferPointer { try KMeans.assignNearest(data: data, dim: dim, centroids: $0, k: k, labels: &lab0, distances: &nearest) }
+        let lambda = Float(nearest.reduce(0.0) { $0 + Double($1) } / Double(n)) / Float(max(1, n / k))
+        let block = 2048
+        var dist = [Float](repeating: 0, count: block * k)
+        var rows = [Float](repeating: 0, count: block * dim)
+        for b0 in stride(from: 0, to: n, by: block) {
+            let m = min(block, n - b0)
+            for r in 0..<m { let i = order[b0 + r]; for j in 0..<dim { rows[r * dim + j] = data[i * dim + j] } }
+            rows.withUnsafeBufferPointer { rp in cent.withUnsafeBufferPointer { cp in dist.withUnsafeMutableBufferPointer { dp in
+                ck_sgemm(false, true, m, k, dim, -2, rp.baseAddress, dim, cp.baseAddress, dim, 0, dp.baseAddress, k)
+            } } }
+            for r in 0..<m {
+                var best = Float.infinity, bc = 0
+                for c in 0..<k {
+                    let v = dist[r * k + c] + cnorm[c] + lambda * Float(sizes[c])
+                    if v < best { best = v; bc = c }
+                }
+                labels[order[b0 + r]] = Int32(bc); sizes[bc] += 1
+            }
+        }
+        var sums = [Double](repeating: 0, count: k * dim)
+        for i in 0..<n { let c = Int(labels[i]); for j in 0..<dim { sums[c * dim + j] += Double(data[i * dim + j]) } }
+        for c in 0..<k where sizes[c] > 0 { for j in 0..<dim { cent[c * dim + j] = Float(sums[c * dim + j] / Double(sizes[c])) } }
+        return (cent, labels)
+    }
+}
