@@ -77,8 +77,6 @@ extension HybridIndex {
         let threads = max(1, kernels.threads)
         let chunk = 1024
         let chunks = (n + chunk - 1) / chunk
-        var headHeadCache = [Float]() // not needed: RNG distances computed on demand
-        _ = headHeadCache
         try data.withUnsafeBufferPointer { dp in try coarseCent.withUnsafeBufferPointer { cp in try headCent.withUnsafeBufferPointer { hp in
             try assign.withUnsafeMutableBufferPointer { ap in try adist.withUnsafeMutableBufferPointer { ad in
                 var failed = false
