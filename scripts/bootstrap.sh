@@ -2,7 +2,7 @@
 # Installs the system packages Engine needs (Debian) and fetches the real models into
 # ENGINE_MODEL_DIR (default ~/.cache/engine-models). Idempotent; run as root or with sudo.
 set -euo pipefail
-need=(libopenblas-dev liblapacke-dev wordnet-base)
+need=(libopenblas-dev liblapacke-dev wordnet-base dataset-fashion-mnist)
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
