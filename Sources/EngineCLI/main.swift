@@ -700,6 +700,7 @@ struct Attack: ParsableCommand {
 
 extension Metric: ExpressibleByArgument {}
 extension VectorType: ExpressibleByArgument {}
+extension IndexIO: ExpressibleByArgument {}
 
 struct Index: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -794,12 +795,13 @@ struct BenchANN: ParsableCommand {
     @Option(help: "nprobe values (comma-separated).") var nprobe = "1,2,4,8,16,32,64,128"
     @Option(help: "Search threads (queries split across them).") var threads = 1
     @Option(help: "Queries to run (0: all).") var limit = 0
+    @Option(help: "Posting-list reads: mapped (mmap + madvise, default) or pread.") var io: IndexIO = .mapped
 
     func run() throws {
         #if DEBUG
         FileHandleErr.write("warning: debug build; use `swift run -c release engine bench ann`.\n")
         #endif
-        let idx = try HybridIndex(directory: index, kernels: Kernels.selected(threads: 1))
+        let idx = try HybridIndex(directory: index, io: io, kernels: Kernels.selected(threads: 1))
         let (q, d) = try VectorFile.read(path: queries)
         let (g, gk) = try VectorFile.readIvecs(path: gt)
         try require(d == idx.dim, "queries are \(d)-d, the index holds \(idx.dim)-d vectors")

@@ -40,13 +40,22 @@ public struct HybridSearchParameters: Sendable {
     /// Query-aware pruning (L2 and cosine): skip head i if d(q, c_i) > (1 + eps) d(q, c_1) in
     /// squared L2 (cosine: on 2 - 2 cos). nil: read all nprobe lists.
     public var pruneEpsilon: Float? = nil
-    /// Verify each posting list's CRC-32C as it is read.
-    public var verifyChecksums = true
+    /// Checksum policy for posting lists: `.once` verifies each list's CRC-32C the first time
+    /// this process reads it (default), `.always` on every read, `.never` skips it.
+    public var verify: ChecksumPolicy = .once
     /// Only ids for which this returns true are returned (filtered search).
     public var filter: (@Sendable (UInt64) -> Bool)? = nil
 
     public init(nprobe: Int = 32) { self.nprobe = nprobe }
 }
+
+public enum ChecksumPolicy: Sendable { case once, always, never }
+
+/// How posting lists are read. `.mapped` (default): the postings file is memory-mapped; the
+/// lists a query needs are announced with madvise(WILLNEED) (the kernel reads them
+/// concurrently) and scanned in place, no copy. `.pread`: each list is read into a buffer with
+/// pread (one I/O per list), the access pattern of an index far larger than the page cache.
+public enum IndexIO: String, Sendable, CaseIterable { case mapped, pread }
 
 /// One result and the work one search did.
 public struct SearchHit: Sendable, Equatable {
@@ -93,12 +102,17 @@ public final class HybridIndex: @unchecked Sendable {
     let postingsFD: Int32
     let postingsSize: Int
     let kernels: Kernels
+    public let io: IndexIO
+    let mapping: UnsafeRawPointer?
+    /// One flag per list: its checksum has been verified (ChecksumPolicy.once).
+    let verified: UnsafeMutablePointer<UInt8>
 
     // MARK: open
 
-    public init(directory: String, kernels: Kernels) throws {
+    public init(directory: String, io: IndexIO = .mapped, kernels: Kernels) throws {
         self.directory = directory
         self.kernels = kernels
+        self.io = io
         let hp = directory + "/heads.bin", pp = directory + "/postings.bin"
         guard let data = FileManager.default.contents(atPath: hp) else {
             throw EngineError.io("cannot read \(hp): not an index directory (or an interrupted build)")
@@ -149,9 +163,26 @@ public final class HybridIndex: @unchecked Sendable {
             close(postingsFD)
             throw EngineError.invalidFile("\(pp): size differs from the header's \(postingsSize) bytes (truncated or from another build)")
         }
+        if io == .mapped && postingsSize > 0 {
+            let m = mmap(nil, postingsSize, PROT_READ, MAP_SHARED, postingsFD, 0)
+            guard let m, m != MAP_FAILED else {
+                close(postingsFD)
+                throw EngineError.io("cannot map \(pp): \(String(cString: strerror(errno)))")
+            }
+            madvise(m, postingsSize, MADV_RANDOM)
+            mapping = UnsafeRawPointer(m)
+        } else {
+            mapping = nil
+        }
+        verified = .allocate(capacity: heads)
+        verified.initialize(repeating: 0, count: heads)
     }
 
-    deinit { close(postingsFD) }
+    deinit {
+        if let mapping { munmap(UnsafeMutableRawPointer(mutating: mapping), postingsSize) }
+        close(postingsFD)
+        verified.deallocate()
+    }
 
     /// Bytes this index keeps in RAM (centroids and the list directory).
     public var ramBytes: Int { 4 * (coarseCentroids.count + headCentroids.count + coarseStart.count) + Self.entryBytes * heads }
@@ -179,22 +210,28 @@ public final class HybridIndex: @unchecked Sendable {
         var seen = Set<UInt64>()
         var buf = [UInt8]()
         var dist = [Float]()
-        let rowBytes = dim * vectorType.bytes
-        for h in heads.sorted(by: { listOffset[$0] < listOffset[$1] }) {
+        let order = heads.sorted { listOffset[$0] < listOffset[$1] }
+        if let mapping {
+            // announce every list first: the kernel reads missing pages concurrently
+            for h in order where listCount[h] > 0 {
+                let o = Int(listOffset[h]), len = (Int(listBytes[h]) + Self.page - 1) / Self.page * Self.page
+                madvise(UnsafeMutableRawPointer(mutating: mapping + o), len, MADV_WILLNEED)
+            }
+        }
+        for h in order {
             let n = Int(listCount[h]), bytes = Int(listBytes[h])
             if n == 0 { continue }
-            if buf.count < bytes { buf = [UInt8](repeating: 0, count: bytes) }
             if dist.count < n { dist = [Float](repeating: 0, count: n) }
-            try buf.withUnsafeMutableBytes { raw in
-                try readFully(raw.baseAddress!, bytes, offset: Int(listOffset[h]))
-                if p.verifyChecksums {
-                    guard kernels.crc32c(UnsafeRawBufferPointer(rebasing: raw[0..<bytes])) == listCRC[h] else {
-                        throw EngineError.invalidFile("\(directory)/postings.bin: posting list \(h) fails its checksum (corrupt file)")
+            let scan = { (raw: UnsafeRawPointer) throws in
+                if p.verify == .always || (p.verify == .once && self.verified[h] == 0) {
+                    guard self.kernels.crc32c(UnsafeRawBufferPointer(start: raw, count: bytes)) == self.listCRC[h] else {
+                        throw EngineError.invalidFile("\(self.directory)/postings.bin: posting list \(h) fails its checksum (corrupt file)")
                     }
+                    self.verified[h] = 1 // a benign race: concurrent verifiers write the same value
                 }
                 q.withUnsafeBufferPointer { qp in dist.withUnsafeMutableBufferPointer { dp in
-                    kernels.distancesUnchecked(metric, query: qp.baseAddress!, rows: UnsafeRawPointer(raw.baseAddress! + 8 * n), type: vectorType,
-                                               count: n, dim: dim, stride: dim, into: dp.baseAddress!)
+                    self.kernels.distancesUnchecked(self.metric, query: qp.baseAddress!, rows: raw + 8 * n, type: self.vectorType,
+                                                    count: n, dim: self.dim, stride: self.dim, into: dp.baseAddress!)
                 } }
                 for i in 0..<n {
                     let id = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))
@@ -202,9 +239,17 @@ public final class HybridIndex: @unchecked Sendable {
                     if top.accepts(dist[i]) && seen.insert(id).inserted { top.push(dist[i], id) }
                 }
             }
+            if let mapping {
+                try scan(mapping + Int(listOffset[h]))
+            } else {
+                if buf.count < bytes { buf = [UInt8](repeating: 0, count: bytes) }
+                try buf.withUnsafeMutableBytes { raw in
+                    try readFully(raw.baseAddress!, bytes, offset: Int(listOffset[h]))
+                    try scan(UnsafeRawPointer(raw.baseAddress!))
+                }
+            }
             cost.listsRead += 1; cost.bytesRead += bytes; cost.pagesRead += (bytes + Self.page - 1) / Self.page
             cost.candidatesScored += n
-            _ = rowBytes
         }
         return (top.sorted(), cost)
     }

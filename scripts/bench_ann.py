@@ -1,0 +1,295 @@
+#!/usr/bin/env python3
+"""Side-by-side ANN benchmark: Engine's hybrid index vs faiss IVF-Flat, hnswlib, usearch and
+DiskANN (diskannpy-rust's disk index) on the same vectors, queries and ground truth, in one run.
+
+Datasets:
+  fashion-mnist  60k x 784 (apt-get install dataset-fashion-mnist), 10k test queries, L2
+  synth          n x 128 clustered Gaussian (default 1M; --synth-n), 1k queries, L2
+  wordnet        WordNet glosses embedded by Engine's MiniLM (engine embed), cosine;
+                 needs --wordnet-npy FILE (n x 384) written by `engine embed`
+
+Ground truth comes from faiss IndexFlat (exact, independent of Engine). Recall@10 is measured
+against it for every system (a misbehaving peer shows up as low recall). QPS: queries run one by
+one from Python for the peers (batch calls of 1), and one by one inside `engine bench ann` for
+Engine. RAM is what each index keeps in memory to answer (peers: index bytes; DiskANN: its
+in-memory PQ codes + cache; Engine: heads + list directory). Posting lists / DiskANN's graph
+are read through the page cache (warm) unless --cold, which drops caches before each setting
+(root only).
+
+Usage: python3 scripts/bench_ann.py --dataset fashion-mnist --threads 1,2 > results.md
+Needs: pip install faiss-cpu hnswlib usearch diskannpy-rust numpy; a release build of engine.
+"""
+import argparse
+import gzip
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("RUST_LOG", "error")  # diskannpy logs every query at INFO
+
+ROOT = Path(__file__).resolve().parent.parent
+ENGINE = ROOT / ".build/release/engine"
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def read_idx(path):
+    with gzip.open(path, "rb") as f:
+        b = f.read()
+    n, r, c = int.from_bytes(b[4:8], "big"), int.from_bytes(b[8:12], "big"), int.from_bytes(b[12:16], "big")
+    return np.frombuffer(b, dtype=np.uint8, offset=16).reshape(n, r * c).astype(np.float32)
+
+
+def dataset(args):
+    if args.dataset == "fashion-mnist":
+        d = "/usr/share/datasets/fashion-mnist"
+        return read_idx(f"{d}/train-images-idx3-ubyte.gz"), read_idx(f"{d}/t10k-images-idx3-ubyte.gz")[: args.queries], "l2"
+    if args.dataset == "synth":
+        rng = np.random.default_rng(7)
+        n, d, k = args.synth_n, 128, 1000
+        centres = rng.normal(size=(k, d)).astype(np.float32) * 4
+        def draw(m):
+            return centres[rng.integers(0, k, m)] + rng.normal(size=(m, d)).astype(np.float32)
+        return draw(n), draw(args.queries), "l2"
+    if args.dataset == "wordnet":
+        x = np.load(args.wordnet_npy).astype(np.float32)
+        rng = np.random.default_rng(3)
+        perm = rng.permutation(len(x))
+        q = x[perm[: args.queries]]
+        return x[perm[args.queries:]], q, "cos"
+    raise SystemExit("unknown dataset")
+
+
+def ground_truth(base, queries, metric, k=100):
+    import faiss
+    if metric == "cos":
+        base = base / np.linalg.norm(base, axis=1, keepdims=True)
+        queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+        index = faiss.IndexFlatIP(base.shape[1])
+    else:
+        index = faiss.IndexFlatL2(base.shape[1])
+    index.add(base)
+    _, ids = index.search(queries, k)
+    return ids
+
+
+def recall(found, gt, k=10):
+    return float(np.mean([len(set(f[:k]) & set(g[:k])) / k for f, g in zip(found, gt)]))
+
+
+def write_ivecs(path, a):
+    a = np.asarray(a, dtype=np.int32)
+    out = np.empty((a.shape[0], a.shape[1] + 1), dtype=np.int32)
+    out[:, 0] = a.shape[1]
+    out[:, 1:] = a
+    out.tofile(path)
+
+
+def drop_caches():
+    subprocess.run(["sync"])
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError as e:
+        log("cannot drop caches:", e)
+
+
+def timed_queries(fn, queries, threads):
+    """Runs fn(q) per query with `threads` Python threads (the peers release the GIL); returns
+    (results, qps, mean ms, p99 ms)."""
+    from concurrent.futures import ThreadPoolExecutor
+    lat = np.zeros(len(queries))
+    res = [None] * len(queries)
+
+    def run(i):
+        s = time.perf_counter()
+        res[i] = fn(queries[i])
+        lat[i] = (time.perf_counter() - s) * 1e3
+
+    t0 = time.perf_counter()
+    if threads == 1:
+        for i in range(len(queries)):
+            run(i)
+    else:
+        with ThreadPoolExecutor(threads) as ex:
+            list(ex.map(run, range(len(queries))))
+    wall = time.perf_counter() - t0
+    return res, len(queries) / wall, float(lat.mean()), float(np.percentile(lat, 99))
+
+
+def row(system, setting, threads, rec, qps, mean, p99, ram, disk, build):
+    return {"system": system, "setting": setting, "threads": threads, "recall10": rec, "qps": qps, "mean_ms": mean,
+            "p99_ms": p99, "ram_bytes": ram, "disk_bytes": disk, "build_s": build}
+
+
+def bench_faiss(base, queries, gt, metric, threads_list):
+    import faiss
+    d = base.shape[1]
+    nlist = int(4 * np.sqrt(len(base)))
+    b, q = base, queries
+    if metric == "cos":
+        b = base / np.linalg.norm(base, axis=1, keepdims=True)
+        q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    quant = faiss.IndexFlatIP(d) if metric == "cos" else faiss.IndexFlatL2(d)
+    index = faiss.IndexIVFFlat(quant, d, nlist, faiss.METRIC_INNER_PRODUCT if metric == "cos" else faiss.METRIC_L2)
+    t = time.perf_counter()
+    index.train(b)
+    index.add(b)
+    build = time.perf_counter() - t
+    ram = len(faiss.serialize_index(index))
+    out = []
+    for threads in threads_list:
+        faiss.omp_set_num_threads(threads)
+        for nprobe in [1, 2, 4, 8, 16, 32, 64]:
+            index.nprobe = nprobe
+            res, qps, mean, p99 = timed_queries(lambda x: index.search(x[None], 10)[1][0], q, threads)
+            out.append(row("faiss IVF-Flat", f"nlist {nlist}, nprobe {nprobe}", threads, recall(res, gt), qps, mean, p99, ram, 0, build))
+    return out
+
+
+def bench_hnswlib(base, queries, gt, metric, threads_list):
+    import hnswlib
+    index = hnswlib.Index(space="cosine" if metric == "cos" else "l2", dim=base.shape[1])
+    t = time.perf_counter()
+    index.init_index(max_elements=len(base), M=16, ef_construction=200)
+    index.set_num_threads(2)
+    index.add_items(base)
+    build = time.perf_counter() - t
+    with tempfile.NamedTemporaryFile() as f:
+        index.save_index(f.name)
+        ram = os.path.getsize(f.name)
+    out = []
+    for threads in threads_list:
+        index.set_num_threads(1)
+        for ef in [10, 20, 40, 80, 160]:
+            index.set_ef(ef)
+            res, qps, mean, p99 = timed_queries(lambda x: index.knn_query(x[None], k=10)[0][0], queries, threads)
+            out.append(row("hnswlib", f"M 16, ef {ef}", threads, recall(res, gt), qps, mean, p99, ram, 0, build))
+    return out
+
+
+def bench_usearch(base, queries, gt, metric, threads_list):
+    from usearch.index import Index
+    index = Index(ndim=base.shape[1], metric="cos" if metric == "cos" else "l2sq", connectivity=16, expansion_add=128)
+    t = time.perf_counter()
+    index.add(np.arange(len(base)), base, threads=2)
+    build = time.perf_counter() - t
+    ram = index.memory_usage
+    out = []
+    for threads in threads_list:
+        for ef in [16, 32, 64, 128]:
+            index.expansion_search = ef
+            res, qps, mean, p99 = timed_queries(lambda x: index.search(x, 10).keys, queries, threads)
+            out.append(row("usearch", f"M 16, ef {ef}", threads, recall(res, gt), qps, mean, p99, ram, 0, build))
+    return out
+
+
+def bench_diskann(base, queries, gt, metric, threads_list, cold):
+    import diskannpy
+    d = tempfile.mkdtemp(prefix="diskann-")
+    try:
+        b = base if metric != "cos" else base / np.linalg.norm(base, axis=1, keepdims=True)
+        q = queries if metric != "cos" else queries / np.linalg.norm(queries, axis=1, keepdims=True)
+        pq_bytes = max(8, base.shape[1] // 8)
+        t = time.perf_counter()
+        diskannpy.build_disk_index(data=b, distance_metric="l2", index_directory=d, complexity=100, graph_degree=64,
+                                   build_memory_maximum=4.0, num_threads=2, num_of_pq_chunks=pq_bytes)
+        build = time.perf_counter() - t
+        disk = sum(p.stat().st_size for p in Path(d).iterdir())
+        pq = sum(p.stat().st_size for p in Path(d).iterdir() if "pq" in p.name and "compressed" in p.name)
+        out = []
+        for threads in threads_list:
+            index = diskannpy.StaticDiskIndex(index_directory=d, num_threads=threads, beam_width=4, num_nodes_to_cache=0,
+                                              distance_metric="l2", vector_dtype=np.float32, dimensions=base.shape[1])
+            for L in [10, 20, 40, 80, 160]:
+                if cold:
+                    drop_caches()
+                res, qps, mean, p99 = timed_queries(lambda x: index.search(x, 10, L).identifiers, q, threads)
+                out.append(row("DiskANN (disk index)", f"R 64, PQ {pq_bytes} B, L {L}", threads, recall(res, gt), qps, mean, p99, pq, disk, build))
+        return out
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def bench_engine(base, queries, gt, metric, threads_list, cold, extra):
+    d = tempfile.mkdtemp(prefix="engine-ann-")
+    try:
+        np.save(f"{d}/base.npy", base)
+        np.save(f"{d}/queries.npy", queries)
+        write_ivecs(f"{d}/gt.ivecs", gt)
+        t = time.perf_counter()
+        subprocess.run([str(ENGINE), "index", "build", "--input", f"{d}/base.npy", "--output", f"{d}/idx", "--metric", metric] + extra,
+                       check=True, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        build = time.perf_counter() - t
+        out = []
+        for threads in threads_list:
+            for np_ in [2, 4, 8, 16, 32, 64]:
+                if cold:
+                    drop_caches()
+                r = subprocess.run([str(ENGINE), "bench", "ann", "--index", f"{d}/idx", "--queries", f"{d}/queries.npy", "--gt", f"{d}/gt.ivecs",
+                                    "--nprobe", str(np_), "--threads", str(threads)], check=True, capture_output=True, text=True).stdout
+                ram = int(r.split("RAM ")[1].split(" bytes")[0])
+                disk = int(r.split("disk ")[1].split(" bytes")[0])
+                cells = [c.strip() for c in r.strip().splitlines()[-1].strip("|").split("|")]
+                rec10, qps, mean, p99 = float(cells[2]), float(cells[3]), float(cells[4]), float(cells[5])
+                out.append(row("Engine hybrid" + (" " + " ".join(extra) if extra else ""), f"nprobe {np_} ({cells[6]} lists, {cells[7]} KiB)", threads, rec10, qps, mean, p99, ram, disk, build))
+        return out
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "synth", "wordnet"])
+    ap.add_argument("--queries", type=int, default=2000)
+    ap.add_argument("--synth-n", type=int, default=1_000_000)
+    ap.add_argument("--wordnet-npy")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--systems", default="engine,faiss,hnswlib,usearch,diskann")
+    ap.add_argument("--cold", action="store_true", help="drop the page cache before each disk-index setting (root)")
+    ap.add_argument("--json", help="also write rows as JSON lines here")
+    args = ap.parse_args()
+    base, queries, metric = dataset(args)
+    threads_list = [int(t) for t in args.threads.split(",")]
+    log(f"{args.dataset}: base {base.shape}, queries {queries.shape}, metric {metric}; uptime: {os.getloadavg()}")
+    gt = ground_truth(base, queries, metric)
+    rows = []
+    systems = args.systems.split(",")
+    for s in systems:
+        log("running", s)
+        if s == "engine":
+            rows += bench_engine(base, queries, gt, metric, threads_list, args.cold, [])
+            rows += bench_engine(base, queries, gt, metric, threads_list, args.cold, ["--vector-type", "f16"])
+        elif s == "faiss":
+            rows += bench_faiss(base, queries, gt, metric, threads_list)
+        elif s == "hnswlib":
+            rows += bench_hnswlib(base, queries, gt, metric, threads_list)
+        elif s == "usearch":
+            rows += bench_usearch(base, queries, gt, metric, threads_list)
+        elif s == "diskann":
+            rows += bench_diskann(base, queries, gt, metric, threads_list, args.cold)
+    raw = base.nbytes
+    print(f"Dataset {args.dataset}: {base.shape[0]} x {base.shape[1]} ({metric}), {len(queries)} queries, raw f32 vectors {raw / 2**20:.1f} MiB; "
+          f"load average at start {os.getloadavg()[0]:.2f}\n")
+    print("| system | setting | threads | recall@10 | QPS | mean ms | p99 ms | RAM MiB (% of raw) | disk MiB | build s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['system']} | {r['setting']} | {r['threads']} | {r['recall10']:.4f} | {r['qps']:.0f} | {r['mean_ms']:.3f} | {r['p99_ms']:.3f} | "
+              f"{r['ram_bytes'] / 2**20:.1f} ({100 * r['ram_bytes'] / raw:.1f}%) | {r['disk_bytes'] / 2**20:.1f} | {r['build_s']:.1f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+
+
+if __name__ == "__main__":
+    main()
