@@ -162,6 +162,62 @@ final class HybridIndexTests: XCTestCase {
     }
 }
 
+extension HybridIndexTests {
+    /// 10% inserts and 10% deletes after the build: recall@10 within 1 point of a rebuild over
+    /// the final collection; the log survives reopening; a torn log tail is dropped.
+    func testInsertDeleteMatchRebuild() throws {
+        let k = try Kernels.selected()
+        let (n, d) = (8000, 24)
+        let all = Self.clustered(n: n + n / 10, dim: d, clusters: 60, seed: 6)
+        let dir = tmpDir("upd"), ref = tmpDir("upd-ref")
+        defer { try? FileManager.default.removeItem(atPath: dir); try? FileManager.default.removeItem(atPath: ref) }
+        try HybridIndex.build(vectors: Array(all[0..<(n * d)]), dim: d, directory: dir, kernels: k)
+        let idx = try HybridIndex(directory: dir, writable: true, kernels: k)
+        let newIDs = (n..<(n + n / 10)).map { UInt64($0) }
+        try idx.insert(vectors: Array(all[(n * d)...]), ids: newIDs)
+        let deleted = stride(from: 0, to: n, by: 10).map { UInt64($0) } // 10% of the originals
+        try idx.delete(deleted)
+        // the final collection and its exact neighbours
+        let gone = Set(deleted)
+        let keep = (0..<(n + n / 10)).filter { !gone.contains(UInt64($0)) }
+        var final: [Float] = []
+        for i in keep { final += all[(i * d)..<((i + 1) * d)] }
+        let queries = Self.clustered(n: 200, dim: d, clusters: 60, seed: 6).map { $0 + 0.1 }
+        let gtRows = try BruteForce.search(base: final, queries: queries, dim: d, k: 10, metric: .l2)
+        let gt = gtRows.map { Int32(keep[Int($0)]) } // row -> original id
+        let rebuilt = try HybridIndex.build(vectors: final, dim: d, ids: keep.map { UInt64($0) }, directory: ref, kernels: k)
+        for nprobe in [4, 8, 16] {
+            let a = try recall(idx, queries, gt, nprobe: nprobe), b = try recall(rebuilt, queries, gt, nprobe: nprobe)
+            print("HybridIndex updates: recall@10 \(a) after 10% inserts + 10% deletes vs \(b) rebuilt (nprobe \(nprobe))")
+            // Within 1 point of a rebuild at working settings (rebuilt recall >= 0.9); at nprobe 4
+            // (recall ~0.7) the rebuilt heads fit the new data better: reported, bounded at 3 points.
+            XCTAssertGreaterThanOrEqual(a, b - (b >= 0.9 ? 0.01 : 0.03), "nprobe \(nprobe)")
+        }
+        // no deleted id comes back
+        for i in 0..<50 {
+            let r = try idx.search(Array(queries[(i * d)..<((i + 1) * d)]), k: 20, parameters: HybridSearchParameters(nprobe: 64))
+            XCTAssertTrue(r.neighbors.allSatisfy { !gone.contains($0.id) })
+        }
+        // reopen: same answers from the replayed log; read-only handles refuse updates
+        let before = try idx.search(Array(queries[0..<d]), k: 10).neighbors
+        let reopened = try HybridIndex(directory: dir, kernels: k)
+        XCTAssertEqual(try reopened.search(Array(queries[0..<d]), k: 10).neighbors, before)
+        XCTAssertEqual(reopened.insertedCount, n / 10)
+        XCTAssertThrowsError(try reopened.insert(Array(all[0..<d]), id: 1))
+        // a torn record at the end of the log is dropped; everything before it stays
+        let log = dir + "/delta.log"
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: log))
+        bytes += Data([0x49, 0x4E, 0x53, 0x31, 1, 2, 3]) // half an insert record
+        try bytes.write(to: URL(fileURLWithPath: log))
+        let torn = try HybridIndex(directory: dir, writable: true, kernels: k)
+        XCTAssertEqual(try torn.search(Array(queries[0..<d]), k: 10).neighbors, before)
+        try torn.insert(Array(all[0..<d]), id: 999_999)
+        XCTAssertEqual(try HybridIndex(directory: dir, kernels: k).search(Array(all[0..<d]), k: 1).neighbors.first?.id, 999_999)
+        assertThrowsEngineError(isNonFinite) { try torn.insert([Float](repeating: .nan, count: d), id: 5) }
+        assertThrowsEngineError(isInvalidArgument) { try torn.insert([1, 2], id: 5) }
+    }
+}
+
 final class ResultsBox: @unchecked Sendable {
     private var r: [[SearchHit]]
     private let lock = NSLock()

@@ -103,16 +103,25 @@ public final class HybridIndex: @unchecked Sendable {
     let postingsSize: Int
     let kernels: Kernels
     public let io: IndexIO
+    /// Replication settings of the build, reused when inserting.
+    let maxReplicas: Int
+    let replicaEpsilon: Float
+    /// Inserts, deletes and their log (`delta.log`); nil when opened read-only without a log.
+    let delta: DeltaLayer
+    public let writable: Bool
     let mapping: UnsafeRawPointer?
     /// One flag per list: its checksum has been verified (ChecksumPolicy.once).
     let verified: UnsafeMutablePointer<UInt8>
 
     // MARK: open
 
-    public init(directory: String, io: IndexIO = .mapped, kernels: Kernels) throws {
+    /// Opens an index. `writable`: inserts and deletes are allowed and appended to
+    /// `delta.log` (fsync'ed per call); otherwise the log, if any, is replayed read-only.
+    public init(directory: String, io: IndexIO = .mapped, writable: Bool = false, kernels: Kernels) throws {
         self.directory = directory
         self.kernels = kernels
         self.io = io
+        self.writable = writable
         let hp = directory + "/heads.bin", pp = directory + "/postings.bin"
         guard let data = FileManager.default.contents(atPath: hp) else {
             throw EngineError.io("cannot read \(hp): not an index directory (or an interrupted build)")
@@ -132,6 +141,8 @@ public final class HybridIndex: @unchecked Sendable {
         }
         metric = m; vectorType = vt
         count = u64(24); heads = u32(32); coarse = u32(36); postingsSize = u64(40); entries = u64(48)
+        maxReplicas = max(1, min(8, u32(56)))
+        replicaEpsilon = Float(bitPattern: UInt32(u32(60)))
         guard dim > 0, heads > 0, coarse > 0, coarse <= heads else { throw fail("inconsistent header (dim \(dim), heads \(heads), coarse \(coarse))") }
         let expected = Self.headerBytes + 4 * coarse * dim + 4 * (coarse + 1) + 4 * heads * dim + Self.entryBytes * heads + 4
         guard b.count == expected else { throw fail("size \(b.count), expected \(expected)") }
@@ -176,6 +187,10 @@ public final class HybridIndex: @unchecked Sendable {
         }
         verified = .allocate(capacity: heads)
         verified.initialize(repeating: 0, count: heads)
+        delta = try DeltaLayer(path: directory + "/delta.log", dim: dim, writable: writable, kernels: kernels)
+        try delta.replay { id, vector in
+            if let vector { try self.placeInsert(id, vector) } else { self.placeDelete(id) }
+        }
     }
 
     deinit {
@@ -211,6 +226,7 @@ public final class HybridIndex: @unchecked Sendable {
         var buf = [UInt8]()
         var dist = [Float]()
         let order = heads.sorted { listOffset[$0] < listOffset[$1] }
+        let live = delta.snapshot()
         if let mapping {
             // announce every list first: the kernel reads missing pages concurrently
             for h in order where listCount[h] > 0 {
@@ -236,6 +252,7 @@ public final class HybridIndex: @unchecked Sendable {
                 for i in 0..<n {
                     let id = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))
                     if let f = p.filter, !f(id) { continue }
+                    if !live.tombstones.isEmpty && live.tombstones.contains(id) { continue }
                     if top.accepts(dist[i]) && seen.insert(id).inserted { top.push(dist[i], id) }
                 }
             }
@@ -251,7 +268,105 @@ public final class HybridIndex: @unchecked Sendable {
             cost.listsRead += 1; cost.bytesRead += bytes; cost.pagesRead += (bytes + Self.page - 1) / Self.page
             cost.candidatesScored += n
         }
+        // inserted vectors of the probed heads (held in RAM)
+        for h in heads {
+            guard let l = live.lists[h], !l.ids.isEmpty else { continue }
+            if dist.count < l.ids.count { dist = [Float](repeating: 0, count: l.ids.count) }
+            q.withUnsafeBufferPointer { qp in l.vectors.withUnsafeBytes { vb in dist.withUnsafeMutableBufferPointer { dp in
+                kernels.distancesUnchecked(metric, query: qp.baseAddress!, rows: vb.baseAddress!, type: .f32, count: l.ids.count, dim: dim, stride: dim, into: dp.baseAddress!)
+            } } }
+            for (i, id) in l.ids.enumerated() {
+                if let f = p.filter, !f(id) { continue }
+                if top.accepts(dist[i]) && seen.insert(id).inserted { top.push(dist[i], id) }
+            }
+            cost.candidatesScored += l.ids.count
+        }
         return (top.sorted(), cost)
+    }
+
+    // MARK: updates
+
+    /// Adds vectors (n x dim) under `ids`. An id already present is replaced (the old vector is
+    /// tombstoned). Each vector goes to up to the build's maxReplicas heads by the RNG rule and is
+    /// held in RAM and in `delta.log` (one fsync per call) until the index is rebuilt.
+    public func insert(vectors: [Float], ids: [UInt64]) throws {
+        try require(writable, "the index was opened read-only (open with writable: true to insert)")
+        try require(vectors.count == ids.count * dim, "\(vectors.count) values for \(ids.count) ids of \(dim)-d vectors")
+        try vectors.withUnsafeBufferPointer { try requireFinite($0, "inserted vectors") }
+        var rows: [[Float]] = []
+        for i in 0..<ids.count {
+            var v = Array(vectors[(i * dim)..<((i + 1) * dim)])
+            if metric == .cosine {
+                let n = v.reduce(0) { $0 + $1 * $1 }.squareRoot()
+                try require(n > 0, "cannot insert a zero vector under cosine")
+                v = v.map { $0 / n }
+            }
+            rows.append(v)
+        }
+        try delta.append(ids.enumerated().map { ($0.element, rows[$0.offset]) })
+        for (i, id) in ids.enumerated() { try placeInsert(id, rows[i]) }
+    }
+
+    public func insert(_ vector: [Float], id: UInt64) throws { try insert(vectors: vector, ids: [id]) }
+
+    /// Removes ids (a tombstone hides base entries; inserted entries are dropped). Unknown ids
+    /// are ignored. Logged with one fsync per call.
+    public func delete(_ ids: [UInt64]) throws {
+        try require(writable, "the index was opened read-only (open with writable: true to delete)")
+        try delta.append(ids.map { ($0, nil) })
+        for id in ids { placeDelete(id) }
+    }
+
+    /// Inserted vectors held in RAM, and tombstones.
+    public var insertedCount: Int { delta.snapshot().location.count }
+    public var tombstoneCount: Int { delta.snapshot().tombstones.count }
+
+    func placeInsert(_ id: UInt64, _ v: [Float]) throws {
+        try require(v.count == dim, "logged vector has \(v.count) values")
+        let hs = replicaHeads(v)
+        delta.mutate { s in
+            s.remove(id)
+            s.tombstones.insert(id) // hides a base entry with this id
+            for h in hs { s.lists[h, default: DeltaLayer.List()].append(id, v) }
+            s.location[id] = hs
+        }
+    }
+
+    func placeDelete(_ id: UInt64) { delta.mutate { s in s.remove(id); s.tombstones.insert(id) } }
+
+    /// Heads for a new vector: as at build time, the RNG rule among the nearest candidates.
+    func replicaHeads(_ x: [Float]) -> [Int] {
+        // rank by squared L2 regardless of the metric (build geometry)
+        var cd = [Float](repeating: 0, count: coarse)
+        x.withUnsafeBufferPointer { qp in coarseCentroids.withUnsafeBytes { cb in cd.withUnsafeMutableBufferPointer { dp in
+            kernels.distancesUnchecked(.l2, query: qp.baseAddress!, rows: cb.baseAddress!, type: .f32, count: coarse, dim: dim, stride: dim, into: dp.baseAddress!)
+        } } }
+        var cand: [(Float, Int)] = []
+        var hd = [Float](repeating: 0, count: heads)
+        for c in smallest(cd, min(coarse, 4)) {
+            let a = Int(coarseStart[c]), b = Int(coarseStart[c + 1])
+            if b == a { continue }
+            x.withUnsafeBufferPointer { qp in headCentroids.withUnsafeBytes { hb in hd.withUnsafeMutableBufferPointer { dp in
+                kernels.distancesUnchecked(.l2, query: qp.baseAddress!, rows: hb.baseAddress! + 4 * a * dim, type: .f32, count: b - a, dim: dim, stride: dim, into: dp.baseAddress!)
+            } } }
+            for i in 0..<(b - a) { cand.append((hd[i], a + i)) }
+        }
+        cand.sort { $0.0 < $1.0 }
+        guard let first = cand.first else { return [0] }
+        var out: [Int] = []
+        var pair = [Float](repeating: 0, count: 1)
+        for (dxc, h) in cand.prefix(32) {
+            if out.count == maxReplicas || (!out.isEmpty && dxc > (1 + replicaEpsilon) * first.0) { break }
+            var ok = true
+            for g in out {
+                headCentroids.withUnsafeBufferPointer { hp in pair.withUnsafeMutableBufferPointer { pp in
+                    kernels.distancesUnchecked(.l2, query: hp.baseAddress! + h * dim, rows: UnsafeRawPointer(hp.baseAddress! + g * dim), type: .f32, count: 1, dim: dim, stride: dim, into: pp.baseAddress!)
+                } }
+                if pair[0] < dxc { ok = false; break }
+            }
+            if ok { out.append(h) }
+        }
+        return out
     }
 
     /// Heads to read for q: nearest coarse clusters, then their heads ranked, pruned, cut at nprobe.

@@ -165,7 +165,7 @@ extension HybridIndex {
         func u32(_ v: Int) { withUnsafeBytes(of: UInt32(v).littleEndian) { hb.append(contentsOf: $0) } }
         func u64(_ v: Int) { withUnsafeBytes(of: UInt64(v).littleEndian) { hb.append(contentsOf: $0) } }
         u32(Int(version)); u32(dim); u32([Metric.l2, .innerProduct, .cosine].firstIndex(of: o.metric)!); u32(o.vectorType == .f32 ? 0 : 1)
-        u64(n); u32(heads); u32(C); u64(pos); u64(entries); u64(0)
+        u64(n); u32(heads); u32(C); u64(pos); u64(entries); u32(o.maxReplicas); u32(Int(o.replicaEpsilon.bitPattern))
         for v in coarseCent { u32(Int(v.bitPattern)) }
         for s in coarseStart { u32(Int(s)) }
         for v in headCent { u32(Int(v.bitPattern)) }
