@@ -268,7 +268,8 @@ def main():
         log("running", s)
         if s == "engine":
             rows += bench_engine(base, queries, gt, metric, threads_list, args.cold, [])
-            rows += bench_engine(base, queries, gt, metric, threads_list, args.cold, ["--vector-type", "f16"])
+            rows += bench_engine(base, queries, gt, metric, threads_list, args.cold, ["--payload", "f16"])
+            rows += bench_engine(base, queries, gt, metric, threads_list, args.cold, ["--payload", "pq8"])
         elif s == "faiss":
             rows += bench_faiss(base, queries, gt, metric, threads_list)
         elif s == "hnswlib":

@@ -701,6 +701,7 @@ struct Attack: ParsableCommand {
 extension Metric: ExpressibleByArgument {}
 extension VectorType: ExpressibleByArgument {}
 extension IndexIO: ExpressibleByArgument {}
+extension PostingPayload: ExpressibleByArgument {}
 
 struct Index: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -717,14 +718,14 @@ struct IndexBuild: ParsableCommand {
     @Option(help: "Most lists per vector (RNG rule).") var replicas = 8
     @Option(name: .customLong("replica-epsilon"), help: "Replica closure: d(x,head) <= (1+eps) d(x,nearest head), squared L2.") var replicaEpsilon: Float = 1.0
     @Option(name: .customLong("posting-cap"), help: "Longest posting list (0: 4x the mean).") var postingCap = 0
-    @Option(name: .customLong("vector-type"), help: "Stored vectors: f32 or f16.") var vectorType: VectorType = .f32
+    @Option(help: "Posting payload: f32, f16 (vectors) or pq8 (8-bit PQ codes, re-ranked from full vectors in vectors.bin).") var payload: PostingPayload = .f32
 
     func run() throws {
         configureThreads()
         let (v, d) = try VectorFile.read(path: input)
         var o = HybridIndexOptions()
         o.metric = metric; o.headFraction = headFraction; o.maxReplicas = replicas; o.replicaEpsilon = replicaEpsilon
-        o.postingCap = postingCap; o.vectorType = vectorType
+        o.postingCap = postingCap; o.payload = payload
         o.progress = { FileHandleErr.write($0 + "\n") }
         let t = DispatchTime.now().uptimeNanoseconds
         let idx = try HybridIndex.build(vectors: v, dim: d, directory: output, options: o, kernels: Kernels.selected())
@@ -763,7 +764,7 @@ struct IndexStats: ParsableCommand {
     static func describe(_ i: HybridIndex) -> String {
         let raw = i.count * i.dim * 4
         return """
-        index \(i.directory): \(i.count) vectors of \(i.dim) (\(i.metric), stored \(i.vectorType)), \(i.heads) heads under \(i.coarse) coarse clusters
+        index \(i.directory): \(i.count) vectors of \(i.dim) (\(i.metric), payload \(i.payload)), \(i.heads) heads under \(i.coarse) coarse clusters
         entries \(i.entries) (\(String(format: "%.2f", Double(i.entries) / Double(max(i.count, 1)))) per vector)
         RAM \(i.ramBytes) bytes (\(String(format: "%.1f", 100 * Double(i.ramBytes) / Double(raw)))% of the raw f32 vectors), disk \(i.diskBytes) bytes
         """
@@ -796,6 +797,7 @@ struct BenchANN: ParsableCommand {
     @Option(help: "Search threads (queries split across them).") var threads = 1
     @Option(help: "Queries to run (0: all).") var limit = 0
     @Option(help: "Posting-list reads: mapped (mmap + madvise, default) or pread.") var io: IndexIO = .mapped
+    @Option(help: "PQ indexes: candidates re-ranked with full vectors.") var rerank = 100
 
     func run() throws {
         #if DEBUG
@@ -819,7 +821,9 @@ struct BenchANN: ParsableCommand {
                 while i < m {
                     let s = DispatchTime.now().uptimeNanoseconds
                     do {
-                        let r = try idx.search(Array(q[(i * d)..<((i + 1) * d)]), k: 10, parameters: HybridSearchParameters(nprobe: np))
+                        var sp = HybridSearchParameters(nprobe: np)
+                        sp.rerank = rerank
+                        let r = try idx.search(Array(q[(i * d)..<((i + 1) * d)]), k: 10, parameters: sp)
                         res.lat[i] = Double(DispatchTime.now().uptimeNanoseconds - s) * 1e-6
                         let truth = Set(g[(i * gk)..<(i * gk + min(10, gk))].map { UInt64($0) })
                         res.hits10[i] = r.neighbors.prefix(10).filter { truth.contains($0.id) }.count

@@ -59,7 +59,7 @@ final class HybridIndexTests: XCTestCase {
         let base = Self.clustered(n: n, dim: d, clusters: 20, seed: 2)
         let dir = tmpDir("f16")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var o = HybridIndexOptions(); o.vectorType = .f16
+        var o = HybridIndexOptions(); o.payload = .f16
         let idx = try HybridIndex.build(vectors: base, dim: d, directory: dir, options: o, kernels: k)
         let gt = try BruteForce.search(base: base, queries: Array(base[0..<(100 * d)]), dim: d, k: 10, metric: .l2)
         XCTAssertGreaterThanOrEqual(try recall(idx, Array(base[0..<(100 * d)]), gt, nprobe: 64), 0.95)
@@ -215,6 +215,39 @@ extension HybridIndexTests {
         XCTAssertEqual(try HybridIndex(directory: dir, kernels: k).search(Array(all[0..<d]), k: 1).neighbors.first?.id, 999_999)
         assertThrowsEngineError(isNonFinite) { try torn.insert([Float](repeating: .nan, count: d), id: 5) }
         assertThrowsEngineError(isInvalidArgument) { try torn.insert([1, 2], id: 5) }
+    }
+}
+
+extension HybridIndexTests {
+    /// PQ codes in the lists, exact re-ranking from vectors.bin: recall close to the f32 payload;
+    /// a flipped byte in vectors.bin is reported when that row is re-ranked.
+    func testPQPayloadWithRerank() throws {
+        let k = try Kernels.selected()
+        let (n, d) = (5000, 32)
+        let base = Self.clustered(n: n, dim: d, clusters: 40, seed: 8)
+        let dir = tmpDir("pq")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var o = HybridIndexOptions(); o.payload = .pq8
+        let idx = try HybridIndex.build(vectors: base, dim: d, directory: dir, options: o, kernels: k)
+        XCTAssertEqual(idx.pq?.subquantizers, 4)
+        let queries = Array(base[0..<(200 * d)]).map { $0 + 0.05 }
+        let gt = try BruteForce.search(base: base, queries: queries, dim: d, k: 10, metric: .l2)
+        let r = try recall(idx, queries, gt, nprobe: 32)
+        print("HybridIndex pq8: recall@10 \(r) at nprobe 32 (re-rank 100)")
+        XCTAssertGreaterThanOrEqual(r, 0.95)
+        // exact distances after re-ranking: the stored vector itself at distance ~0.05^2 * d
+        let hit = try idx.search(Array(queries[0..<d]), k: 1).neighbors[0]
+        XCTAssertEqual(hit.id, 0)
+        XCTAssertEqual(hit.distance, 0.05 * 0.05 * Float(d), accuracy: 1e-3)
+        // corrupt vectors.bin: re-ranking that row throws
+        let vp = dir + "/vectors.bin"
+        var v = try Data(contentsOf: URL(fileURLWithPath: vp))
+        v[5] ^= 0x10 // row 0
+        try v.write(to: URL(fileURLWithPath: vp))
+        let bad = try HybridIndex(directory: dir, io: .pread, kernels: k)
+        assertThrowsEngineError({ if case .invalidFile = $0 { return true }; return false }) { _ = try bad.search(Array(queries[0..<d]), k: 1) }
+        try v.prefix(v.count - 1).write(to: URL(fileURLWithPath: vp))
+        XCTAssertThrowsError(try HybridIndex(directory: dir, kernels: k), "truncated vectors.bin")
     }
 }
 

@@ -18,8 +18,12 @@ public struct HybridIndexOptions: Sendable {
     /// Longest posting list; replicas farthest from the head are dropped first (a vector's nearest
     /// head always keeps it). 0: automatic, 4x the mean list length (at least 64).
     public var postingCap: Int = 0
-    /// How vectors are stored in the posting lists (f16 halves the disk bytes read per list).
-    public var vectorType: VectorType = .f32
+    /// What the posting lists hold: f32 or f16 vectors (exact or near-exact distances), or 8-bit
+    /// PQ codes scanned with per-query tables and re-ranked exactly from full vectors kept in
+    /// `vectors.bin` (lists ~30x smaller, one extra read per re-ranked candidate).
+    public var payload: PostingPayload = .f32
+    /// PQ sub-quantizers for `.pq8` (0: dim / 8, or the nearest divisor of dim).
+    public var pqSubquantizers: Int = 0
     /// Lloyd iterations per k-means level.
     public var kmeansIterations: Int = 8
     /// Coarse clusters (the navigation level above the heads): 0 = sqrt(heads).
@@ -43,6 +47,8 @@ public struct HybridSearchParameters: Sendable {
     /// Checksum policy for posting lists: `.once` verifies each list's CRC-32C the first time
     /// this process reads it (default), `.always` on every read, `.never` skips it.
     public var verify: ChecksumPolicy = .once
+    /// PQ payloads: candidates (by approximate distance) re-ranked with their full vectors.
+    public var rerank: Int = 100
     /// Only ids for which this returns true are returned (filtered search).
     public var filter: (@Sendable (UInt64) -> Bool)? = nil
 
@@ -50,6 +56,12 @@ public struct HybridSearchParameters: Sendable {
 }
 
 public enum ChecksumPolicy: Sendable { case once, always, never }
+
+/// Posting-list payload of a hybrid index.
+public enum PostingPayload: String, Sendable, CaseIterable {
+    case f32, f16, pq8
+    var code: Int { [PostingPayload.f32: 0, .f16: 1, .pq8: 2][self]! }
+}
 
 /// How posting lists are read. `.mapped` (default): the postings file is memory-mapped; the
 /// lists a query needs are announced with madvise(WILLNEED) (the kernel reads them
@@ -87,7 +99,12 @@ public final class HybridIndex: @unchecked Sendable {
     public let directory: String
     public let dim: Int
     public let metric: Metric
-    public let vectorType: VectorType
+    public let payload: PostingPayload
+    /// Codebooks of a `.pq8` index (in RAM).
+    public let pq: ProductQuantizer?
+    let vectorsFD: Int32
+    let vectorsMapping: UnsafeRawPointer?
+    let vectorsSize: Int
     public let count: Int
     public let heads: Int
     public let coarse: Int
@@ -136,15 +153,22 @@ public final class HybridIndex: @unchecked Sendable {
         func u64(_ o: Int) -> Int { b.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: o, as: UInt64.self))) } }
         guard u32(8) == Int(Self.version) else { throw fail("version \(u32(8)); this build reads version \(Self.version)") }
         dim = u32(12)
-        guard let m = [Metric.l2, .innerProduct, .cosine][safe: u32(16)], let vt = [VectorType.f32, .f16][safe: u32(20)] else {
-            throw fail("unknown metric or vector type")
+        guard let m = [Metric.l2, .innerProduct, .cosine][safe: u32(16)], let pl = [PostingPayload.f32, .f16, .pq8][safe: u32(20)] else {
+            throw fail("unknown metric or payload type")
         }
-        metric = m; vectorType = vt
+        metric = m; payload = pl
         count = u64(24); heads = u32(32); coarse = u32(36); postingsSize = u64(40); entries = u64(48)
         maxReplicas = max(1, min(8, u32(56)))
         replicaEpsilon = Float(bitPattern: UInt32(u32(60)))
         guard dim > 0, heads > 0, coarse > 0, coarse <= heads else { throw fail("inconsistent header (dim \(dim), heads \(heads), coarse \(coarse))") }
-        let expected = Self.headerBytes + 4 * coarse * dim + 4 * (coarse + 1) + 4 * heads * dim + Self.entryBytes * heads + 4
+        let tableEnd = Self.headerBytes + 4 * coarse * dim + 4 * (coarse + 1) + 4 * heads * dim + Self.entryBytes * heads
+        var pqM = 0
+        if pl == .pq8 {
+            guard b.count >= tableEnd + 8 else { throw fail("truncated before the PQ codebooks") }
+            pqM = u32(tableEnd)
+            guard pqM > 0, dim % pqM == 0 else { throw fail("bad PQ sub-quantizer count \(pqM)") }
+        }
+        let expected = tableEnd + (pl == .pq8 ? 4 + 4 * 256 * dim : 0) + 4
         guard b.count == expected else { throw fail("size \(b.count), expected \(expected)") }
         func floats(_ o: Int, _ n: Int) -> [Float] {
             b.withUnsafeBytes { r in (0..<n).map { Float(bitPattern: UInt32(littleEndian: r.loadUnaligned(fromByteOffset: o + 4 * $0, as: UInt32.self))) } }
@@ -159,10 +183,11 @@ public final class HybridIndex: @unchecked Sendable {
             off.append(UInt64(u64(e))); bytes.append(UInt32(u32(e + 8))); cnt.append(UInt32(u32(e + 12))); crc.append(UInt32(u32(e + 16)))
         }
         listOffset = off; listBytes = bytes; listCount = cnt; listCRC = crc
+        pq = pl == .pq8 ? try ProductQuantizer(dim: dim, subquantizers: pqM, bits: 8, centroids: floats(tableEnd + 4, 256 * dim)) : nil
         guard coarseStart.first == 0, coarseStart.last == UInt32(heads), zip(coarseStart, coarseStart.dropFirst()).allSatisfy({ $0 <= $1 }) else {
             throw fail("coarse-to-head table is inconsistent")
         }
-        let rowBytes = 8 + dim * vt.bytes
+        let rowBytes = Self.entryBytes(pl, dim: dim, m: pqM)
         for h in 0..<heads {
             guard Int(listBytes[h]) == Int(listCount[h]) * rowBytes, Int(listOffset[h]) % Self.page == 0,
                   Int(listOffset[h]) + Int(listBytes[h]) <= postingsSize else { throw fail("posting list \(h) entry is inconsistent") }
@@ -187,22 +212,45 @@ public final class HybridIndex: @unchecked Sendable {
         }
         verified = .allocate(capacity: heads)
         verified.initialize(repeating: 0, count: heads)
+        if pl == .pq8 {
+            let vp = directory + "/vectors.bin"
+            vectorsFD = open(vp, O_RDONLY | O_CLOEXEC)
+            guard vectorsFD >= 0 else { throw EngineError.io("cannot open \(vp): \(String(cString: strerror(errno)))") }
+            var vs = stat()
+            vectorsSize = fstat(vectorsFD, &vs) == 0 ? Int(vs.st_size) : -1
+            guard vectorsSize == count * (4 * dim + 4) else {
+                throw EngineError.invalidFile("\(vp): \(vectorsSize) bytes, expected \(count * (4 * dim + 4)) (truncated or from another build)")
+            }
+            if io == .mapped {
+                let m = mmap(nil, vectorsSize, PROT_READ, MAP_SHARED, vectorsFD, 0)
+                guard let m, m != MAP_FAILED else { throw EngineError.io("cannot map \(vp)") }
+                madvise(m, vectorsSize, MADV_RANDOM)
+                vectorsMapping = UnsafeRawPointer(m)
+            } else { vectorsMapping = nil }
+        } else { vectorsFD = -1; vectorsMapping = nil; vectorsSize = 0 }
         delta = try DeltaLayer(path: directory + "/delta.log", dim: dim, writable: writable, kernels: kernels)
         try delta.replay { id, vector in
             if let vector { try self.placeInsert(id, vector) } else { self.placeDelete(id) }
         }
     }
 
+    /// Bytes of one posting entry.
+    static func entryBytes(_ p: PostingPayload, dim: Int, m: Int) -> Int {
+        switch p { case .f32: return 8 + 4 * dim; case .f16: return 8 + 2 * dim; case .pq8: return 12 + m }
+    }
+
     deinit {
+        if let vectorsMapping { munmap(UnsafeMutableRawPointer(mutating: vectorsMapping), vectorsSize) }
+        if vectorsFD >= 0 { close(vectorsFD) }
         if let mapping { munmap(UnsafeMutableRawPointer(mutating: mapping), postingsSize) }
         close(postingsFD)
         verified.deallocate()
     }
 
     /// Bytes this index keeps in RAM (centroids and the list directory).
-    public var ramBytes: Int { 4 * (coarseCentroids.count + headCentroids.count + coarseStart.count) + Self.entryBytes * heads }
+    public var ramBytes: Int { 4 * (coarseCentroids.count + headCentroids.count + coarseStart.count) + Self.entryBytes * heads + (pq != nil ? 4 * 256 * dim : 0) }
     /// Bytes on disk (both files).
-    public var diskBytes: Int { postingsSize + (Self.headerBytes + 4 * coarse * dim + 4 * (coarse + 1) + 4 * heads * dim + Self.entryBytes * heads + 4) }
+    public var diskBytes: Int { postingsSize + vectorsSize + (Self.headerBytes + 4 * coarse * dim + 4 * (coarse + 1) + 4 * heads * dim + Self.entryBytes * heads + 4 + (pq != nil ? 4 + 4 * 256 * dim : 0)) }
 
     // MARK: search
 
@@ -227,6 +275,13 @@ public final class HybridIndex: @unchecked Sendable {
         var dist = [Float]()
         let order = heads.sorted { listOffset[$0] < listOffset[$1] }
         let live = delta.snapshot()
+        var table = [Float]()
+        var approx = TopK(k: payload == .pq8 ? max(k, p.rerank) : 1)
+        var approxRow: [UInt64: UInt32] = [:]
+        if let pq {
+            table = [Float](repeating: 0, count: pq.subquantizers * 256)
+            try q.withUnsafeBufferPointer { qp in try table.withUnsafeMutableBufferPointer { try pq.distanceTable(query: qp, metric: metric, kernels: kernels, into: $0) } }
+        }
         if let mapping {
             // announce every list first: the kernel reads missing pages concurrently
             for h in order where listCount[h] > 0 {
@@ -245,8 +300,24 @@ public final class HybridIndex: @unchecked Sendable {
                     }
                     self.verified[h] = 1 // a benign race: concurrent verifiers write the same value
                 }
+                if let pq = self.pq {
+                    let m = pq.subquantizers
+                    table.withUnsafeBufferPointer { tp in dist.withUnsafeMutableBufferPointer { dp in
+                        self.kernels.pqTable.pointee.scan8!((raw + 12 * n).assumingMemoryBound(to: UInt8.self), n, m, tp.baseAddress!, dp.baseAddress!)
+                    } }
+                    for i in 0..<n {
+                        let id = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))
+                        if let f = p.filter, !f(id) { continue }
+                        if !live.tombstones.isEmpty && live.tombstones.contains(id) { continue }
+                        if approx.accepts(dist[i]) && seen.insert(id).inserted {
+                            approx.push(dist[i], id)
+                            approxRow[id] = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * n + 4 * i, as: UInt32.self))
+                        }
+                    }
+                    return
+                }
                 q.withUnsafeBufferPointer { qp in dist.withUnsafeMutableBufferPointer { dp in
-                    self.kernels.distancesUnchecked(self.metric, query: qp.baseAddress!, rows: raw + 8 * n, type: self.vectorType,
+                    self.kernels.distancesUnchecked(self.metric, query: qp.baseAddress!, rows: raw + 8 * n, type: self.payload == .f16 ? .f16 : .f32,
                                                     count: n, dim: self.dim, stride: self.dim, into: dp.baseAddress!)
                 } }
                 for i in 0..<n {
@@ -268,6 +339,7 @@ public final class HybridIndex: @unchecked Sendable {
             cost.listsRead += 1; cost.bytesRead += bytes; cost.pagesRead += (bytes + Self.page - 1) / Self.page
             cost.candidatesScored += n
         }
+        if payload == .pq8 { try rerank(approx.sorted(), approxRow, q, into: &top, cost: &cost) }
         // inserted vectors of the probed heads (held in RAM)
         for h in heads {
             guard let l = live.lists[h], !l.ids.isEmpty else { continue }
@@ -282,6 +354,42 @@ public final class HybridIndex: @unchecked Sendable {
             cost.candidatesScored += l.ids.count
         }
         return (top.sorted(), cost)
+    }
+
+    /// Exact distances of PQ candidates from their full vectors in vectors.bin (row CRC checked).
+    func rerank(_ cands: [SearchHit], _ rows: [UInt64: UInt32], _ q: [Float], into top: inout TopK, cost: inout SearchCost) throws {
+        let rb = 4 * dim + 4
+        var buf = [UInt8](repeating: 0, count: rb)
+        var d: Float = 0
+        for c in cands {
+            let row = Int(rows[c.id]!)
+            guard row < count else { throw EngineError.invalidFile("\(directory)/postings.bin: row \(row) out of range (corrupt list)") }
+            let check = { (r: UnsafeRawPointer) throws in
+                let stored = UInt32(littleEndian: r.loadUnaligned(fromByteOffset: 4 * self.dim, as: UInt32.self))
+                guard self.kernels.crc32c(UnsafeRawBufferPointer(start: r, count: 4 * self.dim)) == stored else {
+                    throw EngineError.invalidFile("\(self.directory)/vectors.bin: vector row \(row) fails its checksum (corrupt file)")
+                }
+                q.withUnsafeBufferPointer { qp in withUnsafeMutablePointer(to: &d) { dp in
+                    self.kernels.distancesUnchecked(self.metric, query: qp.baseAddress!, rows: r, type: .f32, count: 1, dim: self.dim, stride: self.dim, into: dp)
+                } }
+            }
+            if let vm = vectorsMapping {
+                try check(vm + row * rb)
+            } else {
+                try buf.withUnsafeMutableBytes { b in
+                    var done = 0
+                    while done < rb {
+                        let r = pread(vectorsFD, b.baseAddress! + done, rb - done, off_t(row * rb + done))
+                        if r < 0 { if errno == EINTR { continue }; throw EngineError.io("\(directory)/vectors.bin: read failed") }
+                        if r == 0 { throw EngineError.invalidFile("\(directory)/vectors.bin: unexpected end of file") }
+                        done += r
+                    }
+                    try check(UnsafeRawPointer(b.baseAddress!))
+                }
+            }
+            cost.bytesRead += rb; cost.pagesRead += 1
+            if top.accepts(d) { top.push(d, c.id) }
+        }
     }
 
     // MARK: updates

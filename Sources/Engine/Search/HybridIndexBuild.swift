@@ -39,7 +39,7 @@ extension HybridIndex {
         }
         let H = max(1, min(n, Int((Double(n) * o.headFraction).rounded())))
         let C = max(1, min(H, o.coarseClusters > 0 ? o.coarseClusters : Int(Double(H).squareRoot().rounded())))
-        say("index: \(n) vectors of \(dim), \(H) heads under \(C) coarse clusters, \(o.metric), \(o.vectorType)")
+        say("index: \(n) vectors of \(dim), \(H) heads under \(C) coarse clusters, \(o.metric), \(o.payload)")
 
         // (1) coarse level
         let (coarseCent, coarseLabel) = try data.withUnsafeBufferPointer {
@@ -135,21 +135,70 @@ extension HybridIndex {
         try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
         var committed = false
         defer { if !committed { try? FileManager.default.removeItem(atPath: tmp) } }
+        // PQ payload: codebooks on a sample, codes for every vector, full vectors in vectors.bin
+        var pq: ProductQuantizer? = nil
+        var codes: [UInt8] = []
+        var pqM = 0
+        if o.payload == .pq8 {
+            pqM = o.pqSubquantizers > 0 ? o.pqSubquantizers : ([8, 4, 2, 1].first { dim % $0 == 0 }.map { dim / $0 } ?? dim)
+            try require(pqM > 0 && dim % pqM == 0, "PQ sub-quantizers (\(pqM)) must divide dim \(dim)")
+            try require(n >= 256, "PQ payloads need at least 256 vectors to train, got \(n)")
+            let sampleN = min(n, 20_000)
+            var rng = SeededRandom(seed: o.seed &+ 77)
+            var sample = [Float](repeating: 0, count: sampleN * dim)
+            for r in 0..<sampleN { let i = sampleN == n ? r : Int(rng.next() % UInt64(n)); for j in 0..<dim { sample[r * dim + j] = data[i * dim + j] } }
+            let trained = try sample.withUnsafeBufferPointer { try ProductQuantizer(training: $0, dim: dim, subquantizers: pqM, bits: 8, iterations: 10, seed: o.seed) }
+            pq = trained
+            say("index: PQ codebooks (\(pqM) x 256) trained (\(elapsed()))")
+            codes = [UInt8](repeating: 0, count: n * pqM)
+            let parts = max(1, kernels.threads)
+            let ranges = Threads.ranges(n, parts: parts)
+            try data.withUnsafeBufferPointer { dp in try codes.withUnsafeMutableBufferPointer { cp in
+                var failed: Error?
+                Threads.parallelFor(parts, threads: parts) { t in
+                    let r = ranges[t]
+                    if r.isEmpty { return }
+                    do {
+                        let c = try trained.encode(UnsafeBufferPointer(rebasing: dp[(r.lowerBound * dim)..<(r.upperBound * dim)]), kernels: kernels)
+                        for i in 0..<c.count { cp[r.lowerBound * pqM + i] = c[i] }
+                    } catch { failed = error }
+                }
+                if let failed { throw failed }
+            } }
+            say("index: \(n) vectors encoded (\(elapsed()))")
+            let vw = try AtomicFileWriter(path: tmp + "/vectors.bin")
+            var chunkBuf: [UInt8] = []
+            for i in 0..<n {
+                let start = chunkBuf.count
+                for j in 0..<dim { withUnsafeBytes(of: data[i * dim + j].bitPattern.littleEndian) { chunkBuf.append(contentsOf: $0) } }
+                let crc = chunkBuf.withUnsafeBytes { kernels.crc32c(UnsafeRawBufferPointer(rebasing: $0[start...])) }
+                withUnsafeBytes(of: crc.littleEndian) { chunkBuf.append(contentsOf: $0) }
+                if chunkBuf.count > 1 << 22 { try vw.write(chunkBuf); chunkBuf.removeAll(keepingCapacity: true) }
+            }
+            try vw.write(chunkBuf)
+            try vw.commit()
+        }
         let pw = try AtomicFileWriter(path: tmp + "/postings.bin")
         var offsets: [UInt64] = [], bytes: [UInt32] = [], counts: [UInt32] = [], crcs: [UInt32] = []
         var pos = 0
-        let tb = o.vectorType.bytes
+        let eb = HybridIndex.entryBytes(o.payload, dim: dim, m: pqM)
         for h in 0..<heads {
             let l = lists[h]
-            var b = [UInt8](repeating: 0, count: l.count * (8 + dim * tb))
+            var b = [UInt8](repeating: 0, count: l.count * eb)
             b.withUnsafeMutableBytes { r in
                 for (t, e) in l.enumerated() {
                     r.storeBytes(of: (ids?[e.vec] ?? UInt64(e.vec)).littleEndian, toByteOffset: 8 * t, as: UInt64.self)
-                    let base = 8 * l.count + t * dim * tb
-                    for j in 0..<dim {
-                        let v = data[e.vec * dim + j]
-                        if tb == 4 { r.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: base + 4 * j, as: UInt32.self) }
-                        else { r.storeBytes(of: Float16(v).bitPattern.littleEndian, toByteOffset: base + 2 * j, as: UInt16.self) }
+                    switch o.payload {
+                    case .f32:
+                        let base = 8 * l.count + t * dim * 4
+                        for j in 0..<dim { r.storeBytes(of: data[e.vec * dim + j].bitPattern.littleEndian, toByteOffset: base + 4 * j, as: UInt32.self) }
+                    case .f16:
+                        let base = 8 * l.count + t * dim * 2
+                        for j in 0..<dim { r.storeBytes(of: Float16(data[e.vec * dim + j]).bitPattern.littleEndian, toByteOffset: base + 2 * j, as: UInt16.self) }
+                    case .pq8:
+                        r.storeBytes(of: UInt32(e.vec).littleEndian, toByteOffset: 8 * l.count + 4 * t, as: UInt32.self)
+                        let base = 12 * l.count + t * pqM
+                        for j in 0..<pqM { r.storeBytes(of: codes[e.vec * pqM + j], toByteOffset: base + j, as: UInt8.self) }
                     }
                 }
             }
@@ -164,12 +213,13 @@ extension HybridIndex {
         var hb = magic
         func u32(_ v: Int) { withUnsafeBytes(of: UInt32(v).littleEndian) { hb.append(contentsOf: $0) } }
         func u64(_ v: Int) { withUnsafeBytes(of: UInt64(v).littleEndian) { hb.append(contentsOf: $0) } }
-        u32(Int(version)); u32(dim); u32([Metric.l2, .innerProduct, .cosine].firstIndex(of: o.metric)!); u32(o.vectorType == .f32 ? 0 : 1)
+        u32(Int(version)); u32(dim); u32([Metric.l2, .innerProduct, .cosine].firstIndex(of: o.metric)!); u32(o.payload.code)
         u64(n); u32(heads); u32(C); u64(pos); u64(entries); u32(o.maxReplicas); u32(Int(o.replicaEpsilon.bitPattern))
         for v in coarseCent { u32(Int(v.bitPattern)) }
         for s in coarseStart { u32(Int(s)) }
         for v in headCent { u32(Int(v.bitPattern)) }
         for h in 0..<heads { u64(Int(offsets[h])); u32(Int(bytes[h])); u32(Int(counts[h])); u32(Int(crcs[h])); u32(0) }
+        if let pq { u32(pqM); for v in pq.centroids { u32(Int(v.bitPattern)) } }
         let crc = hb.withUnsafeBytes { kernels.crc32c($0) }
         u32(Int(crc))
         let hw = try AtomicFileWriter(path: tmp + "/heads.bin")
