@@ -717,6 +717,7 @@ struct IndexBuild: ParsableCommand {
     @Option(name: .customLong("head-fraction"), help: "Heads (posting lists) per vector.") var headFraction = 0.1
     @Option(help: "Most lists per vector (RNG rule).") var replicas = 8
     @Option(name: .customLong("replica-epsilon"), help: "Replica closure: d(x,head) <= (1+eps) d(x,nearest head), squared L2.") var replicaEpsilon: Float = 1.0
+    @Option(name: .customLong("rng-factor"), help: "RNG rule relaxation (reject head h if f x d(h,g) < d(x,h)); default 2.") var rngFactor: Float = 2.0
     @Option(name: .customLong("posting-cap"), help: "Longest posting list (0: 4x the mean).") var postingCap = 0
     @Option(help: "Posting payload: f32, f16 (vectors) or pq8 (8-bit PQ codes, re-ranked from full vectors in vectors.bin).") var payload: PostingPayload = .f32
 
@@ -725,7 +726,7 @@ struct IndexBuild: ParsableCommand {
         let (v, d) = try VectorFile.read(path: input)
         var o = HybridIndexOptions()
         o.metric = metric; o.headFraction = headFraction; o.maxReplicas = replicas; o.replicaEpsilon = replicaEpsilon
-        o.postingCap = postingCap; o.payload = payload
+        o.postingCap = postingCap; o.payload = payload; o.rngFactor = rngFactor
         o.progress = { FileHandleErr.write($0 + "\n") }
         let t = DispatchTime.now().uptimeNanoseconds
         let idx = try HybridIndex.build(vectors: v, dim: d, directory: output, options: o, kernels: Kernels.selected())
@@ -798,6 +799,7 @@ struct BenchANN: ParsableCommand {
     @Option(help: "Queries to run (0: all).") var limit = 0
     @Option(help: "Posting-list reads: mapped (mmap + madvise, default) or pread.") var io: IndexIO = .mapped
     @Option(help: "PQ indexes: candidates re-ranked with full vectors.") var rerank = 100
+    @Option(name: .customLong("coarse-probe"), help: "Coarse clusters whose heads are ranked (0: max(4, nprobe/4)).") var coarseProbe = 0
 
     func run() throws {
         #if DEBUG
@@ -823,6 +825,7 @@ struct BenchANN: ParsableCommand {
                     do {
                         var sp = HybridSearchParameters(nprobe: np)
                         sp.rerank = rerank
+                        sp.coarseProbe = coarseProbe
                         let r = try idx.search(Array(q[(i * d)..<((i + 1) * d)]), k: 10, parameters: sp)
                         res.lat[i] = Double(DispatchTime.now().uptimeNanoseconds - s) * 1e-6
                         let truth = Set(g[(i * gk)..<(i * gk + min(10, gk))].map { UInt64($0) })

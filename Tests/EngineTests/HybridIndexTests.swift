@@ -182,7 +182,7 @@ extension HybridIndexTests {
         let keep = (0..<(n + n / 10)).filter { !gone.contains(UInt64($0)) }
         var final: [Float] = []
         for i in keep { final += all[(i * d)..<((i + 1) * d)] }
-        let queries = Self.clustered(n: 200, dim: d, clusters: 60, seed: 6).map { $0 + 0.1 }
+        let queries = Self.clustered(n: 600, dim: d, clusters: 60, seed: 6).map { $0 + 0.1 }
         let gtRows = try BruteForce.search(base: final, queries: queries, dim: d, k: 10, metric: .l2)
         let gt = gtRows.map { Int32(keep[Int($0)]) } // row -> original id
         let rebuilt = try HybridIndex.build(vectors: final, dim: d, ids: keep.map { UInt64($0) }, directory: ref, kernels: k)

@@ -15,6 +15,10 @@ public struct HybridIndexOptions: Sendable {
     /// A vector is considered for a head only if d(x, head) <= (1 + replicaEpsilon) d(x, nearest
     /// head) (squared L2). Default 1.0.
     public var replicaEpsilon: Float = 1.0
+    /// RNG rule relaxation: a candidate head h is rejected if rngFactor x d(h, g) < d(x, h) for an
+    /// accepted head g (squared L2). 1 is the plain rule; heads here are centroids, which sit
+    /// closer to each other than data points do, so larger values keep more replicas.
+    public var rngFactor: Float = 2.0
     /// Longest posting list; replicas farthest from the head are dropped first (a vector's nearest
     /// head always keeps it). 0: automatic, 4x the mean list length (at least 64).
     public var postingCap: Int = 0
@@ -123,6 +127,7 @@ public final class HybridIndex: @unchecked Sendable {
     /// Replication settings of the build, reused when inserting.
     let maxReplicas: Int
     let replicaEpsilon: Float
+    let rngFactor: Float
     /// Inserts, deletes and their log (`delta.log`); nil when opened read-only without a log.
     let delta: DeltaLayer
     public let writable: Bool
@@ -158,7 +163,8 @@ public final class HybridIndex: @unchecked Sendable {
         }
         metric = m; payload = pl
         count = u64(24); heads = u32(32); coarse = u32(36); postingsSize = u64(40); entries = u64(48)
-        maxReplicas = max(1, min(8, u32(56)))
+        maxReplicas = max(1, min(8, u32(56) & 0xFFFF))
+        rngFactor = u32(56) >> 16 == 0 ? 1 : Float(u32(56) >> 16) / 256
         replicaEpsilon = Float(bitPattern: UInt32(u32(60)))
         guard dim > 0, heads > 0, coarse > 0, coarse <= heads else { throw fail("inconsistent header (dim \(dim), heads \(heads), coarse \(coarse))") }
         let tableEnd = Self.headerBytes + 4 * coarse * dim + 4 * (coarse + 1) + 4 * heads * dim + Self.entryBytes * heads
@@ -470,7 +476,7 @@ public final class HybridIndex: @unchecked Sendable {
                 headCentroids.withUnsafeBufferPointer { hp in pair.withUnsafeMutableBufferPointer { pp in
                     kernels.distancesUnchecked(.l2, query: hp.baseAddress! + h * dim, rows: UnsafeRawPointer(hp.baseAddress! + g * dim), type: .f32, count: 1, dim: dim, stride: dim, into: pp.baseAddress!)
                 } }
-                if pair[0] < dxc { ok = false; break }
+                if rngFactor * pair[0] < dxc { ok = false; break }
             }
             if ok { out.append(h) }
         }

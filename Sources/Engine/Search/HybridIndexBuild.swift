@@ -22,6 +22,7 @@ extension HybridIndex {
         try require(o.headFraction > 0 && o.headFraction <= 1, "headFraction must be in (0, 1], got \(o.headFraction)")
         try require((1...8).contains(o.maxReplicas), "maxReplicas must be in 1...8, got \(o.maxReplicas)")
         try require(o.replicaEpsilon >= 0 && o.replicaEpsilon.isFinite, "replicaEpsilon must be >= 0")
+        try require(o.rngFactor >= 1 && o.rngFactor < 255, "rngFactor must be in [1, 255), got \(o.rngFactor)")
         try input.withUnsafeBufferPointer { try requireFinite($0, "vectors") }
         let say = o.progress ?? { _ in }
         let start = DispatchTime.now().uptimeNanoseconds
@@ -104,7 +105,7 @@ extension HybridIndex {
                             for t in 0..<taken {
                                 let g = Int(ap[i * R + t])
                                 pair.withUnsafeMutableBufferPointer { kernels.distancesUnchecked(.l2, query: hp.baseAddress! + h * dim, rows: UnsafeRawPointer(hp.baseAddress! + g * dim), type: .f32, count: 1, dim: dim, stride: dim, into: $0.baseAddress!) }
-                                if pair[0] < dxc { ok = false; break }
+                                if o.rngFactor * pair[0] < dxc { ok = false; break }
                             }
                             if ok { ap[i * R + taken] = Int32(h); ad[i * R + taken] = dxc; taken += 1 }
                         }
@@ -214,7 +215,7 @@ extension HybridIndex {
         func u32(_ v: Int) { withUnsafeBytes(of: UInt32(v).littleEndian) { hb.append(contentsOf: $0) } }
         func u64(_ v: Int) { withUnsafeBytes(of: UInt64(v).littleEndian) { hb.append(contentsOf: $0) } }
         u32(Int(version)); u32(dim); u32([Metric.l2, .innerProduct, .cosine].firstIndex(of: o.metric)!); u32(o.payload.code)
-        u64(n); u32(heads); u32(C); u64(pos); u64(entries); u32(o.maxReplicas); u32(Int(o.replicaEpsilon.bitPattern))
+        u64(n); u32(heads); u32(C); u64(pos); u64(entries); u32(o.maxReplicas | Int((o.rngFactor * 256).rounded()) << 16); u32(Int(o.replicaEpsilon.bitPattern))
         for v in coarseCent { u32(Int(v.bitPattern)) }
         for s in coarseStart { u32(Int(s)) }
         for v in headCent { u32(Int(v.bitPattern)) }
