@@ -800,6 +800,7 @@ struct BenchANN: ParsableCommand {
     @Option(help: "Posting-list reads: mapped (mmap + madvise, default) or pread.") var io: IndexIO = .mapped
     @Option(help: "PQ indexes: candidates re-ranked with full vectors.") var rerank = 100
     @Option(name: .customLong("coarse-probe"), help: "Coarse clusters whose heads are ranked (0: max(4, nprobe/4)).") var coarseProbe = 0
+    @Flag(name: .customLong("no-warmup"), help: "Skip the untimed pass over the queries at the largest nprobe (which verifies list checksums once and warms the page cache, as a running server would be).") var noWarmup = false
 
     func run() throws {
         #if DEBUG
@@ -812,6 +813,9 @@ struct BenchANN: ParsableCommand {
         let m = limit > 0 ? min(limit, q.count / d) : q.count / d
         try require(g.count / gk >= m, "ground truth has \(g.count / gk) rows for \(m) queries")
         print("index: \(IndexStats.describe(idx).replacingOccurrences(of: "\n", with: "; "))")
+        if !noWarmup, let most = nprobe.split(separator: ",").compactMap({ Int($0) }).max() {
+            for i in 0..<m { _ = try idx.search(Array(q[(i * d)..<((i + 1) * d)]), k: 10, parameters: HybridSearchParameters(nprobe: most)) }
+        }
         print("| nprobe | recall@1 | recall@10 | QPS (\(threads) thr) | mean ms | p99 ms | lists/query | KiB read/query |")
         print("|---|---|---|---|---|---|---|---|")
         for np in nprobe.split(separator: ",").compactMap({ Int($0) }) {
