@@ -86,18 +86,18 @@ extension HybridIndex {
                     for i in (ch * chunk)..<min(n, (ch + 1) * chunk) {
                         let x = dp.baseAddress! + i * dim
                         cd.withUnsafeMutableBufferPointer { kernels.distancesUnchecked(.l2, query: x, rows: UnsafeRawPointer(cp.baseAddress!), type: .f32, count: C, dim: dim, stride: dim, into: $0.baseAddress!) }
-                        var cand: [(Float, Int)] = []
+                        var sel = TopK(k: candidates)
                         for c in smallest(cd, probe) {
                             let a = Int(coarseStart[c]), b = Int(coarseStart[c + 1])
                             if b == a { continue }
                             hd.withUnsafeMutableBufferPointer { kernels.distancesUnchecked(.l2, query: x, rows: UnsafeRawPointer(hp.baseAddress! + a * dim), type: .f32, count: b - a, dim: dim, stride: dim, into: $0.baseAddress!) }
-                            for t in 0..<(b - a) { cand.append((hd[t], a + t)) }
+                            for t in 0..<(b - a) where sel.accepts(hd[t]) { sel.push(hd[t], UInt64(a + t)) }
                         }
-                        cand.sort { $0.0 < $1.0 }
+                        let cand = sel.sorted().map { ($0.distance, Int($0.id)) }
                         if cand.isEmpty { failed = true; continue }
                         var taken = 0
                         let limit = (1 + o.replicaEpsilon) * cand[0].0
-                        for (dxc, h) in cand.prefix(candidates) {
+                        for (dxc, h) in cand {
                             if taken == R { break }
                             if taken > 0 && dxc > limit { break }
                             // RNG rule: reject h if an accepted head is closer to h than x is.
