@@ -25,25 +25,24 @@ extension Kernels {
     /// Distances of `query` (dim values) to the rows of `data` (n x dim f32, row-major).
     public func distances(_ metric: Metric, query: UnsafeBufferPointer<Float>, data: UnsafeBufferPointer<Float>,
                           into out: UnsafeMutableBufferPointer<Float>) throws {
-        let d = query.count
-        try require(d > 0 && data.count % d == 0, "data has \(data.count) values, not a multiple of the query's \(d)")
-        let n = data.count / d
-        try require(out.count >= n, "out holds \(out.count) values, expected \(n)")
-        if n == 0 { return }
-        distancesUnchecked(metric, query: query.baseAddress!, rows: UnsafeRawPointer(data.baseAddress!), type: .f32,
-                           count: n, dim: d, stride: d, into: out.baseAddress!)
+        try checkedDistances(metric, query: query, rows: UnsafeRawBufferPointer(data), count: data.count, type: .f32, into: out)
     }
 
     /// Distances to rows of IEEE half floats (bit patterns), n x dim.
     public func distances(_ metric: Metric, query: UnsafeBufferPointer<Float>, f16 data: UnsafeBufferPointer<UInt16>,
                           into out: UnsafeMutableBufferPointer<Float>) throws {
+        try checkedDistances(metric, query: query, rows: UnsafeRawBufferPointer(data), count: data.count, type: .f16, into: out)
+    }
+
+    /// Size checks shared by the public entry points; `count` is the number of row elements.
+    private func checkedDistances(_ metric: Metric, query: UnsafeBufferPointer<Float>, rows: UnsafeRawBufferPointer, count: Int,
+                                  type: VectorType, into out: UnsafeMutableBufferPointer<Float>) throws {
         let d = query.count
-        try require(d > 0 && data.count % d == 0, "data has \(data.count) values, not a multiple of the query's \(d)")
-        let n = data.count / d
+        try require(d > 0 && count % d == 0, "data has \(count) values, not a multiple of the query's \(d)")
+        let n = count / d
         try require(out.count >= n, "out holds \(out.count) values, expected \(n)")
         if n == 0 { return }
-        distancesUnchecked(metric, query: query.baseAddress!, rows: UnsafeRawPointer(data.baseAddress!), type: .f16,
-                           count: n, dim: d, stride: d, into: out.baseAddress!)
+        distancesUnchecked(metric, query: query.baseAddress!, rows: rows.baseAddress!, type: type, count: n, dim: d, stride: d, into: out.baseAddress!)
     }
 
     /// CRC-32C (Castagnoli) of `bytes`, continuing from `crc` (0 for a fresh checksum).

@@ -383,13 +383,7 @@ public final class HybridIndex: @unchecked Sendable {
                 try check(vm + row * rb)
             } else {
                 try buf.withUnsafeMutableBytes { b in
-                    var done = 0
-                    while done < rb {
-                        let r = pread(vectorsFD, b.baseAddress! + done, rb - done, off_t(row * rb + done))
-                        if r < 0 { if errno == EINTR { continue }; throw EngineError.io("\(directory)/vectors.bin: read failed") }
-                        if r == 0 { throw EngineError.invalidFile("\(directory)/vectors.bin: unexpected end of file") }
-                        done += r
-                    }
+                    try readFully(b.baseAddress!, rb, offset: row * rb, fd: vectorsFD, file: "vectors.bin")
                     try check(UnsafeRawPointer(b.baseAddress!))
                 }
             }
@@ -448,63 +442,23 @@ public final class HybridIndex: @unchecked Sendable {
 
     func placeDelete(_ id: UInt64) { delta.mutate { s in s.remove(id); s.tombstones.insert(id) } }
 
-    /// Heads for a new vector: as at build time, the RNG rule among the nearest candidates.
+    /// Heads for a new vector: the build's candidate search and RNG rule.
     func replicaHeads(_ x: [Float]) -> [Int] {
-        // rank by squared L2 regardless of the metric (build geometry)
-        var cd = [Float](repeating: 0, count: coarse)
-        x.withUnsafeBufferPointer { qp in coarseCentroids.withUnsafeBytes { cb in cd.withUnsafeMutableBufferPointer { dp in
-            kernels.distancesUnchecked(.l2, query: qp.baseAddress!, rows: cb.baseAddress!, type: .f32, count: coarse, dim: dim, stride: dim, into: dp.baseAddress!)
+        x.withUnsafeBufferPointer { xp in coarseCentroids.withUnsafeBufferPointer { cp in headCentroids.withUnsafeBufferPointer { hp in
+            let nav = Navigation(coarse: cp.baseAddress!, coarseCount: coarse, coarseStart: coarseStart, heads: hp.baseAddress!, dim: dim, kernels: kernels)
+            let cand = nav.nearestHeads(xp.baseAddress!, metric: .l2, probe: Navigation.buildProbe(coarse: coarse, heads: heads), k: Navigation.buildCandidates)
+            let r = nav.rngSelect(cand, maxReplicas: maxReplicas, epsilon: replicaEpsilon, rngFactor: rngFactor).map(\.head)
+            return r.isEmpty ? [0] : r
         } } }
-        var sel = TopK(k: 32)
-        var hd = [Float](repeating: 0, count: heads)
-        for c in smallest(cd, min(coarse, 4)) {
-            let a = Int(coarseStart[c]), b = Int(coarseStart[c + 1])
-            if b == a { continue }
-            x.withUnsafeBufferPointer { qp in headCentroids.withUnsafeBytes { hb in hd.withUnsafeMutableBufferPointer { dp in
-                kernels.distancesUnchecked(.l2, query: qp.baseAddress!, rows: hb.baseAddress! + 4 * a * dim, type: .f32, count: b - a, dim: dim, stride: dim, into: dp.baseAddress!)
-            } } }
-            for i in 0..<(b - a) where sel.accepts(hd[i]) { sel.push(hd[i], UInt64(a + i)) }
-        }
-        let cand = sel.sorted().map { ($0.distance, Int($0.id)) }
-        guard let first = cand.first else { return [0] }
-        var out: [Int] = []
-        var pair = [Float](repeating: 0, count: 1)
-        for (dxc, h) in cand {
-            if out.count == maxReplicas || (!out.isEmpty && dxc > (1 + replicaEpsilon) * first.0) { break }
-            var ok = true
-            for g in out {
-                headCentroids.withUnsafeBufferPointer { hp in pair.withUnsafeMutableBufferPointer { pp in
-                    kernels.distancesUnchecked(.l2, query: hp.baseAddress! + h * dim, rows: UnsafeRawPointer(hp.baseAddress! + g * dim), type: .f32, count: 1, dim: dim, stride: dim, into: pp.baseAddress!)
-                } }
-                if rngFactor * pair[0] < dxc { ok = false; break }
-            }
-            if ok { out.append(h) }
-        }
-        return out
     }
 
     /// Heads to read for q: nearest coarse clusters, then their heads ranked, pruned, cut at nprobe.
     func rankHeads(_ q: [Float], _ p: HybridSearchParameters) -> [Int] {
-        let cp = min(coarse, p.coarseProbe > 0 ? p.coarseProbe : max(4, p.nprobe / 4))
-        var cd = [Float](repeating: 0, count: coarse)
-        q.withUnsafeBufferPointer { qp in coarseCentroids.withUnsafeBytes { cb in cd.withUnsafeMutableBufferPointer { dp in
-            kernels.distancesUnchecked(metric, query: qp.baseAddress!, rows: cb.baseAddress!, type: .f32, count: coarse, dim: dim, stride: dim, into: dp.baseAddress!)
+        let cp0 = min(coarse, p.coarseProbe > 0 ? p.coarseProbe : max(4, p.nprobe / 4))
+        let cand = q.withUnsafeBufferPointer { qp in coarseCentroids.withUnsafeBufferPointer { cp in headCentroids.withUnsafeBufferPointer { hp in
+            Navigation(coarse: cp.baseAddress!, coarseCount: coarse, coarseStart: coarseStart, heads: hp.baseAddress!, dim: dim, kernels: kernels)
+                .nearestHeads(qp.baseAddress!, metric: metric, probe: cp0, k: p.nprobe)
         } } }
-        let chosen = smallest(cd, cp)
-        // bounded selection of the nprobe nearest heads (a full sort of every candidate cost
-        // ~40% of a query at 100k heads)
-        var sel = TopK(k: p.nprobe)
-        var hd = [Float]()
-        for c in chosen {
-            let a = Int(coarseStart[c]), b = Int(coarseStart[c + 1])
-            if b == a { continue }
-            if hd.count < b - a { hd = [Float](repeating: 0, count: b - a) }
-            q.withUnsafeBufferPointer { qp in headCentroids.withUnsafeBytes { hb in hd.withUnsafeMutableBufferPointer { dp in
-                kernels.distancesUnchecked(metric, query: qp.baseAddress!, rows: hb.baseAddress! + 4 * a * dim, type: .f32, count: b - a, dim: dim, stride: dim, into: dp.baseAddress!)
-            } } }
-            for i in 0..<(b - a) where sel.accepts(hd[i]) { sel.push(hd[i], UInt64(a + i)) }
-        }
-        let cand = sel.sorted()
         if let eps = p.pruneEpsilon, metric != .innerProduct, let best = cand.first?.distance {
             // cosine distances are -cos; 2 - 2cos is the squared L2 of unit vectors
             func sq(_ d: Float) -> Float { metric == .cosine ? 2 + 2 * d : d }
@@ -514,17 +468,63 @@ public final class HybridIndex: @unchecked Sendable {
         return cand.map { Int($0.id) }
     }
 
-    func readFully(_ dst: UnsafeMutableRawPointer, _ n: Int, offset: Int) throws {
+    func readFully(_ dst: UnsafeMutableRawPointer, _ n: Int, offset: Int, fd: Int32? = nil, file: String = "postings.bin") throws {
         var done = 0
         while done < n {
-            let r = pread(postingsFD, dst + done, n - done, off_t(offset + done))
+            let r = pread(fd ?? postingsFD, dst + done, n - done, off_t(offset + done))
             if r < 0 {
                 if errno == EINTR { continue }
-                throw EngineError.io("\(directory)/postings.bin: read failed: \(String(cString: strerror(errno)))")
+                throw EngineError.io("\(directory)/\(file): read failed: \(String(cString: strerror(errno)))")
             }
-            if r == 0 { throw EngineError.invalidFile("\(directory)/postings.bin: unexpected end of file (truncated)") }
+            if r == 0 { throw EngineError.invalidFile("\(directory)/\(file): unexpected end of file (truncated)") }
             done += r
         }
+    }
+}
+
+/// The navigation structure over head centroids (coarse centroids and their head ranges), shared
+/// by build-time replica assignment, inserts and search.
+struct Navigation {
+    let coarse: UnsafePointer<Float>, coarseCount: Int, coarseStart: [UInt32], heads: UnsafePointer<Float>, dim: Int, kernels: Kernels
+    /// Candidate heads a vector is placed among (build and inserts).
+    static let buildCandidates = 32
+    /// Coarse clusters probed when placing a vector: at least 4, more when clusters hold few heads.
+    static func buildProbe(coarse: Int, heads: Int) -> Int { min(coarse, max(4, 64 / max(1, heads / coarse))) }
+
+    /// The k nearest heads of x (metric distances) among the heads of its `probe` nearest coarse
+    /// clusters, nearest first (bounded-heap selection: a full sort cost ~40% of a query at 100k heads).
+    func nearestHeads(_ x: UnsafePointer<Float>, metric: Metric, probe: Int, k: Int) -> [SearchHit] {
+        var cd = [Float](repeating: 0, count: coarseCount)
+        cd.withUnsafeMutableBufferPointer { kernels.distancesUnchecked(metric, query: x, rows: UnsafeRawPointer(coarse), type: .f32, count: coarseCount, dim: dim, stride: dim, into: $0.baseAddress!) }
+        var sel = TopK(k: k)
+        var hd = [Float]()
+        for c in smallest(cd, probe) {
+            let a = Int(coarseStart[c]), b = Int(coarseStart[c + 1])
+            if b == a { continue }
+            if hd.count < b - a { hd = [Float](repeating: 0, count: b - a) }
+            hd.withUnsafeMutableBufferPointer { kernels.distancesUnchecked(metric, query: x, rows: UnsafeRawPointer(heads + a * dim), type: .f32, count: b - a, dim: dim, stride: dim, into: $0.baseAddress!) }
+            for i in 0..<(b - a) where sel.accepts(hd[i]) { sel.push(hd[i], UInt64(a + i)) }
+        }
+        return sel.sorted()
+    }
+
+    /// RNG rule over candidates (squared L2, nearest first): take h unless an accepted head g has
+    /// rngFactor x d(h, g) < d(x, h); only heads within (1 + epsilon) of the nearest; at most maxReplicas.
+    func rngSelect(_ cand: [SearchHit], maxReplicas: Int, epsilon: Float, rngFactor: Float) -> [(head: Int, dist: Float)] {
+        guard let first = cand.first else { return [] }
+        var out: [(head: Int, dist: Float)] = []
+        var pair: Float = 0
+        for c in cand {
+            if out.count == maxReplicas || (!out.isEmpty && c.distance > (1 + epsilon) * first.distance) { break }
+            let h = Int(c.id)
+            var ok = true
+            for g in out {
+                kernels.distancesUnchecked(.l2, query: heads + h * dim, rows: UnsafeRawPointer(heads + g.head * dim), type: .f32, count: 1, dim: dim, stride: dim, into: &pair)
+                if rngFactor * pair < c.distance { ok = false; break }
+            }
+            if ok { out.append((h, c.distance)) }
+        }
+        return out
     }
 }
 

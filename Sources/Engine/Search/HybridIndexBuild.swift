@@ -73,42 +73,21 @@ extension HybridIndex {
 
         // (3) RNG-rule replication. Candidates: heads of the vector's 4 nearest coarse clusters
         // (8 for tiny indexes), the 32 nearest of them by squared L2.
-        let R = o.maxReplicas, probe = min(C, max(4, 64 / max(1, heads / C))), candidates = 32
+        let R = o.maxReplicas, probe = Navigation.buildProbe(coarse: C, heads: heads)
         var assign = [Int32](repeating: -1, count: n * R), adist = [Float](repeating: 0, count: n * R)
         let threads = max(1, kernels.threads)
         let chunk = 1024
         let chunks = (n + chunk - 1) / chunk
         try data.withUnsafeBufferPointer { dp in try coarseCent.withUnsafeBufferPointer { cp in try headCent.withUnsafeBufferPointer { hp in
             try assign.withUnsafeMutableBufferPointer { ap in try adist.withUnsafeMutableBufferPointer { ad in
+                let nav = Navigation(coarse: cp.baseAddress!, coarseCount: C, coarseStart: coarseStart, heads: hp.baseAddress!, dim: dim, kernels: kernels)
                 var failed = false
                 Threads.parallelFor(chunks, threads: threads) { ch in
-                    var cd = [Float](repeating: 0, count: C), hd = [Float](repeating: 0, count: heads), pair = [Float](repeating: 0, count: 1)
                     for i in (ch * chunk)..<min(n, (ch + 1) * chunk) {
-                        let x = dp.baseAddress! + i * dim
-                        cd.withUnsafeMutableBufferPointer { kernels.distancesUnchecked(.l2, query: x, rows: UnsafeRawPointer(cp.baseAddress!), type: .f32, count: C, dim: dim, stride: dim, into: $0.baseAddress!) }
-                        var sel = TopK(k: candidates)
-                        for c in smallest(cd, probe) {
-                            let a = Int(coarseStart[c]), b = Int(coarseStart[c + 1])
-                            if b == a { continue }
-                            hd.withUnsafeMutableBufferPointer { kernels.distancesUnchecked(.l2, query: x, rows: UnsafeRawPointer(hp.baseAddress! + a * dim), type: .f32, count: b - a, dim: dim, stride: dim, into: $0.baseAddress!) }
-                            for t in 0..<(b - a) where sel.accepts(hd[t]) { sel.push(hd[t], UInt64(a + t)) }
-                        }
-                        let cand = sel.sorted().map { ($0.distance, Int($0.id)) }
-                        if cand.isEmpty { failed = true; continue }
-                        var taken = 0
-                        let limit = (1 + o.replicaEpsilon) * cand[0].0
-                        for (dxc, h) in cand {
-                            if taken == R { break }
-                            if taken > 0 && dxc > limit { break }
-                            // RNG rule: reject h if an accepted head is closer to h than x is.
-                            var ok = true
-                            for t in 0..<taken {
-                                let g = Int(ap[i * R + t])
-                                pair.withUnsafeMutableBufferPointer { kernels.distancesUnchecked(.l2, query: hp.baseAddress! + h * dim, rows: UnsafeRawPointer(hp.baseAddress! + g * dim), type: .f32, count: 1, dim: dim, stride: dim, into: $0.baseAddress!) }
-                                if o.rngFactor * pair[0] < dxc { ok = false; break }
-                            }
-                            if ok { ap[i * R + taken] = Int32(h); ad[i * R + taken] = dxc; taken += 1 }
-                        }
+                        let cand = nav.nearestHeads(dp.baseAddress! + i * dim, metric: .l2, probe: probe, k: Navigation.buildCandidates)
+                        let chosen = nav.rngSelect(cand, maxReplicas: R, epsilon: o.replicaEpsilon, rngFactor: o.rngFactor)
+                        if chosen.isEmpty { failed = true; continue }
+                        for (t, c) in chosen.enumerated() { ap[i * R + t] = Int32(c.head); ad[i * R + t] = c.dist }
                     }
                 }
                 if failed { throw EngineError.invalidArgument("a vector found no candidate head (internal error)") }
