@@ -426,6 +426,12 @@ func isDirectory(_ path: String) -> Bool {
 }
 
 /// Peak resident memory of this process so far, in MiB.
+/// Resident set size now (from /proc/self/statm; 0 where unavailable).
+func currentRSSMiB() -> Double {
+    guard let s = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8), let pages = s.split(separator: " ").dropFirst().first.flatMap({ Double($0) }) else { return 0 }
+    return pages * Double(sysconf(Int32(_SC_PAGESIZE))) / 1048576
+}
+
 func peakRSSMiB() -> Double {
     var u = rusage()
     getrusage(RUSAGE_SELF.rawValue, &u)
@@ -723,13 +729,13 @@ struct IndexBuild: ParsableCommand {
 
     func run() throws {
         configureThreads()
-        let (v, d) = try VectorFile.read(path: input)
+        let src = try VectorFile.source(path: input)
         var o = HybridIndexOptions()
         o.metric = metric; o.headFraction = headFraction; o.maxReplicas = replicas; o.replicaEpsilon = replicaEpsilon
         o.postingCap = postingCap; o.payload = payload; o.rngFactor = rngFactor
-        o.progress = { FileHandleErr.write($0 + "\n") }
+        o.progress = { FileHandleErr.write($0 + " [RSS \(Int(currentRSSMiB())) MiB]\n") }
         let t = DispatchTime.now().uptimeNanoseconds
-        let idx = try HybridIndex.build(vectors: v, dim: d, directory: output, options: o, kernels: Kernels.selected())
+        let idx = try HybridIndex.build(source: src, directory: output, options: o, kernels: Kernels.selected())
         FileHandleErr.write("built in \(String(format: "%.1f", Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9)) s, peak memory \(Int(peakRSSMiB())) MiB\n")
         print(IndexStats.describe(idx))
     }

@@ -258,3 +258,54 @@ final class ResultsBox: @unchecked Sendable {
     func set(_ i: Int, _ v: [SearchHit]) { lock.lock(); r[i] = v; lock.unlock() }
     func get(_ i: Int) -> [SearchHit] { lock.lock(); defer { lock.unlock() }; return r[i] }
 }
+
+extension HybridIndexTests {
+    /// Builds stream their input: from .fvecs, .npy and .bvecs files the index is byte-identical
+    /// to the one built from the same values in memory (the build is seeded and reads the same
+    /// rows in the same order), with many blocks so that the spill and its per-cluster segments
+    /// are exercised; a truncated or mixed file is refused with the record named.
+    func testStreamedBuildFromFilesMatchesArrayBuild() throws {
+        let k = try Kernels.selected()
+        let (n, d) = (4000, 16)
+        // integer-valued so that .bvecs (uint8) holds exactly the same vectors
+        let base = Self.clustered(n: n, dim: d, clusters: 30, seed: 11).map { max(0, min(255, ($0 * 6 + 128).rounded())) + 0 } // + 0: no -0.0
+        let dir = tmpDir("stream"), files = tmpDir("stream-files")
+        try FileManager.default.createDirectory(atPath: files, withIntermediateDirectories: true)
+        defer { for p in [dir, files, dir + "-f"] { try? FileManager.default.removeItem(atPath: p) } }
+        var o = HybridIndexOptions(); o.blockRows = 333 // 13 blocks, the last one partial
+        let mem = try HybridIndex.build(vectors: base, dim: d, directory: dir, options: o, kernels: k)
+        let gt = try BruteForce.search(base: base, queries: Array(base[0..<(100 * d)]).map { $0 + 0.5 }, dim: d, k: 10, metric: .l2)
+        let r = try recall(mem, Array(base[0..<(100 * d)]).map { $0 + 0.5 }, gt, nprobe: 32)
+        XCTAssertGreaterThanOrEqual(r, 0.95, "blocked build recall") // as the single-block builds above
+        let heads0 = try Data(contentsOf: URL(fileURLWithPath: dir + "/heads.bin")), post0 = try Data(contentsOf: URL(fileURLWithPath: dir + "/postings.bin"))
+        try VectorFile.write(base, dim: d, to: files + "/b.fvecs")
+        try VectorFile.write(base, dim: d, to: files + "/b.npy")
+        var bv = Data()
+        for i in 0..<n { var dd = Int32(d).littleEndian; bv.append(Data(bytes: &dd, count: 4)); bv.append(contentsOf: base[(i * d)..<((i + 1) * d)].map { UInt8($0) }) }
+        try bv.write(to: URL(fileURLWithPath: files + "/b.bvecs"))
+        for name in ["b.fvecs", "b.npy", "b.bvecs"] {
+            let src = try VectorFile.source(path: files + "/" + name)
+            XCTAssertEqual(src.count, n); XCTAssertEqual(src.dim, d)
+            try HybridIndex.build(source: src, directory: dir + "-f", options: o, kernels: k)
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "-f/heads.bin")), heads0, name)
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "-f/postings.bin")), post0, name)
+        }
+        XCTAssertFalse(try FileManager.default.contentsOfDirectory(atPath: dir + "-f").contains { $0.contains("spill") }, "the spill is deleted")
+        // truncated files: refused on open
+        let fv = try Data(contentsOf: URL(fileURLWithPath: files + "/b.fvecs")), np = try Data(contentsOf: URL(fileURLWithPath: files + "/b.npy"))
+        try fv.prefix(fv.count - 3).write(to: URL(fileURLWithPath: files + "/t.fvecs"))
+        try np.prefix(np.count - 64).write(to: URL(fileURLWithPath: files + "/t.npy"))
+        assertThrowsEngineError(isInvalidFile) { _ = try VectorFile.source(path: files + "/t.fvecs") }
+        assertThrowsEngineError(isInvalidFile) { _ = try VectorFile.source(path: files + "/t.npy") }
+        // a record with another dimension (same size): refused when the build reaches it
+        var mixed = fv
+        let at = 1234 * (4 + 4 * d)
+        mixed[at] = UInt8(d + 1)
+        try mixed.write(to: URL(fileURLWithPath: files + "/m.fvecs"))
+        let before = try Data(contentsOf: URL(fileURLWithPath: dir + "-f/heads.bin"))
+        XCTAssertThrowsError(try HybridIndex.build(source: VectorFile.source(path: files + "/m.fvecs"), directory: dir + "-f", options: o, kernels: k)) {
+            XCTAssertTrue("\($0)".contains("record 1234"), "\($0)")
+        }
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "-f/heads.bin")), before, "a failed build leaves the previous index")
+    }
+}

@@ -23,6 +23,7 @@ func assertThrowsEngineError(_ kind: (EngineError) -> Bool, _ message: String = 
 
 func isInvalidArgument(_ e: EngineError) -> Bool { if case .invalidArgument = e { return true }; return false }
 func isNonFinite(_ e: EngineError) -> Bool { if case .nonFinite = e { return true }; return false }
+func isInvalidFile(_ e: EngineError) -> Bool { if case .invalidFile = e { return true }; return false }
 func isUnsupportedISA(_ e: EngineError) -> Bool { if case .unsupportedISA = e { return true }; return false }
 
 /// Path of the built `engine` executable next to the test bundle.

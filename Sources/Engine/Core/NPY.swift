@@ -1,3 +1,5 @@
+import Foundation
+
 /// NumPy .npy files (format 1.0), little-endian float32 / int32 / int64 / uint8 arrays.
 public enum NPY {
     /// Writes a C-order float32 array of `shape` atomically.
@@ -18,19 +20,31 @@ public enum NPY {
 
     /// Reads a C-order little-endian float32 array; returns values and shape.
     public static func readFloat32(path: String) throws -> (values: [Float], shape: [Int]) {
+        let (shape, start) = try float32Layout(path: path)
         let f = try MappedFile(path: path)
-        let head = try f.bytes(0, min(f.count, 10))
-        guard head.count == 10, head[0] == 0x93, Array(head[1..<6]) == Array("NUMPY".utf8) else {
+        let n = shape.reduce(1, *)
+        let data = try f.bytes(start, n * 4)
+        return (Array(data.bindMemory(to: Float.self)), shape)
+    }
+
+    /// Shape and data offset of a C-order little-endian float32 .npy file (header checked).
+    public static func float32Layout(path: String) throws -> (shape: [Int], dataOffset: Int) {
+        guard let h = FileHandle(forReadingAtPath: path) else { throw EngineError.io("cannot open \(path)") }
+        defer { try? h.close() }
+        let head = [UInt8](h.readData(ofLength: 12))
+        guard head.count >= 10, head[0] == 0x93, Array(head[1..<6]) == Array("NUMPY".utf8) else {
             throw EngineError.invalidFile("\(path): not a .npy file")
         }
-        let major = head[6]
         let hlen: Int, start: Int
-        if major == 1 { hlen = Int(head[8]) | Int(head[9]) << 8; start = 10 }
+        if head[6] == 1 { hlen = Int(head[8]) | Int(head[9]) << 8; start = 10 }
         else {
-            let h4 = try f.bytes(8, 4)
-            hlen = Int(h4[0]) | Int(h4[1]) << 8 | Int(h4[2]) << 16 | Int(h4[3]) << 24; start = 12
+            guard head.count == 12 else { throw EngineError.invalidFile("\(path): truncated .npy header") }
+            hlen = Int(head[8]) | Int(head[9]) << 8 | Int(head[10]) << 16 | Int(head[11]) << 24; start = 12
         }
-        let header = String(decoding: try f.bytes(start, hlen), as: UTF8.self)
+        try h.seek(toOffset: UInt64(start))
+        let hb = h.readData(ofLength: hlen)
+        guard hb.count == hlen else { throw EngineError.invalidFile("\(path): truncated .npy header") }
+        let header = String(decoding: hb, as: UTF8.self)
         guard header.contains("'descr': '<f4'") else { throw EngineError.unsupported("\(path): only little-endian float32 (<f4) .npy is supported; header \(header)") }
         guard header.contains("'fortran_order': False") else { throw EngineError.unsupported("\(path): Fortran-order arrays are not supported") }
         guard let open = header.range(of: "'shape': ("), let close = header[open.upperBound...].firstIndex(of: ")") else {
@@ -40,10 +54,6 @@ public enum NPY {
             guard let v = Int(s.trimmingCharacters(in: .whitespaces)), v >= 0 else { throw EngineError.invalidFile("\(path): bad shape \(header)") }
             return v
         }
-        let n = shape.reduce(1, *)
-        let data = try f.bytes(start + hlen, n * 4)
-        return (Array(data.bindMemory(to: Float.self)), shape)
+        return (shape, start + hlen)
     }
 }
-
-import Foundation

@@ -33,6 +33,8 @@ public struct HybridIndexOptions: Sendable {
     /// Coarse clusters (the navigation level above the heads): 0 = sqrt(heads).
     public var coarseClusters: Int = 0
     public var seed: UInt64 = 1
+    /// Rows per block when the build streams its input (0: about 8 MiB of f32 per block).
+    public var blockRows: Int = 0
     /// Progress messages during long builds (nil: silent).
     public var progress: (@Sendable (String) -> Void)? = nil
 

@@ -5,17 +5,32 @@ import Glibc
 #endif
 
 extension HybridIndex {
-    /// Builds an index over `vectors` (n x dim, row-major) with external `ids` (default 0..<n)
-    /// into `directory`, atomically: files are written to a temporary sibling directory, synced,
-    /// and renamed into place (an existing index there is replaced only after the new one is
-    /// complete). Steps: (1) coarse balanced k-means, (2) per coarse cluster balanced k-means
-    /// into heads (headFraction x n in all), (3) every vector to up to maxReplicas heads by the
-    /// RNG rule among its nearest candidates, (4) lists capped, written page-aligned with CRC-32C.
+    /// Builds an index over `vectors` (n x dim, row-major) held in memory; see
+    /// `build(source:ids:directory:options:kernels:)`.
     @discardableResult
     public static func build(vectors input: [Float], dim: Int, ids: [UInt64]? = nil, directory: String,
                              options o: HybridIndexOptions = .init(), kernels: Kernels) throws -> HybridIndex {
-        try require(dim > 0 && input.count % dim == 0, "\(input.count) values are not whole \(dim)-d vectors")
-        let n = input.count / dim
+        try build(source: ArrayVectorSource(values: input, dim: dim), ids: ids, directory: directory, options: o, kernels: kernels)
+    }
+
+    /// Builds an index over the rows of `source` with external `ids` (default 0..<n) into
+    /// `directory`, atomically: files are written to a temporary sibling directory, synced, and
+    /// renamed into place (an existing index there is replaced only after the new one is
+    /// complete). The input is streamed in blocks and never held in memory whole:
+    /// (1) a random sample trains the coarse centroids; one pass assigns every vector to a coarse
+    /// cluster (balanced) and spills it, grouped by cluster, to a scratch file in the temporary
+    /// directory; (2) each coarse cluster is read back alone and split into heads by balanced
+    /// k-means (headFraction x n heads in all); (3) a second pass places every vector in up to
+    /// maxReplicas heads by the RNG rule (and PQ-encodes it); (4) lists are capped, and a third
+    /// pass writes the payloads into the page-aligned lists, which are then checksummed (CRC-32C).
+    /// Memory: the sample, one coarse cluster, one block, the centroids, and 8 bytes per
+    /// (vector, replica) for the assignment (plus the PQ codes of a `.pq8` index); scratch disk:
+    /// one copy of the input (f32), deleted before the lists are written.
+    @discardableResult
+    public static func build(source: VectorSource, ids: [UInt64]? = nil, directory: String,
+                             options o: HybridIndexOptions = .init(), kernels: Kernels) throws -> HybridIndex {
+        let n = source.count, dim = source.dim
+        try require(dim > 0, "vectors must have a positive dimension")
         try require(n >= 1, "cannot build an index over no vectors")
         try require(ids == nil || ids!.count == n, "\(ids?.count ?? 0) ids for \(n) vectors")
         if let ids { try require(Set(ids).count == n, "ids must be distinct") }
@@ -23,41 +38,123 @@ extension HybridIndex {
         try require((1...8).contains(o.maxReplicas), "maxReplicas must be in 1...8, got \(o.maxReplicas)")
         try require(o.replicaEpsilon >= 0 && o.replicaEpsilon.isFinite, "replicaEpsilon must be >= 0")
         try require(o.rngFactor >= 1 && o.rngFactor < 255, "rngFactor must be in [1, 255), got \(o.rngFactor)")
-        try input.withUnsafeBufferPointer { try requireFinite($0, "vectors") }
+        var pqM = 0
+        if o.payload == .pq8 {
+            pqM = o.pqSubquantizers > 0 ? o.pqSubquantizers : ([8, 4, 2, 1].first { dim % $0 == 0 }.map { dim / $0 } ?? dim)
+            try require(pqM > 0 && dim % pqM == 0, "PQ sub-quantizers (\(pqM)) must divide dim \(dim)")
+            try require(n >= 256, "PQ payloads need at least 256 vectors to train, got \(n)")
+        }
         let say = o.progress ?? { _ in }
         let start = DispatchTime.now().uptimeNanoseconds
         func elapsed() -> String { String(format: "%.1f s", Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9) }
-
-        var data = input
-        if o.metric == .cosine {
-            for i in 0..<n {
-                var s: Float = 0
-                for j in 0..<dim { s += data[i * dim + j] * data[i * dim + j] }
-                try require(s > 0, "vector \(i) is zero: cosine is undefined")
-                let inv = 1 / s.squareRoot()
-                for j in 0..<dim { data[i * dim + j] *= inv }
-            }
-        }
+        func pct(_ done: Int, _ total: Int) -> String { "\(done * 100 / max(1, total))%" }
         let H = max(1, min(n, Int((Double(n) * o.headFraction).rounded())))
         let C = max(1, min(H, o.coarseClusters > 0 ? o.coarseClusters : Int(Double(H).squareRoot().rounded())))
         say("index: \(n) vectors of \(dim), \(H) heads under \(C) coarse clusters, \(o.metric), \(o.payload)")
 
-        // (1) coarse level
-        let (coarseCent, coarseLabel) = try data.withUnsafeBufferPointer {
-            try balancedKMeans($0, n: n, dim: dim, k: C, iterations: o.kmeansIterations, seed: o.seed)
+                try require(o.blockRows >= 0, "blockRows must be >= 0, got \(o.blockRows)")
+        let blockRows = max(1, min(n, o.blockRows > 0 ? o.blockRows : (8 << 20) / (4 * dim)))
+        let blocks = (n + blockRows - 1) / blockRows
+        func blockRange(_ b: Int) -> Range<Int> { (b * blockRows)..<min(n, (b + 1) * blockRows) }
+        /// Reads rows into dst, refuses non-finite values, normalises for cosine.
+        func load(_ r: Range<Int>, _ dst: UnsafeMutablePointer<Float>) throws {
+            try source.read(rows: r, into: dst)
+            for t in 0..<r.count {
+                let row = dst + t * dim
+                var s: Float = 0
+                for j in 0..<dim {
+                    guard row[j].isFinite else { throw EngineError.nonFinite("vector \(r.lowerBound + t) has \(row[j]) at component \(j)") }
+                    s += row[j] * row[j]
+                }
+                if o.metric == .cosine {
+                    try require(s > 0, "vector \(r.lowerBound + t) is zero: cosine is undefined")
+                    let inv = 1 / s.squareRoot()
+                    for j in 0..<dim { row[j] *= inv }
+                }
+            }
         }
-        var members = [[Int]](repeating: [], count: C)
-        for i in 0..<n { members[Int(coarseLabel[i])].append(i) }
-        say("index: coarse clusters done (\(elapsed()))")
+
+        let tmp = directory + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        var committed = false
+        defer { if !committed { try? FileManager.default.removeItem(atPath: tmp) } }
+        var rng = SeededRandom(seed: o.seed &+ 99)
+        let block = UnsafeMutablePointer<Float>.allocate(capacity: blockRows * dim)
+        let block2 = UnsafeMutablePointer<Float>.allocate(capacity: blockRows * dim)
+        defer { block.deallocate(); block2.deallocate() }
+
+        // (1) sample (random rows, read in runs), coarse centroids, balanced pass with spill
+        let sampleN = min(n, max(C * 256, o.payload == .pq8 ? 20_000 : 10_000))
+        var sampleRows: [Int]
+        if sampleN == n { sampleRows = Array(0..<n) } else {
+            var picked = Set<Int>(minimumCapacity: sampleN)
+            while picked.count < sampleN { picked.insert(Int(rng.next() % UInt64(n))) }
+            sampleRows = picked.sorted()
+        }
+        var sample = [Float](repeating: 0, count: sampleN * dim)
+        try sample.withUnsafeMutableBufferPointer { sp in
+            var t = 0
+            while t < sampleN {
+                var e = t + 1
+                while e < sampleN && sampleRows[e] == sampleRows[e - 1] + 1 && e - t < blockRows { e += 1 }
+                try load(sampleRows[t]..<(sampleRows[t] + e - t), sp.baseAddress! + t * dim)
+                t = e
+            }
+        }
+        var coarseCent = C == 1 ? [Float](repeating: 0, count: dim)
+            : try sample.withUnsafeBufferPointer { try KMeans.train(data: $0, dim: dim, k: C, iterations: o.kmeansIterations, seed: o.seed) }
+        let lambda = C == 1 ? 0 : try sample.withUnsafeBufferPointer { try nearestMean($0, dim: dim, centroids: coarseCent) } / Float(max(1, n / C))
+        say("index: coarse centroids trained on \(sampleN) sampled vectors (\(elapsed()))")
+        let spill = try ScratchFile(path: tmp + "/spill.tmp")
+        var spillOffset = [Int](repeating: 0, count: blocks * C), spillCount = [Int](repeating: 0, count: blocks * C)
+        var csize = [Int](repeating: 0, count: C)
+        var sums = [Double](repeating: 0, count: C * dim)
+        var labels = [Int32](repeating: 0, count: blockRows)
+        var blockOrder = Array(0..<blocks)
+        blockOrder.shuffle(using: &rng) // balanced assignment favours early rows: no input-order bias
+        var spilled = 0
+        for (done, b) in blockOrder.enumerated() {
+            let r = blockRange(b), m = r.count
+            try load(r, block)
+            var perm = Array(0..<m)
+            perm.shuffle(using: &rng)
+            for t in 0..<m { (block2 + t * dim).update(from: block + perm[t] * dim, count: dim) }
+            try labels.withUnsafeMutableBufferPointer { lp in
+                try balancedAssign(block2, count: m, dim: dim, centroids: coarseCent, lambda: lambda, sizes: &csize, labels: lp.baseAddress!)
+            }
+            // group the block's rows by cluster (counting sort into `block`) and append to the spill
+            var pos = [Int](repeating: 0, count: C + 1)
+            for t in 0..<m { pos[Int(labels[t]) + 1] += 1 }
+            for c in 0..<C { spillCount[b * C + c] = pos[c + 1]; pos[c + 1] += pos[c]; spillOffset[b * C + c] = spilled + pos[c] }
+            for t in 0..<m {
+                let c = Int(labels[t]), src = block2 + t * dim
+                (block + pos[c] * dim).update(from: src, count: dim)
+                pos[c] += 1
+                for j in 0..<dim { sums[c * dim + j] += Double(src[j]) }
+            }
+            try spill.write(UnsafeRawPointer(block), 4 * m * dim, at: 4 * spilled * dim)
+            spilled += m
+            if blocks >= 10 && (done + 1) % (blocks / 10) == 0 { say("index: coarse assignment \(pct(done + 1, blocks)) (\(elapsed()))") }
+        }
+        for c in 0..<C where csize[c] > 0 { for j in 0..<dim { coarseCent[c * dim + j] = Float(sums[c * dim + j] / Double(csize[c])) } }
+        sums = []
+        say("index: coarse clusters done, sizes \(csize.min()!)...\(csize.max()!) (\(elapsed()))")
 
         // (2) heads inside each coarse cluster, proportional to its size
         var headCent: [Float] = [], coarseStart: [UInt32] = [0]
         for c in 0..<C {
-            let m = members[c].count
+            let m = csize[c]
             if m == 0 { coarseStart.append(coarseStart.last!); continue }
             let h = max(1, min(m, Int((Double(H) * Double(m) / Double(n)).rounded())))
             var sub = [Float](repeating: 0, count: m * dim)
-            for (r, i) in members[c].enumerated() { for j in 0..<dim { sub[r * dim + j] = data[i * dim + j] } }
+            try sub.withUnsafeMutableBytes { sp in
+                var t = 0
+                for b in 0..<blocks where spillCount[b * C + c] > 0 {
+                    let k = spillCount[b * C + c]
+                    try spill.read(sp.baseAddress! + 4 * t * dim, 4 * k * dim, at: 4 * spillOffset[b * C + c] * dim)
+                    t += k
+                }
+            }
             if h == m {
                 headCent += sub
             } else {
@@ -68,128 +165,184 @@ extension HybridIndex {
             coarseStart.append(coarseStart.last! + UInt32(h))
             if C >= 20 && (c + 1) % (C / 10) == 0 { say("index: heads \(c + 1)/\(C) coarse clusters (\(elapsed()))") }
         }
+        try spill.remove()
         let heads = Int(coarseStart.last!)
         say("index: \(heads) heads (\(elapsed()))")
 
-        // (3) RNG-rule replication. Candidates: heads of the vector's 4 nearest coarse clusters
-        // (8 for tiny indexes), the 32 nearest of them by squared L2.
+        // PQ codebooks from a spread subset of the sample
+        var pq: ProductQuantizer? = nil
+        if o.payload == .pq8 {
+            let trainN = min(sampleN, 20_000)
+            var train = [Float](repeating: 0, count: trainN * dim)
+            for t in 0..<trainN { let s = t * sampleN / trainN; for j in 0..<dim { train[t * dim + j] = sample[s * dim + j] } }
+            pq = try train.withUnsafeBufferPointer { try ProductQuantizer(training: $0, dim: dim, subquantizers: pqM, bits: 8, iterations: 10, seed: o.seed) }
+            say("index: PQ codebooks (\(pqM) x 256) trained (\(elapsed()))")
+        }
+        sample = []
+
+        // (3) RNG-rule replication (heads of the vector's nearest coarse clusters, the 32 nearest
+        // of them by squared L2); PQ codes and vectors.bin rows in the same pass.
         let R = o.maxReplicas, probe = Navigation.buildProbe(coarse: C, heads: heads)
         var assign = [Int32](repeating: -1, count: n * R), adist = [Float](repeating: 0, count: n * R)
+        var codes = [UInt8](repeating: 0, count: n * pqM)
+        let vw = o.payload == .pq8 ? try AtomicFileWriter(path: tmp + "/vectors.bin") : nil
         let threads = max(1, kernels.threads)
-        let chunk = 1024
-        let chunks = (n + chunk - 1) / chunk
-        try data.withUnsafeBufferPointer { dp in try coarseCent.withUnsafeBufferPointer { cp in try headCent.withUnsafeBufferPointer { hp in
-            try assign.withUnsafeMutableBufferPointer { ap in try adist.withUnsafeMutableBufferPointer { ad in
-                let nav = Navigation(coarse: cp.baseAddress!, coarseCount: C, coarseStart: coarseStart, heads: hp.baseAddress!, dim: dim, kernels: kernels)
-                var failed = false
-                Threads.parallelFor(chunks, threads: threads) { ch in
-                    for i in (ch * chunk)..<min(n, (ch + 1) * chunk) {
-                        let cand = nav.nearestHeads(dp.baseAddress! + i * dim, metric: .l2, probe: probe, k: Navigation.buildCandidates)
-                        let chosen = nav.rngSelect(cand, maxReplicas: R, epsilon: o.replicaEpsilon, rngFactor: o.rngFactor)
-                        if chosen.isEmpty { failed = true; continue }
-                        for (t, c) in chosen.enumerated() { ap[i * R + t] = Int32(c.head); ad[i * R + t] = c.dist }
+        var rowBytes = [UInt8]()
+        for b in 0..<blocks {
+            let r = blockRange(b), m = r.count
+            try load(r, block)
+            let chunk = 256, chunks = (m + chunk - 1) / chunk
+            var failed = false
+            coarseCent.withUnsafeBufferPointer { cp in headCent.withUnsafeBufferPointer { hp in
+                assign.withUnsafeMutableBufferPointer { ap in adist.withUnsafeMutableBufferPointer { ad in
+                    let nav = Navigation(coarse: cp.baseAddress!, coarseCount: C, coarseStart: coarseStart, heads: hp.baseAddress!, dim: dim, kernels: kernels)
+                    Threads.parallelFor(chunks, threads: threads) { ch in
+                        for t in (ch * chunk)..<min(m, (ch + 1) * chunk) {
+                            let i = r.lowerBound + t
+                            let cand = nav.nearestHeads(block + t * dim, metric: .l2, probe: probe, k: Navigation.buildCandidates)
+                            let chosen = nav.rngSelect(cand, maxReplicas: R, epsilon: o.replicaEpsilon, rngFactor: o.rngFactor)
+                            if chosen.isEmpty { failed = true; continue }
+                            for (s, c) in chosen.enumerated() { ap[i * R + s] = Int32(c.head); ad[i * R + s] = c.dist }
+                        }
+                    }
+                } }
+            } }
+            if failed { throw EngineError.invalidArgument("a vector found no candidate head (internal error)") }
+            if let pq, let vw {
+                let parts = Threads.ranges(m, parts: threads)
+                var err: Error?
+                codes.withUnsafeMutableBufferPointer { cp in
+                    Threads.parallelFor(parts.count, threads: threads) { t in
+                        let pr = parts[t]
+                        if pr.isEmpty { return }
+                        do {
+                            let c = try pq.encode(UnsafeBufferPointer(start: block + pr.lowerBound * dim, count: pr.count * dim), kernels: kernels)
+                            for i in 0..<c.count { cp[(r.lowerBound + pr.lowerBound) * pqM + i] = c[i] }
+                        } catch { err = error }
                     }
                 }
-                if failed { throw EngineError.invalidArgument("a vector found no candidate head (internal error)") }
-            } }
-        } } }
-        say("index: replicas assigned (\(elapsed()))")
-
-        // (4) lists: primaries always kept; replicas nearest to the head first, up to the cap.
-        var lists = [[(dist: Float, vec: Int, primary: Bool)]](repeating: [], count: heads)
-        for i in 0..<n { for t in 0..<R where assign[i * R + t] >= 0 { lists[Int(assign[i * R + t])].append((adist[i * R + t], i, t == 0)) } }
-        let total = lists.reduce(0) { $0 + $1.count }
-        let cap = o.postingCap > 0 ? o.postingCap : max(64, 4 * total / heads)
-        var dropped = 0
-        for h in 0..<heads where lists[h].count > cap {
-            lists[h].sort { ($0.primary ? 0 : 1, $0.dist) < ($1.primary ? 0 : 1, $1.dist) }
-            let keep = max(cap, lists[h].prefix { $0.primary }.count)
-            dropped += lists[h].count - keep
-            lists[h].removeLast(lists[h].count - keep)
+                if let err { throw err }
+                rowBytes.removeAll(keepingCapacity: true)
+                for t in 0..<m {
+                    let s = rowBytes.count
+                    UnsafeRawBufferPointer(start: block + t * dim, count: 4 * dim).withMemoryRebound(to: UInt8.self) { rowBytes.append(contentsOf: $0) }
+                    let crc = rowBytes.withUnsafeBytes { kernels.crc32c(UnsafeRawBufferPointer(rebasing: $0[s...])) }
+                    withUnsafeBytes(of: crc.littleEndian) { rowBytes.append(contentsOf: $0) }
+                }
+                try vw.write(rowBytes)
+            }
+            if blocks >= 10 && (b + 1) % (blocks / 10) == 0 { say("index: replicas \(pct(b + 1, blocks)) (\(elapsed()))") }
         }
-        let entries = lists.reduce(0) { $0 + $1.count }
+        try vw?.commit()
+        say("index: replicas assigned\(pq != nil ? ", vectors encoded" : "") (\(elapsed()))")
+
+        // (4) lists (entries in vector order): primaries always kept; replicas nearest to the head
+        // first, up to the cap.
+        var lstart = [Int](repeating: 0, count: heads + 1)
+        for a in assign where a >= 0 { lstart[Int(a) + 1] += 1 }
+        for h in 0..<heads { lstart[h + 1] += lstart[h] }
+        let total = lstart[heads]
+        var lvec = [Int32](repeating: 0, count: total), ldist = [Float](repeating: 0, count: total), lprim = [Bool](repeating: false, count: total)
+        var fill = Array(lstart.dropLast())
+        for i in 0..<n { for t in 0..<R where assign[i * R + t] >= 0 {
+            let h = Int(assign[i * R + t]), e = fill[h]
+            lvec[e] = Int32(i); ldist[e] = adist[i * R + t]; lprim[e] = t == 0; fill[h] += 1
+        } }
+        adist = []
+        let cap = o.postingCap > 0 ? o.postingCap : max(64, 4 * total / heads)
+        var kept = (0..<heads).map { lstart[$0 + 1] - lstart[$0] }
+        var dropped = 0
+        for h in 0..<heads where kept[h] > cap {
+            let a = lstart[h]
+            var order = Array(a..<lstart[h + 1])
+            order.sort { (lprim[$0] ? 0 : 1, ldist[$0]) < (lprim[$1] ? 0 : 1, ldist[$1]) }
+            let keep = max(cap, order.prefix { lprim[$0] }.count)
+            let chosen = order.prefix(keep).map { lvec[$0] }.sorted()
+            for (t, v) in chosen.enumerated() { lvec[a + t] = v }
+            dropped += kept[h] - keep
+            kept[h] = keep
+        }
+        ldist = []; lprim = []
+        let entries = kept.reduce(0, +)
         say("index: \(entries) entries (\(String(format: "%.2f", Double(entries) / Double(n))) per vector), cap \(cap), \(dropped) replicas dropped")
 
-        // write into a temporary directory, then rename into place
-        let tmp = directory + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
-        var committed = false
-        defer { if !committed { try? FileManager.default.removeItem(atPath: tmp) } }
-        // PQ payload: codebooks on a sample, codes for every vector, full vectors in vectors.bin
-        var pq: ProductQuantizer? = nil
-        var codes: [UInt8] = []
-        var pqM = 0
-        if o.payload == .pq8 {
-            pqM = o.pqSubquantizers > 0 ? o.pqSubquantizers : ([8, 4, 2, 1].first { dim % $0 == 0 }.map { dim / $0 } ?? dim)
-            try require(pqM > 0 && dim % pqM == 0, "PQ sub-quantizers (\(pqM)) must divide dim \(dim)")
-            try require(n >= 256, "PQ payloads need at least 256 vectors to train, got \(n)")
-            let sampleN = min(n, 20_000)
-            var rng = SeededRandom(seed: o.seed &+ 77)
-            var sample = [Float](repeating: 0, count: sampleN * dim)
-            for r in 0..<sampleN { let i = sampleN == n ? r : Int(rng.next() % UInt64(n)); for j in 0..<dim { sample[r * dim + j] = data[i * dim + j] } }
-            let trained = try sample.withUnsafeBufferPointer { try ProductQuantizer(training: $0, dim: dim, subquantizers: pqM, bits: 8, iterations: 10, seed: o.seed) }
-            pq = trained
-            say("index: PQ codebooks (\(pqM) x 256) trained (\(elapsed()))")
-            codes = [UInt8](repeating: 0, count: n * pqM)
-            let parts = max(1, kernels.threads)
-            let ranges = Threads.ranges(n, parts: parts)
-            try data.withUnsafeBufferPointer { dp in try codes.withUnsafeMutableBufferPointer { cp in
-                var failed: Error?
-                Threads.parallelFor(parts, threads: parts) { t in
-                    let r = ranges[t]
-                    if r.isEmpty { return }
-                    do {
-                        let c = try trained.encode(UnsafeBufferPointer(rebasing: dp[(r.lowerBound * dim)..<(r.upperBound * dim)]), kernels: kernels)
-                        for i in 0..<c.count { cp[r.lowerBound * pqM + i] = c[i] }
-                    } catch { failed = error }
-                }
-                if let failed { throw failed }
-            } }
-            say("index: \(n) vectors encoded (\(elapsed()))")
-            let vw = try AtomicFileWriter(path: tmp + "/vectors.bin")
-            var chunkBuf: [UInt8] = []
-            for i in 0..<n {
-                let start = chunkBuf.count
-                for j in 0..<dim { withUnsafeBytes(of: data[i * dim + j].bitPattern.littleEndian) { chunkBuf.append(contentsOf: $0) } }
-                let crc = chunkBuf.withUnsafeBytes { kernels.crc32c(UnsafeRawBufferPointer(rebasing: $0[start...])) }
-                withUnsafeBytes(of: crc.littleEndian) { chunkBuf.append(contentsOf: $0) }
-                if chunkBuf.count > 1 << 22 { try vw.write(chunkBuf); chunkBuf.removeAll(keepingCapacity: true) }
-            }
-            try vw.write(chunkBuf)
-            try vw.commit()
-        }
-        let pw = try AtomicFileWriter(path: tmp + "/postings.bin")
-        var offsets: [UInt64] = [], bytes: [UInt32] = [], counts: [UInt32] = [], crcs: [UInt32] = []
-        var pos = 0
+        // (5) postings.bin with pwrite (no mapping: the build's memory stays its own): ids (and PQ
+        // rows + codes) from memory list by list, vector payloads streamed from the input in
+        // runs, then per-list CRC-32C read back.
         let eb = HybridIndex.entryBytes(o.payload, dim: dim, m: pqM)
-        for h in 0..<heads {
-            let l = lists[h]
-            var b = [UInt8](repeating: 0, count: l.count * eb)
-            b.withUnsafeMutableBytes { r in
-                for (t, e) in l.enumerated() {
-                    r.storeBytes(of: (ids?[e.vec] ?? UInt64(e.vec)).littleEndian, toByteOffset: 8 * t, as: UInt64.self)
-                    switch o.payload {
-                    case .f32:
-                        let base = 8 * l.count + t * dim * 4
-                        for j in 0..<dim { r.storeBytes(of: data[e.vec * dim + j].bitPattern.littleEndian, toByteOffset: base + 4 * j, as: UInt32.self) }
-                    case .f16:
-                        let base = 8 * l.count + t * dim * 2
-                        for j in 0..<dim { r.storeBytes(of: Float16(data[e.vec * dim + j]).bitPattern.littleEndian, toByteOffset: base + 2 * j, as: UInt16.self) }
-                    case .pq8:
-                        r.storeBytes(of: UInt32(e.vec).littleEndian, toByteOffset: 8 * l.count + 4 * t, as: UInt32.self)
-                        let base = 12 * l.count + t * pqM
-                        for j in 0..<pqM { r.storeBytes(of: codes[e.vec * pqM + j], toByteOffset: base + j, as: UInt8.self) }
+        var offsets = [Int](repeating: 0, count: heads), pos = 0
+        for h in 0..<heads { offsets[h] = pos; pos += (kept[h] * eb + page - 1) / page * page }
+        let out = try ScratchFile(path: tmp + "/postings.bin", reserve: pos)
+        let pb = eb - 8 - (o.payload == .pq8 ? 4 : 0)
+        var staging = [UInt8]()
+        for h in 0..<heads where kept[h] > 0 {
+            let k = kept[h], len = o.payload == .pq8 ? k * eb : 8 * k
+            staging.removeAll(keepingCapacity: true)
+            staging.append(contentsOf: repeatElement(0, count: len))
+            staging.withUnsafeMutableBytes { r in
+                for t in 0..<k {
+                    let v = Int(lvec[lstart[h] + t])
+                    r.storeBytes(of: (ids?[v] ?? UInt64(v)).littleEndian, toByteOffset: 8 * t, as: UInt64.self)
+                    if o.payload == .pq8 {
+                        r.storeBytes(of: UInt32(v).littleEndian, toByteOffset: 8 * k + 4 * t, as: UInt32.self)
+                        for j in 0..<pqM { r.storeBytes(of: codes[v * pqM + j], toByteOffset: 12 * k + t * pqM + j, as: UInt8.self) }
                     }
                 }
             }
-            offsets.append(UInt64(pos)); bytes.append(UInt32(b.count)); counts.append(UInt32(l.count))
-            crcs.append(b.withUnsafeBytes { kernels.crc32c($0) })
-            let padded = (b.count + page - 1) / page * page
-            b += [UInt8](repeating: 0, count: padded - b.count)
-            try pw.write(b)
-            pos += padded
+            try staging.withUnsafeBytes { try out.write($0.baseAddress!, len, at: offsets[h]) }
         }
-        try pw.commit()
+        codes = []
+        if o.payload != .pq8 {
+            var cursor = Array(lstart.dropLast())
+            var writes: [(entry: Int32, head: Int32, row: Int32)] = []
+            for b in 0..<blocks {
+                let r = blockRange(b)
+                try load(r, block)
+                writes.removeAll(keepingCapacity: true)
+                for i in r { for s in 0..<R {
+                    let a = assign[i * R + s]
+                    if a < 0 { break }
+                    let h = Int(a), e = cursor[h]
+                    guard e < lstart[h] + kept[h], Int(lvec[e]) == i else { continue } // a dropped replica
+                    cursor[h] += 1
+                    writes.append((Int32(e), Int32(h), Int32(i - r.lowerBound)))
+                } }
+                // entries are numbered list by list: sorted, a list's entries from this block are one run
+                writes.sort { $0.entry < $1.entry }
+                var w = 0
+                while w < writes.count {
+                    var z = w + 1
+                    while z < writes.count && writes[z].head == writes[w].head && writes[z].entry == writes[z - 1].entry + 1 { z += 1 }
+                    staging.removeAll(keepingCapacity: true)
+                    staging.append(contentsOf: repeatElement(0, count: (z - w) * pb))
+                    staging.withUnsafeMutableBytes { dst in
+                        for (t, x) in writes[w..<z].enumerated() {
+                            let src = block + Int(x.row) * dim
+                            if o.payload == .f32 {
+                                for j in 0..<dim { dst.storeBytes(of: src[j].bitPattern.littleEndian, toByteOffset: t * pb + 4 * j, as: UInt32.self) }
+                            } else {
+                                for j in 0..<dim { dst.storeBytes(of: Float16(src[j]).bitPattern.littleEndian, toByteOffset: t * pb + 2 * j, as: UInt16.self) }
+                            }
+                        }
+                    }
+                    let h = Int(writes[w].head)
+                    try staging.withUnsafeBytes { try out.write($0.baseAddress!, (z - w) * pb, at: offsets[h] + 8 * kept[h] + (Int(writes[w].entry) - lstart[h]) * pb) }
+                    w = z
+                }
+                if blocks >= 10 && (b + 1) % (blocks / 10) == 0 { say("index: writing lists \(pct(b + 1, blocks)) (\(elapsed()))") }
+            }
+        }
+        assign = []; lvec = []
+        var crcs = [UInt32](repeating: 0, count: heads)
+        staging = [UInt8](repeating: 0, count: (kept.max() ?? 0) * eb)
+        try staging.withUnsafeMutableBytes { buf in
+            for h in 0..<heads where kept[h] > 0 {
+                try out.read(buf.baseAddress!, kept[h] * eb, at: offsets[h])
+                crcs[h] = kernels.crc32c(UnsafeRawBufferPointer(start: buf.baseAddress!, count: kept[h] * eb))
+            }
+        }
+        try out.sync()
+
         var hb = magic
         func u32(_ v: Int) { withUnsafeBytes(of: UInt32(v).littleEndian) { hb.append(contentsOf: $0) } }
         func u64(_ v: Int) { withUnsafeBytes(of: UInt64(v).littleEndian) { hb.append(contentsOf: $0) } }
@@ -198,7 +351,7 @@ extension HybridIndex {
         for v in coarseCent { u32(Int(v.bitPattern)) }
         for s in coarseStart { u32(Int(s)) }
         for v in headCent { u32(Int(v.bitPattern)) }
-        for h in 0..<heads { u64(Int(offsets[h])); u32(Int(bytes[h])); u32(Int(counts[h])); u32(Int(crcs[h])); u32(0) }
+        for h in 0..<heads { u64(offsets[h]); u32(kept[h] * eb); u32(kept[h]); u32(Int(crcs[h])); u32(0) }
         if let pq { u32(pqM); for v in pq.centroids { u32(Int(v.bitPattern)) } }
         let crc = hb.withUnsafeBytes { kernels.crc32c($0) }
         u32(Int(crc))
@@ -225,6 +378,39 @@ extension HybridIndex {
         return try HybridIndex(directory: directory, kernels: kernels)
     }
 
+    /// Mean squared L2 distance of rows to their nearest centroid.
+    static func nearestMean(_ data: UnsafeBufferPointer<Float>, dim: Int, centroids: [Float]) throws -> Float {
+        let n = data.count / dim
+        var lab = [Int32](repeating: 0, count: n), near = [Float](repeating: 0, count: n)
+        try centroids.withUnsafeBufferPointer { try KMeans.assignNearest(data: data, dim: dim, centroids: $0, k: centroids.count / dim, labels: &lab, distances: &near) }
+        return Float(near.reduce(0.0) { $0 + Double($1) } / Double(max(1, n)))
+    }
+
+    /// Balanced assignment of `count` rows, in order, to centroids: row -> argmin ||x - c||^2 +
+    /// lambda |c| (sizes updated as rows are placed); distances through sgemm in chunks.
+    static func balancedAssign(_ rows: UnsafePointer<Float>, count m: Int, dim: Int, centroids cent: [Float], lambda: Float,
+                               sizes: inout [Int], labels: UnsafeMutablePointer<Int32>) throws {
+        let k = cent.count / dim
+        var cnorm = [Float](repeating: 0, count: k)
+        for c in 0..<k { var s: Float = 0; for j in 0..<dim { s += cent[c * dim + j] * cent[c * dim + j] }; cnorm[c] = s }
+        let chunk = 2048
+        var dist = [Float](repeating: 0, count: min(m, chunk) * k)
+        for r0 in stride(from: 0, to: m, by: chunk) {
+            let mm = min(chunk, m - r0)
+            cent.withUnsafeBufferPointer { cp in dist.withUnsafeMutableBufferPointer { dp in
+                ck_sgemm(false, true, mm, k, dim, -2, rows + r0 * dim, dim, cp.baseAddress, dim, 0, dp.baseAddress, k)
+            } }
+            for r in 0..<mm {
+                var best = Float.infinity, bc = 0
+                for c in 0..<k {
+                    let v = dist[r * k + c] + cnorm[c] + lambda * Float(sizes[c])
+                    if v < best { best = v; bc = c }
+                }
+                labels[r0 + r] = Int32(bc); sizes[bc] += 1
+            }
+        }
+    }
+
     /// k-means (k-means++ on a sample, Lloyd with sgemm assignment), then a balanced assignment
     /// pass: points in random order go to argmin d(x, c) + lambda |c|, lambda = mean nearest
     /// distance / (n / k) (a cluster at twice the mean size pays one typical distance extra);
@@ -249,39 +435,66 @@ extension HybridIndex {
         } else {
             cent = try KMeans.train(data: data, dim: dim, k: k, iterations: iterations, seed: seed)
         }
-        // distances of every point to every centroid, chunked through sgemm
-        var cnorm = [Float](repeating: 0, count: k)
-        for c in 0..<k { var s: Float = 0; for j in 0..<dim { s += cent[c * dim + j] * cent[c * dim + j] }; cnorm[c] = s }
+        let lambda = try nearestMean(data, dim: dim, centroids: cent) / Float(max(1, n / k))
         var order = Array(0..<n)
         order.shuffle(using: &rng)
-        var labels = [Int32](repeating: 0, count: n)
+        var rows = [Float](repeating: 0, count: n * dim)
+        for r in 0..<n { for j in 0..<dim { rows[r * dim + j] = data[order[r] * dim + j] } }
         var sizes = [Int](repeating: 0, count: k)
-        // lambda from the unpenalised nearest distances
-        var nearest = [Float](repeating: 0, count: n)
-        var lab0 = [Int32](repeating: 0, count: n)
-        try cent.withUnsafeBufferPointer { try KMeans.assignNearest(data: data, dim: dim, centroids: $0, k: k, labels: &lab0, distances: &nearest) }
-        let lambda = Float(nearest.reduce(0.0) { $0 + Double($1) } / Double(n)) / Float(max(1, n / k))
-        let block = 2048
-        var dist = [Float](repeating: 0, count: block * k)
-        var rows = [Float](repeating: 0, count: block * dim)
-        for b0 in stride(from: 0, to: n, by: block) {
-            let m = min(block, n - b0)
-            for r in 0..<m { let i = order[b0 + r]; for j in 0..<dim { rows[r * dim + j] = data[i * dim + j] } }
-            rows.withUnsafeBufferPointer { rp in cent.withUnsafeBufferPointer { cp in dist.withUnsafeMutableBufferPointer { dp in
-                ck_sgemm(false, true, m, k, dim, -2, rp.baseAddress, dim, cp.baseAddress, dim, 0, dp.baseAddress, k)
-            } } }
-            for r in 0..<m {
-                var best = Float.infinity, bc = 0
-                for c in 0..<k {
-                    let v = dist[r * k + c] + cnorm[c] + lambda * Float(sizes[c])
-                    if v < best { best = v; bc = c }
-                }
-                labels[order[b0 + r]] = Int32(bc); sizes[bc] += 1
-            }
-        }
+        var shuffled = [Int32](repeating: 0, count: n)
+        try rows.withUnsafeBufferPointer { rp in try shuffled.withUnsafeMutableBufferPointer { lp in
+            try balancedAssign(rp.baseAddress!, count: n, dim: dim, centroids: cent, lambda: lambda, sizes: &sizes, labels: lp.baseAddress!)
+        } }
+        var labels = [Int32](repeating: 0, count: n)
+        for r in 0..<n { labels[order[r]] = shuffled[r] }
         var sums = [Double](repeating: 0, count: k * dim)
         for i in 0..<n { let c = Int(labels[i]); for j in 0..<dim { sums[c * dim + j] += Double(data[i * dim + j]) } }
         for c in 0..<k where sizes[c] > 0 { for j in 0..<dim { cent[c * dim + j] = Float(sums[c * dim + j] / Double(sizes[c])) } }
         return (cent, labels)
+    }
+}
+
+/// A file read and written at offsets: the build's spill (unlinked by `remove()` or deinit) and
+/// postings.bin (`reserve` allocates its size up front, so a full disk fails here; `sync()`
+/// flushes and closes it, keeping the file).
+final class ScratchFile {
+    let path: String
+    var fd: Int32
+    var keep = false
+    init(path: String, reserve: Int = 0) throws {
+        self.path = path
+        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw EngineError.io("cannot create \(path): \(String(cString: strerror(errno)))") }
+        if reserve > 0 {
+            let e = posix_fallocate(fd, 0, off_t(reserve))
+            guard e == 0 else { try? remove(); throw EngineError.io("cannot reserve \(reserve) bytes for \(path): \(String(cString: strerror(e)))") }
+        }
+    }
+    deinit { try? remove() }
+    func write(_ p: UnsafeRawPointer, _ n: Int, at offset: Int) throws {
+        var done = 0
+        while done < n {
+            let r = pwrite(fd, p + done, n - done, off_t(offset + done))
+            if r < 0 && errno == EINTR { continue }
+            guard r > 0 else { throw EngineError.io("write to \(path) failed: \(String(cString: strerror(errno)))") }
+            done += r
+        }
+    }
+    func read(_ p: UnsafeMutableRawPointer, _ n: Int, at offset: Int) throws {
+        var done = 0
+        while done < n {
+            let r = pread(fd, p + done, n - done, off_t(offset + done))
+            if r < 0 && errno == EINTR { continue }
+            guard r > 0 else { throw EngineError.io("read from \(path) failed: \(r < 0 ? String(cString: strerror(errno)) : "end of file")") }
+            done += r
+        }
+    }
+    func sync() throws {
+        guard fsync(fd) == 0 else { throw EngineError.io("fsync of \(path) failed: \(String(cString: strerror(errno)))") }
+        close(fd); fd = -1; keep = true
+    }
+    func remove() throws {
+        if fd >= 0 { close(fd); fd = -1 }
+        if !keep { unlink(path); keep = true }
     }
 }
