@@ -725,14 +725,15 @@ struct IndexBuild: ParsableCommand {
     @Option(name: .customLong("replica-epsilon"), help: "Replica closure: d(x,head) <= (1+eps) d(x,nearest head), squared L2.") var replicaEpsilon: Float = 1.0
     @Option(name: .customLong("rng-factor"), help: "RNG rule relaxation (reject head h if f x d(h,g) < d(x,h)); default 2.") var rngFactor: Float = 2.0
     @Option(name: .customLong("posting-cap"), help: "Longest posting list (0: 4x the mean).") var postingCap = 0
-    @Option(help: "Posting payload: f32, f16 (vectors) or pq8 (8-bit PQ codes, re-ranked from full vectors in vectors.bin).") var payload: PostingPayload = .f32
+    @Option(help: "Posting payload: f32, f16 (vectors), or codes re-ranked from full vectors in vectors.bin: pq8 (8-bit PQ), pq4 (4-bit fast-scan PQ of the residual), binary (sign codes of the rotated residual).") var payload: PostingPayload = .f32
+    @Option(name: .customLong("pq-subquantizers"), help: "PQ sub-quantizers (0: pq8 dim/8, pq4 dim/2 or the next that is <= 256).") var pqSubquantizers = 0
 
     func run() throws {
         configureThreads()
         let src = try VectorFile.source(path: input)
         var o = HybridIndexOptions()
         o.metric = metric; o.headFraction = headFraction; o.maxReplicas = replicas; o.replicaEpsilon = replicaEpsilon
-        o.postingCap = postingCap; o.payload = payload; o.rngFactor = rngFactor
+        o.postingCap = postingCap; o.payload = payload; o.rngFactor = rngFactor; o.pqSubquantizers = pqSubquantizers
         o.progress = { FileHandleErr.write($0 + " [RSS \(Int(currentRSSMiB())) MiB]\n") }
         let t = DispatchTime.now().uptimeNanoseconds
         let idx = try HybridIndex.build(source: src, directory: output, options: o, kernels: Kernels.selected())

@@ -22,11 +22,12 @@ public struct HybridIndexOptions: Sendable {
     /// Longest posting list; replicas farthest from the head are dropped first (a vector's nearest
     /// head always keeps it). 0: automatic, 4x the mean list length (at least 64).
     public var postingCap: Int = 0
-    /// What the posting lists hold: f32 or f16 vectors (exact or near-exact distances), or 8-bit
-    /// PQ codes scanned with per-query tables and re-ranked exactly from full vectors kept in
-    /// `vectors.bin` (lists ~30x smaller, one extra read per re-ranked candidate).
+    /// What the posting lists hold: f32 or f16 vectors (exact or near-exact distances), or codes
+    /// scanned for candidates that are re-ranked exactly from full vectors kept in `vectors.bin`:
+    /// 8-bit PQ (float tables), 4-bit PQ of the residual to the head (fast-scan, uint8 tables in
+    /// registers), or binary sign codes of the rotated residual (Hamming). See `PostingPayload`.
     public var payload: PostingPayload = .f32
-    /// PQ sub-quantizers for `.pq8` (0: dim / 8, or the nearest divisor of dim).
+    /// PQ sub-quantizers (0: `.pq8` dim / 8; `.pq4` dim / 2, or dim / 4, ... so that M <= 256).
     public var pqSubquantizers: Int = 0
     /// Lloyd iterations per k-means level.
     public var kmeansIterations: Int = 8
@@ -64,9 +65,20 @@ public struct HybridSearchParameters: Sendable {
 public enum ChecksumPolicy: Sendable { case once, always, never }
 
 /// Posting-list payload of a hybrid index.
+/// Lists hold per entry (besides its UInt64 id):
+///  - `f32`, `f16`: the vector (4d or 2d bytes); exact (f16: to half precision) distances.
+///  - `pq8`: a vectors.bin row number and M 8-bit PQ codes of the vector (M bytes).
+///  - `pq4`: a row number and M 4-bit PQ codes of the residual x - head, packed in blocks of 32
+///    for fast-scan (M / 2 bytes).
+///  - `binary`: a row number, ||x - head|| and the P sign bits of the rotated residual (P / 8
+///    bytes, P the power of two >= d); approximate distance from the Hamming angle estimate.
+/// Code payloads keep full f32 vectors, with a CRC per row, in vectors.bin for re-ranking.
 public enum PostingPayload: String, Sendable, CaseIterable {
-    case f32, f16, pq8
-    var code: Int { [PostingPayload.f32: 0, .f16: 1, .pq8: 2][self]! }
+    case f32, f16, pq8, pq4, binary
+    static let order: [PostingPayload] = [.f32, .f16, .pq8, .pq4, .binary]
+    var code: Int { Self.order.firstIndex(of: self)! }
+    /// Candidates are approximate and re-ranked from vectors.bin.
+    var isCoded: Bool { self != .f32 && self != .f16 }
 }
 
 /// How posting lists are read. `.mapped` (default): the postings file is memory-mapped; the
@@ -106,8 +118,10 @@ public final class HybridIndex: @unchecked Sendable {
     public let dim: Int
     public let metric: Metric
     public let payload: PostingPayload
-    /// Codebooks of a `.pq8` index (in RAM).
+    /// Codebooks of a `.pq8` or `.pq4` index (in RAM).
     public let pq: ProductQuantizer?
+    /// Rotation of a `.binary` index.
+    let rotation: SignRotation?
     let vectorsFD: Int32
     let vectorsMapping: UnsafeRawPointer?
     let vectorsSize: Int
@@ -160,7 +174,7 @@ public final class HybridIndex: @unchecked Sendable {
         func u64(_ o: Int) -> Int { b.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: o, as: UInt64.self))) } }
         guard u32(8) == Int(Self.version) else { throw fail("version \(u32(8)); this build reads version \(Self.version)") }
         dim = u32(12)
-        guard let m = [Metric.l2, .innerProduct, .cosine][safe: u32(16)], let pl = [PostingPayload.f32, .f16, .pq8][safe: u32(20)] else {
+        guard let m = [Metric.l2, .innerProduct, .cosine][safe: u32(16)], let pl = PostingPayload.order[safe: u32(20)] else {
             throw fail("unknown metric or payload type")
         }
         metric = m; payload = pl
@@ -170,13 +184,19 @@ public final class HybridIndex: @unchecked Sendable {
         replicaEpsilon = Float(bitPattern: UInt32(u32(60)))
         guard dim > 0, heads > 0, coarse > 0, coarse <= heads else { throw fail("inconsistent header (dim \(dim), heads \(heads), coarse \(coarse))") }
         let tableEnd = Self.headerBytes + 4 * coarse * dim + 4 * (coarse + 1) + 4 * heads * dim + Self.entryBytes * heads
+        // code section: M and the PQ codebooks (pq8, pq4), or P and the rotation's signs (binary)
         var pqM = 0
-        if pl == .pq8 {
-            guard b.count >= tableEnd + 8 else { throw fail("truncated before the PQ codebooks") }
+        if pl.isCoded {
+            guard b.count >= tableEnd + 8 else { throw fail("truncated before the code section") }
             pqM = u32(tableEnd)
-            guard pqM > 0, dim % pqM == 0 else { throw fail("bad PQ sub-quantizer count \(pqM)") }
+            if pl == .binary {
+                guard pqM >= 64, pqM & (pqM - 1) == 0, pqM >= dim, pqM < 2 * max(64, dim) else { throw fail("bad binary code width \(pqM)") }
+            } else {
+                guard pqM > 0, dim % pqM == 0, pl == .pq8 || pqM <= 256 else { throw fail("bad PQ sub-quantizer count \(pqM)") }
+            }
         }
-        let expected = tableEnd + (pl == .pq8 ? 4 + 4 * 256 * dim : 0) + 4
+        let codeSection = [PostingPayload.pq8: 4 + 4 * 256 * dim, .pq4: 4 + 4 * 16 * dim, .binary: 4 + 4 * pqM][pl] ?? 0
+        let expected = tableEnd + codeSection + 4
         guard b.count == expected else { throw fail("size \(b.count), expected \(expected)") }
         func floats(_ o: Int, _ n: Int) -> [Float] {
             b.withUnsafeBytes { r in (0..<n).map { Float(bitPattern: UInt32(littleEndian: r.loadUnaligned(fromByteOffset: o + 4 * $0, as: UInt32.self))) } }
@@ -191,13 +211,17 @@ public final class HybridIndex: @unchecked Sendable {
             off.append(UInt64(u64(e))); bytes.append(UInt32(u32(e + 8))); cnt.append(UInt32(u32(e + 12))); crc.append(UInt32(u32(e + 16)))
         }
         listOffset = off; listBytes = bytes; listCount = cnt; listCRC = crc
-        pq = pl == .pq8 ? try ProductQuantizer(dim: dim, subquantizers: pqM, bits: 8, centroids: floats(tableEnd + 4, 256 * dim)) : nil
+        pq = pl == .pq8 || pl == .pq4 ? try ProductQuantizer(dim: dim, subquantizers: pqM, bits: pl == .pq8 ? 8 : 4, centroids: floats(tableEnd + 4, (pl == .pq8 ? 256 : 16) * dim)) : nil
+        if pl == .binary {
+            let s = floats(tableEnd + 4, pqM)
+            guard s.allSatisfy({ $0 == 1 || $0 == -1 }) else { throw fail("bad rotation signs") }
+            rotation = SignRotation(dim: dim, signs: s)
+        } else { rotation = nil }
         guard coarseStart.first == 0, coarseStart.last == UInt32(heads), zip(coarseStart, coarseStart.dropFirst()).allSatisfy({ $0 <= $1 }) else {
             throw fail("coarse-to-head table is inconsistent")
         }
-        let rowBytes = Self.entryBytes(pl, dim: dim, m: pqM)
         for h in 0..<heads {
-            guard Int(listBytes[h]) == Int(listCount[h]) * rowBytes, Int(listOffset[h]) % Self.page == 0,
+            guard Int(listBytes[h]) == Self.listBytes(pl, count: Int(listCount[h]), dim: dim, m: pqM), Int(listOffset[h]) % Self.page == 0,
                   Int(listOffset[h]) + Int(listBytes[h]) <= postingsSize else { throw fail("posting list \(h) entry is inconsistent") }
         }
         postingsFD = open(pp, O_RDONLY | O_CLOEXEC)
@@ -220,7 +244,7 @@ public final class HybridIndex: @unchecked Sendable {
         }
         verified = .allocate(capacity: heads)
         verified.initialize(repeating: 0, count: heads)
-        if pl == .pq8 {
+        if pl.isCoded {
             let vp = directory + "/vectors.bin"
             vectorsFD = open(vp, O_RDONLY | O_CLOEXEC)
             guard vectorsFD >= 0 else { throw EngineError.io("cannot open \(vp): \(String(cString: strerror(errno)))") }
@@ -242,9 +266,15 @@ public final class HybridIndex: @unchecked Sendable {
         }
     }
 
-    /// Bytes of one posting entry.
-    static func entryBytes(_ p: PostingPayload, dim: Int, m: Int) -> Int {
-        switch p { case .f32: return 8 + 4 * dim; case .f16: return 8 + 2 * dim; case .pq8: return 12 + m }
+    /// Bytes of a posting list of `count` entries (m: PQ sub-quantizers, or the binary code width P).
+    static func listBytes(_ p: PostingPayload, count n: Int, dim: Int, m: Int) -> Int {
+        switch p {
+        case .f32: return n * (8 + 4 * dim)
+        case .f16: return n * (8 + 2 * dim)
+        case .pq8: return n * (12 + m)
+        case .pq4: return 12 * n + (n == 0 ? 0 : ck_pq4_packed_bytes(n, m))
+        case .binary: return n * (16 + m / 8)
+        }
     }
 
     deinit {
@@ -256,9 +286,11 @@ public final class HybridIndex: @unchecked Sendable {
     }
 
     /// Bytes this index keeps in RAM (centroids and the list directory).
-    public var ramBytes: Int { 4 * (coarseCentroids.count + headCentroids.count + coarseStart.count) + Self.entryBytes * heads + (pq != nil ? 4 * 256 * dim : 0) }
+    public var ramBytes: Int { 4 * (coarseCentroids.count + headCentroids.count + coarseStart.count) + Self.entryBytes * heads + codeSectionBytes }
+    /// Codebooks (PQ) or rotation signs (binary) in heads.bin and in RAM.
+    var codeSectionBytes: Int { (pq.map { 4 + 4 * $0.centroids.count } ?? 0) + (rotation.map { 4 + 4 * $0.padded } ?? 0) }
     /// Bytes on disk (both files).
-    public var diskBytes: Int { postingsSize + vectorsSize + (Self.headerBytes + 4 * coarse * dim + 4 * (coarse + 1) + 4 * heads * dim + Self.entryBytes * heads + 4 + (pq != nil ? 4 + 4 * 256 * dim : 0)) }
+    public var diskBytes: Int { postingsSize + vectorsSize + (Self.headerBytes + 4 * coarse * dim + 4 * (coarse + 1) + 4 * heads * dim + Self.entryBytes * heads + 4 + codeSectionBytes) }
 
     // MARK: search
 
@@ -283,13 +315,9 @@ public final class HybridIndex: @unchecked Sendable {
         var dist = [Float]()
         let order = heads.sorted { listOffset[$0] < listOffset[$1] }
         let live = delta.snapshot()
-        var table = [Float]()
-        var approx = TopK(k: payload == .pq8 ? max(k, p.rerank) : 1)
+        var approx = TopK(k: payload.isCoded ? max(k, p.rerank) : 1)
         var approxRow: [UInt64: UInt32] = [:]
-        if let pq {
-            table = [Float](repeating: 0, count: pq.subquantizers * 256)
-            try q.withUnsafeBufferPointer { qp in try table.withUnsafeMutableBufferPointer { try pq.distanceTable(query: qp, metric: metric, kernels: kernels, into: $0) } }
-        }
+        var codes = try CodeScanner(self, q)
         if let mapping {
             // announce every list first: the kernel reads missing pages concurrently
             for h in order where listCount[h] > 0 {
@@ -308,11 +336,8 @@ public final class HybridIndex: @unchecked Sendable {
                     }
                     self.verified[h] = 1 // a benign race: concurrent verifiers write the same value
                 }
-                if let pq = self.pq {
-                    let m = pq.subquantizers
-                    table.withUnsafeBufferPointer { tp in dist.withUnsafeMutableBufferPointer { dp in
-                        self.kernels.pqTable.pointee.scan8!((raw + 12 * n).assumingMemoryBound(to: UInt8.self), n, m, tp.baseAddress!, dp.baseAddress!)
-                    } }
+                if self.payload.isCoded {
+                    dist.withUnsafeMutableBufferPointer { codes.scan(raw, count: n, head: h, into: $0.baseAddress!) }
                     for i in 0..<n {
                         let id = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))
                         if let f = p.filter, !f(id) { continue }
@@ -347,7 +372,7 @@ public final class HybridIndex: @unchecked Sendable {
             cost.listsRead += 1; cost.bytesRead += bytes; cost.pagesRead += (bytes + Self.page - 1) / Self.page
             cost.candidatesScored += n
         }
-        if payload == .pq8 { try rerank(approx.sorted(), approxRow, q, into: &top, cost: &cost) }
+        if payload.isCoded { try rerank(approx.sorted(), approxRow, q, into: &top, cost: &cost) }
         // inserted vectors of the probed heads (held in RAM)
         for h in heads {
             guard let l = live.lists[h], !l.ids.isEmpty else { continue }

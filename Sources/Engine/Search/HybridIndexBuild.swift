@@ -24,7 +24,7 @@ extension HybridIndex {
     /// maxReplicas heads by the RNG rule (and PQ-encodes it); (4) lists are capped, and a third
     /// pass writes the payloads into the page-aligned lists, which are then checksummed (CRC-32C).
     /// Memory: the sample, one coarse cluster, one block, the centroids, and 8 bytes per
-    /// (vector, replica) for the assignment (plus the PQ codes of a `.pq8` index); scratch disk:
+    /// (vector, replica) for the assignment (plus the codes of a code payload); scratch disk:
     /// one copy of the input (f32), deleted before the lists are written.
     @discardableResult
     public static func build(source: VectorSource, ids: [UInt64]? = nil, directory: String,
@@ -38,11 +38,20 @@ extension HybridIndex {
         try require((1...8).contains(o.maxReplicas), "maxReplicas must be in 1...8, got \(o.maxReplicas)")
         try require(o.replicaEpsilon >= 0 && o.replicaEpsilon.isFinite, "replicaEpsilon must be >= 0")
         try require(o.rngFactor >= 1 && o.rngFactor < 255, "rngFactor must be in [1, 255), got \(o.rngFactor)")
+        // pqM: PQ sub-quantizers (pq8, pq4) or the binary code width P
         var pqM = 0
-        if o.payload == .pq8 {
+        switch o.payload {
+        case .pq8:
             pqM = o.pqSubquantizers > 0 ? o.pqSubquantizers : ([8, 4, 2, 1].first { dim % $0 == 0 }.map { dim / $0 } ?? dim)
             try require(pqM > 0 && dim % pqM == 0, "PQ sub-quantizers (\(pqM)) must divide dim \(dim)")
             try require(n >= 256, "PQ payloads need at least 256 vectors to train, got \(n)")
+        case .pq4:
+            pqM = o.pqSubquantizers > 0 ? o.pqSubquantizers : ([2, 4, 8, 16, 32].first { dim % $0 == 0 && dim / $0 <= 256 }.map { dim / $0 } ?? 0)
+            try require(pqM > 0 && pqM <= 256 && dim % pqM == 0, "4-bit PQ needs a sub-quantizer count <= 256 dividing dim \(dim) (set pqSubquantizers)")
+            try require(n >= 16, "PQ payloads need at least 16 vectors to train, got \(n)")
+        case .binary:
+            pqM = SignRotation(dim: dim, seed: o.seed).padded
+        case .f32, .f16: break
         }
         let say = o.progress ?? { _ in }
         let start = DispatchTime.now().uptimeNanoseconds
@@ -84,7 +93,7 @@ extension HybridIndex {
         defer { block.deallocate(); block2.deallocate() }
 
         // (1) sample (random rows, read in runs), coarse centroids, balanced pass with spill
-        let sampleN = min(n, max(C * 256, o.payload == .pq8 ? 20_000 : 10_000))
+        let sampleN = min(n, max(C * 256, o.payload.isCoded ? 20_000 : 10_000))
         var sampleRows: [Int]
         if sampleN == n { sampleRows = Array(0..<n) } else {
             var picked = Set<Int>(minimumCapacity: sampleN)
@@ -169,14 +178,26 @@ extension HybridIndex {
         let heads = Int(coarseStart.last!)
         say("index: \(heads) heads (\(elapsed()))")
 
-        // PQ codebooks from a spread subset of the sample
+        // PQ codebooks from a spread subset of the sample: of the vectors (pq8) or of their
+        // residuals to the nearest head (pq4); the rotation of binary codes
         var pq: ProductQuantizer? = nil
-        if o.payload == .pq8 {
+        let rotation = o.payload == .binary ? SignRotation(dim: dim, seed: o.seed) : nil
+        if o.payload == .pq8 || o.payload == .pq4 {
             let trainN = min(sampleN, 20_000)
             var train = [Float](repeating: 0, count: trainN * dim)
             for t in 0..<trainN { let s = t * sampleN / trainN; for j in 0..<dim { train[t * dim + j] = sample[s * dim + j] } }
-            pq = try train.withUnsafeBufferPointer { try ProductQuantizer(training: $0, dim: dim, subquantizers: pqM, bits: 8, iterations: 10, seed: o.seed) }
-            say("index: PQ codebooks (\(pqM) x 256) trained (\(elapsed()))")
+            if o.payload == .pq4 {
+                coarseCent.withUnsafeBufferPointer { cp in headCent.withUnsafeBufferPointer { hp in train.withUnsafeMutableBufferPointer { tp in
+                    let nav = Navigation(coarse: cp.baseAddress!, coarseCount: C, coarseStart: coarseStart, heads: hp.baseAddress!, dim: dim, kernels: kernels)
+                    for t in 0..<trainN {
+                        guard let h = nav.nearestHeads(tp.baseAddress! + t * dim, metric: .l2, probe: Navigation.buildProbe(coarse: C, heads: heads), k: 1).first else { continue }
+                        for j in 0..<dim { tp[t * dim + j] -= hp[Int(h.id) * dim + j] }
+                    }
+                } } }
+            }
+            let bits = o.payload == .pq8 ? 8 : 4
+            pq = try train.withUnsafeBufferPointer { try ProductQuantizer(training: $0, dim: dim, subquantizers: pqM, bits: bits, iterations: 10, seed: o.seed) }
+            say("index: PQ codebooks (\(pqM) x \(1 << bits)\(bits == 4 ? ", residuals" : "")) trained (\(elapsed()))")
         }
         sample = []
 
@@ -184,8 +205,8 @@ extension HybridIndex {
         // of them by squared L2); PQ codes and vectors.bin rows in the same pass.
         let R = o.maxReplicas, probe = Navigation.buildProbe(coarse: C, heads: heads)
         var assign = [Int32](repeating: -1, count: n * R), adist = [Float](repeating: 0, count: n * R)
-        var codes = [UInt8](repeating: 0, count: n * pqM)
-        let vw = o.payload == .pq8 ? try AtomicFileWriter(path: tmp + "/vectors.bin") : nil
+        var codes = [UInt8](repeating: 0, count: o.payload == .pq8 ? n * pqM : 0)
+        let vw = o.payload.isCoded ? try AtomicFileWriter(path: tmp + "/vectors.bin") : nil
         let threads = max(1, kernels.threads)
         var rowBytes = [UInt8]()
         for b in 0..<blocks {
@@ -208,7 +229,7 @@ extension HybridIndex {
                 } }
             } }
             if failed { throw EngineError.invalidArgument("a vector found no candidate head (internal error)") }
-            if let pq, let vw {
+            if let pq, o.payload == .pq8 {
                 let parts = Threads.ranges(m, parts: threads)
                 var err: Error?
                 codes.withUnsafeMutableBufferPointer { cp in
@@ -222,6 +243,8 @@ extension HybridIndex {
                     }
                 }
                 if let err { throw err }
+            }
+            if let vw {
                 rowBytes.removeAll(keepingCapacity: true)
                 for t in 0..<m {
                     let s = rowBytes.count
@@ -266,33 +289,18 @@ extension HybridIndex {
         let entries = kept.reduce(0, +)
         say("index: \(entries) entries (\(String(format: "%.2f", Double(entries) / Double(n))) per vector), cap \(cap), \(dropped) replicas dropped")
 
-        // (5) postings.bin with pwrite (no mapping: the build's memory stays its own): ids (and PQ
-        // rows + codes) from memory list by list, vector payloads streamed from the input in
-        // runs, then per-list CRC-32C read back.
-        let eb = HybridIndex.entryBytes(o.payload, dim: dim, m: pqM)
+        // (5) postings.bin with pwrite (no mapping: the build's memory stays its own): per-entry
+        // codes of residuals (pq4, binary) computed in a pass over the input; ids, rows and codes
+        // from memory list by list; vector payloads (f32, f16) streamed from the input in runs;
+        // then per-list CRC-32C read back.
+        let listBytes = { (h: Int) in HybridIndex.listBytes(o.payload, count: kept[h], dim: dim, m: pqM) }
         var offsets = [Int](repeating: 0, count: heads), pos = 0
-        for h in 0..<heads { offsets[h] = pos; pos += (kept[h] * eb + page - 1) / page * page }
+        for h in 0..<heads { offsets[h] = pos; pos += (listBytes(h) + page - 1) / page * page }
         let out = try ScratchFile(path: tmp + "/postings.bin", reserve: pos)
-        let pb = eb - 8 - (o.payload == .pq8 ? 4 : 0)
         var staging = [UInt8]()
-        for h in 0..<heads where kept[h] > 0 {
-            let k = kept[h], len = o.payload == .pq8 ? k * eb : 8 * k
-            staging.removeAll(keepingCapacity: true)
-            staging.append(contentsOf: repeatElement(0, count: len))
-            staging.withUnsafeMutableBytes { r in
-                for t in 0..<k {
-                    let v = Int(lvec[lstart[h] + t])
-                    r.storeBytes(of: (ids?[v] ?? UInt64(v)).littleEndian, toByteOffset: 8 * t, as: UInt64.self)
-                    if o.payload == .pq8 {
-                        r.storeBytes(of: UInt32(v).littleEndian, toByteOffset: 8 * k + 4 * t, as: UInt32.self)
-                        for j in 0..<pqM { r.storeBytes(of: codes[v * pqM + j], toByteOffset: 12 * k + t * pqM + j, as: UInt8.self) }
-                    }
-                }
-            }
-            try staging.withUnsafeBytes { try out.write($0.baseAddress!, len, at: offsets[h]) }
-        }
-        codes = []
-        if o.payload != .pq8 {
+        /// Streams the input once more; for each block, the kept entries of its vectors sorted
+        /// by entry number (lists are numbered in order, so one list's entries form runs).
+        func forEachBlockEntries(_ what: String, _ body: ([(entry: Int32, head: Int32, row: Int32)]) throws -> Void) throws {
             var cursor = Array(lstart.dropLast())
             var writes: [(entry: Int32, head: Int32, row: Int32)] = []
             for b in 0..<blocks {
@@ -307,8 +315,80 @@ extension HybridIndex {
                     cursor[h] += 1
                     writes.append((Int32(e), Int32(h), Int32(i - r.lowerBound)))
                 } }
-                // entries are numbered list by list: sorted, a list's entries from this block are one run
                 writes.sort { $0.entry < $1.entry }
+                try body(writes)
+                if blocks >= 10 && (b + 1) % (blocks / 10) == 0 { say("index: \(what) \(pct(b + 1, blocks)) (\(elapsed()))") }
+            }
+        }
+        // pq4: M codes (one per byte here) per entry; binary: ||r|| then P / 8 bytes of signs
+        let codeBytes = o.payload == .pq4 ? pqM : (o.payload == .binary ? 4 + pqM / 8 : 0)
+        var entryCodes = [UInt8](repeating: 0, count: codeBytes > 0 ? lstart[heads] * codeBytes : 0)
+        if codeBytes > 0 {
+            try forEachBlockEntries("residual codes") { writes in
+                let parts = Threads.ranges(writes.count, parts: threads)
+                headCent.withUnsafeBufferPointer { hp in entryCodes.withUnsafeMutableBytes { ec in
+                    Threads.parallelFor(parts.count, threads: threads) { t in
+                        var r = [Float](repeating: 0, count: rotation?.padded ?? dim), z = r, tab = [Float](repeating: 0, count: 16 * pqM)
+                        for x in writes[parts[t]] {
+                            let src = block + Int(x.row) * dim, c = hp.baseAddress! + Int(x.head) * dim, dst = ec.baseAddress! + Int(x.entry) * codeBytes
+                            for j in 0..<dim { r[j] = src[j] - c[j] }
+                            if let pq {
+                                // nearest centroid per sub-space: the L2 table of the residual, argmin
+                                r.withUnsafeBufferPointer { rp in pq.centroidsT.withUnsafeBufferPointer { ct in tab.withUnsafeMutableBufferPointer {
+                                    kernels.pqTable.pointee.table_l2(rp.baseAddress!, ct.baseAddress!, pqM, 16, pq.dsub, $0.baseAddress!)
+                                } } }
+                                for m in 0..<pqM {
+                                    var best = Float.infinity, bj = 0
+                                    for j in 0..<16 where tab[m * 16 + j] < best { best = tab[m * 16 + j]; bj = j }
+                                    dst.storeBytes(of: UInt8(bj), toByteOffset: m, as: UInt8.self)
+                                }
+                            } else if let rotation {
+                                var s: Float = 0
+                                for j in 0..<dim { s += r[j] * r[j] }
+                                dst.storeBytes(of: s.squareRoot().bitPattern.littleEndian, as: UInt32.self)
+                                var words = [UInt64](repeating: 0, count: rotation.words)
+                                r.withUnsafeBufferPointer { rp in z.withUnsafeMutableBufferPointer { zp in
+                                    rotation.rotate(rp.baseAddress!, into: zp.baseAddress!)
+                                    words.withUnsafeMutableBufferPointer { rotation.signBits(zp.baseAddress!, into: $0.baseAddress!) }
+                                } }
+                                for (w, v) in words.enumerated() { dst.storeBytes(of: v.littleEndian, toByteOffset: 4 + 8 * w, as: UInt64.self) }
+                            }
+                        }
+                    }
+                } }
+            }
+        }
+        var packed = [UInt8]()
+        for h in 0..<heads where kept[h] > 0 {
+            let k = kept[h], len = o.payload.isCoded ? listBytes(h) : 8 * k
+            staging.removeAll(keepingCapacity: true)
+            staging.append(contentsOf: repeatElement(0, count: len))
+            staging.withUnsafeMutableBytes { r in
+                for t in 0..<k {
+                    let v = Int(lvec[lstart[h] + t]), e = lstart[h] + t
+                    r.storeBytes(of: (ids?[v] ?? UInt64(v)).littleEndian, toByteOffset: 8 * t, as: UInt64.self)
+                    if o.payload.isCoded { r.storeBytes(of: UInt32(v).littleEndian, toByteOffset: 8 * k + 4 * t, as: UInt32.self) }
+                    if o.payload == .pq8 {
+                        for j in 0..<pqM { r.storeBytes(of: codes[v * pqM + j], toByteOffset: 12 * k + t * pqM + j, as: UInt8.self) }
+                    } else if o.payload == .binary {
+                        for j in 0..<4 { r.storeBytes(of: entryCodes[e * codeBytes + j], toByteOffset: 12 * k + 4 * t + j, as: UInt8.self) }
+                        for j in 0..<(pqM / 8) { r.storeBytes(of: entryCodes[e * codeBytes + 4 + j], toByteOffset: 16 * k + t * (pqM / 8) + j, as: UInt8.self) }
+                    }
+                }
+                if o.payload == .pq4 {
+                    let a = lstart[h] * pqM
+                    packed = [UInt8](repeating: 0, count: ck_pq4_packed_bytes(k, pqM))
+                    // codes are < 16 by construction
+                    _ = entryCodes.withUnsafeBufferPointer { ec in packed.withUnsafeMutableBufferPointer { ck_pq4_pack(ec.baseAddress! + a, k, pqM, $0.baseAddress) } }
+                    for (j, v) in packed.enumerated() { r[12 * k + j] = v }
+                }
+            }
+            try staging.withUnsafeBytes { try out.write($0.baseAddress!, len, at: offsets[h]) }
+        }
+        codes = []; entryCodes = []
+        if !o.payload.isCoded {
+            let pb = o.payload == .f32 ? 4 * dim : 2 * dim
+            try forEachBlockEntries("writing lists") { writes in
                 var w = 0
                 while w < writes.count {
                     var z = w + 1
@@ -329,16 +409,15 @@ extension HybridIndex {
                     try staging.withUnsafeBytes { try out.write($0.baseAddress!, (z - w) * pb, at: offsets[h] + 8 * kept[h] + (Int(writes[w].entry) - lstart[h]) * pb) }
                     w = z
                 }
-                if blocks >= 10 && (b + 1) % (blocks / 10) == 0 { say("index: writing lists \(pct(b + 1, blocks)) (\(elapsed()))") }
             }
         }
         assign = []; lvec = []
         var crcs = [UInt32](repeating: 0, count: heads)
-        staging = [UInt8](repeating: 0, count: (kept.max() ?? 0) * eb)
+        staging = [UInt8](repeating: 0, count: (0..<heads).map(listBytes).max() ?? 0)
         try staging.withUnsafeMutableBytes { buf in
             for h in 0..<heads where kept[h] > 0 {
-                try out.read(buf.baseAddress!, kept[h] * eb, at: offsets[h])
-                crcs[h] = kernels.crc32c(UnsafeRawBufferPointer(start: buf.baseAddress!, count: kept[h] * eb))
+                try out.read(buf.baseAddress!, listBytes(h), at: offsets[h])
+                crcs[h] = kernels.crc32c(UnsafeRawBufferPointer(start: buf.baseAddress!, count: listBytes(h)))
             }
         }
         try out.sync()
@@ -351,8 +430,9 @@ extension HybridIndex {
         for v in coarseCent { u32(Int(v.bitPattern)) }
         for s in coarseStart { u32(Int(s)) }
         for v in headCent { u32(Int(v.bitPattern)) }
-        for h in 0..<heads { u64(offsets[h]); u32(kept[h] * eb); u32(kept[h]); u32(Int(crcs[h])); u32(0) }
+        for h in 0..<heads { u64(offsets[h]); u32(listBytes(h)); u32(kept[h]); u32(Int(crcs[h])); u32(0) }
         if let pq { u32(pqM); for v in pq.centroids { u32(Int(v.bitPattern)) } }
+        if let rotation { u32(rotation.padded); for v in rotation.signs { u32(Int(v.bitPattern)) } }
         let crc = hb.withUnsafeBytes { kernels.crc32c($0) }
         u32(Int(crc))
         let hw = try AtomicFileWriter(path: tmp + "/heads.bin")
