@@ -720,7 +720,7 @@ struct IndexBuild: ParsableCommand {
     @Option(help: "Base vectors (.fvecs, .bvecs, .npy, or IDX such as Fashion-MNIST's train-images-idx3-ubyte.gz).") var input: String
     @Option(help: "Index directory to write (replaced atomically if it holds an index).") var output: String
     @Option(help: "Metric: l2, ip or cos.") var metric: Metric = .l2
-    @Option(name: .customLong("head-fraction"), help: "Heads (posting lists) per vector.") var headFraction = 0.1
+    @Option(name: .customLong("head-fraction"), help: "Heads (posting lists) per vector.") var headFraction = 0.03
     @Option(help: "Most lists per vector (RNG rule).") var replicas = 8
     @Option(name: .customLong("replica-epsilon"), help: "Replica closure: d(x,head) <= (1+eps) d(x,nearest head), squared L2.") var replicaEpsilon: Float = 1.0
     @Option(name: .customLong("rng-factor"), help: "RNG rule relaxation (reject head h if f x d(h,g) < d(x,h)); default 2.") var rngFactor: Float = 2.0

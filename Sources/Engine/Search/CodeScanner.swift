@@ -81,7 +81,7 @@ struct CodeScanner {
     func headOffset(_ h: Int) -> Float {
         var o: Float = 0
         q.withUnsafeBufferPointer { qp in index.headCentroids.withUnsafeBufferPointer { hp in
-            index.kernels.distancesUnchecked(.innerProduct, query: qp.baseAddress!, rows: UnsafeRawPointer(hp.baseAddress! + h * index.dim), type: .f32, count: 1, dim: index.dim, stride: index.dim, into: &o)
+            index.kernels.distancesUnchecked(.innerProduct, query: qp.baseAddress!, rows: UnsafeRawPointer(hp.baseAddress! + h * index.dim), type: .f16, count: 1, dim: index.dim, stride: index.dim, into: &o)
         } }
         return o
     }
@@ -89,7 +89,7 @@ struct CodeScanner {
     /// q - c_h into `resid`.
     mutating func residual(_ h: Int) {
         let d = index.dim
-        index.headCentroids.withUnsafeBufferPointer { hp in for j in 0..<d { resid[j] = q[j] - hp[h * d + j] } }
+        index.headCentroids.withUnsafeBufferPointer { hp in for j in 0..<d { resid[j] = q[j] - Float(Float16(bitPattern: hp[h * d + j])) } }
     }
 
     /// Approximate distances of the n entries of the list at `raw` (layouts in PostingPayload).

@@ -175,6 +175,7 @@ extension HybridIndex {
             if C >= 20 && (c + 1) % (C / 10) == 0 { say("index: heads \(c + 1)/\(C) coarse clusters (\(elapsed()))") }
         }
         try spill.remove()
+        headCent = headCent.map { Float(Float16($0)) } // f16 values: the opened index holds heads as f16
         let heads = Int(coarseStart.last!)
         say("index: \(heads) heads (\(elapsed()))")
 
@@ -188,7 +189,7 @@ extension HybridIndex {
             for t in 0..<trainN { let s = t * sampleN / trainN; for j in 0..<dim { train[t * dim + j] = sample[s * dim + j] } }
             if o.payload == .pq4 {
                 coarseCent.withUnsafeBufferPointer { cp in headCent.withUnsafeBufferPointer { hp in train.withUnsafeMutableBufferPointer { tp in
-                    let nav = Navigation(coarse: cp.baseAddress!, coarseCount: C, coarseStart: coarseStart, heads: hp.baseAddress!, dim: dim, kernels: kernels)
+                    let nav = Navigation(coarse: cp.baseAddress!, coarseCount: C, coarseStart: coarseStart, heads: UnsafeRawPointer(hp.baseAddress!), headType: .f32, dim: dim, kernels: kernels)
                     for t in 0..<trainN {
                         guard let h = nav.nearestHeads(tp.baseAddress! + t * dim, metric: .l2, probe: Navigation.buildProbe(coarse: C, heads: heads), k: 1).first else { continue }
                         for j in 0..<dim { tp[t * dim + j] -= hp[Int(h.id) * dim + j] }
@@ -216,7 +217,7 @@ extension HybridIndex {
             var failed = false
             coarseCent.withUnsafeBufferPointer { cp in headCent.withUnsafeBufferPointer { hp in
                 assign.withUnsafeMutableBufferPointer { ap in adist.withUnsafeMutableBufferPointer { ad in
-                    let nav = Navigation(coarse: cp.baseAddress!, coarseCount: C, coarseStart: coarseStart, heads: hp.baseAddress!, dim: dim, kernels: kernels)
+                    let nav = Navigation(coarse: cp.baseAddress!, coarseCount: C, coarseStart: coarseStart, heads: UnsafeRawPointer(hp.baseAddress!), headType: .f32, dim: dim, kernels: kernels)
                     Threads.parallelFor(chunks, threads: threads) { ch in
                         for t in (ch * chunk)..<min(m, (ch + 1) * chunk) {
                             let i = r.lowerBound + t
