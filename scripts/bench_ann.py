@@ -255,7 +255,7 @@ def bench_engine(base, queries, gt, metric, threads_list, cold, extra):
             disk = int(r.split("disk ")[1].split(" bytes")[0])
             for line in r.strip().splitlines():
                 cells = [c.strip() for c in line.strip().strip("|").split("|")]
-                if len(cells) != 8 or not cells[0].isdigit():
+                if len(cells) < 8 or not cells[0].isdigit():
                     continue
                 rec10, qps, mean, p99 = float(cells[2]), float(cells[3]), float(cells[4]), float(cells[5])
                 out.append(row("Engine hybrid" + (" " + " ".join(extra) if extra else ""), f"nprobe {cells[0]} ({cells[6]} lists, {cells[7]} KiB)",

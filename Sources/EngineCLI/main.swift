@@ -823,8 +823,8 @@ struct BenchANN: ParsableCommand {
         if !noWarmup, let most = nprobe.split(separator: ",").compactMap({ Int($0) }).max() {
             for i in 0..<m { _ = try idx.search(Array(q[(i * d)..<((i + 1) * d)]), k: 10, parameters: HybridSearchParameters(nprobe: most)) }
         }
-        print("| nprobe | recall@1 | recall@10 | QPS (\(threads) thr) | mean ms | p99 ms | lists/query | KiB read/query |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| nprobe | recall@1 | recall@10 | QPS (\(threads) thr) | mean ms | p99 ms | lists/query | KiB read/query | scored/query |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for np in nprobe.split(separator: ",").compactMap({ Int($0) }) {
             let res = QueryResults(m)
             let t0 = DispatchTime.now().uptimeNanoseconds
@@ -842,7 +842,7 @@ struct BenchANN: ParsableCommand {
                         let truth = Set(g[(i * gk)..<(i * gk + min(10, gk))].map { UInt64($0) })
                         res.hits10[i] = r.neighbors.prefix(10).filter { truth.contains($0.id) }.count
                         res.hits1[i] = r.neighbors.first.map { UInt64(g[i * gk]) == $0.id } == true ? 1 : 0
-                        res.lists[i] = r.cost.listsRead; res.bytes[i] = r.cost.bytesRead
+                        res.lists[i] = r.cost.listsRead; res.bytes[i] = r.cost.bytesRead; res.scored[i] = r.cost.candidatesScored
                     } catch { res.fail(error) }
                     i += nthreads
                 }
@@ -850,11 +850,11 @@ struct BenchANN: ParsableCommand {
             let failure = res.failure
             let lat = Array(UnsafeBufferPointer(start: res.lat, count: m)), hits1 = Array(UnsafeBufferPointer(start: res.hits1, count: m))
             let hits10 = Array(UnsafeBufferPointer(start: res.hits10, count: m)), lists = Array(UnsafeBufferPointer(start: res.lists, count: m))
-            let bytes = Array(UnsafeBufferPointer(start: res.bytes, count: m))
+            let bytes = Array(UnsafeBufferPointer(start: res.bytes, count: m)), scored = Array(UnsafeBufferPointer(start: res.scored, count: m))
             if let failure { throw failure }
             let wall = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
             let sorted = lat.sorted()
-            print("| \(np) | \(String(format: "%.4f", Double(hits1.reduce(0, +)) / Double(m))) | \(String(format: "%.4f", Double(hits10.reduce(0, +)) / Double(10 * m))) | \(String(format: "%.0f", Double(m) / wall)) | \(String(format: "%.3f", lat.reduce(0, +) / Double(m))) | \(String(format: "%.3f", sorted[min(m - 1, Int(Double(m) * 0.99))])) | \(String(format: "%.1f", Double(lists.reduce(0, +)) / Double(m))) | \(String(format: "%.1f", Double(bytes.reduce(0, +)) / Double(m) / 1024)) |")
+            print("| \(np) | \(String(format: "%.4f", Double(hits1.reduce(0, +)) / Double(m))) | \(String(format: "%.4f", Double(hits10.reduce(0, +)) / Double(10 * m))) | \(String(format: "%.0f", Double(m) / wall)) | \(String(format: "%.3f", lat.reduce(0, +) / Double(m))) | \(String(format: "%.3f", sorted[min(m - 1, Int(Double(m) * 0.99))])) | \(String(format: "%.1f", Double(lists.reduce(0, +)) / Double(m))) | \(String(format: "%.1f", Double(bytes.reduce(0, +)) / Double(m) / 1024)) | \(String(format: "%.0f", Double(scored.reduce(0, +)) / Double(m))) |")
         }
     }
 }
@@ -865,14 +865,14 @@ func require(_ ok: Bool, _ message: @autoclosure () -> String) throws {
 
 /// Per-query results written by concurrent searches, each to its own slot.
 final class QueryResults: @unchecked Sendable {
-    let lat: UnsafeMutablePointer<Double>, hits1, hits10, lists, bytes: UnsafeMutablePointer<Int>
+    let lat: UnsafeMutablePointer<Double>, hits1, hits10, lists, bytes, scored: UnsafeMutablePointer<Int>
     private let lock = NSLock()
     private(set) var failure: Error?
     init(_ m: Int) {
         lat = .allocate(capacity: m); lat.initialize(repeating: 0, count: m)
         func ints() -> UnsafeMutablePointer<Int> { let p = UnsafeMutablePointer<Int>.allocate(capacity: m); p.initialize(repeating: 0, count: m); return p }
-        hits1 = ints(); hits10 = ints(); lists = ints(); bytes = ints()
+        hits1 = ints(); hits10 = ints(); lists = ints(); bytes = ints(); scored = ints()
     }
-    deinit { lat.deallocate(); hits1.deallocate(); hits10.deallocate(); lists.deallocate(); bytes.deallocate() }
+    deinit { lat.deallocate(); hits1.deallocate(); hits10.deallocate(); lists.deallocate(); bytes.deallocate(); scored.deallocate() }
     func fail(_ e: Error) { lock.lock(); failure = e; lock.unlock() }
 }

@@ -313,7 +313,7 @@ public final class HybridIndex: @unchecked Sendable {
         let heads = rankHeads(q, p)
         var cost = SearchCost()
         var top = TopK(k: k)
-        var seen = Set<UInt64>()
+        var seen = IDSet(expected: heads.reduce(0) { $0 + Int(listCount[$1]) })
         var buf = [UInt8]()
         var dist = [Float]()
         let order = heads.sorted { listOffset[$0] < listOffset[$1] }
@@ -345,7 +345,7 @@ public final class HybridIndex: @unchecked Sendable {
                         let id = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))
                         if let f = p.filter, !f(id) { continue }
                         if !live.tombstones.isEmpty && live.tombstones.contains(id) { continue }
-                        if approx.accepts(dist[i]) && seen.insert(id).inserted {
+                        if approx.accepts(dist[i]) && seen.insert(id) {
                             approx.push(dist[i], id)
                             approxRow[id] = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * n + 4 * i, as: UInt32.self))
                         }
@@ -356,11 +356,11 @@ public final class HybridIndex: @unchecked Sendable {
                     self.kernels.distancesUnchecked(self.metric, query: qp.baseAddress!, rows: raw + 8 * n, type: self.payload == .f16 ? .f16 : .f32,
                                                     count: n, dim: self.dim, stride: self.dim, into: dp.baseAddress!)
                 } }
-                for i in 0..<n {
+                for i in 0..<n where top.accepts(dist[i]) {
                     let id = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))
                     if let f = p.filter, !f(id) { continue }
                     if !live.tombstones.isEmpty && live.tombstones.contains(id) { continue }
-                    if top.accepts(dist[i]) && seen.insert(id).inserted { top.push(dist[i], id) }
+                    if seen.insert(id) { top.push(dist[i], id) }
                 }
             }
             if let mapping {
@@ -385,7 +385,7 @@ public final class HybridIndex: @unchecked Sendable {
             } } }
             for (i, id) in l.ids.enumerated() {
                 if let f = p.filter, !f(id) { continue }
-                if top.accepts(dist[i]) && seen.insert(id).inserted { top.push(dist[i], id) }
+                if top.accepts(dist[i]) && seen.insert(id) { top.push(dist[i], id) }
             }
             cost.candidatesScored += l.ids.count
         }
@@ -576,6 +576,39 @@ func smallest(_ v: [Float], _ m: Int) -> [Int] {
     var t = TopK(k: m)
     for (i, x) in v.enumerated() where t.accepts(x) { t.push(x, UInt64(i)) }
     return t.sorted().map { Int($0.id) }
+}
+
+/// A set of ids for one query: open addressing, linear probing, sized once (at most half full).
+struct IDSet {
+    var slots: [UInt64]
+    var mask: Int
+    var count = 0
+    var hasMax = false // UInt64.max marks an empty slot, so that id is kept aside
+    init(expected: Int) {
+        var c = 64
+        while c < 2 * expected { c *= 2 }
+        slots = [UInt64](repeating: .max, count: c)
+        mask = c - 1
+    }
+    /// Inserts id; true if it was not present.
+    mutating func insert(_ id: UInt64) -> Bool {
+        if id == .max { defer { hasMax = true }; return !hasMax }
+        if 2 * (count + 1) > slots.count { grow() }
+        var i = Int(truncatingIfNeeded: (id &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
+        while true {
+            let v = slots[i]
+            if v == id { return false }
+            if v == .max { slots[i] = id; count += 1; return true }
+            i = (i + 1) & mask
+        }
+    }
+    mutating func grow() {
+        let old = slots
+        slots = [UInt64](repeating: .max, count: old.count * 2)
+        mask = slots.count - 1
+        count = 0
+        for v in old where v != .max { _ = insert(v) }
+    }
 }
 
 /// k smallest (distance, id) pairs: a bounded max-heap.
