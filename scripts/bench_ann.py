@@ -232,7 +232,8 @@ def bench_diskann(base, queries, gt, metric, threads_list, cold):
         shutil.rmtree(d, ignore_errors=True)
 
 
-def bench_engine(base, queries, gt, metric, threads_list, cold, extra):
+def bench_engine(base, queries, gt, metric, threads_list, cold, extra, search_args=()):
+    search_args = list(search_args)
     d = tempfile.mkdtemp(prefix="engine-ann-")
     try:
         np.save(f"{d}/base.npy", base)
@@ -243,13 +244,16 @@ def bench_engine(base, queries, gt, metric, threads_list, cold, extra):
                        check=True, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         build = time.perf_counter() - t
         out = []
-        for threads in threads_list:
+        sweep = ["2,4,8,16,32,64"] if not cold else ["2", "4", "8", "16", "32", "64"]
+        for threads, nprobes in [(t, s) for t in threads_list for s in sweep]:
             if cold:
+                # as for DiskANN: page cache dropped before each setting, no warm-up pass
                 drop_caches()
-            # one process per thread count: an untimed warm-up pass (checksums verified once,
-            # page cache warm, as in a running server), then the whole nprobe sweep
+            else:
+                pass  # one process per thread count: an untimed warm-up pass (checksums verified
+                # once, page cache warm, as in a running server), then the whole nprobe sweep
             r = subprocess.run([str(ENGINE), "bench", "ann", "--index", f"{d}/idx", "--queries", f"{d}/queries.npy", "--gt", f"{d}/gt.ivecs",
-                                "--nprobe", "2,4,8,16,32,64", "--threads", str(threads)] + (["--no-warmup"] if cold else []),
+                                "--nprobe", nprobes, "--threads", str(threads)] + search_args + (["--no-warmup"] if cold else []),
                                check=True, capture_output=True, text=True).stdout
             ram = int(r.split("RAM ")[1].split(" bytes")[0])
             disk = int(r.split("disk ")[1].split(" bytes")[0])
@@ -258,7 +262,7 @@ def bench_engine(base, queries, gt, metric, threads_list, cold, extra):
                 if len(cells) < 8 or not cells[0].isdigit():
                     continue
                 rec10, qps, mean, p99 = float(cells[2]), float(cells[3]), float(cells[4]), float(cells[5])
-                out.append(row("Engine hybrid" + (" " + " ".join(extra) if extra else ""), f"nprobe {cells[0]} ({cells[6]} lists, {cells[7]} KiB)",
+                out.append(row("Engine hybrid" + (" " + " ".join(extra + search_args) if extra or search_args else ""), f"nprobe {cells[0]} ({cells[6]} lists, {cells[7]} KiB)",
                                threads, rec10, qps, mean, p99, ram, disk, build))
         return out
     finally:
@@ -275,6 +279,8 @@ def main():
     ap.add_argument("--systems", default="engine,faiss,hnswlib,usearch,diskann")
     ap.add_argument("--cold", action="store_true", help="drop the page cache before each disk-index setting (root)")
     ap.add_argument("--json", help="also write rows as JSON lines here")
+    ap.add_argument("--engine-variants", default="f32,f16,pq8,pq4,binary,f16-10",
+                    help="Engine index variants: f32, f16, pq8, pq4, binary (re-rank 50), f16-10 (10%% heads)")
     args = ap.parse_args()
     base, queries, metric = dataset(args)
     threads_list = [int(t) for t in args.threads.split(",")]
@@ -285,11 +291,15 @@ def main():
     for s in systems:
         log("running", s)
         if s == "engine":
-            rows += bench_engine(base, queries, gt, metric, threads_list, args.cold, [])
-            rows += bench_engine(base, queries, gt, metric, threads_list, args.cold, ["--payload", "f16"])
-            rows += bench_engine(base, queries, gt, metric, threads_list, args.cold, ["--payload", "pq8"])
-            # about DiskANN's RAM (3%): fewer heads
-            rows += bench_engine(base, queries, gt, metric, threads_list, args.cold, ["--payload", "f16", "--head-fraction", "0.03"])
+            variants = {
+                "f32": ([], []), "f16": (["--payload", "f16"], []),
+                "pq8": (["--payload", "pq8"], []),
+                "pq4": (["--payload", "pq4"], ["--rerank", "50"]), "binary": (["--payload", "binary"], ["--rerank", "50"]),
+                # SPANN's head fraction, for reference (the default is 0.03)
+                "f16-10": (["--payload", "f16", "--head-fraction", "0.1"], []),
+            }
+            for v in args.engine_variants.split(","):
+                rows += bench_engine(base, queries, gt, metric, threads_list, args.cold, *variants[v])
         elif s == "faiss":
             rows += bench_faiss(base, queries, gt, metric, threads_list)
         elif s == "hnswlib":
