@@ -37,6 +37,7 @@ os.environ.setdefault("RUST_LOG", "error")  # diskannpy logs every query at INFO
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE = ROOT / ".build/release/engine"
+ENGINE_IO = "mapped"  # --engine-io
 
 
 def log(*a):
@@ -253,7 +254,7 @@ def bench_engine(base, queries, gt, metric, threads_list, cold, extra, search_ar
                 pass  # one process per thread count: an untimed warm-up pass (checksums verified
                 # once, page cache warm, as in a running server), then the whole nprobe sweep
             r = subprocess.run([str(ENGINE), "bench", "ann", "--index", f"{d}/idx", "--queries", f"{d}/queries.npy", "--gt", f"{d}/gt.ivecs",
-                                "--nprobe", nprobes, "--threads", str(threads)] + search_args + (["--no-warmup"] if cold else []),
+                                "--nprobe", nprobes, "--threads", str(threads), "--io", ENGINE_IO] + search_args + (["--no-warmup"] if cold else []),
                                check=True, capture_output=True, text=True).stdout
             ram = int(r.split("RAM ")[1].split(" bytes")[0])
             disk = int(r.split("disk ")[1].split(" bytes")[0])
@@ -262,7 +263,7 @@ def bench_engine(base, queries, gt, metric, threads_list, cold, extra, search_ar
                 if len(cells) < 8 or not cells[0].isdigit():
                     continue
                 rec10, qps, mean, p99 = float(cells[2]), float(cells[3]), float(cells[4]), float(cells[5])
-                out.append(row("Engine hybrid" + (" " + " ".join(extra + search_args) if extra or search_args else ""), f"nprobe {cells[0]} ({cells[6]} lists, {cells[7]} KiB)",
+                out.append(row("Engine hybrid" + (" " + " ".join(extra + search_args) if extra or search_args else "") + (f" --io {ENGINE_IO}" if ENGINE_IO != "mapped" else ""), f"nprobe {cells[0]} ({cells[6]} lists, {cells[7]} KiB)",
                                threads, rec10, qps, mean, p99, ram, disk, build))
         return out
     finally:
@@ -281,7 +282,10 @@ def main():
     ap.add_argument("--json", help="also write rows as JSON lines here")
     ap.add_argument("--engine-variants", default="f32,f16,pq8,pq4,binary,f16-10",
                     help="Engine index variants: f32, f16, pq8, pq4, binary (re-rank 50), f16-10 (10%% heads)")
+    ap.add_argument("--engine-io", default="mapped", choices=["mapped", "pread", "uring"], help="Engine's posting-list reads")
     args = ap.parse_args()
+    global ENGINE_IO
+    ENGINE_IO = args.engine_io
     base, queries, metric = dataset(args)
     threads_list = [int(t) for t in args.threads.split(",")]
     log(f"{args.dataset}: base {base.shape}, queries {queries.shape}, metric {metric}; uptime: {os.getloadavg()}")

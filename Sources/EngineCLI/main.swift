@@ -804,7 +804,7 @@ struct BenchANN: ParsableCommand {
     @Option(help: "nprobe values (comma-separated).") var nprobe = "1,2,4,8,16,32,64,128"
     @Option(help: "Search threads (queries split across them).") var threads = 1
     @Option(help: "Queries to run (0: all).") var limit = 0
-    @Option(help: "Posting-list reads: mapped (mmap + madvise, default) or pread.") var io: IndexIO = .mapped
+    @Option(help: "Posting-list reads: mapped (mmap + madvise, default), pread (one read per list), or uring (one io_uring batch per query; pread where unavailable).") var io: IndexIO = .mapped
     @Option(help: "PQ indexes: candidates re-ranked with full vectors.") var rerank = 100
     @Option(name: .customLong("coarse-probe"), help: "Coarse clusters whose heads are ranked (0: max(4, nprobe/4)).") var coarseProbe = 0
     @Flag(name: .customLong("no-warmup"), help: "Skip the untimed pass over the queries at the largest nprobe (which verifies list checksums once and warms the page cache, as a running server would be).") var noWarmup = false
@@ -819,7 +819,7 @@ struct BenchANN: ParsableCommand {
         try require(d == idx.dim, "queries are \(d)-d, the index holds \(idx.dim)-d vectors")
         let m = limit > 0 ? min(limit, q.count / d) : q.count / d
         try require(g.count / gk >= m, "ground truth has \(g.count / gk) rows for \(m) queries")
-        print("index: \(IndexStats.describe(idx).replacingOccurrences(of: "\n", with: "; "))")
+        print("index: \(IndexStats.describe(idx).replacingOccurrences(of: "\n", with: "; ")); reads: \(idx.io)")
         if !noWarmup, let most = nprobe.split(separator: ",").compactMap({ Int($0) }).max() {
             for i in 0..<m { _ = try idx.search(Array(q[(i * d)..<((i + 1) * d)]), k: 10, parameters: HybridSearchParameters(nprobe: most)) }
         }

@@ -353,3 +353,44 @@ extension HybridIndexTests {
         }
     }
 }
+
+extension HybridIndexTests {
+    /// The three read paths (mapped, pread, one io_uring batch per query) return identical
+    /// results, from several threads, for vector and code payloads (io_uring also batches the
+    /// re-rank rows); a list corrupted on disk is reported through every path.
+    func testReadPathsAgree() throws {
+        let k = try Kernels.selected(threads: 1)
+        let (n, d) = (4000, 32)
+        let base = Self.clustered(n: n, dim: d, clusters: 30, seed: 14)
+        for payload in [PostingPayload.f16, .pq4] {
+            let dir = tmpDir("io-\(payload)")
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            var o = HybridIndexOptions(); o.payload = payload
+            try HybridIndex.build(vectors: base, dim: d, directory: dir, options: o, kernels: k)
+            let m = 64
+            let queries = (0..<m).map { Array(base[($0 * d)..<(($0 + 1) * d)]).map { $0 + 0.05 } }
+            let mapped = try HybridIndex(directory: dir, io: .mapped, kernels: k)
+            let expected = try queries.map { try mapped.search($0, k: 10, parameters: HybridSearchParameters(nprobe: 16)).neighbors }
+            for io in [IndexIO.pread, .uring] {
+                let idx = try HybridIndex(directory: dir, io: io, kernels: k)
+                if io == .uring { print("HybridIndex \(payload): io_uring \(idx.io == .uring ? "available" : "unavailable, pread used")") }
+                let box = ResultsBox(m)
+                DispatchQueue.concurrentPerform(iterations: 3) { t in
+                    for i in stride(from: t, to: m, by: 3) { box.set(i, (try? idx.search(queries[i], k: 10, parameters: HybridSearchParameters(nprobe: 16)).neighbors) ?? []) }
+                }
+                for i in 0..<m { XCTAssertEqual(box.get(i), expected[i], "\(payload) \(io) query \(i)") }
+            }
+            // corrupt the middle of the postings: every path refuses the damaged list
+            let pp = dir + "/postings.bin"
+            var bytes = try Data(contentsOf: URL(fileURLWithPath: pp))
+            let p0 = bytes
+            for i in stride(from: 0, to: bytes.count, by: 97) { bytes[i] ^= 0x5A }
+            try bytes.write(to: URL(fileURLWithPath: pp))
+            for io in IndexIO.allCases {
+                let idx = try HybridIndex(directory: dir, io: io, kernels: k)
+                assertThrowsEngineError(isInvalidFile, "\(io)") { _ = try idx.search(queries[0], k: 10, parameters: HybridSearchParameters(nprobe: 16)) }
+            }
+            try p0.write(to: URL(fileURLWithPath: pp))
+        }
+    }
+}

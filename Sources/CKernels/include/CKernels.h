@@ -11,4 +11,5 @@
 #include "ck_ops.h"
 #include "ck_membw.h"
 #include "ck_vec.h"
+#include "ck_uring.h"
 #endif

@@ -87,7 +87,9 @@ public enum PostingPayload: String, Sendable, CaseIterable {
 /// lists a query needs are announced with madvise(WILLNEED) (the kernel reads them
 /// concurrently) and scanned in place, no copy. `.pread`: each list is read into a buffer with
 /// pread (one I/O per list), the access pattern of an index far larger than the page cache.
-public enum IndexIO: String, Sendable, CaseIterable { case mapped, pread }
+/// `.uring`: all lists of a query (and its re-rank rows) read in one io_uring batch, up to 64
+/// in flight (Linux); where io_uring is unavailable the index opens with `.pread` instead.
+public enum IndexIO: String, Sendable, CaseIterable { case mapped, pread, uring }
 
 /// One result and the work one search did.
 public struct SearchHit: Sendable, Equatable {
@@ -151,6 +153,8 @@ public final class HybridIndex: @unchecked Sendable {
     let delta: DeltaLayer
     public let writable: Bool
     let mapping: UnsafeRawPointer?
+    /// io_uring readers, one per concurrent search (IndexIO.uring).
+    let readers = UringReaders()
     /// One flag per list: its checksum has been verified (ChecksumPolicy.once).
     let verified: UnsafeMutablePointer<UInt8>
 
@@ -161,7 +165,7 @@ public final class HybridIndex: @unchecked Sendable {
     public init(directory: String, io: IndexIO = .mapped, writable: Bool = false, kernels: Kernels) throws {
         self.directory = directory
         self.kernels = kernels
-        self.io = io
+        self.io = io == .uring && UringReader() == nil ? .pread : io
         self.writable = writable
         let hp = directory + "/heads.bin", pp = directory + "/postings.bin"
         guard let data = FileManager.default.contents(atPath: hp) else {
@@ -318,6 +322,18 @@ public final class HybridIndex: @unchecked Sendable {
         var dist = [Float]()
         let order = heads.sorted { listOffset[$0] < listOffset[$1] }
         let live = delta.snapshot()
+        // io_uring: every list of the query in one batch into the reader's buffer
+        let reader = io == .uring ? try readers.take() : nil
+        defer { if let reader { readers.put(reader) } }
+        var inBuffer: [Int: Int] = [:]
+        if let reader {
+            var offs: [UInt64] = [], lens: [UInt32] = [], dsts: [Int] = [], total = 0
+            for h in order where listCount[h] > 0 {
+                offs.append(listOffset[h]); lens.append(listBytes[h]); dsts.append(total); inBuffer[h] = total
+                total += (Int(listBytes[h]) + 63) / 64 * 64
+            }
+            try reader.read(fd: postingsFD, offsets: offs, lengths: lens, at: dsts, total: total, file: "\(directory)/postings.bin")
+        }
         var approx = TopK(k: payload.isCoded ? max(k, p.rerank) : 1)
         var approxRow: [UInt64: UInt32] = [:]
         var codes = try CodeScanner(self, q)
@@ -365,6 +381,8 @@ public final class HybridIndex: @unchecked Sendable {
             }
             if let mapping {
                 try scan(mapping + Int(listOffset[h]))
+            } else if let reader {
+                try scan(UnsafeRawPointer(reader.buffer + inBuffer[h]!))
             } else {
                 if buf.count < bytes { buf = [UInt8](repeating: 0, count: bytes) }
                 try buf.withUnsafeMutableBytes { raw in
@@ -375,7 +393,7 @@ public final class HybridIndex: @unchecked Sendable {
             cost.listsRead += 1; cost.bytesRead += bytes; cost.pagesRead += (bytes + Self.page - 1) / Self.page
             cost.candidatesScored += n
         }
-        if payload.isCoded { try rerank(approx.sorted(), approxRow, q, into: &top, cost: &cost) }
+        if payload.isCoded { try rerank(approx.sorted(), approxRow, q, into: &top, cost: &cost, reader: reader) }
         // inserted vectors of the probed heads (held in RAM)
         for h in heads {
             guard let l = live.lists[h], !l.ids.isEmpty else { continue }
@@ -393,11 +411,28 @@ public final class HybridIndex: @unchecked Sendable {
     }
 
     /// Exact distances of PQ candidates from their full vectors in vectors.bin (row CRC checked).
-    func rerank(_ cands: [SearchHit], _ rows: [UInt64: UInt32], _ q: [Float], into top: inout TopK, cost: inout SearchCost) throws {
+    func rerank(_ cands: [SearchHit], _ rows: [UInt64: UInt32], _ q: [Float], into top: inout TopK, cost: inout SearchCost,
+                reader: UringReader? = nil) throws {
         let rb = 4 * dim + 4
         var buf = [UInt8](repeating: 0, count: rb)
         var d: Float = 0
         for c in cands {
+            let row = Int(rows[c.id]!)
+            guard row < count else { throw EngineError.invalidFile("\(directory)/postings.bin: row \(row) out of range (corrupt list)") }
+        }
+        if let vm = vectorsMapping {
+            // announce every row first: the kernel reads the missing pages concurrently
+            for c in cands {
+                let start = Int(rows[c.id]!) * rb, page0 = start / Self.page * Self.page
+                madvise(UnsafeMutableRawPointer(mutating: vm + page0), start + rb - page0, MADV_WILLNEED)
+            }
+        }
+        if let reader, !cands.isEmpty {
+            // all rows in one batch (the lists' buffer is no longer needed)
+            try reader.read(fd: vectorsFD, offsets: cands.map { UInt64(Int(rows[$0.id]!) * rb) }, lengths: cands.map { _ in UInt32(rb) },
+                            at: cands.indices.map { $0 * rb }, total: cands.count * rb, file: "\(directory)/vectors.bin")
+        }
+        for (ci, c) in cands.enumerated() {
             let row = Int(rows[c.id]!)
             guard row < count else { throw EngineError.invalidFile("\(directory)/postings.bin: row \(row) out of range (corrupt list)") }
             let check = { (r: UnsafeRawPointer) throws in
@@ -411,6 +446,8 @@ public final class HybridIndex: @unchecked Sendable {
             }
             if let vm = vectorsMapping {
                 try check(vm + row * rb)
+            } else if let reader {
+                try check(UnsafeRawPointer(reader.buffer + ci * rb))
             } else {
                 try buf.withUnsafeMutableBytes { b in
                     try readFully(b.baseAddress!, rb, offset: row * rb, fd: vectorsFD, file: "vectors.bin")
@@ -640,4 +677,64 @@ struct TopK {
 
 extension Array {
     subscript(safe i: Int) -> Element? { indices.contains(i) ? self[i] : nil }
+}
+
+/// An io_uring ring (CKernels ck_uring) and its read buffer, used by one search at a time.
+final class UringReader {
+    let ring: OpaquePointer
+    private(set) var buffer: UnsafeMutableRawPointer
+    private(set) var capacity: Int
+    /// io_uring_enter failed with reads in flight: the buffer may still be written by the
+    /// kernel, so it is never freed or reused.
+    private(set) var broken = false
+
+    init?() {
+        var err: Int32 = 0
+        guard let r = ck_uring_open(64, &err) else { return nil }
+        ring = r
+        capacity = 1 << 20
+        buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 4096)
+    }
+
+    deinit {
+        if !broken { ck_uring_close(ring); buffer.deallocate() }
+    }
+
+    /// Reads lengths[i] bytes at offsets[i] of fd to buffer + at[i]; `total` bytes of buffer needed.
+    func read(fd: Int32, offsets: [UInt64], lengths: [UInt32], at: [Int], total: Int, file: String) throws {
+        if total > capacity {
+            buffer.deallocate()
+            capacity = max(total, 2 * capacity)
+            buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 4096)
+        }
+        let dsts: [UnsafeMutablePointer<UInt8>?] = at.map { (buffer + $0).assumingMemoryBound(to: UInt8.self) }
+        let rc = offsets.withUnsafeBufferPointer { o in lengths.withUnsafeBufferPointer { l in dsts.withUnsafeBufferPointer { d in
+            ck_uring_read(ring, fd, o.count, o.baseAddress, l.baseAddress, d.baseAddress)
+        } } }
+        if rc == CK_URING_BROKEN {
+            broken = true
+            throw EngineError.io("\(file): io_uring failed with reads in flight")
+        }
+        if rc == -ENODATA { throw EngineError.invalidFile("\(file): unexpected end of file (truncated)") }
+        if rc < 0 { throw EngineError.io("\(file): read failed: \(String(cString: strerror(-rc)))") }
+    }
+}
+
+/// Idle readers, one is taken per search and put back after it (a broken one is dropped).
+final class UringReaders: @unchecked Sendable {
+    private var idle: [UringReader] = []
+    private let lock = NSLock()
+
+    func take() throws -> UringReader {
+        lock.lock()
+        if let r = idle.popLast() { lock.unlock(); return r }
+        lock.unlock()
+        guard let r = UringReader() else { throw EngineError.io("io_uring is unavailable (cannot open a ring)") }
+        return r
+    }
+
+    func put(_ r: UringReader) {
+        if r.broken { return }
+        lock.lock(); idle.append(r); lock.unlock()
+    }
 }
