@@ -281,7 +281,7 @@ def main():
     ap.add_argument("--cold", action="store_true", help="drop the page cache before each disk-index setting (root)")
     ap.add_argument("--json", help="also write rows as JSON lines here")
     ap.add_argument("--engine-variants", default="f32,f16,pq8,pq4,binary,f16-10",
-                    help="Engine index variants: f32, f16, pq8, pq4, binary (re-rank 50), f16-10 (10%% heads)")
+                    help="Engine index variants: f32, f16, pq8, pq4, binary (re-rank 50), f16-10 / f16-1 (10%% / 1%% heads)")
     ap.add_argument("--engine-io", default="mapped", choices=["mapped", "pread", "uring"], help="Engine's posting-list reads")
     args = ap.parse_args()
     global ENGINE_IO
@@ -301,6 +301,10 @@ def main():
                 "pq4": (["--payload", "pq4"], ["--rerank", "50"]), "binary": (["--payload", "binary"], ["--rerank", "50"]),
                 # SPANN's head fraction, for reference (the default is 0.03)
                 "f16-10": (["--payload", "f16", "--head-fraction", "0.1"], []),
+                "f16-1": (["--payload", "f16", "--head-fraction", "0.01"], []),
+                # the same with 8 coarse clusters ranked per query (synthetic set: neighbours
+                # spread over more coarse clusters than the default max(4, nprobe / 4))
+                "f16-1-cp8": (["--payload", "f16", "--head-fraction", "0.01"], ["--coarse-probe", "8"]),
             }
             for v in args.engine_variants.split(","):
                 rows += bench_engine(base, queries, gt, metric, threads_list, args.cold, *variants[v])

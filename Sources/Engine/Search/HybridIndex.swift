@@ -189,7 +189,7 @@ public final class HybridIndex: @unchecked Sendable {
         maxReplicas = max(1, min(8, u32(56) & 0xFFFF))
         rngFactor = u32(56) >> 16 == 0 ? 1 : Float(u32(56) >> 16) / 256
         replicaEpsilon = Float(bitPattern: UInt32(u32(60)))
-        guard dim > 0, heads > 0, coarse > 0, coarse <= heads else { throw fail("inconsistent header (dim \(dim), heads \(heads), coarse \(coarse))") }
+        guard dim > 0, heads > 0, coarse > 0 else { throw fail("inconsistent header (dim \(dim), heads \(heads), coarse \(coarse))") }
         let tableEnd = Self.headerBytes + 4 * coarse * dim + 4 * (coarse + 1) + 4 * heads * dim + Self.entryBytes * heads
         // code section: M and the PQ codebooks (pq8, pq4), or P and the rotation's signs (binary)
         var pqM = 0
