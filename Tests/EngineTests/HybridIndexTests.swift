@@ -15,6 +15,16 @@ final class HybridIndexTests: XCTestCase {
 
     func tmpDir(_ name: String) -> String { NSTemporaryDirectory() + "engine-idx-\(getpid())-\(name)" }
 
+    /// Builds an index over `base` in tmpDir(name), removed when the test ends; `configure` sets options.
+    func buildIndex(_ name: String, _ base: [Float], dim: Int, ids: [UInt64]? = nil, kernels: Kernels,
+                    _ configure: (inout HybridIndexOptions) -> Void = { _ in }) throws -> (index: HybridIndex, dir: String) {
+        let dir = tmpDir(name)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        var o = HybridIndexOptions()
+        configure(&o)
+        return (try HybridIndex.build(vectors: base, dim: dim, ids: ids, directory: dir, options: o, kernels: kernels), dir)
+    }
+
     func recall(_ idx: HybridIndex, _ q: [Float], _ gt: [Int32], ids: [UInt64]? = nil, k: Int = 10, nprobe: Int) throws -> Double {
         let d = idx.dim, m = q.count / d
         var hits = 0
@@ -33,10 +43,7 @@ final class HybridIndexTests: XCTestCase {
             .enumerated().map { $0.element + 0.3 * Float(($0.offset * 7919) % 13) / 13 }
         let ids = (0..<n).map { UInt64($0) * 1_000_003 + 17 } // external UInt64 ids
         for metric in Metric.allCases {
-            let dir = tmpDir("\(metric)")
-            defer { try? FileManager.default.removeItem(atPath: dir) }
-            var o = HybridIndexOptions(); o.metric = metric
-            let idx = try HybridIndex.build(vectors: base, dim: d, ids: ids, directory: dir, options: o, kernels: k)
+            let (idx, _) = try buildIndex("\(metric)", base, dim: d, ids: ids, kernels: k) { $0.metric = metric }
             let gt = try BruteForce.search(base: base, queries: queries, dim: d, k: 10, metric: metric)
             let low = try recall(idx, queries, gt, ids: ids, nprobe: 4), high = try recall(idx, queries, gt, ids: ids, nprobe: 64)
             print("HybridIndex \(metric): recall@10 \(low) at nprobe 4, \(high) at nprobe 64 (\(idx.heads) heads, \(idx.entries) entries)")
@@ -57,10 +64,7 @@ final class HybridIndexTests: XCTestCase {
         let k = try Kernels.selected()
         let (n, d) = (3000, 16)
         let base = Self.clustered(n: n, dim: d, clusters: 20, seed: 2)
-        let dir = tmpDir("f16")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        var o = HybridIndexOptions(); o.payload = .f16
-        let idx = try HybridIndex.build(vectors: base, dim: d, directory: dir, options: o, kernels: k)
+        let (idx, _) = try buildIndex("f16", base, dim: d, kernels: k) { $0.payload = .f16 }
         let gt = try BruteForce.search(base: base, queries: Array(base[0..<(100 * d)]), dim: d, k: 10, metric: .l2)
         XCTAssertGreaterThanOrEqual(try recall(idx, Array(base[0..<(100 * d)]), gt, nprobe: 64), 0.95)
         // allow-list: only even ids come back
@@ -80,9 +84,7 @@ final class HybridIndexTests: XCTestCase {
         let k = try Kernels.selected(threads: 1)
         let (n, d) = (4000, 32)
         let base = Self.clustered(n: n, dim: d, clusters: 30, seed: 3)
-        let dir = tmpDir("conc")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let idx = try HybridIndex.build(vectors: base, dim: d, directory: dir, kernels: k)
+        let (idx, _) = try buildIndex("conc", base, dim: d, kernels: k)
         let m = 64
         let serial = try (0..<m).map { try idx.search(Array(base[($0 * d)..<(($0 + 1) * d)]), k: 10).neighbors }
         let box = ResultsBox(m)
@@ -96,9 +98,7 @@ final class HybridIndexTests: XCTestCase {
         let k = try Kernels.selected()
         let (n, d) = (2000, 8)
         let base = Self.clustered(n: n, dim: d, clusters: 10, seed: 4)
-        let dir = tmpDir("bad")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let idx = try HybridIndex.build(vectors: base, dim: d, directory: dir, kernels: k)
+        let (idx, dir) = try buildIndex("bad", base, dim: d, kernels: k)
         assertThrowsEngineError(isInvalidArgument) { _ = try idx.search([1, 2, 3], k: 5) }
         assertThrowsEngineError(isNonFinite) { _ = try idx.search([Float](repeating: .nan, count: d), k: 5) }
         assertThrowsEngineError(isInvalidArgument) { _ = try idx.search([], k: 5) }
@@ -225,10 +225,7 @@ extension HybridIndexTests {
         let k = try Kernels.selected()
         let (n, d) = (5000, 32)
         let base = Self.clustered(n: n, dim: d, clusters: 40, seed: 8)
-        let dir = tmpDir("pq")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        var o = HybridIndexOptions(); o.payload = .pq8
-        let idx = try HybridIndex.build(vectors: base, dim: d, directory: dir, options: o, kernels: k)
+        let (idx, dir) = try buildIndex("pq", base, dim: d, kernels: k) { $0.payload = .pq8 }
         XCTAssertEqual(idx.pq?.subquantizers, 4)
         let queries = Array(base[0..<(200 * d)]).map { $0 + 0.05 }
         let gt = try BruteForce.search(base: base, queries: queries, dim: d, k: 10, metric: .l2)
@@ -320,10 +317,7 @@ extension HybridIndexTests {
         let queries = Self.clustered(n: 200, dim: d, clusters: 40, seed: 13).map { $0 * 0.98 }
         for payload in [PostingPayload.pq4, .binary] {
             for metric in Metric.allCases {
-                let dir = tmpDir("\(payload)-\(metric)")
-                defer { try? FileManager.default.removeItem(atPath: dir) }
-                var o = HybridIndexOptions(); o.payload = payload; o.metric = metric
-                let idx = try HybridIndex.build(vectors: base, dim: d, directory: dir, options: o, kernels: k)
+                let (idx, _) = try buildIndex("\(payload)-\(metric)", base, dim: d, kernels: k) { $0.payload = payload; $0.metric = metric }
                 let gt = try BruteForce.search(base: base, queries: queries, dim: d, k: 10, metric: metric)
                 let r = try recall(idx, queries, gt, nprobe: 32)
                 var p = HybridSearchParameters(nprobe: 32); p.rerank = 10
@@ -363,10 +357,7 @@ extension HybridIndexTests {
         let (n, d) = (4000, 32)
         let base = Self.clustered(n: n, dim: d, clusters: 30, seed: 14)
         for payload in [PostingPayload.f16, .pq4] {
-            let dir = tmpDir("io-\(payload)")
-            defer { try? FileManager.default.removeItem(atPath: dir) }
-            var o = HybridIndexOptions(); o.payload = payload
-            try HybridIndex.build(vectors: base, dim: d, directory: dir, options: o, kernels: k)
+            let (_, dir) = try buildIndex("io-\(payload)", base, dim: d, kernels: k) { $0.payload = payload }
             let m = 64
             let queries = (0..<m).map { Array(base[($0 * d)..<(($0 + 1) * d)]).map { $0 + 0.05 } }
             let mapped = try HybridIndex(directory: dir, io: .mapped, kernels: k)

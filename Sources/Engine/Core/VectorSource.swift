@@ -88,13 +88,7 @@ public final class VectorFileSource: VectorSource, @unchecked Sendable {
         let bytes = rows.count * recordBytes
         let buf = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 16)
         defer { buf.deallocate() }
-        var done = 0
-        while done < bytes {
-            let r = pread(fd, buf + done, bytes - done, off_t(dataOffset + rows.lowerBound * recordBytes + done))
-            if r < 0 && errno == EINTR { continue }
-            guard r > 0 else { throw EngineError.io("\(path): read failed at row \(rows.lowerBound): \(r < 0 ? String(cString: strerror(errno)) : "end of file")") }
-            done += r
-        }
+        try preadFully(fd, buf, bytes, at: dataOffset + rows.lowerBound * recordBytes, path: path)
         for (t, i) in rows.enumerated() {
             let rec = buf + t * recordBytes
             var body = rec

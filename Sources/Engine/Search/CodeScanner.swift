@@ -93,7 +93,7 @@ struct CodeScanner {
     }
 
     /// Approximate distances of the n entries of the list at `raw` (layouts in PostingPayload).
-    mutating func scan(_ raw: UnsafeRawPointer, count n: Int, head h: Int, into out: UnsafeMutablePointer<Float>) {
+    mutating func scan(_ raw: UnsafeRawPointer, count n: Int, head h: Int, into out: UnsafeMutablePointer<Float>) throws {
         let k = index.kernels
         switch index.payload {
         case .f32, .f16: return
@@ -105,9 +105,7 @@ struct CodeScanner {
             var offset: Float = 0
             if index.metric == .l2 {
                 residual(h)
-                resid.withUnsafeBufferPointer { rp in pq.centroidsT.withUnsafeBufferPointer { ct in table.withUnsafeMutableBufferPointer {
-                    k.pqTable.pointee.table_l2(rp.baseAddress!, ct.baseAddress!, m, 16, pq.dsub, $0.baseAddress!)
-                } } }
+                try resid.withUnsafeBufferPointer { rp in try table.withUnsafeMutableBufferPointer { try pq.distanceTable(query: rp, metric: .l2, kernels: k, into: $0) } }
                 quantizeTable()
             } else {
                 offset = headOffset(h)
@@ -132,11 +130,13 @@ struct CodeScanner {
             qbits.withUnsafeBufferPointer { qb in ham.withUnsafeMutableBufferPointer { hp in
                 k.hammingTable.pointee.dist_1xn!(qb.baseAddress!, (raw + 16 * n).assumingMemoryBound(to: UInt64.self), n, rot.words, hp.baseAddress!)
             } }
-            let qn = qnorm
+            // L2: ||q_r||^2 + ||r||^2 - 2 ||q_r|| ||r|| cos; inner product: offset - ||q|| ||r|| cos
+            let qn = qnorm, l2 = index.metric == .l2
+            let base = l2 ? qn * qn : offset
             for i in 0..<n {
                 let rn = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 12 * n + 4 * i, as: UInt32.self)))
                 let c = cosTable[Int(ham[i])]
-                out[i] = index.metric == .l2 ? qn * qn + rn * rn - 2 * qn * rn * c : offset - qn * rn * c
+                out[i] = base + (l2 ? rn * rn : 0) - (l2 ? 2 : 1) * qn * rn * c
             }
         }
     }

@@ -142,6 +142,8 @@ public final class HybridIndex: @unchecked Sendable {
     let listCount: [UInt32]
     let listCRC: [UInt32]
     let postingsFD: Int32
+    /// Size of heads.bin (checked against the header's counts at open).
+    let headsFileBytes: Int
     let postingsSize: Int
     let kernels: Kernels
     public let io: IndexIO
@@ -172,6 +174,7 @@ public final class HybridIndex: @unchecked Sendable {
             throw EngineError.io("cannot read \(hp): not an index directory (or an interrupted build)")
         }
         let b = [UInt8](data)
+        headsFileBytes = b.count
         func fail(_ m: String) -> EngineError { .invalidFile("\(hp): \(m)") }
         guard b.count >= Self.headerBytes + 4, Array(b[0..<8]) == Self.magic else { throw fail("not an Engine hybrid index (bad magic or truncated)") }
         let stored = b.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: b.count - 4, as: UInt32.self)) }
@@ -297,7 +300,7 @@ public final class HybridIndex: @unchecked Sendable {
     /// Codebooks (PQ) or rotation signs (binary) in heads.bin and in RAM.
     var codeSectionBytes: Int { (pq.map { 4 + 4 * $0.centroids.count } ?? 0) + (rotation.map { 4 + 4 * $0.padded } ?? 0) }
     /// Bytes on disk (both files).
-    public var diskBytes: Int { postingsSize + vectorsSize + (Self.headerBytes + 4 * coarse * dim + 4 * (coarse + 1) + 4 * heads * dim + Self.entryBytes * heads + 4 + codeSectionBytes) }
+    public var diskBytes: Int { postingsSize + vectorsSize + headsFileBytes }
 
     // MARK: search
 
@@ -356,7 +359,7 @@ public final class HybridIndex: @unchecked Sendable {
                     self.verified[h] = 1 // a benign race: concurrent verifiers write the same value
                 }
                 if self.payload.isCoded {
-                    dist.withUnsafeMutableBufferPointer { codes.scan(raw, count: n, head: h, into: $0.baseAddress!) }
+                    try dist.withUnsafeMutableBufferPointer { try codes.scan(raw, count: n, head: h, into: $0.baseAddress!) }
                     for i in 0..<n {
                         let id = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))
                         if let f = p.filter, !f(id) { continue }
@@ -386,7 +389,7 @@ public final class HybridIndex: @unchecked Sendable {
             } else {
                 if buf.count < bytes { buf = [UInt8](repeating: 0, count: bytes) }
                 try buf.withUnsafeMutableBytes { raw in
-                    try readFully(raw.baseAddress!, bytes, offset: Int(listOffset[h]))
+                    try preadFully(postingsFD, raw.baseAddress!, bytes, at: Int(listOffset[h]), path: "\(directory)/postings.bin")
                     try scan(UnsafeRawPointer(raw.baseAddress!))
                 }
             }
@@ -416,25 +419,25 @@ public final class HybridIndex: @unchecked Sendable {
         let rb = 4 * dim + 4
         var buf = [UInt8](repeating: 0, count: rb)
         var d: Float = 0
-        for c in cands {
+        let candRows = try cands.map { c -> Int in
             let row = Int(rows[c.id]!)
             guard row < count else { throw EngineError.invalidFile("\(directory)/postings.bin: row \(row) out of range (corrupt list)") }
+            return row
         }
         if let vm = vectorsMapping {
             // announce every row first: the kernel reads the missing pages concurrently
-            for c in cands {
-                let start = Int(rows[c.id]!) * rb, page0 = start / Self.page * Self.page
+            for row in candRows {
+                let start = row * rb, page0 = start / Self.page * Self.page
                 madvise(UnsafeMutableRawPointer(mutating: vm + page0), start + rb - page0, MADV_WILLNEED)
             }
         }
         if let reader, !cands.isEmpty {
             // all rows in one batch (the lists' buffer is no longer needed)
-            try reader.read(fd: vectorsFD, offsets: cands.map { UInt64(Int(rows[$0.id]!) * rb) }, lengths: cands.map { _ in UInt32(rb) },
+            try reader.read(fd: vectorsFD, offsets: candRows.map { UInt64($0 * rb) }, lengths: candRows.map { _ in UInt32(rb) },
                             at: cands.indices.map { $0 * rb }, total: cands.count * rb, file: "\(directory)/vectors.bin")
         }
         for (ci, c) in cands.enumerated() {
-            let row = Int(rows[c.id]!)
-            guard row < count else { throw EngineError.invalidFile("\(directory)/postings.bin: row \(row) out of range (corrupt list)") }
+            let row = candRows[ci]
             let check = { (r: UnsafeRawPointer) throws in
                 let stored = UInt32(littleEndian: r.loadUnaligned(fromByteOffset: 4 * self.dim, as: UInt32.self))
                 guard self.kernels.crc32c(UnsafeRawBufferPointer(start: r, count: 4 * self.dim)) == stored else {
@@ -450,7 +453,7 @@ public final class HybridIndex: @unchecked Sendable {
                 try check(UnsafeRawPointer(reader.buffer + ci * rb))
             } else {
                 try buf.withUnsafeMutableBytes { b in
-                    try readFully(b.baseAddress!, rb, offset: row * rb, fd: vectorsFD, file: "vectors.bin")
+                    try preadFully(vectorsFD, b.baseAddress!, rb, at: row * rb, path: "\(directory)/vectors.bin")
                     try check(UnsafeRawPointer(b.baseAddress!))
                 }
             }
@@ -535,18 +538,6 @@ public final class HybridIndex: @unchecked Sendable {
         return cand.map { Int($0.id) }
     }
 
-    func readFully(_ dst: UnsafeMutableRawPointer, _ n: Int, offset: Int, fd: Int32? = nil, file: String = "postings.bin") throws {
-        var done = 0
-        while done < n {
-            let r = pread(fd ?? postingsFD, dst + done, n - done, off_t(offset + done))
-            if r < 0 {
-                if errno == EINTR { continue }
-                throw EngineError.io("\(directory)/\(file): read failed: \(String(cString: strerror(errno)))")
-            }
-            if r == 0 { throw EngineError.invalidFile("\(directory)/\(file): unexpected end of file (truncated)") }
-            done += r
-        }
-    }
 }
 
 /// The navigation structure over head centroids (coarse centroids and their head ranges), shared

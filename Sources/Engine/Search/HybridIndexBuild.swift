@@ -39,6 +39,7 @@ extension HybridIndex {
         try require(o.replicaEpsilon >= 0 && o.replicaEpsilon.isFinite, "replicaEpsilon must be >= 0")
         try require(o.rngFactor >= 1 && o.rngFactor < 255, "rngFactor must be in [1, 255), got \(o.rngFactor)")
         // pqM: PQ sub-quantizers (pq8, pq4) or the binary code width P
+        let rotation = o.payload == .binary ? SignRotation(dim: dim, seed: o.seed) : nil
         var pqM = 0
         switch o.payload {
         case .pq8:
@@ -50,7 +51,7 @@ extension HybridIndex {
             try require(pqM > 0 && pqM <= 256 && dim % pqM == 0, "4-bit PQ needs a sub-quantizer count <= 256 dividing dim \(dim) (set pqSubquantizers)")
             try require(n >= 16, "PQ payloads need at least 16 vectors to train, got \(n)")
         case .binary:
-            pqM = SignRotation(dim: dim, seed: o.seed).padded
+            pqM = rotation!.padded
         case .f32, .f16: break
         }
         let say = o.progress ?? { _ in }
@@ -182,7 +183,6 @@ extension HybridIndex {
         // PQ codebooks from a spread subset of the sample: of the vectors (pq8) or of their
         // residuals to the nearest head (pq4); the rotation of binary codes
         var pq: ProductQuantizer? = nil
-        let rotation = o.payload == .binary ? SignRotation(dim: dim, seed: o.seed) : nil
         if o.payload == .pq8 || o.payload == .pq4 {
             let trainN = min(sampleN, 20_000)
             var train = [Float](repeating: 0, count: trainN * dim)
@@ -327,39 +327,44 @@ extension HybridIndex {
         if codeBytes > 0 {
             try forEachBlockEntries("residual codes") { writes in
                 let parts = Threads.ranges(writes.count, parts: threads)
+                var err: Error?
                 headCent.withUnsafeBufferPointer { hp in entryCodes.withUnsafeMutableBytes { ec in
                     Threads.parallelFor(parts.count, threads: threads) { t in
-                        var r = [Float](repeating: 0, count: rotation?.padded ?? dim), z = r, tab = [Float](repeating: 0, count: 16 * pqM)
-                        for x in writes[parts[t]] {
-                            let src = block + Int(x.row) * dim, c = hp.baseAddress! + Int(x.head) * dim, dst = ec.baseAddress! + Int(x.entry) * codeBytes
-                            for j in 0..<dim { r[j] = src[j] - c[j] }
+                        for c0 in stride(from: parts[t].lowerBound, to: parts[t].upperBound, by: 1024) {
+                            let part = writes[c0..<min(parts[t].upperBound, c0 + 1024)]
+                            // residuals x - head of these entries (1,024 at a time: bounded scratch)
+                            var r = [Float](repeating: 0, count: part.count * dim)
+                            for (i, x) in part.enumerated() {
+                                let src = block + Int(x.row) * dim, c = hp.baseAddress! + Int(x.head) * dim
+                                for j in 0..<dim { r[i * dim + j] = src[j] - c[j] }
+                            }
                             if let pq {
-                                // nearest centroid per sub-space: the L2 table of the residual, argmin
-                                r.withUnsafeBufferPointer { rp in pq.centroidsT.withUnsafeBufferPointer { ct in tab.withUnsafeMutableBufferPointer {
-                                    kernels.pqTable.pointee.table_l2(rp.baseAddress!, ct.baseAddress!, pqM, 16, pq.dsub, $0.baseAddress!)
-                                } } }
-                                for m in 0..<pqM {
-                                    var best = Float.infinity, bj = 0
-                                    for j in 0..<16 where tab[m * 16 + j] < best { best = tab[m * 16 + j]; bj = j }
-                                    dst.storeBytes(of: UInt8(bj), toByteOffset: m, as: UInt8.self)
-                                }
+                                do {
+                                    let cs = try r.withUnsafeBufferPointer { try pq.encode($0, kernels: kernels) }
+                                    for (i, x) in part.enumerated() {
+                                        cs.withUnsafeBytes { (ec.baseAddress! + Int(x.entry) * codeBytes).copyMemory(from: $0.baseAddress! + i * pqM, byteCount: pqM) }
+                                    }
+                                } catch { err = error }
                             } else if let rotation {
-                                var s: Float = 0
-                                for j in 0..<dim { s += r[j] * r[j] }
-                                dst.storeBytes(of: s.squareRoot().bitPattern.littleEndian, as: UInt32.self)
-                                var words = [UInt64](repeating: 0, count: rotation.words)
-                                r.withUnsafeBufferPointer { rp in z.withUnsafeMutableBufferPointer { zp in
-                                    rotation.rotate(rp.baseAddress!, into: zp.baseAddress!)
-                                    words.withUnsafeMutableBufferPointer { rotation.signBits(zp.baseAddress!, into: $0.baseAddress!) }
-                                } }
-                                for (w, v) in words.enumerated() { dst.storeBytes(of: v.littleEndian, toByteOffset: 4 + 8 * w, as: UInt64.self) }
+                                var z = [Float](repeating: 0, count: rotation.padded), words = [UInt64](repeating: 0, count: rotation.words)
+                                for (i, x) in part.enumerated() {
+                                    let dst = ec.baseAddress! + Int(x.entry) * codeBytes
+                                    var s: Float = 0
+                                    for j in 0..<dim { s += r[i * dim + j] * r[i * dim + j] }
+                                    dst.storeBytes(of: s.squareRoot().bitPattern.littleEndian, as: UInt32.self)
+                                    r.withUnsafeBufferPointer { rp in z.withUnsafeMutableBufferPointer { zp in
+                                        rotation.rotate(rp.baseAddress! + i * dim, into: zp.baseAddress!)
+                                        words.withUnsafeMutableBufferPointer { rotation.signBits(zp.baseAddress!, into: $0.baseAddress!) }
+                                    } }
+                                    for (w, v) in words.enumerated() { dst.storeBytes(of: v.littleEndian, toByteOffset: 4 + 8 * w, as: UInt64.self) }
+                                }
                             }
                         }
                     }
                 } }
+                if let err { throw err }
             }
         }
-        var packed = [UInt8]()
         for h in 0..<heads where kept[h] > 0 {
             let k = kept[h], len = o.payload.isCoded ? listBytes(h) : 8 * k
             staging.removeAll(keepingCapacity: true)
@@ -372,16 +377,16 @@ extension HybridIndex {
                     if o.payload == .pq8 {
                         for j in 0..<pqM { r.storeBytes(of: codes[v * pqM + j], toByteOffset: 12 * k + t * pqM + j, as: UInt8.self) }
                     } else if o.payload == .binary {
-                        for j in 0..<4 { r.storeBytes(of: entryCodes[e * codeBytes + j], toByteOffset: 12 * k + 4 * t + j, as: UInt8.self) }
-                        for j in 0..<(pqM / 8) { r.storeBytes(of: entryCodes[e * codeBytes + 4 + j], toByteOffset: 16 * k + t * (pqM / 8) + j, as: UInt8.self) }
+                        // entry code = norm (4 bytes) then signs: norms and signs are separate arrays in the list
+                        entryCodes.withUnsafeBytes { ec in
+                            (r.baseAddress! + 12 * k + 4 * t).copyMemory(from: ec.baseAddress! + e * codeBytes, byteCount: 4)
+                            (r.baseAddress! + 16 * k + t * (pqM / 8)).copyMemory(from: ec.baseAddress! + e * codeBytes + 4, byteCount: pqM / 8)
+                        }
                     }
                 }
                 if o.payload == .pq4 {
-                    let a = lstart[h] * pqM
-                    packed = [UInt8](repeating: 0, count: ck_pq4_packed_bytes(k, pqM))
-                    // codes are < 16 by construction
-                    _ = entryCodes.withUnsafeBufferPointer { ec in packed.withUnsafeMutableBufferPointer { ck_pq4_pack(ec.baseAddress! + a, k, pqM, $0.baseAddress) } }
-                    for (j, v) in packed.enumerated() { r[12 * k + j] = v }
+                    // codes are < 16 by construction; packed in place after the ids and rows
+                    _ = entryCodes.withUnsafeBufferPointer { ck_pq4_pack($0.baseAddress! + lstart[h] * pqM, k, pqM, (r.baseAddress! + 12 * k).assumingMemoryBound(to: UInt8.self)) }
                 }
             }
             try staging.withUnsafeBytes { try out.write($0.baseAddress!, len, at: offsets[h]) }
@@ -568,15 +573,7 @@ final class ScratchFile {
             done += r
         }
     }
-    func read(_ p: UnsafeMutableRawPointer, _ n: Int, at offset: Int) throws {
-        var done = 0
-        while done < n {
-            let r = pread(fd, p + done, n - done, off_t(offset + done))
-            if r < 0 && errno == EINTR { continue }
-            guard r > 0 else { throw EngineError.io("read from \(path) failed: \(r < 0 ? String(cString: strerror(errno)) : "end of file")") }
-            done += r
-        }
-    }
+    func read(_ p: UnsafeMutableRawPointer, _ n: Int, at offset: Int) throws { try preadFully(fd, p, n, at: offset, path: path) }
     func sync() throws {
         guard fsync(fd) == 0 else { throw EngineError.io("fsync of \(path) failed: \(String(cString: strerror(errno)))") }
         close(fd); fd = -1; keep = true
