@@ -26,7 +26,10 @@ static void append(const char *name, int have) {
     if (!have) return;
     size_t len = strlen(g_features);
     if (len + strlen(name) + 2 >= sizeof g_features) return;
-    if (len) { g_features[len++] = ' '; g_features[len] = 0; }
+    if (len) {
+        g_features[len++] = ' ';
+        g_features[len] = 0;
+    }
     strcat(g_features, name);
 }
 
@@ -44,8 +47,8 @@ static void detect(void) {
         int osxsave = (c >> 27) & 1;
         if (osxsave) {
             uint64_t xcr0 = xgetbv0();
-            osavx = (xcr0 & 0x6) == 0x6;              /* XMM and YMM state */
-            osavx512 = (xcr0 & 0xe6) == 0xe6;         /* plus opmask, ZMM_Hi256, Hi16_ZMM */
+            osavx = (xcr0 & 0x6) == 0x6;      /* XMM and YMM state */
+            osavx512 = (xcr0 & 0xe6) == 0xe6; /* plus opmask, ZMM_Hi256, Hi16_ZMM */
         }
     }
     if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
@@ -71,33 +74,58 @@ static void detect(void) {
     append("avx512vpopcntdq", vpopcnt && osavx512);
     append("avx512vnni", vnni && osavx512);
     if (avx && osavx && avx2 && fma && f16c && popcnt && bmi2) g_detected = CK_ISA_AVX2;
-    if (g_detected == CK_ISA_AVX2 && osavx512 && f && bw && vl && dq && vpopcnt && vnni)
-        g_detected = CK_ISA_AVX512;
+    if (g_detected == CK_ISA_AVX2 && osavx512 && f && bw && vl && dq && vpopcnt && vnni) g_detected = CK_ISA_AVX512;
 #endif
     g_selected = g_detected;
     const char *env = getenv("CK_ISA");
     if (env && *env) {
         ck_isa want;
-        if (strcmp(env, "scalar") == 0) want = CK_ISA_SCALAR;
-        else if (strcmp(env, "avx2") == 0) want = CK_ISA_AVX2;
-        else if (strcmp(env, "avx512") == 0) want = CK_ISA_AVX512;
-        else { g_env_status = CK_ERR_ARGUMENT; return; }
-        if (want > g_detected) { g_env_status = CK_ERR_ISA; return; }
+        if (strcmp(env, "scalar") == 0)
+            want = CK_ISA_SCALAR;
+        else if (strcmp(env, "avx2") == 0)
+            want = CK_ISA_AVX2;
+        else if (strcmp(env, "avx512") == 0)
+            want = CK_ISA_AVX512;
+        else {
+            g_env_status = CK_ERR_ARGUMENT;
+            return;
+        }
+        if (want > g_detected) {
+            g_env_status = CK_ERR_ISA;
+            return;
+        }
         g_selected = want;
     }
 }
 
-ck_isa ck_isa_detected(void) { pthread_once(&g_once, detect); return g_detected; }
-bool ck_isa_supported(ck_isa level) { return level <= ck_isa_detected(); }
-ck_isa ck_isa_selected(void) { pthread_once(&g_once, detect); return g_selected; }
-ck_status ck_isa_env_status(void) { pthread_once(&g_once, detect); return g_env_status; }
-const char *ck_cpu_features(void) { pthread_once(&g_once, detect); return g_features; }
+ck_isa ck_isa_detected(void) {
+    pthread_once(&g_once, detect);
+    return g_detected;
+}
+bool ck_isa_supported(ck_isa level) {
+    return level <= ck_isa_detected();
+}
+ck_isa ck_isa_selected(void) {
+    pthread_once(&g_once, detect);
+    return g_selected;
+}
+ck_status ck_isa_env_status(void) {
+    pthread_once(&g_once, detect);
+    return g_env_status;
+}
+const char *ck_cpu_features(void) {
+    pthread_once(&g_once, detect);
+    return g_features;
+}
 
 const char *ck_isa_name(ck_isa level) {
     switch (level) {
-    case CK_ISA_SCALAR: return "scalar";
-    case CK_ISA_AVX2: return "avx2";
-    case CK_ISA_AVX512: return "avx512";
+    case CK_ISA_SCALAR:
+        return "scalar";
+    case CK_ISA_AVX2:
+        return "avx2";
+    case CK_ISA_AVX512:
+        return "avx512";
     }
     return "unknown";
 }

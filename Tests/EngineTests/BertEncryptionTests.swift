@@ -6,7 +6,8 @@ import Engine
 final class BertEncryptionTests: XCTestCase {
     static func sentences() throws -> [String] {
         var r = ByteReader(Array(try Data(contentsOf: fixtureURL("minilm_embeddings.bin"))))
-        let n = r.u32(), dim = r.u32()
+        let n = r.u32()
+        let dim = r.u32()
         var out: [String] = []
         for _ in 0..<n {
             out.append(String(decoding: r.bytes(r.u32()), as: UTF8.self))
@@ -17,16 +18,23 @@ final class BertEncryptionTests: XCTestCase {
     }
 
     static func cosine(_ a: ArraySlice<Float>, _ b: ArraySlice<Float>) -> Double {
-        var dot = 0.0, na = 0.0, nb = 0.0
-        for (x, y) in zip(a, b) { dot += Double(x) * Double(y); na += Double(x) * Double(x); nb += Double(y) * Double(y) }
+        var dot = 0.0
+        var na = 0.0
+        var nb = 0.0
+        for (x, y) in zip(a, b) {
+            dot += Double(x) * Double(y)
+            na += Double(x) * Double(x)
+            nb += Double(y) * Double(y)
+        }
         return dot / (na * nb).squareRoot()
     }
 
     func testEncryptedMiniLM() throws {
         let k = try Kernels.selected()
         let plain = try BertModel(directory: TestModels.miniLM, kernels: k)
-        let key = try EncryptionKey(secret: [UInt8](repeating: 7, count: 32), shape: ModelShape(plain.config),
-                                    modelID: EncryptionKey.modelID(bert: TestModels.miniLM))
+        let key = try EncryptionKey(
+            secret: [UInt8](repeating: 7, count: 32), shape: ModelShape(plain.config),
+            modelID: EncryptionKey.modelID(bert: TestModels.miniLM))
         let texts = Array(try Self.sentences().prefix(100))
         let ref = try plain.embed(texts)
         let d = plain.config.hiddenSize
@@ -34,42 +42,62 @@ final class BertEncryptionTests: XCTestCase {
             let dir = NSTemporaryDirectory() + "engine-enc-minilm-\(getpid())-\(mode)"
             defer { try? FileManager.default.removeItem(atPath: dir) }
             try ModelEncryptor.encryptBert(directory: TestModels.miniLM, key: key, mode: mode, output: dir, kernels: k)
-            XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/vocab.txt"), "no vocabulary: it would reveal P")
+            XCTAssertFalse(
+                FileManager.default.fileExists(atPath: dir + "/vocab.txt"), "no vocabulary: it would reveal P")
             let server = try BertModel(directory: dir, kernels: k)
             XCTAssertThrowsError(try server.embed("plain text cannot be sent"))
             let session = try EncryptedEncoderSession(tokenizer: plain.tokenizer, server: server, key: key)
             let e = try session.embed(texts)
             var worst = 1.0
-            for i in 0..<texts.count { worst = min(worst, Self.cosine(e[(i * d)..<((i + 1) * d)], ref[(i * d)..<((i + 1) * d)])) }
+            for i in 0..<texts.count {
+                worst = min(worst, Self.cosine(e[(i * d)..<((i + 1) * d)], ref[(i * d)..<((i + 1) * d)]))
+            }
             // The bound; both options are exact up to f32 rounding (~1 - 1e-7 measured).
             XCTAssertGreaterThanOrEqual(worst, 0.9999, "\(mode)")
             // The server's token states: no row equal to the plain one; correlation reported.
             let ids = try plain.tokenizer.encode(texts[0])
-            let xs = try plain.tokenEmbeddings(ids: ids), ys = try server.tokenEmbeddings(ids: session.encryptIDs(ids))
+            let xs = try plain.tokenEmbeddings(ids: ids)
+            let ys = try server.tokenEmbeddings(ids: session.encryptIDs(ids))
             var minRowDiff = Double.infinity
             for t in 0..<ids.count {
-                var diff = 0.0, norm = 0.0
-                for j in 0..<d { diff = max(diff, Double(abs(xs[t * d + j] - ys[t * d + j]))); norm += Double(xs[t * d + j] * xs[t * d + j]) }
+                var diff = 0.0
+                var norm = 0.0
+                for j in 0..<d {
+                    diff = max(diff, Double(abs(xs[t * d + j] - ys[t * d + j])))
+                    norm += Double(xs[t * d + j] * xs[t * d + j])
+                }
                 minRowDiff = min(minRowDiff, diff / norm.squareRoot())
             }
             let corr = Self.cosine(xs[...], ys[...])
             // Sorted values of a token state: equal under a permutation (option a's leak), not under Q.
             let sortedGap = zip(xs[0..<d].sorted(), ys[0..<d].sorted()).map { abs($0 - $1) }.max()!
-            print("Encrypted MiniLM (\(mode)): worst cosine to plain \(worst) over \(texts.count) sentences; server token states: cos(plain, server) \(corr), min row max|diff|/norm \(minRowDiff), max gap between sorted values of a token state \(sortedGap)")
+            print(
+                "Encrypted MiniLM (\(mode)): worst cosine to plain \(worst) over \(texts.count) sentences; server token states: cos(plain, server) \(corr), min row max|diff|/norm \(minRowDiff), max gap between sorted values of a token state \(sortedGap)"
+            )
             XCTAssertGreaterThan(minRowDiff, 0.01)
             XCTAssertLessThan(abs(corr), 0.3)
-            if mode == .permutation { XCTAssertLessThan(sortedGap, 1e-3) } else { XCTAssertGreaterThan(sortedGap, 1e-2) }
+            if mode == .permutation {
+                XCTAssertLessThan(sortedGap, 1e-3)
+            } else {
+                XCTAssertGreaterThan(sortedGap, 1e-2)
+            }
             // Another key: the same server gives unrelated vectors.
-            let other = try EncryptionKey(secret: [UInt8](repeating: 8, count: 32), shape: key.shape, modelID: key.modelID)
-            let wrong = try EncryptedEncoderSession(tokenizer: plain.tokenizer, server: server, key: other).embed(Array(texts.prefix(10)))
+            let other = try EncryptionKey(
+                secret: [UInt8](repeating: 8, count: 32), shape: key.shape, modelID: key.modelID)
+            let wrong = try EncryptedEncoderSession(tokenizer: plain.tokenizer, server: server, key: other).embed(
+                Array(texts.prefix(10)))
             var best = -1.0
-            for i in 0..<10 { best = max(best, Self.cosine(wrong[(i * d)..<((i + 1) * d)], ref[(i * d)..<((i + 1) * d)])) }
+            for i in 0..<10 {
+                best = max(best, Self.cosine(wrong[(i * d)..<((i + 1) * d)], ref[(i * d)..<((i + 1) * d)]))
+            }
             XCTAssertLessThan(best, 0.5, "a wrong key gives unusable vectors")
         }
         // A key for another model is refused; an encrypted directory cannot be encrypted again.
         let bad = try EncryptionKey(secret: key.secret, shape: key.shape, modelID: [UInt8](repeating: 0, count: 32))
-        XCTAssertThrowsError(try ModelEncryptor.encryptBert(directory: TestModels.miniLM, key: bad, mode: .permutation,
-                                                            output: NSTemporaryDirectory() + "engine-never", kernels: k))
+        XCTAssertThrowsError(
+            try ModelEncryptor.encryptBert(
+                directory: TestModels.miniLM, key: bad, mode: .permutation,
+                output: NSTemporaryDirectory() + "engine-never", kernels: k))
         XCTAssertThrowsError(try EncryptedEncoderSession(tokenizer: plain.tokenizer, server: plain, key: key))
     }
 }

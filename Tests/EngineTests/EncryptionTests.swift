@@ -7,11 +7,14 @@ final class EncryptionTests: XCTestCase {
     static let secret = [UInt8](repeating: 42, count: 32)
 
     static func key(_ f: GGUFFile, secret: [UInt8] = secret) throws -> EncryptionKey {
-        try EncryptionKey(secret: secret, shape: ModelShape(LlamaConfig(gguf: f)), modelID: EncryptionKey.modelID(gguf: f))
+        try EncryptionKey(
+            secret: secret, shape: ModelShape(LlamaConfig(gguf: f)), modelID: EncryptionKey.modelID(gguf: f))
     }
 
     /// Encrypts SmolLM2 with the test key at `type` and loads the result (file removed after).
-    static func encrypted(_ f: GGUFFile, type: RowType, format: WeightFormat, activations: Numerics = .exact) throws -> LlamaModel {
+    static func encrypted(_ f: GGUFFile, type: RowType, format: WeightFormat, activations: Numerics = .exact) throws
+        -> LlamaModel
+    {
         let path = NSTemporaryDirectory() + "engine-enc-\(getpid())-\(type).gguf"
         defer { unlink(path) }
         try ModelEncryptor.encryptLlama(gguf: f, key: key(f), type: type, kernels: Kernels.selected()).write(to: path)
@@ -23,7 +26,9 @@ final class EncryptionTests: XCTestCase {
     func decryptedVsReference(_ enc: LlamaModel, _ P: [Int]) throws -> (worst: Float, top1: Int, positions: Int) {
         let (sampled, prompts) = try SmolLM2Tests.loadFixture()
         let V = enc.config.vocab
-        var worst: Float = 0, top1 = 0, n = 0
+        var worst: Float = 0
+        var top1 = 0
+        var n = 0
         for pr in prompts {
             let l = try enc.forward(pr.ids.map { P[$0] }, cache: enc.makeCache(capacity: 64), allLogits: true)
             for t in 0..<pr.ids.count {
@@ -61,7 +66,9 @@ final class EncryptionTests: XCTestCase {
         let plain = try LlamaModel(gguf: f, format: .f32, kernels: Kernels.selected())
         let P = key.vocabularyPermutation
         let r = try decryptedVsReference(enc, P)
-        print("Encrypted SmolLM2 (f32): max |decrypted logit - reference| / range = \(r.worst), argmax \(r.top1)/\(r.positions)")
+        print(
+            "Encrypted SmolLM2 (f32): max |decrypted logit - reference| / range = \(r.worst), argmax \(r.top1)/\(r.positions)"
+        )
         XCTAssertLessThanOrEqual(r.worst, 1e-3) // the bound; f32 rounding gives ~5e-6
         XCTAssertEqual(r.top1, r.positions)
 
@@ -82,13 +89,21 @@ final class EncryptionTests: XCTestCase {
         let same = try greedyAgreement(session, plain, tokens: 64)
         print("Encrypted SmolLM2 (f32): \(same)/5 identical 64-token greedy continuations")
         XCTAssertEqual(same, 5)
-        var serverIDs: [Int] = [], plainIDs: [Int] = []
-        try session.generate(prompt: "The capital of France is", parameters: GenerationParameters(maxTokens: 8)) { id, _, sid in
-            plainIDs.append(id); serverIDs.append(sid)
+        var serverIDs: [Int] = []
+        var plainIDs: [Int] = []
+        try session.generate(prompt: "The capital of France is", parameters: GenerationParameters(maxTokens: 8)) {
+            id, _, sid in
+            plainIDs.append(id)
+            serverIDs.append(sid)
         }
         XCTAssertNotEqual(serverIDs, plainIDs, "the server never sees plain ids")
-        XCTAssertThrowsError(try EncryptedSession(tokenizer: tok, server: enc,
-            key: EncryptionKey(secret: key.secret, shape: ModelShape(vocab: 10, dim: 8, layers: 1, heads: 1, kvHeads: 1, headDim: 8, hidden: 8), modelID: key.modelID)))
+        XCTAssertThrowsError(
+            try EncryptedSession(
+                tokenizer: tok, server: enc,
+                key: EncryptionKey(
+                    secret: key.secret,
+                    shape: ModelShape(vocab: 10, dim: 8, layers: 1, heads: 1, kvHeads: 1, headDim: 8, hidden: 8),
+                    modelID: key.modelID)))
     }
 
     /// Every residual-stream state the server computes differs from the plain one: no row equal,
@@ -99,23 +114,41 @@ final class EncryptionTests: XCTestCase {
         let enc = try Self.encrypted(f, type: .f32, format: .f32)
         let plain = try LlamaModel(gguf: f, format: .f32, kernels: Kernels.selected())
         let ids = try BPETokenizer(gguf: f).encode("Equivariant encryption keeps the server blind to every activation.")
-        var xs: [Int: [Float]] = [:], ys: [Int: [Float]] = [:]
+        var xs: [Int: [Float]] = [:]
+        var ys: [Int: [Float]] = [:]
         _ = try plain.forward(ids, cache: plain.makeCache(capacity: 64)) { l, x in xs[l] = x }
-        _ = try enc.forward(ids.map { key.vocabularyPermutation[$0] }, cache: enc.makeCache(capacity: 64)) { l, x in ys[l] = x }
-        let d = plain.config.dim, q = try key.residualRotation()
-        var maxCorr = 0.0, worstBack = 0.0, minRowDiff = Double.infinity
+        _ = try enc.forward(ids.map { key.vocabularyPermutation[$0] }, cache: enc.makeCache(capacity: 64)) { l, x in
+            ys[l] = x
+        }
+        let d = plain.config.dim
+        let q = try key.residualRotation()
+        var maxCorr = 0.0
+        var worstBack = 0.0
+        var minRowDiff = Double.infinity
         for l in -1..<plain.config.layers {
-            let x = xs[l]!, y = ys[l]!
+            let x = xs[l]!
+            let y = ys[l]!
             // Pearson correlation of plain and server values over all T x d elements.
             let n = Double(x.count)
-            let mx = x.reduce(0.0) { $0 + Double($1) } / n, my = y.reduce(0.0) { $0 + Double($1) } / n
-            var sxy = 0.0, sxx = 0.0, syy = 0.0
-            for i in 0..<x.count { let a = Double(x[i]) - mx, b = Double(y[i]) - my; sxy += a * b; sxx += a * a; syy += b * b }
+            let mx = x.reduce(0.0) { $0 + Double($1) } / n
+            let my = y.reduce(0.0) { $0 + Double($1) } / n
+            var sxy = 0.0
+            var sxx = 0.0
+            var syy = 0.0
+            for i in 0..<x.count {
+                let a = Double(x[i]) - mx
+                let b = Double(y[i]) - my
+                sxy += a * b
+                sxx += a * a
+                syy += b * b
+            }
             maxCorr = max(maxCorr, abs(sxy / (sxx * syy).squareRoot()))
             for t in 0..<ids.count {
-                let xr = x[(t * d)..<((t + 1) * d)].map(Double.init), yr = y[(t * d)..<((t + 1) * d)].map(Double.init)
+                let xr = x[(t * d)..<((t + 1) * d)].map(Double.init)
+                let yr = y[(t * d)..<((t + 1) * d)].map(Double.init)
                 let norm = xr.reduce(0) { $0 + $1 * $1 }.squareRoot()
-                var diff = 0.0, back = 0.0
+                var diff = 0.0
+                var back = 0.0
                 for j in 0..<d {
                     diff = max(diff, abs(xr[j] - yr[j]))
                     var acc = 0.0 // (y Q^T)_j = sum_k y_k Q[j][k]
@@ -126,7 +159,9 @@ final class EncryptionTests: XCTestCase {
                 worstBack = max(worstBack, back / norm)
             }
         }
-        print("Encrypted SmolLM2 server states: max |corr(plain, server)| = \(maxCorr) over \(plain.config.layers + 1) residual states, min row max|diff|/norm = \(minRowDiff), max |x'Q^T - x|/|x| = \(worstBack)")
+        print(
+            "Encrypted SmolLM2 server states: max |corr(plain, server)| = \(maxCorr) over \(plain.config.layers + 1) residual states, min row max|diff|/norm = \(minRowDiff), max |x'Q^T - x|/|x| = \(worstBack)"
+        )
         // Bounds: a Haar rotation of a 576-d stream leaves correlations ~ 1/sqrt(d) ~ 0.04 plus the
         // stream's shared mean direction; 0.3 would mean a transform is missing. Every row differs
         // by at least 1% of its norm. Rotating back is exact to f32 rounding over 30 layers (1e-3).
@@ -149,8 +184,11 @@ final class EncryptionTests: XCTestCase {
         let plain = try LlamaModel(path: plainPath, format: .native, activations: .exact, kernels: Kernels.selected())
         let e = try decryptedVsReference(enc, key.vocabularyPermutation)
         let p = try decryptedVsReference(plain, Array(0..<plain.config.vocab))
-        let same = try greedyAgreement(EncryptedSession(tokenizer: BPETokenizer(gguf: f), server: enc, key: key), plain, tokens: 64)
-        print("Encrypted SmolLM2 (Q8_0, exact activations): max diff / range \(e.worst), argmax \(e.top1)/\(e.positions); plain Q8_0: \(p.worst), argmax \(p.top1)/\(p.positions); \(same)/5 64-token greedy continuations identical to plain Q8_0")
+        let same = try greedyAgreement(
+            EncryptedSession(tokenizer: BPETokenizer(gguf: f), server: enc, key: key), plain, tokens: 64)
+        print(
+            "Encrypted SmolLM2 (Q8_0, exact activations): max diff / range \(e.worst), argmax \(e.top1)/\(e.positions); plain Q8_0: \(p.worst), argmax \(p.top1)/\(p.positions); \(same)/5 64-token greedy continuations identical to plain Q8_0"
+        )
         // Q8_0 of the 4-bit model's weights moves logits by ~1% of their range (plain Q8_0 shows
         // the same size); encryption must not make it materially worse: within 2x of plain Q8_0
         // and under the 1e-3-style bound scaled to 8-bit weights (5e-2), argmax >= 95%.
@@ -175,17 +213,25 @@ final class EncryptionTests: XCTestCase {
     /// the client's greedy text equals plain f32 generation.
     func testSplitEncryption() throws {
         let f = try GGUFFile(path: TestModels.smolLM2)
-        let key = try Self.key(f), k = try Kernels.selected()
-        let sp = NSTemporaryDirectory() + "engine-split-server-\(getpid()).gguf", cp = NSTemporaryDirectory() + "engine-split-client-\(getpid()).gguf"
-        defer { unlink(sp); unlink(cp) }
+        let key = try Self.key(f)
+        let k = try Kernels.selected()
+        let sp = NSTemporaryDirectory() + "engine-split-server-\(getpid()).gguf"
+        let cp = NSTemporaryDirectory() + "engine-split-client-\(getpid()).gguf"
+        defer {
+            unlink(sp)
+            unlink(cp)
+        }
         try ModelEncryptor.encryptLlama(gguf: f, key: key, split: true, kernels: k).write(to: sp)
         try ModelEncryptor.clientHalf(gguf: f, key: key, kernels: k).write(to: cp)
         let sf = try GGUFFile(path: sp)
-        XCTAssertNil(sf.tensors["token_embd.weight"]); XCTAssertNil(sf.tensors["output.weight"])
+        XCTAssertNil(sf.tensors["token_embd.weight"])
+        XCTAssertNil(sf.tensors["output.weight"])
         XCTAssertNil(sf.metadata["tokenizer.ggml.tokens"])
         let server = try LlamaModel(gguf: sf, format: .f32, kernels: k)
         XCTAssertThrowsError(try server.forward([1, 2], cache: server.makeCache(capacity: 8)))
-        XCTAssertThrowsError(try server.forwardHidden([Float](repeating: .nan, count: server.config.dim), cache: server.makeCache(capacity: 8)))
+        XCTAssertThrowsError(
+            try server.forwardHidden(
+                [Float](repeating: .nan, count: server.config.dim), cache: server.makeCache(capacity: 8)))
         let session = try SplitEncryptedSession(client: GGUFFile(path: cp), server: server, kernels: k)
         let plain = try LlamaModel(gguf: f, format: .f32, kernels: k)
         let (_, prompts) = try SmolLM2Tests.loadFixture()
@@ -193,10 +239,17 @@ final class EncryptionTests: XCTestCase {
         for pr in prompts.prefix(3) {
             let p = GenerationParameters(maxTokens: 32, stopTokens: [])
             let text = try session.tokenizer.decode(pr.ids)
-            if try session.generate(prompt: text, parameters: p) == TextGenerator(model: plain, tokenizer: session.tokenizer).generate(prompt: text, parameters: p) { same += 1 }
+            if try session.generate(prompt: text, parameters: p)
+                == TextGenerator(model: plain, tokenizer: session.tokenizer).generate(prompt: text, parameters: p)
+            {
+                same += 1
+            }
         }
-        print("Split encryption: \(same)/3 identical 32-token greedy continuations; client work \(session.clientSeconds) s, \(session.bytesSent) bytes sent, \(session.bytesReceived) received")
+        print(
+            "Split encryption: \(same)/3 identical 32-token greedy continuations; client work \(session.clientSeconds) s, \(session.bytesSent) bytes sent, \(session.bytesReceived) received"
+        )
         XCTAssertEqual(same, 3)
-        XCTAssertThrowsError(try SplitEncryptedSession(client: f, server: server, kernels: k), "a plain GGUF is not a client half")
+        XCTAssertThrowsError(
+            try SplitEncryptedSession(client: f, server: server, kernels: k), "a plain GGUF is not a client half")
     }
 }

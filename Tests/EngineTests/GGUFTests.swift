@@ -10,8 +10,10 @@ final class GGUFTests: XCTestCase {
         let m = try QuantizedMatrix(quantizing: rng.uniform(3 * 64), rows: 3, cols: 64, type: .q4_1, kernels: k)
         var w = GGUFWriter()
         w.alignment = 64
-        w.metadata = [("general.architecture", .string("llama")), ("test.count", .uint(7)), ("test.neg", .int(-3)),
-                      ("test.pi", .float(3.25)), ("test.flag", .bool(true)), ("test.list", .array([.string("a"), .string("b")]))]
+        w.metadata = [
+            ("general.architecture", .string("llama")), ("test.count", .uint(7)), ("test.neg", .int(-3)),
+            ("test.pi", .float(3.25)), ("test.flag", .bool(true)), ("test.list", .array([.string("a"), .string("b")])),
+        ]
         try w.add("t.weight", matrix: m)
         let path = tempPath("rt.gguf")
         defer { unlink(path) }
@@ -105,5 +107,8 @@ final class GGUFTests: XCTestCase {
 }
 
 func assertThrowsEngineErrorAny(file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> Void) {
-    do { try body(); XCTFail("expected an error", file: file, line: line) } catch is EngineError {} catch { XCTFail("\(error)", file: file, line: line) }
+    do {
+        try body()
+        XCTFail("expected an error", file: file, line: line)
+    } catch is EngineError {} catch { XCTFail("\(error)", file: file, line: line) }
 }

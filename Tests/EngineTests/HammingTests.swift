@@ -6,7 +6,10 @@ private func bitByBit(_ a: ArraySlice<UInt64>, _ b: ArraySlice<UInt64>) -> UInt3
     var s: UInt32 = 0
     for (x, y) in zip(a, b) {
         var v = x ^ y
-        for _ in 0..<64 { s += UInt32(v & 1); v >>= 1 }
+        for _ in 0..<64 {
+            s += UInt32(v & 1)
+            v >>= 1
+        }
     }
     return s
 }
@@ -24,7 +27,8 @@ final class HammingTests: XCTestCase {
             for bits in bitsList {
                 let w = bits / 64
                 for n in counts {
-                    let q = rng.words(w), c = rng.words(n * w)
+                    let q = rng.words(w)
+                    let c = rng.words(n * w)
                     var out = [UInt32](repeating: .max, count: n)
                     try q.withUnsafeBufferPointer { qp in
                         try c.withUnsafeBufferPointer { cp in
@@ -35,7 +39,8 @@ final class HammingTests: XCTestCase {
                     }
                     for i in 0..<n {
                         // Integer-valued: exact equality, no tolerance.
-                        XCTAssertEqual(out[i], bitByBit(q[...], c[(i * w)..<((i + 1) * w)]), "\(isa) bits=\(bits) n=\(n) i=\(i)")
+                        XCTAssertEqual(
+                            out[i], bitByBit(q[...], c[(i * w)..<((i + 1) * w)]), "\(isa) bits=\(bits) n=\(n) i=\(i)")
                     }
                 }
             }
@@ -45,12 +50,18 @@ final class HammingTests: XCTestCase {
     func testExtremeCodes() throws {
         for isa in allLevels {
             let k = try kernels(isa)
-            let w = 4, n = 9
+            let w = 4
+            let n = 9
             let q = [UInt64](repeating: 0, count: w)
             let c = [UInt64](repeating: .max, count: n * w)
             var out = [UInt32](repeating: 0, count: n)
-            try q.withUnsafeBufferPointer { qp in try c.withUnsafeBufferPointer { cp in
-                try out.withUnsafeMutableBufferPointer { try k.hammingDistances(query: qp, codes: cp, bits: 256, into: $0) } } }
+            try q.withUnsafeBufferPointer { qp in
+                try c.withUnsafeBufferPointer { cp in
+                    try out.withUnsafeMutableBufferPointer {
+                        try k.hammingDistances(query: qp, codes: cp, bits: 256, into: $0)
+                    }
+                }
+            }
             XCTAssertEqual(out, [UInt32](repeating: 256, count: n), "\(isa)")
         }
     }
@@ -60,14 +71,26 @@ final class HammingTests: XCTestCase {
         for isa in allLevels {
             let k = try kernels(isa, threads: 2)
             for bits in [256, 576] {
-                let w = bits / 64, m = 5, n = 1037
-                let q = rng.words(m * w), c = rng.words(n * w)
+                let w = bits / 64
+                let m = 5
+                let n = 1037
+                let q = rng.words(m * w)
+                let c = rng.words(n * w)
                 var out = [UInt32](repeating: 0, count: m * n)
-                try q.withUnsafeBufferPointer { qp in try c.withUnsafeBufferPointer { cp in
-                    try out.withUnsafeMutableBufferPointer { try k.hammingDistances(queries: qp, codes: cp, bits: bits, into: $0) } } }
-                for i in 0..<m { for j in stride(from: 0, to: n, by: 7) {
-                    XCTAssertEqual(out[i * n + j], bitByBit(q[(i * w)..<((i + 1) * w)], c[(j * w)..<((j + 1) * w)]), "\(isa) \(i) \(j)")
-                } }
+                try q.withUnsafeBufferPointer { qp in
+                    try c.withUnsafeBufferPointer { cp in
+                        try out.withUnsafeMutableBufferPointer {
+                            try k.hammingDistances(queries: qp, codes: cp, bits: bits, into: $0)
+                        }
+                    }
+                }
+                for i in 0..<m {
+                    for j in stride(from: 0, to: n, by: 7) {
+                        XCTAssertEqual(
+                            out[i * n + j], bitByBit(q[(i * w)..<((i + 1) * w)], c[(j * w)..<((j + 1) * w)]),
+                            "\(isa) \(i) \(j)")
+                    }
+                }
             }
         }
     }
@@ -77,11 +100,19 @@ final class HammingTests: XCTestCase {
         let weights: [Float] = [1, 0.5, 0.25]
         for isa in allLevels {
             let k = try kernels(isa)
-            let w = 2, levels = 3, n = 21
-            let q = rng.words(w * levels), c = rng.words(n * w * levels)
+            let w = 2
+            let levels = 3
+            let n = 21
+            let q = rng.words(w * levels)
+            let c = rng.words(n * w * levels)
             var out = [Float](repeating: 0, count: n)
-            try q.withUnsafeBufferPointer { qp in try c.withUnsafeBufferPointer { cp in
-                try out.withUnsafeMutableBufferPointer { try k.weightedHammingDistances(query: qp, codes: cp, bits: 128, weights: weights, into: $0) } } }
+            try q.withUnsafeBufferPointer { qp in
+                try c.withUnsafeBufferPointer { cp in
+                    try out.withUnsafeMutableBufferPointer {
+                        try k.weightedHammingDistances(query: qp, codes: cp, bits: 128, weights: weights, into: $0)
+                    }
+                }
+            }
             for i in 0..<n {
                 var expect: Float = 0
                 for l in 0..<levels {
@@ -98,19 +129,34 @@ final class HammingTests: XCTestCase {
         var rng = SeededRandom(seed: 4)
         for isa in allLevels {
             let k = try kernels(isa)
-            let bits = 256, w = 4, n = 10_000
-            let q = rng.words(w), c = rng.words(n * w)
+            let bits = 256
+            let w = 4
+            let n = 10_000
+            let q = rng.words(w)
+            let c = rng.words(n * w)
             var all = [UInt32](repeating: 0, count: n)
-            try q.withUnsafeBufferPointer { qp in try c.withUnsafeBufferPointer { cp in
-                try all.withUnsafeMutableBufferPointer { try k.hammingDistances(query: qp, codes: cp, bits: bits, into: $0) } } }
+            try q.withUnsafeBufferPointer { qp in
+                try c.withUnsafeBufferPointer { cp in
+                    try all.withUnsafeMutableBufferPointer {
+                        try k.hammingDistances(query: qp, codes: cp, bits: bits, into: $0)
+                    }
+                }
+            }
             let expected = (0..<n).sorted { (all[$0], $0) < (all[$1], $1) }.prefix(10)
-            let got = try q.withUnsafeBufferPointer { qp in try c.withUnsafeBufferPointer { cp in
-                try k.hammingTopK(query: qp, codes: cp, bits: bits, k: 10) } }
+            let got = try q.withUnsafeBufferPointer { qp in
+                try c.withUnsafeBufferPointer { cp in
+                    try k.hammingTopK(query: qp, codes: cp, bits: bits, k: 10)
+                }
+            }
             XCTAssertEqual(got.map(\.index), Array(expected), "\(isa)")
             XCTAssertEqual(got.map(\.distance), expected.map { all[$0] })
             // k larger than the collection returns every code, sorted.
-            let small = try q.withUnsafeBufferPointer { qp in try c.withUnsafeBufferPointer { cp in
-                try k.hammingTopK(query: qp, codes: UnsafeBufferPointer(rebasing: cp[0..<(5 * w)]), bits: bits, k: 50) } }
+            let small = try q.withUnsafeBufferPointer { qp in
+                try c.withUnsafeBufferPointer { cp in
+                    try k.hammingTopK(
+                        query: qp, codes: UnsafeBufferPointer(rebasing: cp[0..<(5 * w)]), bits: bits, k: 50)
+                }
+            }
             XCTAssertEqual(small.count, 5)
             XCTAssertEqual(small.map(\.distance), small.map(\.distance).sorted())
         }
@@ -118,25 +164,49 @@ final class HammingTests: XCTestCase {
 
     func testBadInputThrows() throws {
         let k = try Kernels.selected()
-        let q = [UInt64](repeating: 0, count: 4), c = [UInt64](repeating: 0, count: 40)
+        let q = [UInt64](repeating: 0, count: 4)
+        let c = [UInt64](repeating: 0, count: 40)
         var out = [UInt32](repeating: 0, count: 10)
-        try q.withUnsafeBufferPointer { qp in try c.withUnsafeBufferPointer { cp in
-            try out.withUnsafeMutableBufferPointer { op in
-                assertThrowsEngineError(isInvalidArgument, "bits not multiple of 64") { try k.hammingDistances(query: qp, codes: cp, bits: 100, into: op) }
-                assertThrowsEngineError(isInvalidArgument, "zero bits") { try k.hammingDistances(query: qp, codes: cp, bits: 0, into: op) }
-                assertThrowsEngineError(isInvalidArgument, "query size") { try k.hammingDistances(query: qp, codes: cp, bits: 128, into: op) }
-                assertThrowsEngineError(isInvalidArgument, "output too small") {
-                    try k.hammingDistances(query: qp, codes: cp, bits: 256, into: UnsafeMutableBufferPointer(rebasing: op[0..<3])) }
-                assertThrowsEngineError(isInvalidArgument, "codes not whole") {
-                    try k.hammingDistances(query: qp, codes: UnsafeBufferPointer(rebasing: cp[0..<6]), bits: 256, into: op) }
-                assertThrowsEngineError(isInvalidArgument, "k = 0") { _ = try k.hammingTopK(query: qp, codes: cp, bits: 256, k: 0) }
-            } } }
+        try q.withUnsafeBufferPointer { qp in
+            try c.withUnsafeBufferPointer { cp in
+                try out.withUnsafeMutableBufferPointer { op in
+                    assertThrowsEngineError(isInvalidArgument, "bits not multiple of 64") {
+                        try k.hammingDistances(query: qp, codes: cp, bits: 100, into: op)
+                    }
+                    assertThrowsEngineError(isInvalidArgument, "zero bits") {
+                        try k.hammingDistances(query: qp, codes: cp, bits: 0, into: op)
+                    }
+                    assertThrowsEngineError(isInvalidArgument, "query size") {
+                        try k.hammingDistances(query: qp, codes: cp, bits: 128, into: op)
+                    }
+                    assertThrowsEngineError(isInvalidArgument, "output too small") {
+                        try k.hammingDistances(
+                            query: qp, codes: cp, bits: 256, into: UnsafeMutableBufferPointer(rebasing: op[0..<3]))
+                    }
+                    assertThrowsEngineError(isInvalidArgument, "codes not whole") {
+                        try k.hammingDistances(
+                            query: qp, codes: UnsafeBufferPointer(rebasing: cp[0..<6]), bits: 256, into: op)
+                    }
+                    assertThrowsEngineError(isInvalidArgument, "k = 0") {
+                        _ = try k.hammingTopK(query: qp, codes: cp, bits: 256, k: 0)
+                    }
+                }
+            }
+        }
         var wout = [Float](repeating: 0, count: 10)
-        try q.withUnsafeBufferPointer { qp in try c.withUnsafeBufferPointer { cp in try wout.withUnsafeMutableBufferPointer { op in
-            assertThrowsEngineError(isNonFinite, "NaN weight") {
-                try k.weightedHammingDistances(query: qp, codes: cp, bits: 128, weights: [1, .nan], into: op) }
-        } } }
+        try q.withUnsafeBufferPointer { qp in
+            try c.withUnsafeBufferPointer { cp in
+                try wout.withUnsafeMutableBufferPointer { op in
+                    assertThrowsEngineError(isNonFinite, "NaN weight") {
+                        try k.weightedHammingDistances(query: qp, codes: cp, bits: 128, weights: [1, .nan], into: op)
+                    }
+                }
+            }
+        }
         // Zero codes is valid and yields nothing.
-        XCTAssertEqual(try q.withUnsafeBufferPointer { qp in try k.hammingTopK(query: qp, codes: UnsafeBufferPointer(start: nil, count: 0), bits: 256, k: 3) }.count, 0)
+        XCTAssertEqual(
+            try q.withUnsafeBufferPointer { qp in
+                try k.hammingTopK(query: qp, codes: UnsafeBufferPointer(start: nil, count: 0), bits: 256, k: 3)
+            }.count, 0)
     }
 }

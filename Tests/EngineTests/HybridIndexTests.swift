@@ -9,27 +9,38 @@ final class HybridIndexTests: XCTestCase {
         let centres = rng.gaussian(clusters * dim).map { $0 * 10 }
         var out = [Float](repeating: 0, count: n * dim)
         let noise = rng.gaussian(n * dim)
-        for i in 0..<n { let c = Int(rng.next() % UInt64(clusters)); for j in 0..<dim { out[i * dim + j] = centres[c * dim + j] + noise[i * dim + j] } }
+        for i in 0..<n {
+            let c = Int(rng.next() % UInt64(clusters))
+            for j in 0..<dim { out[i * dim + j] = centres[c * dim + j] + noise[i * dim + j] }
+        }
         return out
     }
 
     func tmpDir(_ name: String) -> String { NSTemporaryDirectory() + "engine-idx-\(getpid())-\(name)" }
 
     /// Builds an index over `base` in tmpDir(name), removed when the test ends; `configure` sets options.
-    func buildIndex(_ name: String, _ base: [Float], dim: Int, ids: [UInt64]? = nil, kernels: Kernels,
-                    _ configure: (inout HybridIndexOptions) -> Void = { _ in }) throws -> (index: HybridIndex, dir: String) {
+    func buildIndex(
+        _ name: String, _ base: [Float], dim: Int, ids: [UInt64]? = nil, kernels: Kernels,
+        _ configure: (inout HybridIndexOptions) -> Void = { _ in }
+    ) throws -> (index: HybridIndex, dir: String) {
         let dir = tmpDir(name)
         addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
         var o = HybridIndexOptions()
         configure(&o)
-        return (try HybridIndex.build(vectors: base, dim: dim, ids: ids, directory: dir, options: o, kernels: kernels), dir)
+        return (
+            try HybridIndex.build(vectors: base, dim: dim, ids: ids, directory: dir, options: o, kernels: kernels), dir
+        )
     }
 
-    func recall(_ idx: HybridIndex, _ q: [Float], _ gt: [Int32], ids: [UInt64]? = nil, k: Int = 10, nprobe: Int) throws -> Double {
-        let d = idx.dim, m = q.count / d
+    func recall(_ idx: HybridIndex, _ q: [Float], _ gt: [Int32], ids: [UInt64]? = nil, k: Int = 10, nprobe: Int) throws
+        -> Double
+    {
+        let d = idx.dim
+        let m = q.count / d
         var hits = 0
         for i in 0..<m {
-            let r = try idx.search(Array(q[(i * d)..<((i + 1) * d)]), k: k, parameters: HybridSearchParameters(nprobe: nprobe))
+            let r = try idx.search(
+                Array(q[(i * d)..<((i + 1) * d)]), k: k, parameters: HybridSearchParameters(nprobe: nprobe))
             let truth = Set(gt[(i * k)..<((i + 1) * k)].map { ids?[Int($0)] ?? UInt64($0) })
             hits += r.neighbors.filter { truth.contains($0.id) }.count
         }
@@ -39,14 +50,18 @@ final class HybridIndexTests: XCTestCase {
     func testRecallAgainstBruteForceAllMetrics() throws {
         let k = try Kernels.selected()
         let (n, d) = (6000, 24)
-        let base = Self.clustered(n: n, dim: d, clusters: 50, seed: 1), queries = Self.clustered(n: 200, dim: d, clusters: 50, seed: 1)
+        let base = Self.clustered(n: n, dim: d, clusters: 50, seed: 1)
+        let queries = Self.clustered(n: 200, dim: d, clusters: 50, seed: 1)
             .enumerated().map { $0.element + 0.3 * Float(($0.offset * 7919) % 13) / 13 }
         let ids = (0..<n).map { UInt64($0) * 1_000_003 + 17 } // external UInt64 ids
         for metric in Metric.allCases {
             let (idx, _) = try buildIndex("\(metric)", base, dim: d, ids: ids, kernels: k) { $0.metric = metric }
             let gt = try BruteForce.search(base: base, queries: queries, dim: d, k: 10, metric: metric)
-            let low = try recall(idx, queries, gt, ids: ids, nprobe: 4), high = try recall(idx, queries, gt, ids: ids, nprobe: 64)
-            print("HybridIndex \(metric): recall@10 \(low) at nprobe 4, \(high) at nprobe 64 (\(idx.heads) heads, \(idx.entries) entries)")
+            let low = try recall(idx, queries, gt, ids: ids, nprobe: 4)
+            let high = try recall(idx, queries, gt, ids: ids, nprobe: 64)
+            print(
+                "HybridIndex \(metric): recall@10 \(low) at nprobe 4, \(high) at nprobe 64 (\(idx.heads) heads, \(idx.entries) entries)"
+            )
             // Clustered data and 64 of ~600 lists: the exact neighbours are found almost always;
             // 0.95 leaves room for boundary points. Recall grows with effort.
             XCTAssertGreaterThanOrEqual(high, 0.95, "\(metric)")
@@ -54,7 +69,8 @@ final class HybridIndexTests: XCTestCase {
             // Distances are exact (f32 vectors on disk): under L2 and cosine the first hit of a
             // stored vector is itself (under inner product a longer vector may beat it).
             if metric != .innerProduct {
-                let r = try idx.search(Array(base[(5 * d)..<(6 * d)]), k: 1, parameters: HybridSearchParameters(nprobe: 8))
+                let r = try idx.search(
+                    Array(base[(5 * d)..<(6 * d)]), k: 1, parameters: HybridSearchParameters(nprobe: 8))
                 XCTAssertEqual(r.neighbors.first?.id, ids[5])
             }
         }
@@ -89,7 +105,9 @@ final class HybridIndexTests: XCTestCase {
         let serial = try (0..<m).map { try idx.search(Array(base[($0 * d)..<(($0 + 1) * d)]), k: 10).neighbors }
         let box = ResultsBox(m)
         DispatchQueue.concurrentPerform(iterations: 4) { t in
-            for i in stride(from: t, to: m, by: 4) { box.set(i, (try? idx.search(Array(base[(i * d)..<((i + 1) * d)]), k: 10).neighbors) ?? []) }
+            for i in stride(from: t, to: m, by: 4) {
+                box.set(i, (try? idx.search(Array(base[(i * d)..<((i + 1) * d)]), k: 10).neighbors) ?? [])
+            }
         }
         for i in 0..<m { XCTAssertEqual(box.get(i), serial[i]) }
     }
@@ -107,11 +125,14 @@ final class HybridIndexTests: XCTestCase {
         XCTAssertThrowsError(try HybridIndex.build(vectors: [1, 2, 3], dim: 2, directory: tmpDir("dim"), kernels: k))
         XCTAssertFalse(FileManager.default.fileExists(atPath: tmpDir("nan")))
 
-        let heads = dir + "/heads.bin", postings = dir + "/postings.bin"
-        let h0 = try Data(contentsOf: URL(fileURLWithPath: heads)), p0 = try Data(contentsOf: URL(fileURLWithPath: postings))
+        let heads = dir + "/heads.bin"
+        let postings = dir + "/postings.bin"
+        let h0 = try Data(contentsOf: URL(fileURLWithPath: heads))
+        let p0 = try Data(contentsOf: URL(fileURLWithPath: postings))
         // a flipped byte anywhere in heads.bin is refused at open
         for pos in [3, 20, h0.count / 2, h0.count - 2] {
-            var h = h0; h[pos] ^= 0x40
+            var h = h0
+            h[pos] ^= 0x40
             try h.write(to: URL(fileURLWithPath: heads))
             XCTAssertThrowsError(try HybridIndex(directory: dir, kernels: k), "flipped byte \(pos)")
         }
@@ -121,13 +142,17 @@ final class HybridIndexTests: XCTestCase {
         // truncated postings: refused at open; a flipped byte inside a list: refused when read
         try p0.prefix(p0.count - 4096).write(to: URL(fileURLWithPath: postings))
         XCTAssertThrowsError(try HybridIndex(directory: dir, kernels: k), "truncated postings")
-        var p = p0; p[9] ^= 0x01 // inside the first list's ids
+        var p = p0
+        p[9] ^= 0x01 // inside the first list's ids
         try p.write(to: URL(fileURLWithPath: postings))
         let opened = try HybridIndex(directory: dir, kernels: k)
         var caught = 0
         for i in 0..<200 {
-            do { _ = try opened.search(Array(base[(i * d)..<((i + 1) * d)]), k: 5, parameters: HybridSearchParameters(nprobe: opened.heads)) }
-            catch let e as EngineError { if case .invalidFile = e { caught += 1 } }
+            do {
+                _ = try opened.search(
+                    Array(base[(i * d)..<((i + 1) * d)]), k: 5, parameters: HybridSearchParameters(nprobe: opened.heads)
+                )
+            } catch let e as EngineError { if case .invalidFile = e { caught += 1 } }
         }
         XCTAssertEqual(caught, 200, "every search that reads the corrupt list reports it")
         try p0.write(to: URL(fileURLWithPath: postings))
@@ -150,7 +175,9 @@ final class HybridIndexTests: XCTestCase {
         try FileManager.default.copyItem(atPath: dir + "/postings.bin", toPath: partial + "/postings.bin")
         XCTAssertThrowsError(try HybridIndex(directory: partial, kernels: k))
         // a rebuild that fails validation leaves the old index as it was
-        XCTAssertThrowsError(try HybridIndex.build(vectors: [Float](repeating: .infinity, count: 16), dim: d, directory: dir, kernels: k))
+        XCTAssertThrowsError(
+            try HybridIndex.build(vectors: [Float](repeating: .infinity, count: 16), dim: d, directory: dir, kernels: k)
+        )
         XCTAssertEqual(try HybridIndex(directory: dir, kernels: k).count, n)
         // and a directory that is not an index is never replaced
         let other = tmpDir("other")
@@ -169,8 +196,12 @@ extension HybridIndexTests {
         let k = try Kernels.selected()
         let (n, d) = (8000, 24)
         let all = Self.clustered(n: n + n / 10, dim: d, clusters: 60, seed: 6)
-        let dir = tmpDir("upd"), ref = tmpDir("upd-ref")
-        defer { try? FileManager.default.removeItem(atPath: dir); try? FileManager.default.removeItem(atPath: ref) }
+        let dir = tmpDir("upd")
+        let ref = tmpDir("upd-ref")
+        defer {
+            try? FileManager.default.removeItem(atPath: dir)
+            try? FileManager.default.removeItem(atPath: ref)
+        }
         try HybridIndex.build(vectors: Array(all[0..<(n * d)]), dim: d, directory: dir, kernels: k)
         let idx = try HybridIndex(directory: dir, writable: true, kernels: k)
         let newIDs = (n..<(n + n / 10)).map { UInt64($0) }
@@ -185,17 +216,22 @@ extension HybridIndexTests {
         let queries = Self.clustered(n: 600, dim: d, clusters: 60, seed: 6).map { $0 + 0.1 }
         let gtRows = try BruteForce.search(base: final, queries: queries, dim: d, k: 10, metric: .l2)
         let gt = gtRows.map { Int32(keep[Int($0)]) } // row -> original id
-        let rebuilt = try HybridIndex.build(vectors: final, dim: d, ids: keep.map { UInt64($0) }, directory: ref, kernels: k)
+        let rebuilt = try HybridIndex.build(
+            vectors: final, dim: d, ids: keep.map { UInt64($0) }, directory: ref, kernels: k)
         for nprobe in [4, 8, 16] {
-            let a = try recall(idx, queries, gt, nprobe: nprobe), b = try recall(rebuilt, queries, gt, nprobe: nprobe)
-            print("HybridIndex updates: recall@10 \(a) after 10% inserts + 10% deletes vs \(b) rebuilt (nprobe \(nprobe))")
+            let a = try recall(idx, queries, gt, nprobe: nprobe)
+            let b = try recall(rebuilt, queries, gt, nprobe: nprobe)
+            print(
+                "HybridIndex updates: recall@10 \(a) after 10% inserts + 10% deletes vs \(b) rebuilt (nprobe \(nprobe))"
+            )
             // Within 1 point of a rebuild at working settings (rebuilt recall >= 0.9); at nprobe 4
             // (recall ~0.7) the rebuilt heads fit the new data better: reported, bounded at 3 points.
             XCTAssertGreaterThanOrEqual(a, b - (b >= 0.9 ? 0.01 : 0.03), "nprobe \(nprobe)")
         }
         // no deleted id comes back
         for i in 0..<50 {
-            let r = try idx.search(Array(queries[(i * d)..<((i + 1) * d)]), k: 20, parameters: HybridSearchParameters(nprobe: 64))
+            let r = try idx.search(
+                Array(queries[(i * d)..<((i + 1) * d)]), k: 20, parameters: HybridSearchParameters(nprobe: 64))
             XCTAssertTrue(r.neighbors.allSatisfy { !gone.contains($0.id) })
         }
         // reopen: same answers from the replayed log; read-only handles refuse updates
@@ -212,7 +248,8 @@ extension HybridIndexTests {
         let torn = try HybridIndex(directory: dir, writable: true, kernels: k)
         XCTAssertEqual(try torn.search(Array(queries[0..<d]), k: 10).neighbors, before)
         try torn.insert(Array(all[0..<d]), id: 999_999)
-        XCTAssertEqual(try HybridIndex(directory: dir, kernels: k).search(Array(all[0..<d]), k: 1).neighbors.first?.id, 999_999)
+        XCTAssertEqual(
+            try HybridIndex(directory: dir, kernels: k).search(Array(all[0..<d]), k: 1).neighbors.first?.id, 999_999)
         assertThrowsEngineError(isNonFinite) { try torn.insert([Float](repeating: .nan, count: d), id: 5) }
         assertThrowsEngineError(isInvalidArgument) { try torn.insert([1, 2], id: 5) }
     }
@@ -242,7 +279,10 @@ extension HybridIndexTests {
         v[5] ^= 0x10 // row 0
         try v.write(to: URL(fileURLWithPath: vp))
         let bad = try HybridIndex(directory: dir, io: .pread, kernels: k)
-        assertThrowsEngineError({ if case .invalidFile = $0 { return true }; return false }) { _ = try bad.search(Array(queries[0..<d]), k: 1) }
+        assertThrowsEngineError({
+            if case .invalidFile = $0 { return true }
+            return false
+        }) { _ = try bad.search(Array(queries[0..<d]), k: 1) }
         try v.prefix(v.count - 1).write(to: URL(fileURLWithPath: vp))
         XCTAssertThrowsError(try HybridIndex(directory: dir, kernels: k), "truncated vectors.bin")
     }
@@ -252,8 +292,16 @@ final class ResultsBox: @unchecked Sendable {
     private var r: [[SearchHit]]
     private let lock = NSLock()
     init(_ m: Int) { r = Array(repeating: [], count: m) }
-    func set(_ i: Int, _ v: [SearchHit]) { lock.lock(); r[i] = v; lock.unlock() }
-    func get(_ i: Int) -> [SearchHit] { lock.lock(); defer { lock.unlock() }; return r[i] }
+    func set(_ i: Int, _ v: [SearchHit]) {
+        lock.lock()
+        r[i] = v
+        lock.unlock()
+    }
+    func get(_ i: Int) -> [SearchHit] {
+        lock.lock()
+        defer { lock.unlock() }
+        return r[i]
+    }
 }
 
 extension HybridIndexTests {
@@ -265,31 +313,45 @@ extension HybridIndexTests {
         let k = try Kernels.selected()
         let (n, d) = (4000, 16)
         // integer-valued so that .bvecs (uint8) holds exactly the same vectors
-        let base = Self.clustered(n: n, dim: d, clusters: 30, seed: 11).map { max(0, min(255, ($0 * 6 + 128).rounded())) + 0 } // + 0: no -0.0
-        let dir = tmpDir("stream"), files = tmpDir("stream-files")
+        let base = Self.clustered(n: n, dim: d, clusters: 30, seed: 11).map {
+            max(0, min(255, ($0 * 6 + 128).rounded())) + 0
+        } // + 0: no -0.0
+        let dir = tmpDir("stream")
+        let files = tmpDir("stream-files")
         try FileManager.default.createDirectory(atPath: files, withIntermediateDirectories: true)
         defer { for p in [dir, files, dir + "-f"] { try? FileManager.default.removeItem(atPath: p) } }
-        var o = HybridIndexOptions(); o.blockRows = 333 // 13 blocks, the last one partial
+        var o = HybridIndexOptions()
+        o.blockRows = 333 // 13 blocks, the last one partial
         let mem = try HybridIndex.build(vectors: base, dim: d, directory: dir, options: o, kernels: k)
-        let gt = try BruteForce.search(base: base, queries: Array(base[0..<(100 * d)]).map { $0 + 0.5 }, dim: d, k: 10, metric: .l2)
+        let gt = try BruteForce.search(
+            base: base, queries: Array(base[0..<(100 * d)]).map { $0 + 0.5 }, dim: d, k: 10, metric: .l2)
         let r = try recall(mem, Array(base[0..<(100 * d)]).map { $0 + 0.5 }, gt, nprobe: 32)
         XCTAssertGreaterThanOrEqual(r, 0.95, "blocked build recall") // as the single-block builds above
-        let heads0 = try Data(contentsOf: URL(fileURLWithPath: dir + "/heads.bin")), post0 = try Data(contentsOf: URL(fileURLWithPath: dir + "/postings.bin"))
+        let heads0 = try Data(contentsOf: URL(fileURLWithPath: dir + "/heads.bin"))
+        let post0 = try Data(contentsOf: URL(fileURLWithPath: dir + "/postings.bin"))
         try VectorFile.write(base, dim: d, to: files + "/b.fvecs")
         try VectorFile.write(base, dim: d, to: files + "/b.npy")
         var bv = Data()
-        for i in 0..<n { var dd = Int32(d).littleEndian; bv.append(Data(bytes: &dd, count: 4)); bv.append(contentsOf: base[(i * d)..<((i + 1) * d)].map { UInt8($0) }) }
+        for i in 0..<n {
+            var dd = Int32(d).littleEndian
+            bv.append(Data(bytes: &dd, count: 4))
+            bv.append(contentsOf: base[(i * d)..<((i + 1) * d)].map { UInt8($0) })
+        }
         try bv.write(to: URL(fileURLWithPath: files + "/b.bvecs"))
         for name in ["b.fvecs", "b.npy", "b.bvecs"] {
             let src = try VectorFile.source(path: files + "/" + name)
-            XCTAssertEqual(src.count, n); XCTAssertEqual(src.dim, d)
+            XCTAssertEqual(src.count, n)
+            XCTAssertEqual(src.dim, d)
             try HybridIndex.build(source: src, directory: dir + "-f", options: o, kernels: k)
             XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "-f/heads.bin")), heads0, name)
             XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "-f/postings.bin")), post0, name)
         }
-        XCTAssertFalse(try FileManager.default.contentsOfDirectory(atPath: dir + "-f").contains { $0.contains("spill") }, "the spill is deleted")
+        XCTAssertFalse(
+            try FileManager.default.contentsOfDirectory(atPath: dir + "-f").contains { $0.contains("spill") },
+            "the spill is deleted")
         // truncated files: refused on open
-        let fv = try Data(contentsOf: URL(fileURLWithPath: files + "/b.fvecs")), np = try Data(contentsOf: URL(fileURLWithPath: files + "/b.npy"))
+        let fv = try Data(contentsOf: URL(fileURLWithPath: files + "/b.fvecs"))
+        let np = try Data(contentsOf: URL(fileURLWithPath: files + "/b.npy"))
         try fv.prefix(fv.count - 3).write(to: URL(fileURLWithPath: files + "/t.fvecs"))
         try np.prefix(np.count - 64).write(to: URL(fileURLWithPath: files + "/t.npy"))
         assertThrowsEngineError(isInvalidFile) { _ = try VectorFile.source(path: files + "/t.fvecs") }
@@ -300,10 +362,15 @@ extension HybridIndexTests {
         mixed[at] = UInt8(d + 1)
         try mixed.write(to: URL(fileURLWithPath: files + "/m.fvecs"))
         let before = try Data(contentsOf: URL(fileURLWithPath: dir + "-f/heads.bin"))
-        XCTAssertThrowsError(try HybridIndex.build(source: VectorFile.source(path: files + "/m.fvecs"), directory: dir + "-f", options: o, kernels: k)) {
+        XCTAssertThrowsError(
+            try HybridIndex.build(
+                source: VectorFile.source(path: files + "/m.fvecs"), directory: dir + "-f", options: o, kernels: k)
+        ) {
             XCTAssertTrue("\($0)".contains("record 1234"), "\($0)")
         }
-        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "-f/heads.bin")), before, "a failed build leaves the previous index")
+        XCTAssertEqual(
+            try Data(contentsOf: URL(fileURLWithPath: dir + "-f/heads.bin")), before,
+            "a failed build leaves the previous index")
     }
 }
 
@@ -317,17 +384,23 @@ extension HybridIndexTests {
         let queries = Self.clustered(n: 200, dim: d, clusters: 40, seed: 13).map { $0 * 0.98 }
         for payload in [PostingPayload.pq4, .binary] {
             for metric in Metric.allCases {
-                let (idx, _) = try buildIndex("\(payload)-\(metric)", base, dim: d, kernels: k) { $0.payload = payload; $0.metric = metric }
+                let (idx, _) = try buildIndex("\(payload)-\(metric)", base, dim: d, kernels: k) {
+                    $0.payload = payload
+                    $0.metric = metric
+                }
                 let gt = try BruteForce.search(base: base, queries: queries, dim: d, k: 10, metric: metric)
                 let r = try recall(idx, queries, gt, nprobe: 32)
-                var p = HybridSearchParameters(nprobe: 32); p.rerank = 10
+                var p = HybridSearchParameters(nprobe: 32)
+                p.rerank = 10
                 var noRerank = 0
                 for i in 0..<200 {
                     let hits = try idx.search(Array(queries[(i * d)..<((i + 1) * d)]), k: 10, parameters: p).neighbors
                     noRerank += Set(hits.map(\.id)).intersection(gt[(i * 10)..<((i + 1) * 10)].map { UInt64($0) }).count
                 }
                 let r10 = Double(noRerank) / 2000
-                print("HybridIndex \(payload) \(metric): recall@10 \(r) (re-rank 100), \(r10) (re-rank 10: the codes' own ranking)")
+                print(
+                    "HybridIndex \(payload) \(metric): recall@10 \(r) (re-rank 100), \(r10) (re-rank 10: the codes' own ranking)"
+                )
                 // Neighbours inside a Gaussian blob differ by isotropic noise, the hardest case for
                 // codes (measured here: 0.90-0.98 with 100 re-ranked, 0.38-0.74 from the codes
                 // alone). Chance is 10 of the ~1,600 entries scanned (0.006): a broken estimator
@@ -339,9 +412,13 @@ extension HybridIndexTests {
                 let q0 = Array(queries[0..<d])
                 let hit = try idx.search(q0, k: 1).neighbors[0]
                 var exact = [Float](repeating: 0, count: 1)
-                try q0.withUnsafeBufferPointer { qp in try Array(base[(Int(hit.id) * d)..<((Int(hit.id) + 1) * d)]).withUnsafeBufferPointer { bp in
-                    try exact.withUnsafeMutableBufferPointer { try k.distances(metric == .cosine ? .innerProduct : metric, query: qp, data: bp, into: $0) }
-                } }
+                try q0.withUnsafeBufferPointer { qp in
+                    try Array(base[(Int(hit.id) * d)..<((Int(hit.id) + 1) * d)]).withUnsafeBufferPointer { bp in
+                        try exact.withUnsafeMutableBufferPointer {
+                            try k.distances(metric == .cosine ? .innerProduct : metric, query: qp, data: bp, into: $0)
+                        }
+                    }
+                }
                 if metric != .cosine { XCTAssertEqual(hit.distance, exact[0], accuracy: 1e-3 * max(1, abs(exact[0]))) }
             }
         }
@@ -361,13 +438,24 @@ extension HybridIndexTests {
             let m = 64
             let queries = (0..<m).map { Array(base[($0 * d)..<(($0 + 1) * d)]).map { $0 + 0.05 } }
             let mapped = try HybridIndex(directory: dir, io: .mapped, kernels: k)
-            let expected = try queries.map { try mapped.search($0, k: 10, parameters: HybridSearchParameters(nprobe: 16)).neighbors }
+            let expected = try queries.map {
+                try mapped.search($0, k: 10, parameters: HybridSearchParameters(nprobe: 16)).neighbors
+            }
             for io in [IndexIO.pread, .uring] {
                 let idx = try HybridIndex(directory: dir, io: io, kernels: k)
-                if io == .uring { print("HybridIndex \(payload): io_uring \(idx.io == .uring ? "available" : "unavailable, pread used")") }
+                if io == .uring {
+                    print(
+                        "HybridIndex \(payload): io_uring \(idx.io == .uring ? "available" : "unavailable, pread used")"
+                    )
+                }
                 let box = ResultsBox(m)
                 DispatchQueue.concurrentPerform(iterations: 3) { t in
-                    for i in stride(from: t, to: m, by: 3) { box.set(i, (try? idx.search(queries[i], k: 10, parameters: HybridSearchParameters(nprobe: 16)).neighbors) ?? []) }
+                    for i in stride(from: t, to: m, by: 3) {
+                        box.set(
+                            i,
+                            (try? idx.search(queries[i], k: 10, parameters: HybridSearchParameters(nprobe: 16))
+                                .neighbors) ?? [])
+                    }
                 }
                 for i in 0..<m { XCTAssertEqual(box.get(i), expected[i], "\(payload) \(io) query \(i)") }
             }
@@ -379,7 +467,9 @@ extension HybridIndexTests {
             try bytes.write(to: URL(fileURLWithPath: pp))
             for io in IndexIO.allCases {
                 let idx = try HybridIndex(directory: dir, io: io, kernels: k)
-                assertThrowsEngineError(isInvalidFile, "\(io)") { _ = try idx.search(queries[0], k: 10, parameters: HybridSearchParameters(nprobe: 16)) }
+                assertThrowsEngineError(isInvalidFile, "\(io)") {
+                    _ = try idx.search(queries[0], k: 10, parameters: HybridSearchParameters(nprobe: 16))
+                }
             }
             try p0.write(to: URL(fileURLWithPath: pp))
         }

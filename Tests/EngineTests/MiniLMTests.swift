@@ -14,9 +14,13 @@ final class MiniLMTests: XCTestCase {
         var bad = 0
         for line in lines {
             let o = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
-            let text = o["text"] as! String, ids = o["ids"] as! [Int]
+            let text = o["text"] as! String
+            let ids = o["ids"] as! [Int]
             let got = t.encode(text)
-            if got != ids { bad += 1; if bad <= 5 { XCTFail("\(text.debugDescription): got \(got), expected \(ids)") } }
+            if got != ids {
+                bad += 1
+                if bad <= 5 { XCTFail("\(text.debugDescription): got \(got), expected \(ids)") }
+            }
         }
         XCTAssertEqual(bad, 0)
     }
@@ -26,7 +30,8 @@ final class MiniLMTests: XCTestCase {
     func testSentenceEmbeddingsMatchReference() throws {
         let m = try model()
         var r = ByteReader(Array(try Data(contentsOf: fixtureURL("minilm_embeddings.bin"))))
-        let n = r.u32(), dim = r.u32()
+        let n = r.u32()
+        let dim = r.u32()
         XCTAssertGreaterThanOrEqual(n, 200)
         var worst = 1.0
         for _ in 0..<n {
@@ -36,8 +41,14 @@ final class MiniLMTests: XCTestCase {
             let ref = r.floats(dim)
             XCTAssertEqual(try m.tokenizer.encode(text), ids, text)
             let e = try m.embed(text)
-            var dot = 0.0, na = 0.0, nb = 0.0
-            for j in 0..<dim { dot += Double(e[j]) * Double(ref[j]); na += Double(e[j] * e[j]); nb += Double(ref[j] * ref[j]) }
+            var dot = 0.0
+            var na = 0.0
+            var nb = 0.0
+            for j in 0..<dim {
+                dot += Double(e[j]) * Double(ref[j])
+                na += Double(e[j] * e[j])
+                nb += Double(ref[j] * ref[j])
+            }
             let cos = dot / (na * nb).squareRoot()
             worst = min(worst, cos)
             XCTAssertGreaterThanOrEqual(cos, 0.9999, text)
@@ -50,7 +61,9 @@ final class MiniLMTests: XCTestCase {
         let a = try model().tokenizer
         let b = try WordPieceTokenizer(tokenizerJSON: TestModels.miniLM + "/tokenizer.json")
         XCTAssertEqual(a.tokens, b.tokens)
-        for line in try String(contentsOf: fixtureURL("minilm_tokens.jsonl"), encoding: .utf8).split(separator: "\n").prefix(300) {
+        for line in try String(contentsOf: fixtureURL("minilm_tokens.jsonl"), encoding: .utf8).split(separator: "\n")
+            .prefix(300)
+        {
             let text = (try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any])["text"] as! String
             XCTAssertEqual(a.encode(text), b.encode(text))
         }
@@ -61,7 +74,9 @@ final class MiniLMTests: XCTestCase {
         let m = try model()
         assertThrowsEngineError(isInvalidArgument) { _ = try m.tokenEmbeddings(ids: [101, 30522, 102]) }
         assertThrowsEngineError(isInvalidArgument) { _ = try m.tokenEmbeddings(ids: []) }
-        assertThrowsEngineError(isInvalidArgument) { _ = try m.tokenEmbeddings(ids: Array(repeating: 1000, count: 513)) }
+        assertThrowsEngineError(isInvalidArgument) {
+            _ = try m.tokenEmbeddings(ids: Array(repeating: 1000, count: 513))
+        }
         // Missing tokenizer and truncated weights are refused with the file named.
         let dir = NSTemporaryDirectory() + "engine-minilm-\(getpid())"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -90,10 +105,13 @@ final class EmbedCLITests: XCTestCase {
         let lines = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby."]
         try (lines.joined(separator: "\n") + "\n").write(toFile: dir + "/in.txt", atomically: true, encoding: .utf8)
         for ext in ["fvecs", "npy"] {
-            let (st, out) = try runEngine(["embed", "--model", TestModels.miniLM, "--input", dir + "/in.txt", "--output", dir + "/e.\(ext)"])
+            let (st, out) = try runEngine([
+                "embed", "--model", TestModels.miniLM, "--input", dir + "/in.txt", "--output", dir + "/e.\(ext)",
+            ])
             XCTAssertEqual(st, 0, out)
             let (v, d) = try VectorFile.read(path: dir + "/e.\(ext)")
-            XCTAssertEqual(d, 384); XCTAssertEqual(v.count, 3 * 384)
+            XCTAssertEqual(d, 384)
+            XCTAssertEqual(v.count, 3 * 384)
             let m = try BertModel(directory: TestModels.miniLM)
             let batch = try m.embed(lines, batch: 2)
             for i in 0..<3 {
@@ -104,7 +122,9 @@ final class EmbedCLITests: XCTestCase {
                 for (a, b) in zip(Array(batch[(i * 384)..<((i + 1) * 384)]), e) { XCTAssertEqual(a, b, accuracy: 1e-5) }
             }
         }
-        let (st, out) = try runEngine(["embed", "--model", TestModels.miniLM, "--input", dir + "/in.txt", "--output", dir + "/e.bin"])
+        let (st, out) = try runEngine([
+            "embed", "--model", TestModels.miniLM, "--input", dir + "/in.txt", "--output", dir + "/e.bin",
+        ])
         XCTAssertNotEqual(st, 0)
         XCTAssertTrue(out.contains(".fvecs or .npy"), out)
         try Data([1, 0, 0, 0, 0]).write(to: URL(fileURLWithPath: dir + "/bad.fvecs"))

@@ -25,20 +25,39 @@ final class OpsTests: XCTestCase {
         var rng = SeededRandom(seed: 71)
         for d in [7, 8, 384, 385] {
             let rows = 5
-            let x = rng.uniform(rows * d, -4, 6), g = rng.uniform(d, 0.5, 1.5), b = rng.uniform(d)
+            let x = rng.uniform(rows * d, -4, 6)
+            let g = rng.uniform(d, 0.5, 1.5)
+            let b = rng.uniform(d)
             var ref = x
-            try ref.withUnsafeMutableBufferPointer { r in try g.withUnsafeBufferPointer { gp in try b.withUnsafeBufferPointer { bp in
-                try kernels(.scalar).layerNorm(r, d: d, gamma: gp, beta: bp, eps: 1e-12) } } }
+            try ref.withUnsafeMutableBufferPointer { r in
+                try g.withUnsafeBufferPointer { gp in
+                    try b.withUnsafeBufferPointer { bp in
+                        try kernels(.scalar).layerNorm(r, d: d, gamma: gp, beta: bp, eps: 1e-12)
+                    }
+                }
+            }
             for isa in allLevels {
                 var y = x
-                try y.withUnsafeMutableBufferPointer { r in try g.withUnsafeBufferPointer { gp in try b.withUnsafeBufferPointer { bp in
-                    try kernels(isa).layerNorm(r, d: d, gamma: gp, beta: bp, eps: 1e-12) } } }
-                for i in x.indices { XCTAssertEqual(y[i], ref[i], accuracy: Float(4 * d) * 0x1p-24 * (4 + abs(ref[i])), "\(isa) d=\(d)") }
+                try y.withUnsafeMutableBufferPointer { r in
+                    try g.withUnsafeBufferPointer { gp in
+                        try b.withUnsafeBufferPointer { bp in
+                            try kernels(isa).layerNorm(r, d: d, gamma: gp, beta: bp, eps: 1e-12)
+                        }
+                    }
+                }
+                for i in x.indices {
+                    XCTAssertEqual(y[i], ref[i], accuracy: Float(4 * d) * 0x1p-24 * (4 + abs(ref[i])), "\(isa) d=\(d)")
+                }
             }
         }
         var z = [Float](repeating: 0, count: 10)
         let g = [Float](repeating: 1, count: 4)
-        try z.withUnsafeMutableBufferPointer { zp in try g.withUnsafeBufferPointer { gp in
-            assertThrowsEngineError(isInvalidArgument) { try Kernels.selected().layerNorm(zp, d: 4, gamma: gp, beta: gp, eps: 1e-5) } } }
+        try z.withUnsafeMutableBufferPointer { zp in
+            try g.withUnsafeBufferPointer { gp in
+                assertThrowsEngineError(isInvalidArgument) {
+                    try Kernels.selected().layerNorm(zp, d: 4, gamma: gp, beta: gp, eps: 1e-5)
+                }
+            }
+        }
     }
 }

@@ -9,24 +9,35 @@ final class PQTests: XCTestCase {
     func testDistanceTablesAgainstDouble() throws {
         var rng = SeededRandom(seed: 30)
         for (m, bits, dsub) in [(3, 8, 5), (8, 4, 3), (5, 4, 16)] {
-            let ksub = 1 << bits, dim = m * dsub
-            let pq = try ProductQuantizer(dim: dim, subquantizers: m, bits: bits, centroids: rng.uniform(m * ksub * dsub))
+            let ksub = 1 << bits
+            let dim = m * dsub
+            let pq = try ProductQuantizer(
+                dim: dim, subquantizers: m, bits: bits, centroids: rng.uniform(m * ksub * dsub))
             let q = rng.uniform(dim)
             for isa in allLevels {
                 for metric in [Metric.l2, .innerProduct] {
                     var t = [Float](repeating: 0, count: m * ksub)
-                    try q.withUnsafeBufferPointer { qp in try t.withUnsafeMutableBufferPointer {
-                        try pq.distanceTable(query: qp, metric: metric, kernels: kernels(isa), into: $0) } }
-                    for s in 0..<m { for j in 0..<ksub {
-                        var e = 0.0, mag = 0.0
-                        for c in 0..<dsub {
-                            let a = Double(q[s * dsub + c]), b = Double(pq.centroids[(s * ksub + j) * dsub + c])
-                            let term = metric == .l2 ? (a - b) * (a - b) : -a * b
-                            e += term; mag += abs(term) + (metric == .l2 ? abs(a) + abs(b) : 0)
+                    try q.withUnsafeBufferPointer { qp in
+                        try t.withUnsafeMutableBufferPointer {
+                            try pq.distanceTable(query: qp, metric: metric, kernels: kernels(isa), into: $0)
                         }
-                        // dsub sequential (fused) multiply-adds: (dsub + 2) u sum|terms|.
-                        XCTAssertEqual(Double(t[s * ksub + j]), e, accuracy: Double(dsub + 2) * u32 * mag, "\(isa) \(metric)")
-                    } }
+                    }
+                    for s in 0..<m {
+                        for j in 0..<ksub {
+                            var e = 0.0
+                            var mag = 0.0
+                            for c in 0..<dsub {
+                                let a = Double(q[s * dsub + c])
+                                let b = Double(pq.centroids[(s * ksub + j) * dsub + c])
+                                let term = metric == .l2 ? (a - b) * (a - b) : -a * b
+                                e += term
+                                mag += abs(term) + (metric == .l2 ? abs(a) + abs(b) : 0)
+                            }
+                            // dsub sequential (fused) multiply-adds: (dsub + 2) u sum|terms|.
+                            XCTAssertEqual(
+                                Double(t[s * ksub + j]), e, accuracy: Double(dsub + 2) * u32 * mag, "\(isa) \(metric)")
+                        }
+                    }
                 }
             }
         }
@@ -40,11 +51,21 @@ final class PQTests: XCTestCase {
             let codes = (0..<(n * m)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
             for isa in allLevels {
                 var out = [Float](repeating: 0, count: n)
-                try codes.withUnsafeBufferPointer { c in try table.withUnsafeBufferPointer { t in try out.withUnsafeMutableBufferPointer {
-                    try kernels(isa).pqScan8(codes: c, subquantizers: m, table: t, into: $0) } } }
+                try codes.withUnsafeBufferPointer { c in
+                    try table.withUnsafeBufferPointer { t in
+                        try out.withUnsafeMutableBufferPointer {
+                            try kernels(isa).pqScan8(codes: c, subquantizers: m, table: t, into: $0)
+                        }
+                    }
+                }
                 for i in 0..<n {
-                    var e = 0.0, mag = 0.0
-                    for s in 0..<m { let v = Double(table[s * 256 + Int(codes[i * m + s])]); e += v; mag += abs(v) }
+                    var e = 0.0
+                    var mag = 0.0
+                    for s in 0..<m {
+                        let v = Double(table[s * 256 + Int(codes[i * m + s])])
+                        e += v
+                        mag += abs(v)
+                    }
                     XCTAssertEqual(Double(out[i]), e, accuracy: Double(m + 1) * u32 * mag, "\(isa) M=\(m) i=\(i)")
                 }
             }
@@ -63,7 +84,9 @@ final class PQTests: XCTestCase {
                 let qt = try table.withUnsafeBufferPointer { try QuantizedPQ4Table(table: $0, subquantizers: m) }
                 for isa in allLevels {
                     var out = [UInt16](repeating: 0xffff, count: packed.blocks * 32)
-                    try out.withUnsafeMutableBufferPointer { try kernels(isa).pqScan4(codes: packed, table: qt, into: $0) }
+                    try out.withUnsafeMutableBufferPointer {
+                        try kernels(isa).pqScan4(codes: packed, table: qt, into: $0)
+                    }
                     for i in 0..<n {
                         var s = 0
                         for j in 0..<m { s += Int(qt.entries[j * 16 + Int(codes[i * m + j])]) }
@@ -86,7 +109,9 @@ final class PQTests: XCTestCase {
         var rng = SeededRandom(seed: 33)
         let (n, dim, m, k) = (4000, 32, 16, 10)
         let train = rng.gaussian(n * dim)
-        let pq = try train.withUnsafeBufferPointer { try ProductQuantizer(training: $0, dim: dim, subquantizers: m, bits: 4, iterations: 8) }
+        let pq = try train.withUnsafeBufferPointer {
+            try ProductQuantizer(training: $0, dim: dim, subquantizers: m, bits: 4, iterations: 8)
+        }
         let codes = try train.withUnsafeBufferPointer { try pq.encode($0, kernels: kernels(.scalar)) }
         let packed = try PackedPQ4Codes(codes: codes, subquantizers: m)
         for isa in allLevels {
@@ -94,8 +119,14 @@ final class PQTests: XCTestCase {
             for _ in 0..<5 {
                 let q = rng.gaussian(dim)
                 var table = [Float](repeating: 0, count: m * 16)
-                try q.withUnsafeBufferPointer { qp in try table.withUnsafeMutableBufferPointer { try pq.distanceTable(query: qp, metric: .l2, kernels: kern, into: $0) } }
-                let adc = (0..<n).map { i in (0..<m).reduce(0.0) { $0 + Double(table[$1 * 16 + Int(codes[i * m + $1])]) } }
+                try q.withUnsafeBufferPointer { qp in
+                    try table.withUnsafeMutableBufferPointer {
+                        try pq.distanceTable(query: qp, metric: .l2, kernels: kern, into: $0)
+                    }
+                }
+                let adc = (0..<n).map { i in
+                    (0..<m).reduce(0.0) { $0 + Double(table[$1 * 16 + Int(codes[i * m + $1])]) }
+                }
                 let qt = try table.withUnsafeBufferPointer { try QuantizedPQ4Table(table: $0, subquantizers: m) }
                 let got = try kern.pqFastScanTopK(codes: packed, table: qt, k: k)
                 XCTAssertEqual(got.count, k)
@@ -115,12 +146,25 @@ final class PQTests: XCTestCase {
         // 20 well-separated clusters.
         let centers = rng.uniform(20 * dim, -10, 10)
         var data = [Float](repeating: 0, count: n * dim)
-        for i in 0..<n { let c = i % 20; for j in 0..<dim { data[i * dim + j] = centers[c * dim + j] + 0.1 * rng.nextGaussian() } }
+        for i in 0..<n {
+            let c = i % 20
+            for j in 0..<dim { data[i * dim + j] = centers[c * dim + j] + 0.1 * rng.nextGaussian() }
+        }
         let cent = try data.withUnsafeBufferPointer { try KMeans.train(data: $0, dim: dim, k: 32, iterations: 10) }
-        var labels: [Int32] = [], dist: [Float] = []
-        try data.withUnsafeBufferPointer { dp in try cent.withUnsafeBufferPointer { try KMeans.assignNearest(data: dp, dim: dim, centroids: $0, k: 32, labels: &labels, distances: &dist) } }
+        var labels: [Int32] = []
+        var dist: [Float] = []
+        try data.withUnsafeBufferPointer { dp in
+            try cent.withUnsafeBufferPointer {
+                try KMeans.assignNearest(data: dp, dim: dim, centroids: $0, k: 32, labels: &labels, distances: &dist)
+            }
+        }
         for i in stride(from: 0, to: n, by: 37) {
-            let brute = (0..<32).map { j in (0..<dim).reduce(0.0) { let d = Double(data[i * dim + $1] - cent[j * dim + $1]); return $0 + d * d } }
+            let brute = (0..<32).map { j in
+                (0..<dim).reduce(0.0) {
+                    let d = Double(data[i * dim + $1] - cent[j * dim + $1])
+                    return $0 + d * d
+                }
+            }
             let best = brute.min()!
             // sgemm expansion loses precision only relative to ||x||^2: allow ties within that.
             XCTAssertLessThanOrEqual(brute[Int(labels[i])] - best, 1e-3 * (1 + best))
@@ -129,7 +173,9 @@ final class PQTests: XCTestCase {
         // Every point is within noise of its centroid: mean squared error ~ dim * 0.01.
         XCTAssertLessThan(dist.reduce(0, +) / Float(n), Float(dim) * 0.01 * 1.5)
 
-        let pq = try data.withUnsafeBufferPointer { try ProductQuantizer(training: $0, dim: dim, subquantizers: 4, bits: 8, iterations: 10) }
+        let pq = try data.withUnsafeBufferPointer {
+            try ProductQuantizer(training: $0, dim: dim, subquantizers: 4, bits: 8, iterations: 10)
+        }
         let codes = try data.withUnsafeBufferPointer { try pq.encode($0, kernels: kernels(ISA.detected)) }
         let rec = try pq.decode(codes)
         let mse = zip(rec, data).map { Double($0 - $1) * Double($0 - $1) }.reduce(0, +) / Double(n)
@@ -141,22 +187,38 @@ final class PQTests: XCTestCase {
         var rng = SeededRandom(seed: 35)
         let data = rng.uniform(300 * 8)
         try data.withUnsafeBufferPointer { d in
-            assertThrowsEngineError(isInvalidArgument, "dim % M") { _ = try ProductQuantizer(training: d, dim: 8, subquantizers: 3, bits: 8) }
-            assertThrowsEngineError(isInvalidArgument, "bits") { _ = try ProductQuantizer(training: d, dim: 8, subquantizers: 2, bits: 6) }
-            assertThrowsEngineError(isInvalidArgument, "too few") { _ = try ProductQuantizer(training: UnsafeBufferPointer(rebasing: d[0..<(100 * 8)]), dim: 8, subquantizers: 2, bits: 8) }
+            assertThrowsEngineError(isInvalidArgument, "dim % M") {
+                _ = try ProductQuantizer(training: d, dim: 8, subquantizers: 3, bits: 8)
+            }
+            assertThrowsEngineError(isInvalidArgument, "bits") {
+                _ = try ProductQuantizer(training: d, dim: 8, subquantizers: 2, bits: 6)
+            }
+            assertThrowsEngineError(isInvalidArgument, "too few") {
+                _ = try ProductQuantizer(
+                    training: UnsafeBufferPointer(rebasing: d[0..<(100 * 8)]), dim: 8, subquantizers: 2, bits: 8)
+            }
         }
-        var bad = data; bad[17] = .nan
+        var bad = data
+        bad[17] = .nan
         try bad.withUnsafeBufferPointer { d in
-            assertThrowsEngineError(isNonFinite, "NaN training") { _ = try ProductQuantizer(training: d, dim: 8, subquantizers: 2, bits: 4) }
+            assertThrowsEngineError(isNonFinite, "NaN training") {
+                _ = try ProductQuantizer(training: d, dim: 8, subquantizers: 2, bits: 4)
+            }
         }
-        assertThrowsEngineError(isInvalidArgument, "4-bit code >= 16") { _ = try PackedPQ4Codes(codes: [3, 16], subquantizers: 2) }
+        assertThrowsEngineError(isInvalidArgument, "4-bit code >= 16") {
+            _ = try PackedPQ4Codes(codes: [3, 16], subquantizers: 2)
+        }
         let nanTable = [Float](repeating: .nan, count: 32)
         try nanTable.withUnsafeBufferPointer { t in
-            assertThrowsEngineError(isNonFinite, "NaN table") { _ = try QuantizedPQ4Table(table: t, subquantizers: 2) } }
+            assertThrowsEngineError(isNonFinite, "NaN table") { _ = try QuantizedPQ4Table(table: t, subquantizers: 2) }
+        }
         let k = try Kernels.selected()
         let packed = try PackedPQ4Codes(codes: [1, 2], subquantizers: 2)
-        let qt = try [Float](repeating: 1, count: 32).withUnsafeBufferPointer { try QuantizedPQ4Table(table: $0, subquantizers: 2) }
+        let qt = try [Float](repeating: 1, count: 32).withUnsafeBufferPointer {
+            try QuantizedPQ4Table(table: $0, subquantizers: 2)
+        }
         assertThrowsEngineError(isInvalidArgument, "k = 0") { _ = try k.pqFastScanTopK(codes: packed, table: qt, k: 0) }
-        XCTAssertEqual(try k.pqFastScanTopK(codes: packed, table: qt, k: 5).count, 1, "k larger than the collection returns all")
+        XCTAssertEqual(
+            try k.pqFastScanTopK(codes: packed, table: qt, k: 5).count, 1, "k larger than the collection returns all")
     }
 }

@@ -20,7 +20,9 @@ private func dequantize(_ t: RowType, _ bytes: [UInt8], rows: Int, cols: Int) th
 
 /// Per-block scale and minimum as stored, to size the error bounds of the integer path.
 private func blockParams(_ t: RowType, _ bytes: [UInt8], block: Int) -> (d: Double, m: Double) {
-    func h(_ off: Int) -> Double { Double(Float(Float16(bitPattern: UInt16(bytes[off]) | UInt16(bytes[off + 1]) << 8))) }
+    func h(_ off: Int) -> Double {
+        Double(Float(Float16(bitPattern: UInt16(bytes[off]) | UInt16(bytes[off + 1]) << 8)))
+    }
     switch t {
     case .q8_0: return (h(block * 34), 0)
     case .q4_0: return (h(block * 18), 0)
@@ -31,8 +33,8 @@ private func blockParams(_ t: RowType, _ bytes: [UInt8], block: Int) -> (d: Doub
 }
 
 final class QMatmulTests: XCTestCase {
-    let dims = [32, 96, 160, 4128]        // block counts 1, 3, 5, 129
-    let denseDims = [1, 7, 16, 37, 64, 101, 128, 4099]  // tails, and the full-vector fast paths
+    let dims = [32, 96, 160, 4128] // block counts 1, 3, 5, 129
+    let denseDims = [1, 7, 16, 37, 64, 101, 128, 4099] // tails, and the full-vector fast paths
 
     func testRoundTripErrorWithinHalfStep() throws {
         var rng = SeededRandom(seed: 10)
@@ -42,7 +44,9 @@ final class QMatmulTests: XCTestCase {
             let back = try dequantize(t, try quantize(t, x, rows: 1, cols: n), rows: 1, cols: n)
             for b in 0..<(n / 32) {
                 let blk = x[(b * 32)..<((b + 1) * 32)]
-                let lo = Double(blk.min()!), hi = Double(blk.max()!), amax = Double(blk.map { abs($0) }.max()!)
+                let lo = Double(blk.min()!)
+                let hi = Double(blk.max()!)
+                let amax = Double(blk.map { abs($0) }.max()!)
                 // Half a quantization step per element, plus the fp16 rounding of the stored scale
                 // (relative 2^-11) times the largest code, and of the stored minimum.
                 let step: Double
@@ -67,23 +71,39 @@ final class QMatmulTests: XCTestCase {
         var rng = SeededRandom(seed: 11)
         for t in RowType.allCases {
             for n in (t.isQuantized ? dims : denseDims) {
-                let rows = 5, nq = 9 // nq > 8 crosses the query-group boundary of the SIMD body
-                let w = rng.uniform(rows * n), x = rng.uniform(nq * n)
+                let rows = 5
+                let nq = 9 // nq > 8 crosses the query-group boundary of the SIMD body
+                let w = rng.uniform(rows * n)
+                let x = rng.uniform(nq * n)
                 let wb = try quantize(t, w, rows: rows, cols: n)
                 let wd = try dequantize(t, wb, rows: rows, cols: n)
                 let stride = wb.count / rows
                 for isa in allLevels {
                     var y = [Float](repeating: .nan, count: nq * rows)
-                    wb.withUnsafeBytes { wp in x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
-                        table(isa).dot_rows_f32(ck_rtype(rawValue: UInt32(t.rawValue)), wp.baseAddress!, rows, n, stride, xp.baseAddress!, nq, yp.baseAddress!, rows)
-                    } } }
-                    for q in 0..<nq { for r in 0..<rows {
-                        var exact = 0.0, mag = 0.0
-                        for j in 0..<n { let p = Double(wd[r * n + j]) * Double(x[q * n + j]); exact += p; mag += abs(p) }
-                        // A-priori bound of f32 summation in any order: (n + 1) u sum|terms|.
-                        let tol = Double(n + 1) * u32 * mag
-                        XCTAssertLessThanOrEqual(abs(Double(y[q * rows + r]) - exact), tol, "\(isa) \(t) n=\(n) q=\(q) r=\(r)")
-                    } }
+                    wb.withUnsafeBytes { wp in
+                        x.withUnsafeBufferPointer { xp in
+                            y.withUnsafeMutableBufferPointer { yp in
+                                table(isa).dot_rows_f32(
+                                    ck_rtype(rawValue: UInt32(t.rawValue)), wp.baseAddress!, rows, n, stride,
+                                    xp.baseAddress!, nq, yp.baseAddress!, rows)
+                            }
+                        }
+                    }
+                    for q in 0..<nq {
+                        for r in 0..<rows {
+                            var exact = 0.0
+                            var mag = 0.0
+                            for j in 0..<n {
+                                let p = Double(wd[r * n + j]) * Double(x[q * n + j])
+                                exact += p
+                                mag += abs(p)
+                            }
+                            // A-priori bound of f32 summation in any order: (n + 1) u sum|terms|.
+                            let tol = Double(n + 1) * u32 * mag
+                            XCTAssertLessThanOrEqual(
+                                abs(Double(y[q * rows + r]) - exact), tol, "\(isa) \(t) n=\(n) q=\(q) r=\(r)")
+                        }
+                    }
                 }
             }
         }
@@ -96,8 +116,10 @@ final class QMatmulTests: XCTestCase {
             // nq 1 (GEMV, incl. the two-block VNNI path for 4-bit rows), 2-4 (GQA-specialised),
             // 9 (generic groups); odd block counts exercise the single-block tails.
             for (n, nq) in [(32, 1), (96, 1), (160, 2), (96, 3), (4128, 1), (160, 4), (4128, 9)] {
-                let rows = 3, nb = n / 32
-                let w = rng.uniform(rows * n), x = rng.uniform(nq * n, -2, 2)
+                let rows = 3
+                let nb = n / 32
+                let w = rng.uniform(rows * n)
+                let x = rng.uniform(nq * n, -2, 2)
                 let wb = try quantize(t, w, rows: rows, cols: n)
                 let wd = try dequantize(t, wb, rows: rows, cols: n)
                 let stride = wb.count / rows
@@ -106,37 +128,56 @@ final class QMatmulTests: XCTestCase {
                     var a = [ck_block_q8a](repeating: ck_block_q8a(), count: nq * nb)
                     var aRef = a
                     x.withUnsafeBufferPointer { xp in
-                        a.withUnsafeMutableBufferPointer { table(isa).quantize_q8a(xp.baseAddress!, nq * n, $0.baseAddress!) }
-                        aRef.withUnsafeMutableBufferPointer { table(.scalar).quantize_q8a(xp.baseAddress!, nq * n, $0.baseAddress!) }
+                        a.withUnsafeMutableBufferPointer {
+                            table(isa).quantize_q8a(xp.baseAddress!, nq * n, $0.baseAddress!)
+                        }
+                        aRef.withUnsafeMutableBufferPointer {
+                            table(.scalar).quantize_q8a(xp.baseAddress!, nq * n, $0.baseAddress!)
+                        }
                     }
                     for i in 0..<a.count {
-                        XCTAssertEqual(a[i].d, aRef[i].d); XCTAssertEqual(a[i].sum, aRef[i].sum)
-                        XCTAssertTrue(withUnsafeBytes(of: a[i].qs) { p in withUnsafeBytes(of: aRef[i].qs) { Array(p) == Array($0) } }, "\(isa) q8a block \(i)")
+                        XCTAssertEqual(a[i].d, aRef[i].d)
+                        XCTAssertEqual(a[i].sum, aRef[i].sum)
+                        XCTAssertTrue(
+                            withUnsafeBytes(of: a[i].qs) { p in
+                                withUnsafeBytes(of: aRef[i].qs) { Array(p) == Array($0) }
+                            }, "\(isa) q8a block \(i)")
                     }
                     var y = [Float](repeating: .nan, count: nq * rows)
-                    wb.withUnsafeBytes { wp in a.withUnsafeBufferPointer { ap in y.withUnsafeMutableBufferPointer { yp in
-                        table(isa).dot_rows_q8a(ck_rtype(rawValue: UInt32(t.rawValue)), wp.baseAddress!, rows, n, stride, ap.baseAddress!, nq, yp.baseAddress!, rows)
-                    } } }
-                    for q in 0..<nq { for r in 0..<rows {
-                        var exact = 0.0, mag = 0.0, exactF32 = 0.0, absW = 0.0
-                        for j in 0..<n {
-                            let blk = a[q * nb + j / 32]
-                            let qa = withUnsafeBytes(of: blk.qs) { Int8(bitPattern: $0[j % 32]) }
-                            let av = Double(blk.d) * Double(qa)
-                            let (d, m) = blockParams(t, wb, block: r * nb + j / 32)
-                            exact += Double(wd[r * n + j]) * av
-                            mag += (abs(Double(wd[r * n + j])) + abs(m) + 8 * abs(d)) * abs(av)
-                            exactF32 += Double(wd[r * n + j]) * Double(x[q * n + j])
-                            absW += abs(Double(wd[r * n + j])) * Double(blk.d) / 2
+                    wb.withUnsafeBytes { wp in
+                        a.withUnsafeBufferPointer { ap in
+                            y.withUnsafeMutableBufferPointer { yp in
+                                table(isa).dot_rows_q8a(
+                                    ck_rtype(rawValue: UInt32(t.rawValue)), wp.baseAddress!, rows, n, stride,
+                                    ap.baseAddress!, nq, yp.baseAddress!, rows)
+                            }
                         }
-                        // Integer block dots are exact; the float part rounds the scale product, the
-                        // block sum and the running sum: (nb + 8) u times the magnitudes involved.
-                        let tol = Double(nb + 8) * u32 * mag
-                        let got = Double(y[q * rows + r])
-                        XCTAssertLessThanOrEqual(abs(got - exact), tol, "\(isa) \(t) n=\(n) q=\(q) r=\(r)")
-                        // Against f32 activations the error is the activation rounding, <= |w| d_a / 2.
-                        XCTAssertLessThanOrEqual(abs(got - exactF32), absW + tol, "\(isa) \(t) vs f32")
-                    } }
+                    }
+                    for q in 0..<nq {
+                        for r in 0..<rows {
+                            var exact = 0.0
+                            var mag = 0.0
+                            var exactF32 = 0.0
+                            var absW = 0.0
+                            for j in 0..<n {
+                                let blk = a[q * nb + j / 32]
+                                let qa = withUnsafeBytes(of: blk.qs) { Int8(bitPattern: $0[j % 32]) }
+                                let av = Double(blk.d) * Double(qa)
+                                let (d, m) = blockParams(t, wb, block: r * nb + j / 32)
+                                exact += Double(wd[r * n + j]) * av
+                                mag += (abs(Double(wd[r * n + j])) + abs(m) + 8 * abs(d)) * abs(av)
+                                exactF32 += Double(wd[r * n + j]) * Double(x[q * n + j])
+                                absW += abs(Double(wd[r * n + j])) * Double(blk.d) / 2
+                            }
+                            // Integer block dots are exact; the float part rounds the scale product, the
+                            // block sum and the running sum: (nb + 8) u times the magnitudes involved.
+                            let tol = Double(nb + 8) * u32 * mag
+                            let got = Double(y[q * rows + r])
+                            XCTAssertLessThanOrEqual(abs(got - exact), tol, "\(isa) \(t) n=\(n) q=\(q) r=\(r)")
+                            // Against f32 activations the error is the activation rounding, <= |w| d_a / 2.
+                            XCTAssertLessThanOrEqual(abs(got - exactF32), absW + tol, "\(isa) \(t) vs f32")
+                        }
+                    }
                 }
             }
         }
@@ -146,22 +187,38 @@ final class QMatmulTests: XCTestCase {
         var rng = SeededRandom(seed: 13)
         for t in RowType.allCases {
             for n in (t.isQuantized ? [32, 160] : [37, 48, 128, 136]) {
-                let rows = 19, nq = 3
-                let w = rng.uniform(rows * n), p = rng.uniform(nq * rows, 0, 1)
+                let rows = 19
+                let nq = 3
+                let w = rng.uniform(rows * n)
+                let p = rng.uniform(nq * rows, 0, 1)
                 let wb = try quantize(t, w, rows: rows, cols: n)
                 let wd = try dequantize(t, wb, rows: rows, cols: n)
                 for isa in allLevels {
                     let start = rng.uniform(nq * n)
                     var out = start
-                    wb.withUnsafeBytes { wp in p.withUnsafeBufferPointer { pp in out.withUnsafeMutableBufferPointer { op in
-                        table(isa).wsum_rows(ck_rtype(rawValue: UInt32(t.rawValue)), wp.baseAddress!, rows, n, wb.count / rows, pp.baseAddress!, rows, nq, op.baseAddress!)
-                    } } }
-                    for q in 0..<nq { for j in 0..<n {
-                        var exact = Double(start[q * n + j]), mag = abs(exact)
-                        for r in 0..<rows { let v = Double(p[q * rows + r]) * Double(wd[r * n + j]); exact += v; mag += abs(v) }
-                        // rows FMAs in sequence: (rows + 1) u sum|terms|.
-                        XCTAssertLessThanOrEqual(abs(Double(out[q * n + j]) - exact), Double(rows + 1) * u32 * mag, "\(isa) \(t)")
-                    } }
+                    wb.withUnsafeBytes { wp in
+                        p.withUnsafeBufferPointer { pp in
+                            out.withUnsafeMutableBufferPointer { op in
+                                table(isa).wsum_rows(
+                                    ck_rtype(rawValue: UInt32(t.rawValue)), wp.baseAddress!, rows, n, wb.count / rows,
+                                    pp.baseAddress!, rows, nq, op.baseAddress!)
+                            }
+                        }
+                    }
+                    for q in 0..<nq {
+                        for j in 0..<n {
+                            var exact = Double(start[q * n + j])
+                            var mag = abs(exact)
+                            for r in 0..<rows {
+                                let v = Double(p[q * rows + r]) * Double(wd[r * n + j])
+                                exact += v
+                                mag += abs(v)
+                            }
+                            // rows FMAs in sequence: (rows + 1) u sum|terms|.
+                            XCTAssertLessThanOrEqual(
+                                abs(Double(out[q * n + j]) - exact), Double(rows + 1) * u32 * mag, "\(isa) \(t)")
+                        }
+                    }
                 }
             }
         }
@@ -169,12 +226,16 @@ final class QMatmulTests: XCTestCase {
 
     func testGemvThreadsAndNumerics() throws {
         var rng = SeededRandom(seed: 14)
-        let rows = 1000, cols = 256
-        let w = rng.uniform(rows * cols), x = rng.uniform(cols)
+        let rows = 1000
+        let cols = 256
+        let w = rng.uniform(rows * cols)
+        let x = rng.uniform(cols)
         for t in [RowType.q8_0, .q4_1] {
             let m = try QuantizedMatrix(quantizing: w, rows: rows, cols: cols, type: t, kernels: kernels(.scalar))
-            let one = try kernels(ISA.detected, threads: 1), two = try kernels(ISA.detected, threads: 2)
-            var y1 = [Float](repeating: 0, count: rows), y2 = y1
+            let one = try kernels(ISA.detected, threads: 1)
+            let two = try kernels(ISA.detected, threads: 2)
+            var y1 = [Float](repeating: 0, count: rows)
+            var y2 = y1
             try x.withUnsafeBufferPointer { xp in
                 try y1.withUnsafeMutableBufferPointer { try one.gemv(m, x: xp, into: $0, numerics: .int8) }
                 try y2.withUnsafeMutableBufferPointer { try two.gemv(m, x: xp, into: $0, numerics: .int8) }
@@ -187,21 +248,35 @@ final class QMatmulTests: XCTestCase {
     func testBadInputThrows() throws {
         let k = try Kernels.selected()
         assertThrowsEngineError(isInvalidArgument, "cols not multiple of 32") {
-            _ = try QuantizedMatrix(quantizing: [Float](repeating: 1, count: 40), rows: 1, cols: 40, type: .q4_0, kernels: k) }
+            _ = try QuantizedMatrix(
+                quantizing: [Float](repeating: 1, count: 40), rows: 1, cols: 40, type: .q4_0, kernels: k)
+        }
         assertThrowsEngineError(isInvalidArgument, "count mismatch") {
-            _ = try QuantizedMatrix(quantizing: [Float](repeating: 1, count: 63), rows: 2, cols: 32, type: .q8_0, kernels: k) }
+            _ = try QuantizedMatrix(
+                quantizing: [Float](repeating: 1, count: 63), rows: 2, cols: 32, type: .q8_0, kernels: k)
+        }
         assertThrowsEngineError(isNonFinite, "NaN weight") {
-            _ = try QuantizedMatrix(quantizing: [Float](repeating: .nan, count: 32), rows: 1, cols: 32, type: .q8_0, kernels: k) }
+            _ = try QuantizedMatrix(
+                quantizing: [Float](repeating: .nan, count: 32), rows: 1, cols: 32, type: .q8_0, kernels: k)
+        }
         assertThrowsEngineError(isInvalidArgument, "byte count") {
-            _ = try QuantizedMatrix(type: .q4_1, rows: 2, cols: 32, bytes: [UInt8](repeating: 0, count: 39)) }
+            _ = try QuantizedMatrix(type: .q4_1, rows: 2, cols: 32, bytes: [UInt8](repeating: 0, count: 39))
+        }
         assertThrowsEngineError(isInvalidArgument, "zero rows") {
-            _ = try QuantizedMatrix(type: .q4_1, rows: 0, cols: 32, bytes: []) }
-        let m = try QuantizedMatrix(quantizing: [Float](repeating: 1, count: 64), rows: 2, cols: 32, type: .q8_0, kernels: k)
+            _ = try QuantizedMatrix(type: .q4_1, rows: 0, cols: 32, bytes: [])
+        }
+        let m = try QuantizedMatrix(
+            quantizing: [Float](repeating: 1, count: 64), rows: 2, cols: 32, type: .q8_0, kernels: k)
         var y = [Float](repeating: 0, count: 2)
-        let bad = [Float](repeating: 0, count: 31), nan = [Float](repeating: .nan, count: 32)
+        let bad = [Float](repeating: 0, count: 31)
+        let nan = [Float](repeating: .nan, count: 32)
         try y.withUnsafeMutableBufferPointer { yp in
-            assertThrowsEngineError(isInvalidArgument, "x length") { try bad.withUnsafeBufferPointer { try k.gemv(m, x: $0, into: yp) } }
-            assertThrowsEngineError(isNonFinite, "NaN x") { try nan.withUnsafeBufferPointer { try k.gemv(m, x: $0, into: yp) } }
+            assertThrowsEngineError(isInvalidArgument, "x length") {
+                try bad.withUnsafeBufferPointer { try k.gemv(m, x: $0, into: yp) }
+            }
+            assertThrowsEngineError(isNonFinite, "NaN x") {
+                try nan.withUnsafeBufferPointer { try k.gemv(m, x: $0, into: yp) }
+            }
         }
     }
 }

@@ -4,24 +4,39 @@ import Engine
 /// The real SmolLM2-135M-Instruct Q4_1 GGUF against the numpy reference of
 /// scripts/ref_smollm2.py (fixture Fixtures/smollm2_logits.bin).
 final class SmolLM2Tests: XCTestCase {
-    struct Prompt { var ids: [Int]; var maxLogit: [Float]; var minLogit: [Float]; var argmax: [Int]; var sampled: [[Float]]; var greedy: [Int] = [] }
+    struct Prompt {
+        var ids: [Int]
+        var maxLogit: [Float]
+        var minLogit: [Float]
+        var argmax: [Int]
+        var sampled: [[Float]]
+        var greedy: [Int] = []
+    }
 
     static func loadFixture() throws -> (sampledIds: [Int], prompts: [Prompt]) {
         var r = ByteReader(Array(try Data(contentsOf: fixtureURL("smollm2_logits.bin"))))
-        let n = r.u32(), _ = r.u32(), ns = r.u32()
+        let n = r.u32()
+        let _ = r.u32()
+        let ns = r.u32()
         let ids = (0..<ns).map { _ in r.u32() }
         var prompts: [Prompt] = []
         for _ in 0..<n {
             let T = r.u32()
             var p = Prompt(ids: (0..<T).map { _ in r.u32() }, maxLogit: [], minLogit: [], argmax: [], sampled: [])
             for _ in 0..<T {
-                let mx = r.floats(1)[0], mn = r.floats(1)[0]
-                p.maxLogit.append(mx); p.minLogit.append(mn); p.argmax.append(r.u32())
+                let mx = r.floats(1)[0]
+                let mn = r.floats(1)[0]
+                p.maxLogit.append(mx)
+                p.minLogit.append(mn)
+                p.argmax.append(r.u32())
                 p.sampled.append(r.floats(ns))
             }
             prompts.append(p)
         }
-        for i in 0..<n { let g = r.u32(); prompts[i].greedy = (0..<g).map { _ in r.u32() } }
+        for i in 0..<n {
+            let g = r.u32()
+            prompts[i].greedy = (0..<g).map { _ in r.u32() }
+        }
         return (ids, prompts)
     }
 
@@ -38,8 +53,12 @@ final class SmolLM2Tests: XCTestCase {
     static func load(_ p: Path) throws -> LlamaModel {
         switch p {
         case .f32: return try LlamaModel(path: TestModels.smolLM2, format: .f32, kernels: Kernels.selected())
-        case .nativeExact: return try LlamaModel(path: TestModels.smolLM2, format: .native, activations: .exact, kernels: Kernels.selected())
-        case .nativeInt8: return try LlamaModel(path: TestModels.smolLM2, format: .native, activations: .int8, kernels: Kernels.selected())
+        case .nativeExact:
+            return try LlamaModel(
+                path: TestModels.smolLM2, format: .native, activations: .exact, kernels: Kernels.selected())
+        case .nativeInt8:
+            return try LlamaModel(
+                path: TestModels.smolLM2, format: .native, activations: .int8, kernels: Kernels.selected())
         }
     }
 
@@ -81,7 +100,8 @@ final class SmolLM2Tests: XCTestCase {
     func testNativeTopOneAgreement() throws {
         let (ids, prompts) = try Self.loadFixture()
         let m = try model(.nativeInt8)
-        var agree = 0, total = 0
+        var agree = 0
+        var total = 0
         var worst: Float = 0
         for p in prompts {
             let cache = try m.makeCache(capacity: 256)
@@ -92,10 +112,14 @@ final class SmolLM2Tests: XCTestCase {
                 let am = row.indices.max { row[$0] < row[$1] }! - row.startIndex
                 if am == p.argmax[t] { agree += 1 }
                 total += 1
-                for (j, id) in ids.enumerated() { worst = max(worst, abs(row[row.startIndex + id] - p.sampled[t][j]) / (p.maxLogit[t] - p.minLogit[t])) }
+                for (j, id) in ids.enumerated() {
+                    worst = max(
+                        worst, abs(row[row.startIndex + id] - p.sampled[t][j]) / (p.maxLogit[t] - p.minLogit[t]))
+                }
             }
         }
-        print("SmolLM2 native (int8 activations): top-1 agreement \(agree)/\(total), max |logit diff| / range = \(worst)")
+        print(
+            "SmolLM2 native (int8 activations): top-1 agreement \(agree)/\(total), max |logit diff| / range = \(worst)")
         XCTAssertGreaterThanOrEqual(Double(agree), 0.99 * Double(total))
     }
 
@@ -117,8 +141,13 @@ final class SmolLM2Tests: XCTestCase {
                 }
                 if out == p.greedy { same += 1 }
                 let firstDiff = zip(out, p.greedy).enumerated().first { $0.element.0 != $0.element.1 }?.offset
-                if f != .nativeInt8 { XCTAssertEqual(out, p.greedy, "\(f) greedy continuation") }
-                else { print("SmolLM2 nativeInt8: continuation first differs at token \(firstDiff.map(String.init) ?? "none") of \(p.greedy.count)") }
+                if f != .nativeInt8 {
+                    XCTAssertEqual(out, p.greedy, "\(f) greedy continuation")
+                } else {
+                    print(
+                        "SmolLM2 nativeInt8: continuation first differs at token \(firstDiff.map(String.init) ?? "none") of \(p.greedy.count)"
+                    )
+                }
             }
             print("SmolLM2 \(f): \(same)/\(prompts.count) greedy continuations identical to the reference")
         }
@@ -129,7 +158,8 @@ final class SmolLM2Tests: XCTestCase {
         let (_, prompts) = try Self.loadFixture()
         let m = try model(.f32)
         let p = prompts[1]
-        let a = try m.makeCache(capacity: 64), b = try m.makeCache(capacity: 64)
+        let a = try m.makeCache(capacity: 64)
+        let b = try m.makeCache(capacity: 64)
         let full = try m.forward(p.ids, cache: a, allLogits: true)
         let V = m.config.vocab
         for (t, id) in p.ids.enumerated() {
@@ -147,7 +177,9 @@ final class SmolLM2Tests: XCTestCase {
         let cache = try m.makeCache(capacity: 8)
         assertThrowsEngineError(isInvalidArgument, "token out of range") { _ = try m.forward([49152], cache: cache) }
         assertThrowsEngineError(isInvalidArgument, "negative token") { _ = try m.forward([-1], cache: cache) }
-        assertThrowsEngineError(isInvalidArgument, "prompt longer than the context") { _ = try m.forward(Array(repeating: 1, count: 9), cache: cache) }
+        assertThrowsEngineError(isInvalidArgument, "prompt longer than the context") {
+            _ = try m.forward(Array(repeating: 1, count: 9), cache: cache)
+        }
         assertThrowsEngineError(isInvalidArgument, "empty") { _ = try m.forward([], cache: cache) }
         XCTAssertEqual(cache.length, 0, "a refused call leaves the cache unchanged")
     }

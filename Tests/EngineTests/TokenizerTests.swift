@@ -15,7 +15,8 @@ final class TokenizerTests: XCTestCase {
         var mismatches = 0
         for line in lines {
             let obj = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
-            let text = obj["text"] as! String, ids = obj["ids"] as! [Int]
+            let text = obj["text"] as! String
+            let ids = obj["ids"] as! [Int]
             let got = t.encode(text)
             if got != ids {
                 mismatches += 1
@@ -35,23 +36,33 @@ final class TokenizerTests: XCTestCase {
         let merges = f.metadata["tokenizer.ggml.merges"]!.array!.map { $0.string! }
         var vocab: [String: Int] = [:]
         for (i, s) in t.tokens.enumerated() { vocab[s] = i }
-        let specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"].compactMap { s in t.id(of: s).map { ["id": $0, "content": s, "special": true] as [String: Any] } }
+        let specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"].compactMap { s in
+            t.id(of: s).map { ["id": $0, "content": s, "special": true] as [String: Any] }
+        }
         let json: [String: Any] = [
             "model": ["type": "BPE", "vocab": vocab, "merges": merges],
             "added_tokens": specials,
-            "pre_tokenizer": ["type": "Sequence", "pretokenizers": [["type": "Digits", "individual_digits": true],
-                                                                    ["type": "ByteLevel", "add_prefix_space": false, "use_regex": true]]],
+            "pre_tokenizer": [
+                "type": "Sequence",
+                "pretokenizers": [
+                    ["type": "Digits", "individual_digits": true],
+                    ["type": "ByteLevel", "add_prefix_space": false, "use_regex": true],
+                ],
+            ],
         ]
         let path = NSTemporaryDirectory() + "engine-tok-\(getpid()).json"
         defer { unlink(path) }
         try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: path))
         let u = try BPETokenizer(tokenizerJSON: path)
         XCTAssertTrue(u.isolateNumbers)
-        for line in try String(contentsOf: fixtureURL("smollm2_tokens.jsonl"), encoding: .utf8).split(separator: "\n").prefix(400) {
+        for line in try String(contentsOf: fixtureURL("smollm2_tokens.jsonl"), encoding: .utf8).split(separator: "\n")
+            .prefix(400)
+        {
             let o = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
             XCTAssertEqual(u.encode(o["text"] as! String), o["ids"] as! [Int])
         }
-        XCTAssertThrowsError(try BPETokenizer(tokenizerJSON: TestModels.miniLM + "/tokenizer.json")) // WordPiece, not BPE
+        // a WordPiece tokenizer.json is not BPE
+        XCTAssertThrowsError(try BPETokenizer(tokenizerJSON: TestModels.miniLM + "/tokenizer.json"))
     }
 
     func testDecodeRejectsOutOfRange() throws {

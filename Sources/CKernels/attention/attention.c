@@ -5,7 +5,9 @@
 static ck_status check_params(const ck_attn_params *p) {
     if (!p || !(p->scale > 0) || !isfinite(p->scale)) return CK_ERR_ARGUMENT;
     if (p->score == CK_SCORE_POWER) {
-        if (p->power < 2 || p->power % 2 || !(p->eps >= 0) || !(p->delta > 0) || !isfinite(p->eps) || !isfinite(p->delta)) return CK_ERR_ARGUMENT;
+        if (p->power < 2 || p->power % 2 || !(p->eps >= 0) || !(p->delta > 0) || !isfinite(p->eps) ||
+            !isfinite(p->delta))
+            return CK_ERR_ARGUMENT;
     } else if (p->score != CK_SCORE_SOFTMAX) {
         return CK_ERR_ARGUMENT;
     }
@@ -14,7 +16,11 @@ static ck_status check_params(const ck_attn_params *p) {
 
 static inline float powi_even(float x, int p) {
     float r = 1, b = x;
-    while (p) { if (p & 1) r *= b; b *= b; p >>= 1; }
+    while (p) {
+        if (p & 1) r *= b;
+        b *= b;
+        p >>= 1;
+    }
     return r;
 }
 
@@ -44,11 +50,14 @@ ck_status ck_attn_decode_partial(const ck_attention_kernels *kern, const ck_attn
     if ((ck_rtype_is_quantized(kt) || ck_rtype_is_quantized(vt)) && d % CK_QK) return CK_ERR_ARGUMENT;
     memset(o, 0, g * d * sizeof(float));
     if (T == 0) {
-        for (size_t i = 0; i < g; i++) { m[i] = p->score == CK_SCORE_SOFTMAX ? -INFINITY : 0; l[i] = 0; }
+        for (size_t i = 0; i < g; i++) {
+            m[i] = p->score == CK_SCORE_SOFTMAX ? -INFINITY : 0;
+            l[i] = 0;
+        }
         return CK_OK;
     }
-    float *s = scratch;                /* g x T scores, then weights */
-    float *qs = s + g * T;             /* g x d scaled queries */
+    float *s = scratch;    /* g x T scores, then weights */
+    float *qs = s + g * T; /* g x d scaled queries */
     ck_block_q8a *qa = (ck_block_q8a *)(((uintptr_t)(qs + g * d) + 63) & ~(uintptr_t)63);
     for (size_t i = 0; i < g * d; i++) qs[i] = q[i] * p->scale;
     const ck_qmatmul_kernels *rk = kern->rows;
@@ -88,8 +97,7 @@ void ck_attn_merge(const ck_attn_params *p, size_t g, size_t d, size_t parts, co
 
 size_t ck_attn_prefill_scratch_bytes(size_t g, size_t d) {
     size_t nq = CK_ATTN_BQ * g;
-    return (nq * d /* queries */ + nq * CK_ATTN_BK /* scores */ + 2 * nq /* m, l */ + nq * d /* acc */) *
-           sizeof(float);
+    return (nq * d /* queries */ + nq * CK_ATTN_BK /* scores */ + 2 * nq /* m, l */ + nq * d /* acc */) * sizeof(float);
 }
 
 ck_status ck_attn_prefill(const ck_attention_kernels *kern, const ck_attn_params *p, const float *q, size_t ldq,
@@ -108,7 +116,10 @@ ck_status ck_attn_prefill(const ck_attention_kernels *kern, const ck_attn_params
         for (size_t i = 0; i < bq; i++)
             for (size_t j = 0; j < g; j++)
                 for (size_t c = 0; c < d; c++) qb[((i * g) + j) * d + c] = q[(i0 + i) * ldq + j * d + c] * p->scale;
-        for (size_t r = 0; r < nq; r++) { mm[r] = m0; ll[r] = 0; }
+        for (size_t r = 0; r < nq; r++) {
+            mm[r] = m0;
+            ll[r] = 0;
+        }
         memset(acc, 0, nq * d * sizeof(float));
         size_t kend = pos0 + i0 + bq; /* keys needed by the last row of the block */
         for (size_t k0 = 0; k0 < kend; k0 += CK_ATTN_BK) {
@@ -120,7 +131,10 @@ ck_status ck_attn_prefill(const ck_attention_kernels *kern, const ck_attn_params
                 for (size_t j = 0; j < g; j++) {
                     size_t r = i * g + j;
                     float *sr = s + r * CK_ATTN_BK;
-                    if (valid == 0) { memset(sr, 0, bk * sizeof(float)); continue; }
+                    if (valid == 0) {
+                        memset(sr, 0, bk * sizeof(float));
+                        continue;
+                    }
                     float bm = kern->row_max(p, sr, valid);
                     float mnew = fmaxf(mm[r], bm);
                     float alpha = rescale(p, mm[r], mnew);

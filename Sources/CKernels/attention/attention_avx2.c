@@ -44,19 +44,28 @@ CK_TARGET_AVX2 float ck_attn_row_weights_avx2(const ck_attn_params *p, float *s,
             _mm256_storeu_ps(s + i, w);
             acc = _mm256_add_ps(acc, w);
         }
-        for (; i < len; i++) { s[i] = expf(s[i] - m); tail += s[i]; }
+        for (; i < len; i++) {
+            s[i] = expf(s[i] - m);
+            tail += s[i];
+        }
     } else {
         float inv = 1.0f / (m + p->delta);
         __m256 iv = _mm256_set1_ps(inv);
         for (; i + 8 <= len; i += 8) {
             __m256 x = _mm256_mul_ps(_mm256_loadu_ps(s + i), iv), r = _mm256_set1_ps(1.0f);
-            for (int e = p->power; e; e >>= 1) { if (e & 1) r = _mm256_mul_ps(r, x); x = _mm256_mul_ps(x, x); }
+            for (int e = p->power; e; e >>= 1) {
+                if (e & 1) r = _mm256_mul_ps(r, x);
+                x = _mm256_mul_ps(x, x);
+            }
             _mm256_storeu_ps(s + i, r);
             acc = _mm256_add_ps(acc, r);
         }
         for (; i < len; i++) {
             float x = s[i] * inv, r = 1;
-            for (int e = p->power; e; e >>= 1) { if (e & 1) r *= x; x *= x; }
+            for (int e = p->power; e; e >>= 1) {
+                if (e & 1) r *= x;
+                x *= x;
+            }
             s[i] = r;
             tail += r;
         }
@@ -64,5 +73,5 @@ CK_TARGET_AVX2 float ck_attn_row_weights_avx2(const ck_attn_params *p, float *s,
     return hsum256(acc) + tail;
 }
 
-const ck_attention_kernels ck_attention_avx2 = { &ck_qmatmul_avx2, ck_attn_row_max_avx2, ck_attn_row_weights_avx2 };
+const ck_attention_kernels ck_attention_avx2 = {&ck_qmatmul_avx2, ck_attn_row_max_avx2, ck_attn_row_weights_avx2};
 #endif

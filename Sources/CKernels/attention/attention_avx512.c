@@ -5,7 +5,9 @@
 
 extern const ck_qmatmul_kernels ck_qmatmul_avx512;
 
-static inline __mmask16 tail_mask(size_t left) { return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u); }
+static inline __mmask16 tail_mask(size_t left) {
+    return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
+}
 
 CK_TARGET_AVX512 float ck_attn_row_max_avx512(const ck_attn_params *p, const float *s, size_t len) {
     bool soft = p->score == CK_SCORE_SOFTMAX;
@@ -34,7 +36,10 @@ CK_TARGET_AVX512 float ck_attn_row_weights_avx512(const ck_attn_params *p, float
         for (size_t i = 0; i < len; i += 16) {
             __mmask16 k = tail_mask(len - i);
             __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, s + i), iv), r = _mm512_set1_ps(1.0f);
-            for (int e = p->power; e; e >>= 1) { if (e & 1) r = _mm512_mul_ps(r, x); x = _mm512_mul_ps(x, x); }
+            for (int e = p->power; e; e >>= 1) {
+                if (e & 1) r = _mm512_mul_ps(r, x);
+                x = _mm512_mul_ps(x, x);
+            }
             r = _mm512_maskz_mov_ps(k, r);
             _mm512_mask_storeu_ps(s + i, k, r);
             acc = _mm512_add_ps(acc, r);
@@ -43,5 +48,6 @@ CK_TARGET_AVX512 float ck_attn_row_weights_avx512(const ck_attn_params *p, float
     return _mm512_reduce_add_ps(acc);
 }
 
-const ck_attention_kernels ck_attention_avx512 = { &ck_qmatmul_avx512, ck_attn_row_max_avx512, ck_attn_row_weights_avx512 };
+const ck_attention_kernels ck_attention_avx512 = {&ck_qmatmul_avx512, ck_attn_row_max_avx512,
+                                                  ck_attn_row_weights_avx512};
 #endif

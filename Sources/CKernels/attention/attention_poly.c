@@ -18,13 +18,19 @@ ck_status ck_attn_power_poly_row(const ck_attn_poly_params *p, const float *q, s
         float dot = 0;
         for (size_t j = 0; j < d; j++) dot += q[j] * kt[j];
         float x = dot * c, r = 1;
-        for (int e = p->power; e; e >>= 1) { if (e & 1) r *= x; x *= x; } /* (x / B)^p by squaring */
+        for (int e = p->power; e; e >>= 1) {
+            if (e & 1) r *= x;
+            x *= x;
+        } /* (x / B)^p by squaring */
         scratch[t] = r;
         sum += (double)r;
     }
     const double inv_n = 1.0 / ((double)p->eps + (double)len); /* public constant: depends only on the length */
     double a = ((double)p->eps + sum) * inv_n, y = 1, e = 1 - a;
-    for (int i = 0; i < p->iterations; i++) { y *= 1 + e; e *= e; }
+    for (int i = 0; i < p->iterations; i++) {
+        y *= 1 + e;
+        e *= e;
+    }
     const float r = (float)(y * inv_n);
     for (size_t j = 0; j < d; j++) out[j] = 0;
     for (size_t t = 0; t < len; t++) {

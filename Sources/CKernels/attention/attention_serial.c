@@ -5,30 +5,44 @@ extern const ck_qmatmul_kernels ck_qmatmul_serial;
 
 static inline float powi_even_s(float x, int p) {
     float r = 1, b = x;
-    while (p) { if (p & 1) r *= b; b *= b; p >>= 1; }
+    while (p) {
+        if (p & 1) r *= b;
+        b *= b;
+        p >>= 1;
+    }
     return r;
 }
 
 float ck_attn_row_max_serial(const ck_attn_params *p, const float *s, size_t len) {
     float m = p->score == CK_SCORE_SOFTMAX ? -INFINITY : 0;
-    if (p->score == CK_SCORE_SOFTMAX) for (size_t i = 0; i < len; i++) m = fmaxf(m, s[i]);
-    else for (size_t i = 0; i < len; i++) m = fmaxf(m, fabsf(s[i]));
+    if (p->score == CK_SCORE_SOFTMAX)
+        for (size_t i = 0; i < len; i++) m = fmaxf(m, s[i]);
+    else
+        for (size_t i = 0; i < len; i++) m = fmaxf(m, fabsf(s[i]));
     return m;
 }
 
 float ck_attn_row_weights_serial(const ck_attn_params *p, float *s, size_t len, float m) {
     float sum = 0;
     if (p->score == CK_SCORE_SOFTMAX) {
-        for (size_t i = 0; i < len; i++) { s[i] = expf(s[i] - m); sum += s[i]; }
+        for (size_t i = 0; i < len; i++) {
+            s[i] = expf(s[i] - m);
+            sum += s[i];
+        }
     } else {
         float inv = 1.0f / (m + p->delta);
-        for (size_t i = 0; i < len; i++) { s[i] = powi_even_s(s[i] * inv, p->power); sum += s[i]; }
+        for (size_t i = 0; i < len; i++) {
+            s[i] = powi_even_s(s[i] * inv, p->power);
+            sum += s[i];
+        }
     }
     return sum;
 }
 
 static const ck_attention_kernels k_serial = {
-    &ck_qmatmul_serial, ck_attn_row_max_serial, ck_attn_row_weights_serial,
+    &ck_qmatmul_serial,
+    ck_attn_row_max_serial,
+    ck_attn_row_weights_serial,
 };
 
 #if CK_X86
@@ -38,12 +52,16 @@ extern const ck_attention_kernels ck_attention_avx2, ck_attention_avx512;
 const ck_attention_kernels *ck_attention_kernels_for(ck_isa level) {
     if (!ck_isa_supported(level)) return NULL;
     switch (level) {
-    case CK_ISA_SCALAR: return &k_serial;
+    case CK_ISA_SCALAR:
+        return &k_serial;
 #if CK_X86
-    case CK_ISA_AVX2: return &ck_attention_avx2;
-    case CK_ISA_AVX512: return &ck_attention_avx512;
+    case CK_ISA_AVX2:
+        return &ck_attention_avx2;
+    case CK_ISA_AVX512:
+        return &ck_attention_avx512;
 #else
-    default: return NULL;
+    default:
+        return NULL;
 #endif
     }
     return NULL;

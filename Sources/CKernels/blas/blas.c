@@ -10,14 +10,14 @@ extern char *openblas_get_config(void);
 
 void ck_sgemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
               const float *b, size_t ldb, float beta, float *c, size_t ldc) {
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-                (blasint)m, (blasint)n, (blasint)k, alpha, a, (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (blasint)m,
+                (blasint)n, (blasint)k, alpha, a, (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);
 }
 
 void ck_sgemv(bool trans, size_t m, size_t n, float alpha, const float *a, size_t lda, const float *x, float beta,
               float *y) {
-    cblas_sgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n, alpha, a, (blasint)lda,
-                x, 1, beta, y, 1);
+    cblas_sgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n, alpha, a, (blasint)lda, x, 1,
+                beta, y, 1);
 }
 
 ck_status ck_qr(size_t m, size_t n, float *a, size_t lda, float *r, float *tau) {
@@ -48,6 +48,12 @@ ck_status ck_svd(size_t m, size_t n, float *a, size_t lda, float *s, float *u, f
     return info == 0 ? CK_OK : CK_ERR_LAPACK;
 }
 
-void ck_blas_set_threads(int n) { openblas_set_num_threads(n < 1 ? 1 : n); }
-int ck_blas_threads(void) { return openblas_get_num_threads(); }
-const char *ck_blas_config(void) { return openblas_get_config(); }
+void ck_blas_set_threads(int n) {
+    openblas_set_num_threads(n < 1 ? 1 : n);
+}
+int ck_blas_threads(void) {
+    return openblas_get_num_threads();
+}
+const char *ck_blas_config(void) {
+    return openblas_get_config();
+}

@@ -4,8 +4,8 @@
 
 /* Byte-wise popcount by nibble lookup (Mula), summed into four 64-bit lanes by psadbw. */
 CK_TARGET_AVX2 static inline __m256i popcnt_sad(__m256i x) {
-    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
-                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
+                                         2, 3, 2, 3, 3, 4);
     const __m256i low = _mm256_set1_epi8(0x0f);
     __m256i lo = _mm256_and_si256(x, low);
     __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low);
@@ -41,17 +41,19 @@ CK_TARGET_AVX2 static void dist_256(const uint64_t *restrict q, const uint64_t *
         /* per 128-bit lane: [a0+a1, b0+b1] / [a2+a3, b2+b3] */
         __m256i t0 = _mm256_add_epi64(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b));
         __m256i t1 = _mm256_add_epi64(_mm256_unpacklo_epi64(cc, d), _mm256_unpackhi_epi64(cc, d));
-        __m256i u = _mm256_add_epi64(_mm256_permute2x128_si256(t0, t1, 0x20),
-                                     _mm256_permute2x128_si256(t0, t1, 0x31));
+        __m256i u = _mm256_add_epi64(_mm256_permute2x128_si256(t0, t1, 0x20), _mm256_permute2x128_si256(t0, t1, 0x31));
         __m256i packed = _mm256_permutevar8x32_epi32(u, pick);
         _mm_storeu_si128((__m128i *)(out + i), _mm256_castsi256_si128(packed));
     }
     for (; i < n; i++) out[i] = ham_popcnt(q, codes + i * 4, 4);
 }
 
-CK_TARGET_AVX2 void ck_hamming_dist_1xn_avx2(const uint64_t *restrict q, const uint64_t *restrict codes,
-                                             size_t n, size_t words, uint32_t *restrict out) {
-    if (words == 4) { dist_256(q, codes, n, out); return; }
+CK_TARGET_AVX2 void ck_hamming_dist_1xn_avx2(const uint64_t *restrict q, const uint64_t *restrict codes, size_t n,
+                                             size_t words, uint32_t *restrict out) {
+    if (words == 4) {
+        dist_256(q, codes, n, out);
+        return;
+    }
     for (size_t i = 0; i < n; i++) out[i] = ham_popcnt(q, codes + i * words, words);
 }
 
@@ -68,8 +70,8 @@ CK_TARGET_AVX2 void ck_hamming_dist_mxn_avx2(const uint64_t *restrict q, size_t 
     }
 }
 
-CK_TARGET_AVX2 void ck_hamming_weighted_1xn_avx2(const uint64_t *restrict q, const uint64_t *restrict codes,
-                                                 size_t n, size_t words, size_t levels, const float *restrict w,
+CK_TARGET_AVX2 void ck_hamming_weighted_1xn_avx2(const uint64_t *restrict q, const uint64_t *restrict codes, size_t n,
+                                                 size_t words, size_t levels, const float *restrict w,
                                                  float *restrict out) {
     for (size_t i = 0; i < n; i++) {
         const uint64_t *c = codes + i * words * levels;
@@ -80,6 +82,8 @@ CK_TARGET_AVX2 void ck_hamming_weighted_1xn_avx2(const uint64_t *restrict q, con
 }
 
 const ck_hamming_kernels ck_hamming_avx2 = {
-    ck_hamming_dist_1xn_avx2, ck_hamming_dist_mxn_avx2, ck_hamming_weighted_1xn_avx2,
+    ck_hamming_dist_1xn_avx2,
+    ck_hamming_dist_mxn_avx2,
+    ck_hamming_weighted_1xn_avx2,
 };
 #endif

@@ -41,16 +41,18 @@ CK_TARGET_AVX512 static void dist_256(const uint64_t *restrict q, const uint64_t
     for (; i < n; i++) out[i] = ham_any(q, codes + i * 4, 4);
 }
 
-CK_TARGET_AVX512 void ck_hamming_dist_1xn_avx512(const uint64_t *restrict q, const uint64_t *restrict codes,
-                                                 size_t n, size_t words, uint32_t *restrict out) {
-    if (words == 4) { dist_256(q, codes, n, out); return; }
+CK_TARGET_AVX512 void ck_hamming_dist_1xn_avx512(const uint64_t *restrict q, const uint64_t *restrict codes, size_t n,
+                                                 size_t words, uint32_t *restrict out) {
+    if (words == 4) {
+        dist_256(q, codes, n, out);
+        return;
+    }
     for (size_t i = 0; i < n; i++) out[i] = ham_any(q, codes + i * words, words);
 }
 
 #define MXN_TILE_BYTES (32 * 1024)
-CK_TARGET_AVX512 void ck_hamming_dist_mxn_avx512(const uint64_t *restrict q, size_t m,
-                                                 const uint64_t *restrict codes, size_t n, size_t words,
-                                                 uint32_t *restrict out) {
+CK_TARGET_AVX512 void ck_hamming_dist_mxn_avx512(const uint64_t *restrict q, size_t m, const uint64_t *restrict codes,
+                                                 size_t n, size_t words, uint32_t *restrict out) {
     size_t tile = MXN_TILE_BYTES / (words * 8);
     if (tile == 0) tile = 1;
     for (size_t j0 = 0; j0 < n; j0 += tile) {
@@ -61,8 +63,8 @@ CK_TARGET_AVX512 void ck_hamming_dist_mxn_avx512(const uint64_t *restrict q, siz
 }
 
 CK_TARGET_AVX512 void ck_hamming_weighted_1xn_avx512(const uint64_t *restrict q, const uint64_t *restrict codes,
-                                                     size_t n, size_t words, size_t levels,
-                                                     const float *restrict w, float *restrict out) {
+                                                     size_t n, size_t words, size_t levels, const float *restrict w,
+                                                     float *restrict out) {
     for (size_t i = 0; i < n; i++) {
         const uint64_t *c = codes + i * words * levels;
         float s = 0;
@@ -72,6 +74,8 @@ CK_TARGET_AVX512 void ck_hamming_weighted_1xn_avx512(const uint64_t *restrict q,
 }
 
 const ck_hamming_kernels ck_hamming_avx512 = {
-    ck_hamming_dist_1xn_avx512, ck_hamming_dist_mxn_avx512, ck_hamming_weighted_1xn_avx512,
+    ck_hamming_dist_1xn_avx512,
+    ck_hamming_dist_mxn_avx512,
+    ck_hamming_weighted_1xn_avx512,
 };
 #endif

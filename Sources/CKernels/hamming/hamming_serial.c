@@ -16,20 +16,19 @@ static inline uint32_t ham_serial(const uint64_t *a, const uint64_t *b, size_t w
     return s;
 }
 
-void ck_hamming_dist_1xn_serial(const uint64_t *restrict q, const uint64_t *restrict codes, size_t n,
-                                size_t words, uint32_t *restrict out) {
+void ck_hamming_dist_1xn_serial(const uint64_t *restrict q, const uint64_t *restrict codes, size_t n, size_t words,
+                                uint32_t *restrict out) {
     for (size_t i = 0; i < n; i++) out[i] = ham_serial(q, codes + i * words, words);
 }
 
-void ck_hamming_dist_mxn_serial(const uint64_t *restrict q, size_t m, const uint64_t *restrict codes,
-                                size_t n, size_t words, uint32_t *restrict out) {
+void ck_hamming_dist_mxn_serial(const uint64_t *restrict q, size_t m, const uint64_t *restrict codes, size_t n,
+                                size_t words, uint32_t *restrict out) {
     for (size_t i = 0; i < m; i++)
         for (size_t j = 0; j < n; j++) out[i * n + j] = ham_serial(q + i * words, codes + j * words, words);
 }
 
-void ck_hamming_weighted_1xn_serial(const uint64_t *restrict q, const uint64_t *restrict codes, size_t n,
-                                    size_t words, size_t levels, const float *restrict w,
-                                    float *restrict out) {
+void ck_hamming_weighted_1xn_serial(const uint64_t *restrict q, const uint64_t *restrict codes, size_t n, size_t words,
+                                    size_t levels, const float *restrict w, float *restrict out) {
     for (size_t i = 0; i < n; i++) {
         float s = 0;
         const uint64_t *c = codes + i * words * levels;
@@ -39,7 +38,9 @@ void ck_hamming_weighted_1xn_serial(const uint64_t *restrict q, const uint64_t *
 }
 
 static const ck_hamming_kernels k_serial = {
-    ck_hamming_dist_1xn_serial, ck_hamming_dist_mxn_serial, ck_hamming_weighted_1xn_serial,
+    ck_hamming_dist_1xn_serial,
+    ck_hamming_dist_mxn_serial,
+    ck_hamming_weighted_1xn_serial,
 };
 
 #if CK_X86
@@ -49,20 +50,24 @@ extern const ck_hamming_kernels ck_hamming_avx2, ck_hamming_avx512;
 const ck_hamming_kernels *ck_hamming_kernels_for(ck_isa level) {
     if (!ck_isa_supported(level)) return NULL;
     switch (level) {
-    case CK_ISA_SCALAR: return &k_serial;
+    case CK_ISA_SCALAR:
+        return &k_serial;
 #if CK_X86
-    case CK_ISA_AVX2: return &ck_hamming_avx2;
-    case CK_ISA_AVX512: return &ck_hamming_avx512;
+    case CK_ISA_AVX2:
+        return &ck_hamming_avx2;
+    case CK_ISA_AVX512:
+        return &ck_hamming_avx512;
 #else
-    default: return NULL;
+    default:
+        return NULL;
 #endif
     }
     return NULL;
 }
 
-size_t ck_hamming_topk(const ck_hamming_kernels *kern, const uint64_t *restrict q,
-                       const uint64_t *restrict codes, size_t n, size_t words, size_t k,
-                       uint32_t *restrict scratch, uint32_t *restrict out_d, int64_t *restrict out_id) {
+size_t ck_hamming_topk(const ck_hamming_kernels *kern, const uint64_t *restrict q, const uint64_t *restrict codes,
+                       size_t n, size_t words, size_t k, uint32_t *restrict scratch, uint32_t *restrict out_d,
+                       int64_t *restrict out_id) {
     size_t size = 0;
     for (size_t start = 0; start < n; start += CK_HAMMING_TOPK_BLOCK) {
         size_t len = ck_min_sz(CK_HAMMING_TOPK_BLOCK, n - start);

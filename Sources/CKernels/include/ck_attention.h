@@ -29,10 +29,10 @@ typedef enum ck_score_fn { CK_SCORE_SOFTMAX = 0, CK_SCORE_POWER = 1 } ck_score_f
 
 typedef struct ck_attn_params {
     ck_score_fn score;
-    float scale;    /**< multiplies q.k, usually 1/sqrt(d) */
-    int power;      /**< Power-Softmax exponent p, even, >= 2 */
-    float eps;      /**< Power-Softmax denominator epsilon */
-    float delta;    /**< Power-Softmax: scores are divided by (max|x| + delta); delta > 0 */
+    float scale; /**< multiplies q.k, usually 1/sqrt(d) */
+    int power;   /**< Power-Softmax exponent p, even, >= 2 */
+    float eps;   /**< Power-Softmax denominator epsilon */
+    float delta; /**< Power-Softmax: scores are divided by (max|x| + delta); delta > 0 */
 } ck_attn_params;
 
 typedef struct ck_attention_kernels {
@@ -85,11 +85,11 @@ ck_status ck_attn_prefill(const ck_attention_kernels *kern, const ck_attn_params
  *  ~1e-12; CKKS-level precision), weights and outputs in f32.
  *  Requires |x| <= B (else a may exceed 1 and the iteration diverge for a >= 2). */
 typedef struct ck_attn_poly_params {
-    float scale;     /**< multiplies q.k */
-    int power;       /**< even, >= 2 */
-    float eps;       /**< >= 0 */
-    float bound;     /**< B > 0, public bound on |scale * q.k| */
-    int iterations;  /**< Goldschmidt steps, >= 1 */
+    float scale;    /**< multiplies q.k */
+    int power;      /**< even, >= 2 */
+    float eps;      /**< >= 0 */
+    float bound;    /**< B > 0, public bound on |scale * q.k| */
+    int iterations; /**< Goldschmidt steps, >= 1 */
 } ck_attn_poly_params;
 
 /** One query (d values) against len keys/values (f32 rows at kstride/vstride floats): out (d).

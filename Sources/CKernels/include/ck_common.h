@@ -19,16 +19,16 @@ extern "C" {
 /** Status codes returned by kernels that validate their arguments. */
 typedef enum ck_status {
     CK_OK = 0,
-    CK_ERR_ARGUMENT = 1,    /**< a size or parameter is out of range */
-    CK_ERR_ISA = 2,         /**< the requested ISA level is not supported by this CPU */
-    CK_ERR_NAN = 3,         /**< a NaN or infinity where a finite value is required */
-    CK_ERR_LAPACK = 4,      /**< LAPACK reported a failure (info != 0) */
+    CK_ERR_ARGUMENT = 1, /**< a size or parameter is out of range */
+    CK_ERR_ISA = 2,      /**< the requested ISA level is not supported by this CPU */
+    CK_ERR_NAN = 3,      /**< a NaN or infinity where a finite value is required */
+    CK_ERR_LAPACK = 4,   /**< LAPACK reported a failure (info != 0) */
 } ck_status;
 
 /** SIMD levels. AVX512 requires F, BW, VL, DQ, VPOPCNTDQ and VNNI (Ice Lake / Zen 4 and later). */
 typedef enum ck_isa {
     CK_ISA_SCALAR = 0,
-    CK_ISA_AVX2 = 1,        /**< AVX2 + FMA + F16C + POPCNT */
+    CK_ISA_AVX2 = 1, /**< AVX2 + FMA + F16C + POPCNT */
     CK_ISA_AVX512 = 2,
 } ck_isa;
 

@@ -19,8 +19,8 @@ typedef struct ck_hamming_kernels {
     void (*dist_1xn)(const uint64_t *restrict q, const uint64_t *restrict codes, size_t n, size_t words,
                      uint32_t *restrict out);
     /** out[i*n + j] = popcount(q_i ^ codes_j) for m queries (m x words); tiled over codes. */
-    void (*dist_mxn)(const uint64_t *restrict q, size_t m, const uint64_t *restrict codes, size_t n,
-                     size_t words, uint32_t *restrict out);
+    void (*dist_mxn)(const uint64_t *restrict q, size_t m, const uint64_t *restrict codes, size_t n, size_t words,
+                     uint32_t *restrict out);
     /** Multi-level codes (residual binarization): each code is `levels` groups of `words` words;
      *  out[i] = sum_l w[l] * popcount(q_l ^ codes[i]_l). */
     void (*weighted_1xn)(const uint64_t *restrict q, const uint64_t *restrict codes, size_t n, size_t words,
@@ -35,9 +35,9 @@ const ck_hamming_kernels *ck_hamming_kernels_for(ck_isa level);
 
 /** k nearest codes to q (ascending distance, ties by smaller index). Writes min(k, n) results
  *  and returns that count. `scratch` holds CK_HAMMING_TOPK_BLOCK uint32. */
-size_t ck_hamming_topk(const ck_hamming_kernels *kern, const uint64_t *restrict q,
-                       const uint64_t *restrict codes, size_t n, size_t words, size_t k,
-                       uint32_t *restrict scratch, uint32_t *restrict out_d, int64_t *restrict out_id);
+size_t ck_hamming_topk(const ck_hamming_kernels *kern, const uint64_t *restrict q, const uint64_t *restrict codes,
+                       size_t n, size_t words, size_t k, uint32_t *restrict scratch, uint32_t *restrict out_d,
+                       int64_t *restrict out_id);
 
 #ifdef __cplusplus
 }

@@ -27,12 +27,30 @@ extern "C" {
 
 #define CK_QK 32
 
-typedef struct ck_block_q8_0 { uint16_t d; int8_t qs[CK_QK]; } ck_block_q8_0;
-typedef struct ck_block_q4_0 { uint16_t d; uint8_t qs[CK_QK / 2]; } ck_block_q4_0;
-typedef struct ck_block_q4_1 { uint16_t d; uint16_t m; uint8_t qs[CK_QK / 2]; } ck_block_q4_1;
-typedef struct ck_block_q2_1 { uint16_t d; uint16_t m; uint8_t qs[CK_QK / 4]; } ck_block_q2_1;
+typedef struct ck_block_q8_0 {
+    uint16_t d;
+    int8_t qs[CK_QK];
+} ck_block_q8_0;
+typedef struct ck_block_q4_0 {
+    uint16_t d;
+    uint8_t qs[CK_QK / 2];
+} ck_block_q4_0;
+typedef struct ck_block_q4_1 {
+    uint16_t d;
+    uint16_t m;
+    uint8_t qs[CK_QK / 2];
+} ck_block_q4_1;
+typedef struct ck_block_q2_1 {
+    uint16_t d;
+    uint16_t m;
+    uint8_t qs[CK_QK / 4];
+} ck_block_q2_1;
 /** Activation block: q in [-127, 127], x_j ~= d * q_j, sum = sum_j q_j (exact). */
-typedef struct ck_block_q8a { float d; int32_t sum; int8_t qs[CK_QK]; } ck_block_q8a;
+typedef struct ck_block_q8a {
+    float d;
+    int32_t sum;
+    int8_t qs[CK_QK];
+} ck_block_q8a;
 
 _Static_assert(sizeof(ck_block_q8_0) == 34, "Q8_0 block must be 34 bytes (GGUF)");
 _Static_assert(sizeof(ck_block_q4_0) == 18, "Q4_0 block must be 18 bytes (GGUF)");
@@ -70,8 +88,8 @@ typedef struct ck_qmatmul_kernels {
     void (*dot_rows_q8a)(ck_rtype t, const void *restrict w, size_t rows, size_t n, size_t stride,
                          const ck_block_q8a *restrict a, size_t nq, float *restrict y, size_t ldy);
     /** out[q*n + j] += sum_r p[q*ldp + r] * row_r[j]: weighted sum of rows (attention's P V). */
-    void (*wsum_rows)(ck_rtype t, const void *restrict w, size_t rows, size_t n, size_t stride,
-                      const float *restrict p, size_t ldp, size_t nq, float *restrict out);
+    void (*wsum_rows)(ck_rtype t, const void *restrict w, size_t rows, size_t n, size_t stride, const float *restrict p,
+                      size_t ldp, size_t nq, float *restrict out);
 } ck_qmatmul_kernels;
 
 const ck_qmatmul_kernels *ck_qmatmul_kernels_for(ck_isa level);

@@ -16,7 +16,9 @@
 /* Per-function targets: the translation unit is compiled for the baseline, and each SIMD
  * body opts into its instructions. Dispatch guarantees it is only called on a CPU that has them. */
 #define CK_TARGET_AVX2 __attribute__((target("avx2,fma,f16c,popcnt,bmi,bmi2")))
-#define CK_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vpopcntdq,avx512vnni,avx2,fma,f16c,popcnt,bmi,bmi2")))
+#define CK_TARGET_AVX512                                                                                               \
+    __attribute__((                                                                                                    \
+        target("avx512f,avx512bw,avx512vl,avx512dq,avx512vpopcntdq,avx512vnni,avx2,fma,f16c,popcnt,bmi,bmi2")))
 
 /* IEEE binary16 <-> binary32, round to nearest even; portable reference used by the serial
  * kernels. F16C instructions produce the same bits. */
@@ -30,7 +32,10 @@ static inline float ck_fp16_to_fp32(uint16_t h) {
             bits = sign;
         } else { /* subnormal: normalise */
             int e = -1;
-            do { e++; man <<= 1; } while ((man & 0x400u) == 0);
+            do {
+                e++;
+                man <<= 1;
+            } while ((man & 0x400u) == 0);
             man &= 0x3ffu;
             bits = sign | ((uint32_t)(127 - 15 - e) << 23) | (man << 13);
         }
@@ -51,8 +56,8 @@ static inline uint16_t ck_fp32_to_fp16(float f) {
     uint32_t absx = x & 0x7fffffffu;
     if (absx > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((absx >> 13) & 0x3ffu)); /* NaN */
     if (absx >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* overflow -> inf (>= 65520) */
-    if (absx < 0x38800000u) { /* below the smallest normal half: subnormal or zero */
-        if (absx < 0x33000000u) return (uint16_t)sign; /* < 2^-25 rounds to zero */
+    if (absx < 0x38800000u) {                                   /* below the smallest normal half: subnormal or zero */
+        if (absx < 0x33000000u) return (uint16_t)sign;          /* < 2^-25 rounds to zero */
         uint32_t e = absx >> 23;
         uint32_t man = (absx & 0x7fffffu) | 0x800000u;
         uint32_t shift = 126 - e; /* value = man * 2^(e-150) = q * 2^-24 */
@@ -68,6 +73,8 @@ static inline uint16_t ck_fp32_to_fp16(float f) {
     return (uint16_t)(sign | q);
 }
 
-static inline size_t ck_min_sz(size_t a, size_t b) { return a < b ? a : b; }
+static inline size_t ck_min_sz(size_t a, size_t b) {
+    return a < b ? a : b;
+}
 
 #endif

@@ -7,7 +7,8 @@
 CK_TARGET_AVX2 static inline __m256 erf256(__m256 z) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 s = _mm256_and_ps(z, sign), a = _mm256_andnot_ps(sign, z);
-    __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), a, _mm256_set1_ps(1.0f)));
+    __m256 t =
+        _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), a, _mm256_set1_ps(1.0f)));
     __m256 p = _mm256_set1_ps(1.061405429f);
     p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453152027f));
     p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421413741f));
@@ -24,7 +25,8 @@ CK_TARGET_AVX2 void ck_ops_gelu_erf_avx2(float *x, size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         __m256 v = _mm256_loadu_ps(x + i);
-        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, erf256(_mm256_mul_ps(v, rs2)))));
+        _mm256_storeu_ps(x + i,
+                         _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, erf256(_mm256_mul_ps(v, rs2)))));
     }
     for (; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
 }
@@ -46,9 +48,16 @@ CK_TARGET_AVX2 void ck_ops_layernorm_avx2(float *x, size_t rows, size_t d, const
         for (; j < d; j++) tail += v[j];
         float mean = (hsum8(acc) + tail) / (float)d;
         __m256 mv = _mm256_set1_ps(mean);
-        acc = _mm256_setzero_ps(); tail = 0;
-        for (j = 0; j + 8 <= d; j += 8) { __m256 z = _mm256_sub_ps(_mm256_loadu_ps(v + j), mv); acc = _mm256_fmadd_ps(z, z, acc); }
-        for (; j < d; j++) { float z = v[j] - mean; tail += z * z; }
+        acc = _mm256_setzero_ps();
+        tail = 0;
+        for (j = 0; j + 8 <= d; j += 8) {
+            __m256 z = _mm256_sub_ps(_mm256_loadu_ps(v + j), mv);
+            acc = _mm256_fmadd_ps(z, z, acc);
+        }
+        for (; j < d; j++) {
+            float z = v[j] - mean;
+            tail += z * z;
+        }
         float inv = 1.0f / sqrtf((hsum8(acc) + tail) / (float)d + eps);
         __m256 iv = _mm256_set1_ps(inv);
         for (j = 0; j + 8 <= d; j += 8) {
@@ -59,8 +68,8 @@ CK_TARGET_AVX2 void ck_ops_layernorm_avx2(float *x, size_t rows, size_t d, const
     }
 }
 
-const ck_ops_kernels ck_ops_avx2 = { ck_ops_gelu_erf_avx2, ck_ops_layernorm_avx2 };
+const ck_ops_kernels ck_ops_avx2 = {ck_ops_gelu_erf_avx2, ck_ops_layernorm_avx2};
 
 /* The AVX-512 level reuses these bodies (the work is a small share of a layer). */
-const ck_ops_kernels ck_ops_avx512 = { ck_ops_gelu_erf_avx2, ck_ops_layernorm_avx2 };
+const ck_ops_kernels ck_ops_avx512 = {ck_ops_gelu_erf_avx2, ck_ops_layernorm_avx2};
 #endif

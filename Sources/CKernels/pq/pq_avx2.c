@@ -10,7 +10,8 @@ CK_TARGET_AVX2 void ck_pq_table_l2_avx2(const float *restrict q, const float *re
         for (size_t j = 0; j < ksub; j += 8) {
             __m256 acc = _mm256_setzero_ps();
             for (size_t c = 0; c < dsub; c++) {
-                __m256 diff = _mm256_sub_ps(_mm256_set1_ps(q[m * dsub + c]), _mm256_loadu_ps(cent_t + (m * dsub + c) * ksub + j));
+                __m256 diff =
+                    _mm256_sub_ps(_mm256_set1_ps(q[m * dsub + c]), _mm256_loadu_ps(cent_t + (m * dsub + c) * ksub + j));
                 acc = _mm256_fmadd_ps(diff, diff, acc);
             }
             _mm256_storeu_ps(t + j, acc);
@@ -25,7 +26,8 @@ CK_TARGET_AVX2 void ck_pq_table_ip_avx2(const float *restrict q, const float *re
         for (size_t j = 0; j < ksub; j += 8) {
             __m256 acc = _mm256_setzero_ps();
             for (size_t c = 0; c < dsub; c++)
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(q[m * dsub + c]), _mm256_loadu_ps(cent_t + (m * dsub + c) * ksub + j), acc);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(q[m * dsub + c]),
+                                      _mm256_loadu_ps(cent_t + (m * dsub + c) * ksub + j), acc);
             _mm256_storeu_ps(t + j, acc);
         }
     }
@@ -41,9 +43,15 @@ CK_TARGET_AVX2 void ck_pq_scan8_avx2(const uint8_t *restrict codes, size_t n, si
         float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
         for (size_t m = 0; m < M; m++) {
             const float *t = table + m * 256;
-            s0 += t[c0[m]]; s1 += t[c1[m]]; s2 += t[c2[m]]; s3 += t[c3[m]];
+            s0 += t[c0[m]];
+            s1 += t[c1[m]];
+            s2 += t[c2[m]];
+            s3 += t[c3[m]];
         }
-        out[i] = s0; out[i + 1] = s1; out[i + 2] = s2; out[i + 3] = s3;
+        out[i] = s0;
+        out[i + 1] = s1;
+        out[i + 2] = s2;
+        out[i + 3] = s3;
     }
     for (; i < n; i++) {
         float s = 0;
@@ -83,5 +91,5 @@ CK_TARGET_AVX2 void ck_pq_scan4_avx2(const uint8_t *restrict packed, size_t nblo
     }
 }
 
-const ck_pq_kernels ck_pq_avx2 = { ck_pq_table_l2_avx2, ck_pq_table_ip_avx2, ck_pq_scan8_avx2, ck_pq_scan4_avx2 };
+const ck_pq_kernels ck_pq_avx2 = {ck_pq_table_l2_avx2, ck_pq_table_ip_avx2, ck_pq_scan8_avx2, ck_pq_scan4_avx2};
 #endif

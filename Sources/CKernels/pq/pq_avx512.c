@@ -10,7 +10,8 @@ CK_TARGET_AVX512 void ck_pq_table_l2_avx512(const float *restrict q, const float
             __mmask16 k = ksub - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (ksub - j)) - 1u);
             __m512 acc = _mm512_setzero_ps();
             for (size_t c = 0; c < dsub; c++) {
-                __m512 diff = _mm512_sub_ps(_mm512_set1_ps(q[m * dsub + c]), _mm512_maskz_loadu_ps(k, cent_t + (m * dsub + c) * ksub + j));
+                __m512 diff = _mm512_sub_ps(_mm512_set1_ps(q[m * dsub + c]),
+                                            _mm512_maskz_loadu_ps(k, cent_t + (m * dsub + c) * ksub + j));
                 acc = _mm512_fmadd_ps(diff, diff, acc);
             }
             _mm512_mask_storeu_ps(t + j, k, acc);
@@ -26,15 +27,16 @@ CK_TARGET_AVX512 void ck_pq_table_ip_avx512(const float *restrict q, const float
             __mmask16 k = ksub - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (ksub - j)) - 1u);
             __m512 acc = _mm512_setzero_ps();
             for (size_t c = 0; c < dsub; c++)
-                acc = _mm512_fmadd_ps(_mm512_set1_ps(q[m * dsub + c]), _mm512_maskz_loadu_ps(k, cent_t + (m * dsub + c) * ksub + j), acc);
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(q[m * dsub + c]),
+                                      _mm512_maskz_loadu_ps(k, cent_t + (m * dsub + c) * ksub + j), acc);
             _mm512_mask_storeu_ps(t + j, k, acc);
         }
     }
 }
 
 /* 8-bit scan with 16-lane gathers: one vector's 16 codes index 16 table rows at once. */
-CK_TARGET_AVX512 void ck_pq_scan8_avx512(const uint8_t *restrict codes, size_t n, size_t M,
-                                         const float *restrict table, float *restrict out) {
+CK_TARGET_AVX512 void ck_pq_scan8_avx512(const uint8_t *restrict codes, size_t n, size_t M, const float *restrict table,
+                                         float *restrict out) {
     const __m512i rowoff = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                               _mm512_set1_epi32(256));
     if (M % 16 != 0) { /* gathers need whole groups of 16 sub-quantizers */
@@ -49,8 +51,10 @@ CK_TARGET_AVX512 void ck_pq_scan8_avx512(const uint8_t *restrict codes, size_t n
     for (; i + 2 <= n; i += 2) {
         __m512 a0 = _mm512_setzero_ps(), a1 = a0;
         for (size_t m = 0; m < M; m += 16) {
-            __m512i idx0 = _mm512_add_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + i * M + m))), rowoff);
-            __m512i idx1 = _mm512_add_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + (i + 1) * M + m))), rowoff);
+            __m512i idx0 =
+                _mm512_add_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + i * M + m))), rowoff);
+            __m512i idx1 = _mm512_add_epi32(
+                _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + (i + 1) * M + m))), rowoff);
             a0 = _mm512_add_ps(a0, _mm512_i32gather_ps(idx0, table + m * 256, 4));
             a1 = _mm512_add_ps(a1, _mm512_i32gather_ps(idx1, table + m * 256, 4));
         }
@@ -60,7 +64,8 @@ CK_TARGET_AVX512 void ck_pq_scan8_avx512(const uint8_t *restrict codes, size_t n
     for (; i < n; i++) {
         __m512 a = _mm512_setzero_ps();
         for (size_t m = 0; m < M; m += 16) {
-            __m512i idx = _mm512_add_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + i * M + m))), rowoff);
+            __m512i idx =
+                _mm512_add_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + i * M + m))), rowoff);
             a = _mm512_add_ps(a, _mm512_i32gather_ps(idx, table + m * 256, 4));
         }
         out[i] = _mm512_reduce_add_ps(a);
@@ -114,5 +119,6 @@ CK_TARGET_AVX512 void ck_pq_scan4_avx512(const uint8_t *restrict packed, size_t 
     }
 }
 
-const ck_pq_kernels ck_pq_avx512 = { ck_pq_table_l2_avx512, ck_pq_table_ip_avx512, ck_pq_scan8_avx512, ck_pq_scan4_avx512 };
+const ck_pq_kernels ck_pq_avx512 = {ck_pq_table_l2_avx512, ck_pq_table_ip_avx512, ck_pq_scan8_avx512,
+                                    ck_pq_scan4_avx512};
 #endif

@@ -9,7 +9,10 @@ void ck_pq_table_l2_serial(const float *restrict q, const float *restrict cent_t
         for (size_t c = 0; c < dsub; c++) {
             float qc = q[m * dsub + c];
             const float *row = cent_t + (m * dsub + c) * ksub;
-            for (size_t j = 0; j < ksub; j++) { float diff = qc - row[j]; t[j] += diff * diff; }
+            for (size_t j = 0; j < ksub; j++) {
+                float diff = qc - row[j];
+                t[j] += diff * diff;
+            }
         }
     }
 }
@@ -54,7 +57,9 @@ void ck_pq_scan4_serial(const uint8_t *restrict packed, size_t nblocks, size_t m
     }
 }
 
-size_t ck_pq4_padded_m(size_t M) { return (M + 1) & ~(size_t)1; }
+size_t ck_pq4_padded_m(size_t M) {
+    return (M + 1) & ~(size_t)1;
+}
 
 size_t ck_pq4_packed_bytes(size_t n, size_t M) {
     return (n + CK_PQ4_BLOCK - 1) / CK_PQ4_BLOCK * 16 * ck_pq4_padded_m(M);
@@ -112,7 +117,10 @@ ck_status ck_pq4_quantize_table(const float *restrict table, size_t M, uint8_t *
 }
 
 static const ck_pq_kernels k_serial = {
-    ck_pq_table_l2_serial, ck_pq_table_ip_serial, ck_pq_scan8_serial, ck_pq_scan4_serial,
+    ck_pq_table_l2_serial,
+    ck_pq_table_ip_serial,
+    ck_pq_scan8_serial,
+    ck_pq_scan4_serial,
 };
 
 #if CK_X86
@@ -122,12 +130,16 @@ extern const ck_pq_kernels ck_pq_avx2, ck_pq_avx512;
 const ck_pq_kernels *ck_pq_kernels_for(ck_isa level) {
     if (!ck_isa_supported(level)) return NULL;
     switch (level) {
-    case CK_ISA_SCALAR: return &k_serial;
+    case CK_ISA_SCALAR:
+        return &k_serial;
 #if CK_X86
-    case CK_ISA_AVX2: return &ck_pq_avx2;
-    case CK_ISA_AVX512: return &ck_pq_avx512;
+    case CK_ISA_AVX2:
+        return &ck_pq_avx2;
+    case CK_ISA_AVX512:
+        return &ck_pq_avx512;
 #else
-    default: return NULL;
+    default:
+        return NULL;
 #endif
     }
     return NULL;

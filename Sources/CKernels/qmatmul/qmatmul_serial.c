@@ -5,17 +5,25 @@ size_t ck_rtype_row_bytes(ck_rtype t, size_t n) {
     bool blocks = ck_rtype_is_quantized(t);
     if (blocks && n % CK_QK) return 0;
     switch (t) {
-    case CK_RT_F32: return n * 4;
-    case CK_RT_F16: return n * 2;
-    case CK_RT_Q8_0: return n / CK_QK * sizeof(ck_block_q8_0);
-    case CK_RT_Q4_0: return n / CK_QK * sizeof(ck_block_q4_0);
-    case CK_RT_Q4_1: return n / CK_QK * sizeof(ck_block_q4_1);
-    case CK_RT_Q2_1: return n / CK_QK * sizeof(ck_block_q2_1);
+    case CK_RT_F32:
+        return n * 4;
+    case CK_RT_F16:
+        return n * 2;
+    case CK_RT_Q8_0:
+        return n / CK_QK * sizeof(ck_block_q8_0);
+    case CK_RT_Q4_0:
+        return n / CK_QK * sizeof(ck_block_q4_0);
+    case CK_RT_Q4_1:
+        return n / CK_QK * sizeof(ck_block_q4_1);
+    case CK_RT_Q2_1:
+        return n / CK_QK * sizeof(ck_block_q2_1);
     }
     return 0;
 }
 
-bool ck_rtype_is_quantized(ck_rtype t) { return t >= CK_RT_Q8_0 && t <= CK_RT_Q2_1; }
+bool ck_rtype_is_quantized(ck_rtype t) {
+    return t >= CK_RT_Q8_0 && t <= CK_RT_Q2_1;
+}
 
 /* ---- quantization (reference; shared by every ISA level: it runs once per row at load time,
  * or once per token for KV caches, far from the bandwidth-bound loops) ---- */
@@ -34,7 +42,10 @@ static void quantize_q4_0(const float *x, size_t n, ck_block_q4_0 *y) {
     for (size_t b = 0; b < n / CK_QK; b++, x += CK_QK) {
         float amax = 0, max = 0; /* the value of largest magnitude, with its sign, maps to -8 */
         for (int j = 0; j < CK_QK; j++)
-            if (fabsf(x[j]) > amax) { amax = fabsf(x[j]); max = x[j]; }
+            if (fabsf(x[j]) > amax) {
+                amax = fabsf(x[j]);
+                max = x[j];
+            }
         float d = max / -8.0f, id = d != 0 ? 1.0f / d : 0.0f;
         y[b].d = ck_fp32_to_fp16(d);
         for (int j = 0; j < CK_QK / 2; j++) {
@@ -48,8 +59,12 @@ static void quantize_q4_0(const float *x, size_t n, ck_block_q4_0 *y) {
 
 static void minmax(const float *x, float *mn, float *mx) {
     float a = x[0], b = x[0];
-    for (int j = 1; j < CK_QK; j++) { a = fminf(a, x[j]); b = fmaxf(b, x[j]); }
-    *mn = a; *mx = b;
+    for (int j = 1; j < CK_QK; j++) {
+        a = fminf(a, x[j]);
+        b = fmaxf(b, x[j]);
+    }
+    *mn = a;
+    *mx = b;
 }
 
 static void quantize_q4_1(const float *x, size_t n, ck_block_q4_1 *y) {
@@ -86,19 +101,35 @@ static void quantize_q2_1(const float *x, size_t n, ck_block_q2_1 *y) {
 
 void ck_qm_quantize_serial(ck_rtype t, const float *restrict x, size_t n, void *restrict out) {
     switch (t) {
-    case CK_RT_F32: memcpy(out, x, n * 4); break;
-    case CK_RT_F16: for (size_t i = 0; i < n; i++) ((uint16_t *)out)[i] = ck_fp32_to_fp16(x[i]); break;
-    case CK_RT_Q8_0: quantize_q8_0(x, n, out); break;
-    case CK_RT_Q4_0: quantize_q4_0(x, n, out); break;
-    case CK_RT_Q4_1: quantize_q4_1(x, n, out); break;
-    case CK_RT_Q2_1: quantize_q2_1(x, n, out); break;
+    case CK_RT_F32:
+        memcpy(out, x, n * 4);
+        break;
+    case CK_RT_F16:
+        for (size_t i = 0; i < n; i++) ((uint16_t *)out)[i] = ck_fp32_to_fp16(x[i]);
+        break;
+    case CK_RT_Q8_0:
+        quantize_q8_0(x, n, out);
+        break;
+    case CK_RT_Q4_0:
+        quantize_q4_0(x, n, out);
+        break;
+    case CK_RT_Q4_1:
+        quantize_q4_1(x, n, out);
+        break;
+    case CK_RT_Q2_1:
+        quantize_q2_1(x, n, out);
+        break;
     }
 }
 
 void ck_qm_dequantize_serial(ck_rtype t, const void *restrict in, size_t n, float *restrict y) {
     switch (t) {
-    case CK_RT_F32: memcpy(y, in, n * 4); break;
-    case CK_RT_F16: for (size_t i = 0; i < n; i++) y[i] = ck_fp16_to_fp32(((const uint16_t *)in)[i]); break;
+    case CK_RT_F32:
+        memcpy(y, in, n * 4);
+        break;
+    case CK_RT_F16:
+        for (size_t i = 0; i < n; i++) y[i] = ck_fp16_to_fp32(((const uint16_t *)in)[i]);
+        break;
     case CK_RT_Q8_0: {
         const ck_block_q8_0 *b = in;
         for (size_t i = 0; i < n / CK_QK; i++) {
@@ -162,19 +193,33 @@ void ck_qm_quantize_q8a_serial(const float *restrict x, size_t n, ck_block_q8a *
 static inline void deq_block(ck_rtype t, const uint8_t *row, size_t b, float *out) {
     /* one block (32 values) of a row */
     switch (t) {
-    case CK_RT_F32: memcpy(out, (const float *)row + b * CK_QK, CK_QK * 4); break;
-    case CK_RT_F16: ck_qm_dequantize_serial(t, (const uint16_t *)row + b * CK_QK, CK_QK, out); break;
-    case CK_RT_Q8_0: ck_qm_dequantize_serial(t, (const ck_block_q8_0 *)row + b, CK_QK, out); break;
-    case CK_RT_Q4_0: ck_qm_dequantize_serial(t, (const ck_block_q4_0 *)row + b, CK_QK, out); break;
-    case CK_RT_Q4_1: ck_qm_dequantize_serial(t, (const ck_block_q4_1 *)row + b, CK_QK, out); break;
-    case CK_RT_Q2_1: ck_qm_dequantize_serial(t, (const ck_block_q2_1 *)row + b, CK_QK, out); break;
+    case CK_RT_F32:
+        memcpy(out, (const float *)row + b * CK_QK, CK_QK * 4);
+        break;
+    case CK_RT_F16:
+        ck_qm_dequantize_serial(t, (const uint16_t *)row + b * CK_QK, CK_QK, out);
+        break;
+    case CK_RT_Q8_0:
+        ck_qm_dequantize_serial(t, (const ck_block_q8_0 *)row + b, CK_QK, out);
+        break;
+    case CK_RT_Q4_0:
+        ck_qm_dequantize_serial(t, (const ck_block_q4_0 *)row + b, CK_QK, out);
+        break;
+    case CK_RT_Q4_1:
+        ck_qm_dequantize_serial(t, (const ck_block_q4_1 *)row + b, CK_QK, out);
+        break;
+    case CK_RT_Q2_1:
+        ck_qm_dequantize_serial(t, (const ck_block_q2_1 *)row + b, CK_QK, out);
+        break;
     }
 }
 
 static inline void deq_any(ck_rtype t, const uint8_t *row, size_t i, size_t len, float *out) {
     /* values [i, i+len) of a dense row (F32/F16 rows may have n % 32 != 0) */
-    if (t == CK_RT_F32) memcpy(out, (const float *)row + i, len * 4);
-    else for (size_t j = 0; j < len; j++) out[j] = ck_fp16_to_fp32(((const uint16_t *)row)[i + j]);
+    if (t == CK_RT_F32)
+        memcpy(out, (const float *)row + i, len * 4);
+    else
+        for (size_t j = 0; j < len; j++) out[j] = ck_fp16_to_fp32(((const uint16_t *)row)[i + j]);
 }
 
 void ck_qm_dot_rows_f32_serial(ck_rtype t, const void *restrict w, size_t rows, size_t n, size_t stride,
@@ -187,8 +232,10 @@ void ck_qm_dot_rows_f32_serial(ck_rtype t, const void *restrict w, size_t rows, 
             float s = 0;
             for (size_t i = 0; i < n; i += CK_QK) {
                 size_t len = ck_min_sz(CK_QK, n - i);
-                if (ck_rtype_is_quantized(t)) deq_block(t, row, i / CK_QK, buf);
-                else deq_any(t, row, i, len, buf);
+                if (ck_rtype_is_quantized(t))
+                    deq_block(t, row, i / CK_QK, buf);
+                else
+                    deq_any(t, row, i, len, buf);
                 for (size_t j = 0; j < len; j++) s += buf[j] * xq[i + j];
             }
             y[q * ldy + r] = s;
@@ -223,13 +270,19 @@ void ck_qm_dot_rows_q8a_serial(ck_rtype t, const void *restrict w, size_t rows, 
                 }
                 case CK_RT_Q4_0: {
                     const ck_block_q4_0 *blk = (const ck_block_q4_0 *)row + b;
-                    for (int j = 0; j < 16; j++) { codes[j] = blk->qs[j] & 15; codes[j + 16] = blk->qs[j] >> 4; }
+                    for (int j = 0; j < 16; j++) {
+                        codes[j] = blk->qs[j] & 15;
+                        codes[j + 16] = blk->qs[j] >> 4;
+                    }
                     s += ck_fp16_to_fp32(blk->d) * da * (float)idot(aq[b].qs, codes, 8);
                     break;
                 }
                 case CK_RT_Q4_1: {
                     const ck_block_q4_1 *blk = (const ck_block_q4_1 *)row + b;
-                    for (int j = 0; j < 16; j++) { codes[j] = blk->qs[j] & 15; codes[j + 16] = blk->qs[j] >> 4; }
+                    for (int j = 0; j < 16; j++) {
+                        codes[j] = blk->qs[j] & 15;
+                        codes[j + 16] = blk->qs[j] >> 4;
+                    }
                     s += ck_fp16_to_fp32(blk->d) * da * (float)idot(aq[b].qs, codes, 0) +
                          ck_fp16_to_fp32(blk->m) * da * (float)aq[b].sum;
                     break;
@@ -241,7 +294,8 @@ void ck_qm_dot_rows_q8a_serial(ck_rtype t, const void *restrict w, size_t rows, 
                          ck_fp16_to_fp32(blk->m) * da * (float)aq[b].sum;
                     break;
                 }
-                default: break;
+                default:
+                    break;
                 }
             }
             y[q * ldy + r] = s;
@@ -256,8 +310,10 @@ void ck_qm_wsum_rows_serial(ck_rtype t, const void *restrict w, size_t rows, siz
         const uint8_t *row = (const uint8_t *)w + r * stride;
         for (size_t i = 0; i < n; i += CK_QK) {
             size_t len = ck_min_sz(CK_QK, n - i);
-            if (ck_rtype_is_quantized(t)) deq_block(t, row, i / CK_QK, buf);
-            else deq_any(t, row, i, len, buf);
+            if (ck_rtype_is_quantized(t))
+                deq_block(t, row, i / CK_QK, buf);
+            else
+                deq_any(t, row, i, len, buf);
             for (size_t q = 0; q < nq; q++) {
                 float pr = p[q * ldp + r];
                 for (size_t j = 0; j < len; j++) out[q * n + i + j] += pr * buf[j];
@@ -267,7 +323,7 @@ void ck_qm_wsum_rows_serial(ck_rtype t, const void *restrict w, size_t rows, siz
 }
 
 const ck_qmatmul_kernels ck_qmatmul_serial = {
-    ck_qm_quantize_serial, ck_qm_dequantize_serial, ck_qm_quantize_q8a_serial,
+    ck_qm_quantize_serial,     ck_qm_dequantize_serial,   ck_qm_quantize_q8a_serial,
     ck_qm_dot_rows_f32_serial, ck_qm_dot_rows_q8a_serial, ck_qm_wsum_rows_serial,
 };
 
@@ -278,12 +334,16 @@ extern const ck_qmatmul_kernels ck_qmatmul_avx2, ck_qmatmul_avx512;
 const ck_qmatmul_kernels *ck_qmatmul_kernels_for(ck_isa level) {
     if (!ck_isa_supported(level)) return NULL;
     switch (level) {
-    case CK_ISA_SCALAR: return &ck_qmatmul_serial;
+    case CK_ISA_SCALAR:
+        return &ck_qmatmul_serial;
 #if CK_X86
-    case CK_ISA_AVX2: return &ck_qmatmul_avx2;
-    case CK_ISA_AVX512: return &ck_qmatmul_avx512;
+    case CK_ISA_AVX2:
+        return &ck_qmatmul_avx2;
+    case CK_ISA_AVX512:
+        return &ck_qmatmul_avx512;
 #else
-    default: return NULL;
+    default:
+        return NULL;
 #endif
     }
     return NULL;

@@ -41,7 +41,12 @@ float ck_stream_read_f32(const float *x, size_t n) {
 #endif
     float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     size_t i = 0;
-    for (; i + 4 <= n; i += 4) { s0 += x[i]; s1 += x[i + 1]; s2 += x[i + 2]; s3 += x[i + 3]; }
+    for (; i + 4 <= n; i += 4) {
+        s0 += x[i];
+        s1 += x[i + 1];
+        s2 += x[i + 2];
+        s3 += x[i + 3];
+    }
     for (; i < n; i++) s0 += x[i];
     return s0 + s1 + s2 + s3;
 }

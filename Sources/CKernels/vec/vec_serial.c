@@ -6,7 +6,10 @@ static void l2_f32(const float *q, const float *x, size_t n, size_t d, size_t st
     for (size_t i = 0; i < n; i++) {
         const float *r = x + i * stride;
         float s = 0;
-        for (size_t j = 0; j < d; j++) { float t = q[j] - r[j]; s += t * t; }
+        for (size_t j = 0; j < d; j++) {
+            float t = q[j] - r[j];
+            s += t * t;
+        }
         out[i] = s;
     }
 }
@@ -24,7 +27,10 @@ static void l2_f16(const float *q, const uint16_t *x, size_t n, size_t d, size_t
     for (size_t i = 0; i < n; i++) {
         const uint16_t *r = x + i * stride;
         float s = 0;
-        for (size_t j = 0; j < d; j++) { float t = q[j] - ck_fp16_to_fp32(r[j]); s += t * t; }
+        for (size_t j = 0; j < d; j++) {
+            float t = q[j] - ck_fp16_to_fp32(r[j]);
+            s += t * t;
+        }
         out[i] = s;
     }
 }
@@ -58,7 +64,7 @@ uint32_t ck_crc32c_serial(uint32_t crc, const void *p, size_t n) {
     return ~crc;
 }
 
-static const ck_vec_kernels k_serial = { l2_f32, ip_f32, l2_f16, ip_f16, ck_crc32c_serial };
+static const ck_vec_kernels k_serial = {l2_f32, ip_f32, l2_f16, ip_f16, ck_crc32c_serial};
 
 #if CK_X86
 extern const ck_vec_kernels ck_vec_avx2, ck_vec_avx512;
@@ -67,12 +73,16 @@ extern const ck_vec_kernels ck_vec_avx2, ck_vec_avx512;
 const ck_vec_kernels *ck_vec_kernels_for(ck_isa level) {
     if (!ck_isa_supported(level)) return NULL;
     switch (level) {
-    case CK_ISA_SCALAR: return &k_serial;
+    case CK_ISA_SCALAR:
+        return &k_serial;
 #if CK_X86
-    case CK_ISA_AVX2: return &ck_vec_avx2;
-    case CK_ISA_AVX512: return &ck_vec_avx512;
+    case CK_ISA_AVX2:
+        return &ck_vec_avx2;
+    case CK_ISA_AVX512:
+        return &ck_vec_avx512;
 #else
-    default: return NULL;
+    default:
+        return NULL;
 #endif
     }
     return NULL;

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Writes a file atomically: data goes to a temporary file in the same directory, is fsync'ed,
@@ -21,7 +21,12 @@ public final class AtomicFileWriter {
         if fd < 0 { throw EngineError.io("cannot create \(tempPath): \(String(cString: strerror(errno)))") }
     }
 
-    deinit { if !finished { close(fd); unlink(tempPath) } }
+    deinit {
+        if !finished {
+            close(fd)
+            unlink(tempPath)
+        }
+    }
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
         var off = 0
@@ -50,6 +55,9 @@ public final class AtomicFileWriter {
         }
         let dir = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
         let dfd = open(dir.isEmpty ? "/" : dir, O_RDONLY)
-        if dfd >= 0 { fsync(dfd); close(dfd) }
+        if dfd >= 0 {
+            fsync(dfd)
+            close(dfd)
+        }
     }
 }

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Reads exactly n bytes of fd at `offset` into dst (pread, retried on EINTR and short reads).

@@ -19,8 +19,9 @@ public struct Kernels: @unchecked Sendable {
     /// Kernels for `isa`; throws if this CPU lacks it.
     public init(isa: ISA, threads: Int = Threads.defaultCount) throws {
         guard let h = ck_hamming_kernels_for(isa.c), let q = ck_qmatmul_kernels_for(isa.c),
-              let a = ck_attention_kernels_for(isa.c), let p = ck_pq_kernels_for(isa.c),
-              let o = ck_ops_kernels_for(isa.c), let v = ck_vec_kernels_for(isa.c) else {
+            let a = ck_attention_kernels_for(isa.c), let p = ck_pq_kernels_for(isa.c),
+            let o = ck_ops_kernels_for(isa.c), let v = ck_vec_kernels_for(isa.c)
+        else {
             throw EngineError.unsupportedISA("\(isa) requested but this CPU supports at most \(ISA.detected)")
         }
         self.hammingTable = h

@@ -9,9 +9,15 @@ public enum LinearAlgebra {
         try require(a.count == m * n, "expected \(m * n) values, got \(a.count)")
         try require(a.allSatisfy(\.isFinite), "QR input must be finite")
         var q = a
-        var r = [Double](repeating: 0, count: n * n), tau = [Double](repeating: 0, count: n)
-        let st = q.withUnsafeMutableBufferPointer { qp in r.withUnsafeMutableBufferPointer { rp in tau.withUnsafeMutableBufferPointer { tp in
-            ck_qr_f64(m, n, qp.baseAddress, n, rp.baseAddress, tp.baseAddress) } } }
+        var r = [Double](repeating: 0, count: n * n)
+        var tau = [Double](repeating: 0, count: n)
+        let st = q.withUnsafeMutableBufferPointer { qp in
+            r.withUnsafeMutableBufferPointer { rp in
+                tau.withUnsafeMutableBufferPointer { tp in
+                    ck_qr_f64(m, n, qp.baseAddress, n, rp.baseAddress, tp.baseAddress)
+                }
+            }
+        }
         try EngineError.check(st, "QR factorisation (LAPACK dgeqrf/dorgqr) of a \(m) x \(n) matrix")
         return (q, r)
     }
@@ -35,19 +41,35 @@ public enum LinearAlgebra {
         try a.withUnsafeBufferPointer { try requireFinite($0, "SVD input") }
         let k = min(m, n)
         var w = a
-        var u = [Float](repeating: 0, count: m * k), s = [Float](repeating: 0, count: k), vt = [Float](repeating: 0, count: k * n)
-        let st = w.withUnsafeMutableBufferPointer { wp in u.withUnsafeMutableBufferPointer { up in s.withUnsafeMutableBufferPointer { sp in
-            vt.withUnsafeMutableBufferPointer { vp in ck_svd(m, n, wp.baseAddress, n, sp.baseAddress, up.baseAddress, vp.baseAddress) } } } }
+        var u = [Float](repeating: 0, count: m * k)
+        var s = [Float](repeating: 0, count: k)
+        var vt = [Float](repeating: 0, count: k * n)
+        let st = w.withUnsafeMutableBufferPointer { wp in
+            u.withUnsafeMutableBufferPointer { up in
+                s.withUnsafeMutableBufferPointer { sp in
+                    vt.withUnsafeMutableBufferPointer { vp in
+                        ck_svd(m, n, wp.baseAddress, n, sp.baseAddress, up.baseAddress, vp.baseAddress)
+                    }
+                }
+            }
+        }
         try EngineError.check(st, "SVD (LAPACK sgesdd) of a \(m) x \(n) matrix")
         return (u, s, vt)
     }
 
     /// C = A B for row-major f32 matrices (OpenBLAS sgemm).
     public static func matmul(_ a: [Float], _ b: [Float], m: Int, k: Int, n: Int) throws -> [Float] {
-        try require(a.count == m * k && b.count == k * n, "matmul expects \(m)x\(k) and \(k)x\(n), got \(a.count) and \(b.count) values")
+        try require(
+            a.count == m * k && b.count == k * n,
+            "matmul expects \(m)x\(k) and \(k)x\(n), got \(a.count) and \(b.count) values")
         var c = [Float](repeating: 0, count: m * n)
-        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
-            ck_sgemm(false, false, m, n, k, 1, ap.baseAddress, k, bp.baseAddress, n, 0, cp.baseAddress, n) } } }
+        a.withUnsafeBufferPointer { ap in
+            b.withUnsafeBufferPointer { bp in
+                c.withUnsafeMutableBufferPointer { cp in
+                    ck_sgemm(false, false, m, n, k, 1, ap.baseAddress, k, bp.baseAddress, n, 0, cp.baseAddress, n)
+                }
+            }
+        }
         return c
     }
 }

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A read-only memory-mapped file. The mapping lives as long as the object.
@@ -18,7 +18,10 @@ public final class MappedFile: @unchecked Sendable {
         var st = stat()
         if fstat(fd, &st) != 0 { throw EngineError.io("cannot stat \(path): \(String(cString: strerror(errno)))") }
         count = Int(st.st_size)
-        if count == 0 { base = nil; return }
+        if count == 0 {
+            base = nil
+            return
+        }
         let p = mmap(nil, count, PROT_READ, MAP_PRIVATE, fd, 0)
         if p == MAP_FAILED { throw EngineError.io("cannot map \(path): \(String(cString: strerror(errno)))") }
         base = UnsafeRawPointer(p)
@@ -29,7 +32,9 @@ public final class MappedFile: @unchecked Sendable {
     /// The bytes [offset, offset + length); throws if the range is outside the file.
     public func bytes(_ offset: Int, _ length: Int) throws -> UnsafeRawBufferPointer {
         guard offset >= 0, length >= 0, offset <= count, length <= count - offset else {
-            throw EngineError.invalidFile("\(path): range \(offset)..<\(offset + length) is beyond the end of the file (\(count) bytes; truncated?)")
+            throw EngineError.invalidFile(
+                "\(path): range \(offset)..<\(offset + length) is beyond the end of the file (\(count) bytes; truncated?)"
+            )
         }
         return UnsafeRawBufferPointer(start: base.map { $0 + offset }, count: length)
     }

@@ -35,23 +35,35 @@ public enum NPY {
         guard head.count >= 10, head[0] == 0x93, Array(head[1..<6]) == Array("NUMPY".utf8) else {
             throw EngineError.invalidFile("\(path): not a .npy file")
         }
-        let hlen: Int, start: Int
-        if head[6] == 1 { hlen = Int(head[8]) | Int(head[9]) << 8; start = 10 }
-        else {
+        let hlen: Int
+        let start: Int
+        if head[6] == 1 {
+            hlen = Int(head[8]) | Int(head[9]) << 8
+            start = 10
+        } else {
             guard head.count == 12 else { throw EngineError.invalidFile("\(path): truncated .npy header") }
-            hlen = Int(head[8]) | Int(head[9]) << 8 | Int(head[10]) << 16 | Int(head[11]) << 24; start = 12
+            hlen = Int(head[8]) | Int(head[9]) << 8 | Int(head[10]) << 16 | Int(head[11]) << 24
+            start = 12
         }
         try h.seek(toOffset: UInt64(start))
         let hb = h.readData(ofLength: hlen)
         guard hb.count == hlen else { throw EngineError.invalidFile("\(path): truncated .npy header") }
         let header = String(decoding: hb, as: UTF8.self)
-        guard header.contains("'descr': '<f4'") else { throw EngineError.unsupported("\(path): only little-endian float32 (<f4) .npy is supported; header \(header)") }
-        guard header.contains("'fortran_order': False") else { throw EngineError.unsupported("\(path): Fortran-order arrays are not supported") }
-        guard let open = header.range(of: "'shape': ("), let close = header[open.upperBound...].firstIndex(of: ")") else {
+        guard header.contains("'descr': '<f4'") else {
+            throw EngineError.unsupported(
+                "\(path): only little-endian float32 (<f4) .npy is supported; header \(header)")
+        }
+        guard header.contains("'fortran_order': False") else {
+            throw EngineError.unsupported("\(path): Fortran-order arrays are not supported")
+        }
+        guard let open = header.range(of: "'shape': ("), let close = header[open.upperBound...].firstIndex(of: ")")
+        else {
             throw EngineError.invalidFile("\(path): no shape in header")
         }
         let shape = try header[open.upperBound..<close].split(separator: ",").map { s -> Int in
-            guard let v = Int(s.trimmingCharacters(in: .whitespaces)), v >= 0 else { throw EngineError.invalidFile("\(path): bad shape \(header)") }
+            guard let v = Int(s.trimmingCharacters(in: .whitespaces)), v >= 0 else {
+                throw EngineError.invalidFile("\(path): bad shape \(header)")
+            }
             return v
         }
         return (shape, start + hlen)

@@ -1,7 +1,7 @@
 import Dispatch
 import Synchronization
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Persistent worker threads that spin briefly between jobs, so that splitting a ~50 µs GEMV
@@ -41,7 +41,10 @@ final class SpinPool: @unchecked Sendable {
                 spins += 1
                 if spins < 20_000 { continue }
                 parked[w].sleeping.store(true, ordering: .sequentiallyConsistent)
-                if generation.load(ordering: .sequentiallyConsistent) != seen { parked[w].sleeping.store(false, ordering: .relaxed); break }
+                if generation.load(ordering: .sequentiallyConsistent) != seen {
+                    parked[w].sleeping.store(false, ordering: .relaxed)
+                    break
+                }
                 parked[w].wake.wait()
                 spins = 0
             }
@@ -62,7 +65,9 @@ final class SpinPool: @unchecked Sendable {
     /// Runs body(0..<count) on the caller and the workers; false if the pool is in use (the
     /// caller then falls back to another mechanism).
     func run(_ count: Int, _ f: @escaping (Int) -> Void) -> Bool {
-        guard workers > 0, busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return false }
+        guard workers > 0, busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
+            return false
+        }
         body = f
         taskCount = count
         nextTask.store(0, ordering: .relaxed)

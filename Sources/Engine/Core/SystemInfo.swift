@@ -28,13 +28,13 @@ public struct SystemInfo: Sendable, CustomStringConvertible {
         case .failure(let e): sel = "error: \(e)"
         }
         return """
-        ISA detected:   \(detected)   (available: \(ISA.available.map(\.description).joined(separator: ", ")))
-        ISA selected:   \(sel)
-        CPU features:   \(cpuFeatures)
-        BLAS:           \(blasConfig)
-        BLAS threads:   \(blasThreads)
-        Engine threads: \(engineThreads) of \(cores) cores (ENGINE_THREADS overrides)
-        """
+            ISA detected:   \(detected)   (available: \(ISA.available.map(\.description).joined(separator: ", ")))
+            ISA selected:   \(sel)
+            CPU features:   \(cpuFeatures)
+            BLAS:           \(blasConfig)
+            BLAS threads:   \(blasThreads)
+            Engine threads: \(engineThreads) of \(cores) cores (ENGINE_THREADS overrides)
+            """
     }
 }
 

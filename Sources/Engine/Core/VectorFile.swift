@@ -6,9 +6,13 @@ import Foundation
 public enum VectorFile {
     /// Writes n x dim vectors; the format follows the extension (.fvecs or .npy). Atomic.
     public static func write(_ values: [Float], dim: Int, to path: String) throws {
-        try require(dim > 0 && values.count % dim == 0, "\(values.count) values are not whole vectors of dimension \(dim)")
+        try require(
+            dim > 0 && values.count % dim == 0, "\(values.count) values are not whole vectors of dimension \(dim)")
         let n = values.count / dim
-        if path.hasSuffix(".npy") { try NPY.write(values, shape: [n, dim], to: path); return }
+        if path.hasSuffix(".npy") {
+            try NPY.write(values, shape: [n, dim], to: path)
+            return
+        }
         guard path.hasSuffix(".fvecs") else {
             throw EngineError.invalidArgument("unknown vector file extension in \(path): use .fvecs or .npy")
         }
@@ -30,7 +34,9 @@ public enum VectorFile {
         if path.contains("idx3-ubyte") { return try readIDX(path: path) }
         if path.hasSuffix(".npy") {
             let (v, shape) = try NPY.readFloat32(path: path)
-            guard shape.count == 2 else { throw EngineError.invalidFile("\(path): expected a 2-D array, shape \(shape)") }
+            guard shape.count == 2 else {
+                throw EngineError.invalidFile("\(path): expected a 2-D array, shape \(shape)")
+            }
             return (v, shape[1])
         }
         let f = try MappedFile(path: path)
@@ -38,7 +44,10 @@ public enum VectorFile {
         let dim = Int(Int32(littleEndian: try f.bytes(0, 4).loadUnaligned(as: Int32.self)))
         guard dim > 0 && dim < 1 << 20 else { throw EngineError.invalidFile("\(path): bad dimension \(dim)") }
         let rec = 4 + 4 * dim
-        guard f.count % rec == 0 else { throw EngineError.invalidFile("\(path): size \(f.count) is not a whole number of \(dim)-d records (truncated?)") }
+        guard f.count % rec == 0 else {
+            throw EngineError.invalidFile(
+                "\(path): size \(f.count) is not a whole number of \(dim)-d records (truncated?)")
+        }
         var out: [Float] = []
         out.reserveCapacity(f.count / rec * dim)
         for i in 0..<(f.count / rec) {
@@ -46,7 +55,11 @@ public enum VectorFile {
             guard Int(Int32(littleEndian: b.loadUnaligned(as: Int32.self))) == dim else {
                 throw EngineError.invalidFile("\(path): record \(i) has a different dimension")
             }
-            for j in 0..<dim { out.append(Float(bitPattern: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 4 + 4 * j, as: UInt32.self)))) }
+            for j in 0..<dim {
+                out.append(
+                    Float(bitPattern: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 4 + 4 * j, as: UInt32.self)))
+                )
+            }
         }
         return (out, dim)
     }
@@ -60,7 +73,9 @@ public enum VectorFile {
     /// Writes rows of int32 as .ivecs, atomically.
     public static func writeIvecs(_ values: [Int32], dim: Int, to path: String) throws {
         try require(dim > 0 && values.count % dim == 0, "\(values.count) values are not whole rows of \(dim)")
-        guard path.hasSuffix(".ivecs") else { throw EngineError.invalidArgument("\(path): neighbour ids are written as .ivecs") }
+        guard path.hasSuffix(".ivecs") else {
+            throw EngineError.invalidArgument("\(path): neighbour ids are written as .ivecs")
+        }
         let w = try AtomicFileWriter(path: path)
         var d = Int32(dim).littleEndian
         for i in 0..<(values.count / dim) {
@@ -77,7 +92,10 @@ public enum VectorFile {
         let dim = Int(Int32(littleEndian: try f.bytes(0, 4).loadUnaligned(as: Int32.self)))
         guard dim > 0 && dim < 1 << 20 else { throw EngineError.invalidFile("\(path): bad dimension \(dim)") }
         let rec = 4 + eb * dim
-        guard f.count % rec == 0 else { throw EngineError.invalidFile("\(path): size \(f.count) is not a whole number of \(dim)-d records (truncated?)") }
+        guard f.count % rec == 0 else {
+            throw EngineError.invalidFile(
+                "\(path): size \(f.count) is not a whole number of \(dim)-d records (truncated?)")
+        }
         let n = f.count / rec
         var out = [UInt32](repeating: 0, count: n * dim)
         let all = try f.bytes(0, f.count)
@@ -86,8 +104,14 @@ public enum VectorFile {
                 throw EngineError.invalidFile("\(path): record \(i) has a different dimension")
             }
             let base = i * rec + 4
-            if eb == 1 { for j in 0..<dim { out[i * dim + j] = UInt32(all[base + j]) } }
-            else { for j in 0..<dim { out[i * dim + j] = UInt32(littleEndian: all.loadUnaligned(fromByteOffset: base + 4 * j, as: UInt32.self)) } }
+            if eb == 1 {
+                for j in 0..<dim { out[i * dim + j] = UInt32(all[base + j]) }
+            } else {
+                for j in 0..<dim {
+                    out[i * dim + j] = UInt32(
+                        littleEndian: all.loadUnaligned(fromByteOffset: base + 4 * j, as: UInt32.self))
+                }
+            }
         }
         return (out, dim)
     }
@@ -106,17 +130,27 @@ public enum VectorFile {
             do { try p.run() } catch { throw EngineError.io("cannot run gzip to read \(path): \(error)") }
             let data = pipe.fileHandleForReading.readDataToEndOfFile()
             p.waitUntilExit()
-            guard p.terminationStatus == 0 else { throw EngineError.invalidFile("\(path): gzip failed (corrupt or truncated)") }
+            guard p.terminationStatus == 0 else {
+                throw EngineError.invalidFile("\(path): gzip failed (corrupt or truncated)")
+            }
             bytes = Array(data)
         } else {
-            guard let d = FileManager.default.contents(atPath: path) else { throw EngineError.io("cannot read \(path)") }
+            guard let d = FileManager.default.contents(atPath: path) else {
+                throw EngineError.io("cannot read \(path)")
+            }
             bytes = Array(d)
         }
-        func be32(_ o: Int) -> Int { Int(bytes[o]) << 24 | Int(bytes[o + 1]) << 16 | Int(bytes[o + 2]) << 8 | Int(bytes[o + 3]) }
-        guard bytes.count >= 16, be32(0) == 0x803 else { throw EngineError.invalidFile("\(path): not an IDX3 unsigned-byte file") }
-        let n = be32(4), dim = be32(8) * be32(12)
+        func be32(_ o: Int) -> Int {
+            Int(bytes[o]) << 24 | Int(bytes[o + 1]) << 16 | Int(bytes[o + 2]) << 8 | Int(bytes[o + 3])
+        }
+        guard bytes.count >= 16, be32(0) == 0x803 else {
+            throw EngineError.invalidFile("\(path): not an IDX3 unsigned-byte file")
+        }
+        let n = be32(4)
+        let dim = be32(8) * be32(12)
         guard n > 0, dim > 0, bytes.count == 16 + n * dim else {
-            throw EngineError.invalidFile("\(path): \(bytes.count) bytes do not hold \(n) images of \(dim) pixels (truncated?)")
+            throw EngineError.invalidFile(
+                "\(path): \(bytes.count) bytes do not hold \(n) images of \(dim) pixels (truncated?)")
         }
         return (bytes[16...].map { Float($0) }, dim)
     }

@@ -1,6 +1,6 @@
 import Foundation
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Rows of f32 vectors read in blocks, so that an index build need not hold its input in
@@ -27,7 +27,9 @@ public struct ArrayVectorSource: VectorSource {
 
     public func read(rows: Range<Int>, into dst: UnsafeMutablePointer<Float>) throws {
         try require(rows.lowerBound >= 0 && rows.upperBound <= count, "rows \(rows) outside 0..<\(count)")
-        values.withUnsafeBufferPointer { dst.update(from: $0.baseAddress! + rows.lowerBound * dim, count: rows.count * dim) }
+        values.withUnsafeBufferPointer {
+            dst.update(from: $0.baseAddress! + rows.lowerBound * dim, count: rows.count * dim)
+        }
     }
 }
 
@@ -47,22 +49,39 @@ public final class VectorFileSource: VectorSource, @unchecked Sendable {
 
     public init(path: String) throws {
         self.path = path
-        if path.hasSuffix(".fvecs") { kind = .fvecs } else if path.hasSuffix(".bvecs") { kind = .bvecs }
-        else if path.hasSuffix(".npy") { kind = .npy }
-        else { throw EngineError.unsupported("\(path): streaming reads .fvecs, .bvecs or .npy (use VectorFile.read for IDX)") }
+        if path.hasSuffix(".fvecs") {
+            kind = .fvecs
+        } else if path.hasSuffix(".bvecs") {
+            kind = .bvecs
+        } else if path.hasSuffix(".npy") {
+            kind = .npy
+        } else {
+            throw EngineError.unsupported(
+                "\(path): streaming reads .fvecs, .bvecs or .npy (use VectorFile.read for IDX)")
+        }
         fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw EngineError.io("cannot open \(path): \(String(cString: strerror(errno)))") }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { close(fd); throw EngineError.io("cannot stat \(path)") }
+        guard fstat(fd, &st) == 0 else {
+            close(fd)
+            throw EngineError.io("cannot stat \(path)")
+        }
         let size = Int(st.st_size)
         do {
             switch kind {
             case .npy:
                 let (shape, start) = try NPY.float32Layout(path: path)
-                guard shape.count == 2, shape[1] > 0 else { throw EngineError.invalidFile("\(path): expected a 2-D array with columns, shape \(shape)") }
-                count = shape[0]; dim = shape[1]; dataOffset = start; recordBytes = 4 * dim
+                guard shape.count == 2, shape[1] > 0 else {
+                    throw EngineError.invalidFile("\(path): expected a 2-D array with columns, shape \(shape)")
+                }
+                count = shape[0]
+                dim = shape[1]
+                dataOffset = start
+                recordBytes = 4 * dim
                 guard size >= start + count * recordBytes else {
-                    throw EngineError.invalidFile("\(path): \(size) bytes, the header's \(count) x \(dim) floats need \(start + count * recordBytes) (truncated)")
+                    throw EngineError.invalidFile(
+                        "\(path): \(size) bytes, the header's \(count) x \(dim) floats need \(start + count * recordBytes) (truncated)"
+                    )
                 }
             case .fvecs, .bvecs:
                 guard size >= 4 else { throw EngineError.invalidFile("\(path): empty or truncated vector file") }
@@ -73,11 +92,15 @@ public final class VectorFileSource: VectorSource, @unchecked Sendable {
                 recordBytes = 4 + (kind == .fvecs ? 4 : 1) * dim
                 dataOffset = 0
                 guard size % recordBytes == 0 else {
-                    throw EngineError.invalidFile("\(path): size \(size) is not a whole number of \(dim)-d records (truncated?)")
+                    throw EngineError.invalidFile(
+                        "\(path): size \(size) is not a whole number of \(dim)-d records (truncated?)")
                 }
                 count = size / recordBytes
             }
-        } catch { close(fd); throw error }
+        } catch {
+            close(fd)
+            throw error
+        }
     }
 
     deinit { close(fd) }
@@ -102,7 +125,10 @@ public final class VectorFileSource: VectorSource, @unchecked Sendable {
             if kind == .bvecs {
                 for j in 0..<dim { out[j] = Float(body.load(fromByteOffset: j, as: UInt8.self)) }
             } else {
-                for j in 0..<dim { out[j] = Float(bitPattern: UInt32(littleEndian: body.loadUnaligned(fromByteOffset: 4 * j, as: UInt32.self))) }
+                for j in 0..<dim {
+                    out[j] = Float(
+                        bitPattern: UInt32(littleEndian: body.loadUnaligned(fromByteOffset: 4 * j, as: UInt32.self)))
+                }
             }
         }
     }
@@ -111,7 +137,9 @@ public final class VectorFileSource: VectorSource, @unchecked Sendable {
 extension VectorFile {
     /// A block reader for `path`: streamed for .fvecs/.bvecs/.npy, read into memory otherwise (IDX).
     public static func source(path: String) throws -> VectorSource {
-        if path.hasSuffix(".fvecs") || path.hasSuffix(".bvecs") || path.hasSuffix(".npy") { return try VectorFileSource(path: path) }
+        if path.hasSuffix(".fvecs") || path.hasSuffix(".bvecs") || path.hasSuffix(".npy") {
+            return try VectorFileSource(path: path)
+        }
         let (v, d) = try read(path: path)
         return try ArrayVectorSource(values: v, dim: d)
     }

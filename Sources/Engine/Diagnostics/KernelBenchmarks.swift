@@ -37,14 +37,16 @@ public enum KernelBenchmarks {
         let reps = quick ? 3 : 9
         let big = quick ? 64 << 20 : 256 << 20 // bytes of the RAM-resident buffers
         var rows: [Row] = []
-        let k1 = try Kernels.selected(threads: 1), k2 = try Kernels.selected(threads: 2)
+        let k1 = try Kernels.selected(threads: 1)
+        let k2 = try Kernels.selected(threads: 2)
         var rng = SeededRandom(seed: 99)
 
         // --- machine limits ---
         progress("stream read")
         let n = big / 4
         let buf = [Float](repeating: 1, count: n)
-        let tRead = buf.withUnsafeBufferPointer { b in median(reps: reps) { sink(ck_stream_read_f32(b.baseAddress, n)) } }
+        let tRead = buf.withUnsafeBufferPointer { b in median(reps: reps) { sink(ck_stream_read_f32(b.baseAddress, n)) }
+        }
         let readBW = Double(big) / tRead / 1e9
         // The machine is shared and its bandwidth drifts: every DRAM-bound kernel is compared
         // with a stream read measured right before and right after it (mean of the two medians).
@@ -57,7 +59,10 @@ public enum KernelBenchmarks {
             let t = try body()
             return (t, (before + streamNow()) / 2)
         }
-        rows.append(Row(name: "stream read, 1 thread (limit)", value: readBW, unit: "GB/s", ratio: nil, ratioOf: "", target: "", met: nil))
+        rows.append(
+            Row(
+                name: "stream read, 1 thread (limit)", value: readBW, unit: "GB/s", ratio: nil, ratioOf: "", target: "",
+                met: nil))
         let tRead2 = buf.withUnsafeBufferPointer { b in
             median(reps: reps) {
                 Threads.parallelFor(2, threads: 2) { p in
@@ -67,46 +72,88 @@ public enum KernelBenchmarks {
             }
         }
         let readBW2 = Double(big) / tRead2 / 1e9
-        rows.append(Row(name: "stream read, 2 threads (limit)", value: readBW2, unit: "GB/s", ratio: nil, ratioOf: "", target: "", met: nil))
+        rows.append(
+            Row(
+                name: "stream read, 2 threads (limit)", value: readBW2, unit: "GB/s", ratio: nil, ratioOf: "",
+                target: "", met: nil))
 
         progress("sgemm")
         let gm = 1024
-        let a = rng.uniform(gm * gm), bm = rng.uniform(gm * gm)
+        let a = rng.uniform(gm * gm)
+        let bm = rng.uniform(gm * gm)
         var c = [Float](repeating: 0, count: gm * gm)
         ck_blas_set_threads(1)
-        let tg = a.withUnsafeBufferPointer { ap in bm.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
-            median(reps: reps) { ck_sgemm(false, false, gm, gm, gm, 1, ap.baseAddress, gm, bp.baseAddress, gm, 0, cp.baseAddress, gm) }
-        } } }
+        let tg = a.withUnsafeBufferPointer { ap in
+            bm.withUnsafeBufferPointer { bp in
+                c.withUnsafeMutableBufferPointer { cp in
+                    median(reps: reps) {
+                        ck_sgemm(
+                            false, false, gm, gm, gm, 1, ap.baseAddress, gm, bp.baseAddress, gm, 0, cp.baseAddress, gm)
+                    }
+                }
+            }
+        }
         let sgemmPeak = 2 * Double(gm * gm * gm) / tg / 1e9
-        rows.append(Row(name: "OpenBLAS sgemm 1024^3, 1 thread (limit)", value: sgemmPeak, unit: "GFLOP/s", ratio: nil, ratioOf: "", target: "", met: nil))
+        rows.append(
+            Row(
+                name: "OpenBLAS sgemm 1024^3, 1 thread (limit)", value: sgemmPeak, unit: "GFLOP/s", ratio: nil,
+                ratioOf: "", target: "", met: nil))
 
         // --- Hamming ---
         progress("hamming")
         do {
             let nL2 = 8192 // 256 KiB of 256-bit codes: resident in L2
-            let codes = rng.words(nL2 * 4), q = rng.words(4)
+            let codes = rng.words(nL2 * 4)
+            let q = rng.words(4)
             var out = [UInt32](repeating: 0, count: nL2)
             let inner = 200
-            let t = try codes.withUnsafeBufferPointer { cp in try q.withUnsafeBufferPointer { qp in try out.withUnsafeMutableBufferPointer { op in
-                var err: Error?
-                let t = median(reps: reps) { for _ in 0..<inner { do { try k1.hammingDistances(query: qp, codes: cp, bits: 256, into: op) } catch { err = error } } }
-                if let err { throw err }
-                return t
-            } } }
+            let t = try codes.withUnsafeBufferPointer { cp in
+                try q.withUnsafeBufferPointer { qp in
+                    try out.withUnsafeMutableBufferPointer { op in
+                        var err: Error?
+                        let t = median(reps: reps) {
+                            for _ in 0..<inner {
+                                do { try k1.hammingDistances(query: qp, codes: cp, bits: 256, into: op) } catch {
+                                    err = error
+                                }
+                            }
+                        }
+                        if let err { throw err }
+                        return t
+                    }
+                }
+            }
             let rate = Double(nL2 * inner) / t / 1e9
-            rows.append(Row(name: "hamming 256-bit, L2-resident, 1 thread", value: rate, unit: "G dist/s", ratio: nil, ratioOf: "", target: ">= 2.0 G/s", met: rate >= 2.0))
+            rows.append(
+                Row(
+                    name: "hamming 256-bit, L2-resident, 1 thread", value: rate, unit: "G dist/s", ratio: nil,
+                    ratioOf: "", target: ">= 2.0 G/s", met: rate >= 2.0))
 
             let nRAM = big / 32
             let bigCodes = rng.words(nRAM * 4)
             var bigOut = [UInt32](repeating: 0, count: nRAM)
-            let (tb, bwNow) = try adjacent { try bigCodes.withUnsafeBufferPointer { cp in try q.withUnsafeBufferPointer { qp in try bigOut.withUnsafeMutableBufferPointer { op in
-                var err: Error?
-                let t = median(reps: reps) { do { try k1.hammingDistances(query: qp, codes: cp, bits: 256, into: op) } catch { err = error } }
-                if let err { throw err }
-                return t
-            } } } }
+            let (tb, bwNow) = try adjacent {
+                try bigCodes.withUnsafeBufferPointer { cp in
+                    try q.withUnsafeBufferPointer { qp in
+                        try bigOut.withUnsafeMutableBufferPointer { op in
+                            var err: Error?
+                            let t = median(reps: reps) {
+                                do { try k1.hammingDistances(query: qp, codes: cp, bits: 256, into: op) } catch {
+                                    err = error
+                                }
+                            }
+                            if let err { throw err }
+                            return t
+                        }
+                    }
+                }
+            }
             let bw = Double(nRAM * 32) / tb / 1e9
-            rows.append(Row(name: "hamming 256-bit, from RAM, 1 thread", value: bw, unit: "GB/s", ratio: bw / bwNow, ratioOf: "adjacent stream read (\(String(format: "%.1f", bwNow)) GB/s)", target: ">= 0.80 of read BW", met: bw / bwNow >= 0.8))
+            rows.append(
+                Row(
+                    name: "hamming 256-bit, from RAM, 1 thread", value: bw, unit: "GB/s", ratio: bw / bwNow,
+                    ratioOf: "adjacent stream read (\(String(format: "%.1f", bwNow)) GB/s)",
+                    target: ">= 0.80 of read BW", met: bw / bwNow >= 0.8))
         }
 
         // --- attention decode ---
@@ -116,7 +163,8 @@ public enum KernelBenchmarks {
             let shape = try AttentionShape(heads: h, kvHeads: kvh, headDim: d)
             // T = 8192 (MHA: K + V = 256 MiB, GQA-4: 64 MiB, SmolLM2: 12 MiB).
             let T = quick ? 2048 : 8192
-            let kv = rng.uniform(T * kvh * d), kv2 = rng.uniform(T * kvh * d)
+            let kv = rng.uniform(T * kvh * d)
+            let kv2 = rng.uniform(T * kvh * d)
             let q = rng.uniform(h * d)
             var out = [Float](repeating: 0, count: h * d)
             let kq = try QuantizedMatrix(quantizing: kv, rows: T * kvh, cols: d, type: .q8_0, kernels: k1)
@@ -125,13 +173,37 @@ public enum KernelBenchmarks {
                 var err: Error?
                 let t: Double
                 if quantized {
-                    t = kq.bytes.withUnsafeBytes { kp in vq.bytes.withUnsafeBytes { vp in q.withUnsafeBufferPointer { qp in out.withUnsafeMutableBufferPointer { op in
-                        median(reps: reps) { do { try k.attentionDecode(shape: shape, q: qp, keys: kp, keyType: .q8_0, values: vp, valueType: .q8_0, length: T, int8Scores: int8, into: op) } catch { err = error } }
-                    } } } }
+                    t = kq.bytes.withUnsafeBytes { kp in
+                        vq.bytes.withUnsafeBytes { vp in
+                            q.withUnsafeBufferPointer { qp in
+                                out.withUnsafeMutableBufferPointer { op in
+                                    median(reps: reps) {
+                                        do {
+                                            try k.attentionDecode(
+                                                shape: shape, q: qp, keys: kp, keyType: .q8_0, values: vp,
+                                                valueType: .q8_0, length: T, int8Scores: int8, into: op)
+                                        } catch { err = error }
+                                    }
+                                }
+                            }
+                        }
+                    }
                 } else {
-                    t = kv.withUnsafeBytes { kp in kv2.withUnsafeBytes { vp in q.withUnsafeBufferPointer { qp in out.withUnsafeMutableBufferPointer { op in
-                        median(reps: reps) { do { try k.attentionDecode(shape: shape, q: qp, keys: kp, keyType: .f32, values: vp, valueType: .f32, length: T, into: op) } catch { err = error } }
-                    } } } }
+                    t = kv.withUnsafeBytes { kp in
+                        kv2.withUnsafeBytes { vp in
+                            q.withUnsafeBufferPointer { qp in
+                                out.withUnsafeMutableBufferPointer { op in
+                                    median(reps: reps) {
+                                        do {
+                                            try k.attentionDecode(
+                                                shape: shape, q: qp, keys: kp, keyType: .f32, values: vp,
+                                                valueType: .f32, length: T, into: op)
+                                        } catch { err = error }
+                                    }
+                                }
+                            }
+                        }
+                    }
                 }
                 if let err { throw err }
                 return t
@@ -140,18 +212,32 @@ public enum KernelBenchmarks {
             let (tf, bwNow) = try adjacent { try time(k1, quantized: false, int8: false) }
             let bwF = Double(2 * T * kvh * d * 4) / tf / 1e9
             let flopBound = kvh == h ? "" : " (GQA: \(h / kvh) FMAs per cached value)"
-            let cached = 2 * T * kvh * d * 4 < 64 << 20 ? " [K+V \((2 * T * kvh * d * 4) >> 20) MiB: may be cache-resident]" : ""
-            rows.append(Row(name: "attention decode f32 KV, \(label), 1 thread\(flopBound)\(cached)", value: tf * 1e3, unit: "ms", ratio: bwF / bwNow,
-                            ratioOf: "adjacent stream read (kernel \(String(format: "%.1f", bwF)) GB/s)", target: ">= 0.70 of read BW", met: bwF / bwNow >= 0.7))
+            let cached =
+                2 * T * kvh * d * 4 < 64 << 20 ? " [K+V \((2 * T * kvh * d * 4) >> 20) MiB: may be cache-resident]" : ""
+            rows.append(
+                Row(
+                    name: "attention decode f32 KV, \(label), 1 thread\(flopBound)\(cached)", value: tf * 1e3,
+                    unit: "ms", ratio: bwF / bwNow,
+                    ratioOf: "adjacent stream read (kernel \(String(format: "%.1f", bwF)) GB/s)",
+                    target: ">= 0.70 of read BW", met: bwF / bwNow >= 0.7))
             let tq = try time(k1, quantized: true, int8: true)
-            rows.append(Row(name: "attention decode Q8_0 KV (int8 scores), \(label), 1 thread", value: tq * 1e3, unit: "ms", ratio: tf / tq,
-                            ratioOf: "speed-up over f32 KV", target: ">= 2x f32 KV", met: tf / tq >= 2))
+            rows.append(
+                Row(
+                    name: "attention decode Q8_0 KV (int8 scores), \(label), 1 thread", value: tq * 1e3, unit: "ms",
+                    ratio: tf / tq,
+                    ratioOf: "speed-up over f32 KV", target: ">= 2x f32 KV", met: tf / tq >= 2))
             if kvh == 8 {
                 let tqe = try time(k1, quantized: true, int8: false)
-                rows.append(Row(name: "attention decode Q8_0 KV (f32 scores), \(label), 1 thread", value: tqe * 1e3, unit: "ms", ratio: tf / tqe, ratioOf: "speed-up over f32 KV", target: "", met: nil))
+                rows.append(
+                    Row(
+                        name: "attention decode Q8_0 KV (f32 scores), \(label), 1 thread", value: tqe * 1e3, unit: "ms",
+                        ratio: tf / tqe, ratioOf: "speed-up over f32 KV", target: "", met: nil))
                 let tf2 = try time(k2, quantized: false, int8: false)
                 let bwF2 = Double(2 * T * kvh * d * 4) / tf2 / 1e9
-                rows.append(Row(name: "attention decode f32 KV, \(label), 2 threads", value: tf2 * 1e3, unit: "ms", ratio: bwF2 / readBW2, ratioOf: "2-thread stream read", target: "", met: nil))
+                rows.append(
+                    Row(
+                        name: "attention decode f32 KV, \(label), 2 threads", value: tf2 * 1e3, unit: "ms",
+                        ratio: bwF2 / readBW2, ratioOf: "2-thread stream read", target: "", met: nil))
             }
         }
 
@@ -160,41 +246,81 @@ public enum KernelBenchmarks {
         do {
             let shape = try AttentionShape(heads: 9, kvHeads: 3, headDim: 64) // SmolLM2-135M
             let T = quick ? 256 : 1024
-            let q = rng.uniform(T * 9 * 64), kk = rng.uniform(T * 3 * 64), v = rng.uniform(T * 3 * 64)
+            let q = rng.uniform(T * 9 * 64)
+            let kk = rng.uniform(T * 3 * 64)
+            let v = rng.uniform(T * 3 * 64)
             var out = [Float](repeating: 0, count: q.count)
             var err: Error?
-            let t = q.withUnsafeBufferPointer { qp in kk.withUnsafeBufferPointer { kp in v.withUnsafeBufferPointer { vp in out.withUnsafeMutableBufferPointer { op in
-                median(reps: reps) { do { try k1.attentionPrefill(shape: shape, q: qp, k: kp, v: vp, into: op) } catch { err = error } }
-            } } } }
+            let t = q.withUnsafeBufferPointer { qp in
+                kk.withUnsafeBufferPointer { kp in
+                    v.withUnsafeBufferPointer { vp in
+                        out.withUnsafeMutableBufferPointer { op in
+                            median(reps: reps) {
+                                do { try k1.attentionPrefill(shape: shape, q: qp, k: kp, v: vp, into: op) } catch {
+                                    err = error
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             if let err { throw err }
             let flops = 2.0 * 2.0 * Double(T) * Double(T + 1) / 2 * 9 * 64 // QK^T and PV over the causal triangle
             let gf = flops / t / 1e9
-            rows.append(Row(name: "attention prefill T=\(T), 9/3 heads, d=64, 1 thread", value: gf, unit: "GFLOP/s", ratio: gf / sgemmPeak, ratioOf: "sgemm peak", target: "", met: nil))
+            rows.append(
+                Row(
+                    name: "attention prefill T=\(T), 9/3 heads, d=64, 1 thread", value: gf, unit: "GFLOP/s",
+                    ratio: gf / sgemmPeak, ratioOf: "sgemm peak", target: "", met: nil))
         }
 
         // --- quantized GEMV ---
         progress("gemv")
         do {
             // 32768 x 4096: every format (>= 75 MB) exceeds the last-level cache, so this is DRAM.
-            let r = quick ? 4096 : 32768, cdim = 4096
-            let w = rng.uniform(r * cdim), x = rng.uniform(cdim)
+            let r = quick ? 4096 : 32768
+            let cdim = 4096
+            let w = rng.uniform(r * cdim)
+            let x = rng.uniform(cdim)
             var y = [Float](repeating: 0, count: r)
-            let (tBlas, bwB) = adjacent { w.withUnsafeBufferPointer { wp in x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
-                median(reps: reps) { ck_sgemv(false, r, cdim, 1, wp.baseAddress, cdim, xp.baseAddress, 0, yp.baseAddress) }
-            } } } }
+            let (tBlas, bwB) = adjacent {
+                w.withUnsafeBufferPointer { wp in
+                    x.withUnsafeBufferPointer { xp in
+                        y.withUnsafeMutableBufferPointer { yp in
+                            median(reps: reps) {
+                                ck_sgemv(false, r, cdim, 1, wp.baseAddress, cdim, xp.baseAddress, 0, yp.baseAddress)
+                            }
+                        }
+                    }
+                }
+            }
             let bwBlas = Double(r * cdim * 4) / tBlas / 1e9
-            rows.append(Row(name: "OpenBLAS sgemv f32 \(r)x4096, 1 thread (peer)", value: bwBlas, unit: "GB/s", ratio: bwBlas / bwB, ratioOf: "adjacent stream read", target: "", met: nil))
+            rows.append(
+                Row(
+                    name: "OpenBLAS sgemv f32 \(r)x4096, 1 thread (peer)", value: bwBlas, unit: "GB/s",
+                    ratio: bwBlas / bwB, ratioOf: "adjacent stream read", target: "", met: nil))
             for t in [RowType.f32, .q8_0, .q4_0, .q4_1] {
                 let m = try QuantizedMatrix(quantizing: w, rows: r, cols: cdim, type: t, kernels: k1)
                 for numerics in t.isQuantized ? [Numerics.exact, .int8] : [.exact] {
                     var err: Error?
-                    let (tt, bwNow) = adjacent { x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
-                        median(reps: reps) { do { try k1.gemv(m, x: xp, into: yp, numerics: numerics) } catch { err = error } }
-                    } } }
+                    let (tt, bwNow) = adjacent {
+                        x.withUnsafeBufferPointer { xp in
+                            y.withUnsafeMutableBufferPointer { yp in
+                                median(reps: reps) {
+                                    do { try k1.gemv(m, x: xp, into: yp, numerics: numerics) } catch { err = error }
+                                }
+                            }
+                        }
+                    }
                     if let err { throw err }
                     let bw = Double(m.bytes.count) / tt / 1e9
-                    rows.append(Row(name: "gemv \(t) \(r)x4096 (\(numerics == .exact ? "exact f32" : "int8") activations), 1 thread", value: tt * 1e6, unit: "us",
-                                    ratio: bw / bwNow, ratioOf: "adjacent stream read (kernel \(String(format: "%.1f", bw)) GB/s)", target: "", met: nil))
+                    rows.append(
+                        Row(
+                            name:
+                                "gemv \(t) \(r)x4096 (\(numerics == .exact ? "exact f32" : "int8") activations), 1 thread",
+                            value: tt * 1e6, unit: "us",
+                            ratio: bw / bwNow,
+                            ratioOf: "adjacent stream read (kernel \(String(format: "%.1f", bw)) GB/s)", target: "",
+                            met: nil))
                 }
             }
         }
@@ -207,9 +333,17 @@ public enum KernelBenchmarks {
             let table8 = rng.uniform(16 * 256)
             var out8 = [Float](repeating: 0, count: nv)
             var err: Error?
-            let t8 = codes8.withUnsafeBufferPointer { cp in table8.withUnsafeBufferPointer { tp in out8.withUnsafeMutableBufferPointer { op in
-                median(reps: reps) { do { try k1.pqScan8(codes: cp, subquantizers: 16, table: tp, into: op) } catch { err = error } }
-            } } }
+            let t8 = codes8.withUnsafeBufferPointer { cp in
+                table8.withUnsafeBufferPointer { tp in
+                    out8.withUnsafeMutableBufferPointer { op in
+                        median(reps: reps) {
+                            do { try k1.pqScan8(codes: cp, subquantizers: 16, table: tp, into: op) } catch {
+                                err = error
+                            }
+                        }
+                    }
+                }
+            }
             let codes4 = (0..<(nv * 32)).map { _ in UInt8(rng.next() % 16) }
             let packed = try PackedPQ4Codes(codes: codes4, subquantizers: 32)
             let table4 = rng.uniform(32 * 16, 0, 4)
@@ -219,9 +353,16 @@ public enum KernelBenchmarks {
                 median(reps: reps) { do { try k1.pqScan4(codes: packed, table: qt, into: op) } catch { err = error } }
             }
             if let err { throw err }
-            let r8 = Double(nv) / t8 / 1e6, r4 = Double(nv) / t4 / 1e6
-            rows.append(Row(name: "PQ 8-bit scan, M=16 (16 B/code), 1 thread", value: r8, unit: "M codes/s", ratio: r8 * 16e6 / 1e9 / readBW, ratioOf: "stream read", target: "", met: nil))
-            rows.append(Row(name: "PQ 4-bit fast-scan, M=32 (16 B/code), 1 thread", value: r4, unit: "M codes/s", ratio: r4 / r8, ratioOf: "8-bit scan codes/s", target: ">= 4x 8-bit", met: r4 / r8 >= 4))
+            let r8 = Double(nv) / t8 / 1e6
+            let r4 = Double(nv) / t4 / 1e6
+            rows.append(
+                Row(
+                    name: "PQ 8-bit scan, M=16 (16 B/code), 1 thread", value: r8, unit: "M codes/s",
+                    ratio: r8 * 16e6 / 1e9 / readBW, ratioOf: "stream read", target: "", met: nil))
+            rows.append(
+                Row(
+                    name: "PQ 4-bit fast-scan, M=32 (16 B/code), 1 thread", value: r4, unit: "M codes/s",
+                    ratio: r4 / r8, ratioOf: "8-bit scan codes/s", target: ">= 4x 8-bit", met: r4 / r8 >= 4))
         }
         ck_blas_set_threads(Int32(Threads.defaultCount))
         return rows
@@ -233,7 +374,8 @@ public enum KernelBenchmarks {
         for r in rows {
             let ratio = r.ratio.map { String(format: "%.2f", $0) } ?? ""
             let met = r.met.map { $0 ? "yes" : "**no**" } ?? ""
-            s += "| \(r.name) | \(String(format: "%.3g", r.value)) \(r.unit) | \(ratio) | \(r.ratioOf) | \(r.target) | \(met) |\n"
+            s +=
+                "| \(r.name) | \(String(format: "%.3g", r.value)) \(r.unit) | \(ratio) | \(r.ratioOf) | \(r.target) | \(met) |\n"
         }
         return s
     }

@@ -23,7 +23,8 @@ public enum ScoreFunction: Sendable, Equatable {
             try require(delta > 0 && delta.isFinite, "Power-Softmax delta must be finite and > 0, got \(delta)")
             return ck_attn_params(score: CK_SCORE_POWER, scale: scale, power: Int32(p), eps: eps, delta: delta)
         case .powerPolynomial:
-            throw EngineError.invalidArgument("polynomial Power-Softmax runs through attentionPolynomial, not the fast kernels")
+            throw EngineError.invalidArgument(
+                "polynomial Power-Softmax runs through attentionPolynomial, not the fast kernels")
         }
     }
 
@@ -45,9 +46,13 @@ public struct AttentionShape: Sendable, Equatable {
 
     /// Throws unless heads is a positive multiple of kvHeads and headDim > 0.
     public init(heads: Int, kvHeads: Int, headDim: Int) throws {
-        try require(heads > 0 && kvHeads > 0 && headDim > 0, "heads (\(heads)), kvHeads (\(kvHeads)) and headDim (\(headDim)) must be positive")
+        try require(
+            heads > 0 && kvHeads > 0 && headDim > 0,
+            "heads (\(heads)), kvHeads (\(kvHeads)) and headDim (\(headDim)) must be positive")
         try require(heads % kvHeads == 0, "heads (\(heads)) must be a multiple of kvHeads (\(kvHeads))")
-        self.heads = heads; self.kvHeads = kvHeads; self.headDim = headDim
+        self.heads = heads
+        self.kvHeads = kvHeads
+        self.headDim = headDim
     }
 
     /// Query heads per KV head.
@@ -60,9 +65,11 @@ extension Kernels {
     /// Causal attention over a prompt. Layouts (f32, token-major): q and out are T x heads x d;
     /// k and v are (start + T) x kvHeads x d, holding `start` earlier positions then the T new
     /// ones; query i sits at position start + i and sees keys 0...start+i.
-    public func attentionPrefill(shape: AttentionShape, score: ScoreFunction = .softmax, scale: Float? = nil,
-                                 q: UnsafeBufferPointer<Float>, k: UnsafeBufferPointer<Float>, v: UnsafeBufferPointer<Float>,
-                                 start: Int = 0, into out: UnsafeMutableBufferPointer<Float>) throws {
+    public func attentionPrefill(
+        shape: AttentionShape, score: ScoreFunction = .softmax, scale: Float? = nil,
+        q: UnsafeBufferPointer<Float>, k: UnsafeBufferPointer<Float>, v: UnsafeBufferPointer<Float>,
+        start: Int = 0, into out: UnsafeMutableBufferPointer<Float>
+    ) throws {
         var p = try score.params(scale: scale ?? shape.defaultScale)
         let (h, kvh, d, _) = (shape.heads, shape.kvHeads, shape.headDim, shape.group)
         try require(start >= 0, "start must be >= 0, got \(start)")
@@ -71,10 +78,13 @@ extension Kernels {
         try require(k.count == (start + T) * kvh * d, "k has \(k.count) values, expected \(start + T) x \(kvh) x \(d)")
         try require(v.count == k.count, "v has \(v.count) values, expected \(k.count)")
         try require(out.count >= q.count, "out holds \(out.count) values, expected \(q.count)")
-        try requireFinite(q, "q"); try requireFinite(k, "k"); try requireFinite(v, "v")
+        try requireFinite(q, "q")
+        try requireFinite(k, "k")
+        try requireFinite(v, "v")
         // token-major: head j's rows start at j * d, one row per kvHeads * d floats
-        try prefillUnits(&p, shape: shape, q: q, T: T, start: start, keys: k.baseAddress!, values: v.baseAddress!,
-                         headOffset: d, rowStride: kvh * d, out: out)
+        try prefillUnits(
+            &p, shape: shape, q: q, T: T, start: start, keys: k.baseAddress!, values: v.baseAddress!,
+            headOffset: d, rowStride: kvh * d, out: out)
     }
 
     /// One decoding step: q (heads x d, f32) against `length` cached positions. The caches are
@@ -84,10 +94,12 @@ extension Kernels {
     /// here. With `int8Scores` the scaled queries are quantized to int8 blocks and scored with
     /// integer dots (keyType must be quantized). Long contexts are split across threads and the
     /// partial softmax states merged.
-    public func attentionDecode(shape: AttentionShape, score: ScoreFunction = .softmax, scale: Float? = nil,
-                                q: UnsafeBufferPointer<Float>, keys: UnsafeRawBufferPointer, keyType: RowType,
-                                values: UnsafeRawBufferPointer, valueType: RowType, length T: Int, capacity: Int? = nil,
-                                int8Scores: Bool = false, into out: UnsafeMutableBufferPointer<Float>) throws {
+    public func attentionDecode(
+        shape: AttentionShape, score: ScoreFunction = .softmax, scale: Float? = nil,
+        q: UnsafeBufferPointer<Float>, keys: UnsafeRawBufferPointer, keyType: RowType,
+        values: UnsafeRawBufferPointer, valueType: RowType, length T: Int, capacity: Int? = nil,
+        int8Scores: Bool = false, into out: UnsafeMutableBufferPointer<Float>
+    ) throws {
         var p = try score.params(scale: scale ?? shape.defaultScale)
         let (h, kvh, d, g) = (shape.heads, shape.kvHeads, shape.headDim, shape.group)
         try require(q.count == h * d, "q has \(q.count) values, expected \(h) x \(d)")
@@ -95,8 +107,11 @@ extension Kernels {
         try require(T > 0, "the cache is empty: decoding needs at least one cached position")
         let cap = capacity ?? T
         try require(cap >= T, "capacity (\(cap)) must be at least the length (\(T))")
-        let kb = try keyType.rowBytes(d), vbytes = try valueType.rowBytes(d)
-        try require(keys.count >= cap * kvh * kb, "keys hold \(keys.count) bytes, need \(cap * kvh * kb) for \(kvh) heads x \(cap) positions")
+        let kb = try keyType.rowBytes(d)
+        let vbytes = try valueType.rowBytes(d)
+        try require(
+            keys.count >= cap * kvh * kb,
+            "keys hold \(keys.count) bytes, need \(cap * kvh * kb) for \(kvh) heads x \(cap) positions")
         try require(values.count >= cap * kvh * vbytes, "values hold \(values.count) bytes, need \(cap * kvh * vbytes)")
         try require(!int8Scores || keyType.isQuantized, "int8 scores need a quantized key type, got \(keyType)")
         try requireFinite(q, "q")
@@ -108,32 +123,42 @@ extension Kernels {
         let maxChunk = ranges.map(\.count).max()!
         let scratchBytes = ck_attn_decode_scratch_bytes(maxChunk, g, d)
         var po = [Float](repeating: 0, count: units * g * d)
-        var pm = [Float](repeating: 0, count: units * g), pl = pm
+        var pm = [Float](repeating: 0, count: units * g)
+        var pl = pm
         var status = [ck_status](repeating: CK_OK, count: units)
-        let qb = q.baseAddress!, kbase = keys.baseAddress!, vbase = values.baseAddress!
-        po.withUnsafeMutableBufferPointer { po in pm.withUnsafeMutableBufferPointer { pm in pl.withUnsafeMutableBufferPointer { pl in
-            status.withUnsafeMutableBufferPointer { stp in
-                // Threads pay from ~32k cached values on (hand-off through the spinning pool).
-                let t = T * kvh * d >= 1 << 15 ? threads : 1
-                Threads.parallelFor(units, threads: t) { u in
-                    let head = u / chunks, r = ranges[u % chunks]
-                    withUnsafeTemporaryAllocation(byteCount: scratchBytes, alignment: 64) { scratch in
-                        stp[u] = ck_attn_decode_partial(table, &p, qb + head * g * d, g, d,
-                            keyType.c, kbase + (head * cap + r.lowerBound) * kb, kb,
-                            valueType.c, vbase + (head * cap + r.lowerBound) * vbytes, vbytes,
-                            r.count, int8Scores, scratch.baseAddress!,
-                            po.baseAddress! + u * g * d, pm.baseAddress! + u * g, pl.baseAddress! + u * g)
+        let qb = q.baseAddress!
+        let kbase = keys.baseAddress!
+        let vbase = values.baseAddress!
+        po.withUnsafeMutableBufferPointer { po in
+            pm.withUnsafeMutableBufferPointer { pm in
+                pl.withUnsafeMutableBufferPointer { pl in
+                    status.withUnsafeMutableBufferPointer { stp in
+                        // Threads pay from ~32k cached values on (hand-off through the spinning pool).
+                        let t = T * kvh * d >= 1 << 15 ? threads : 1
+                        Threads.parallelFor(units, threads: t) { u in
+                            let head = u / chunks
+                            let r = ranges[u % chunks]
+                            withUnsafeTemporaryAllocation(byteCount: scratchBytes, alignment: 64) { scratch in
+                                stp[u] = ck_attn_decode_partial(
+                                    table, &p, qb + head * g * d, g, d,
+                                    keyType.c, kbase + (head * cap + r.lowerBound) * kb, kb,
+                                    valueType.c, vbase + (head * cap + r.lowerBound) * vbytes, vbytes,
+                                    r.count, int8Scores, scratch.baseAddress!,
+                                    po.baseAddress! + u * g * d, pm.baseAddress! + u * g, pl.baseAddress! + u * g)
+                            }
+                        }
+                    }
+                    if status.contains(where: { $0 != CK_OK }) { return }
+                    // Gather each head's chunks (stored head-major, chunk-minor) and merge.
+                    for head in 0..<kvh {
+                        let base = head * chunks
+                        ck_attn_merge(
+                            &p, g, d, chunks, po.baseAddress! + base * g * d, pm.baseAddress! + base * g,
+                            pl.baseAddress! + base * g, out.baseAddress! + head * g * d)
                     }
                 }
             }
-            if status.contains(where: { $0 != CK_OK }) { return }
-            // Gather each head's chunks (stored head-major, chunk-minor) and merge.
-            for head in 0..<kvh {
-                let base = head * chunks
-                ck_attn_merge(&p, g, d, chunks, po.baseAddress! + base * g * d, pm.baseAddress! + base * g,
-                              pl.baseAddress! + base * g, out.baseAddress! + head * g * d)
-            }
-        } } }
+        }
         if let bad = status.first(where: { $0 != CK_OK }) {
             try EngineError.check(bad, "attention decode arguments")
         }
@@ -143,51 +168,64 @@ extension Kernels {
 extension Kernels {
     /// Causal prefill against a head-major f32 cache (kvHeads x capacity x d) that already holds
     /// positions 0..<start+T (the T new ones included). q and out are T x heads x d.
-    public func attentionPrefillCached(shape: AttentionShape, score: ScoreFunction = .softmax, scale: Float? = nil,
-                                       q: UnsafeBufferPointer<Float>, keys: UnsafeBufferPointer<Float>,
-                                       values: UnsafeBufferPointer<Float>, capacity: Int, start: Int,
-                                       into out: UnsafeMutableBufferPointer<Float>) throws {
+    public func attentionPrefillCached(
+        shape: AttentionShape, score: ScoreFunction = .softmax, scale: Float? = nil,
+        q: UnsafeBufferPointer<Float>, keys: UnsafeBufferPointer<Float>,
+        values: UnsafeBufferPointer<Float>, capacity: Int, start: Int,
+        into out: UnsafeMutableBufferPointer<Float>
+    ) throws {
         var p = try score.params(scale: scale ?? shape.defaultScale)
         let (h, kvh, d, _) = (shape.heads, shape.kvHeads, shape.headDim, shape.group)
         try require(q.count % (h * d) == 0 && q.count > 0, "q has \(q.count) values, expected T x \(h) x \(d)")
         let T = q.count / (h * d)
-        try require(start >= 0 && start + T <= capacity, "positions \(start)..<\(start + T) exceed the cache capacity \(capacity)")
-        try require(keys.count >= kvh * capacity * d && values.count >= kvh * capacity * d, "cache smaller than \(kvh) x \(capacity) x \(d)")
+        try require(
+            start >= 0 && start + T <= capacity,
+            "positions \(start)..<\(start + T) exceed the cache capacity \(capacity)")
+        try require(
+            keys.count >= kvh * capacity * d && values.count >= kvh * capacity * d,
+            "cache smaller than \(kvh) x \(capacity) x \(d)")
         try require(out.count >= q.count, "out holds \(out.count) values, expected \(q.count)")
         // head-major: head j's rows start at j * capacity * d, contiguous
-        try prefillUnits(&p, shape: shape, q: q, T: T, start: start, keys: keys.baseAddress!, values: values.baseAddress!,
-                         headOffset: capacity * d, rowStride: d, out: out)
+        try prefillUnits(
+            &p, shape: shape, q: q, T: T, start: start, keys: keys.baseAddress!, values: values.baseAddress!,
+            headOffset: capacity * d, rowStride: d, out: out)
     }
 
     /// Runs prefill over (KV head, row block) units. Unit u takes every units-th pair:
     /// interleaving balances the causal triangle, and each unit needs only its own scratch.
-    private func prefillUnits(_ p: inout ck_attn_params, shape: AttentionShape, q: UnsafeBufferPointer<Float>, T: Int, start: Int,
-                              keys: UnsafePointer<Float>, values: UnsafePointer<Float>, headOffset: Int, rowStride: Int,
-                              out: UnsafeMutableBufferPointer<Float>) throws {
+    private func prefillUnits(
+        _ p: inout ck_attn_params, shape: AttentionShape, q: UnsafeBufferPointer<Float>, T: Int, start: Int,
+        keys: UnsafePointer<Float>, values: UnsafePointer<Float>, headOffset: Int, rowStride: Int,
+        out: UnsafeMutableBufferPointer<Float>
+    ) throws {
         let (h, kvh, d, g) = (shape.heads, shape.kvHeads, shape.headDim, shape.group)
         let table = attentionTable
         let nblocks = (T + Int(CK_ATTN_BQ) - 1) / Int(CK_ATTN_BQ)
         let units = min(threads, nblocks * kvh)
         let scratchBytes = ck_attn_prefill_scratch_bytes(g, d)
         var status = [ck_status](repeating: CK_OK, count: units) // one slot per unit: no shared writes
-        let qb = q.baseAddress!, ob = out.baseAddress!
+        let qb = q.baseAddress!
+        let ob = out.baseAddress!
         let params = p
         status.withUnsafeMutableBufferPointer { stp in
-        Threads.parallelFor(units, threads: units) { u in
-            var pp = params
-            withUnsafeTemporaryAllocation(byteCount: scratchBytes, alignment: 64) { scratch in
-                var item = u
-                while item < nblocks * kvh {
-                    let head = item % kvh, blk = item / kvh
-                    let r0 = blk * Int(CK_ATTN_BQ), r1 = min(T, r0 + Int(CK_ATTN_BQ))
-                    let st = ck_attn_prefill(table, &pp, qb + head * g * d, h * d, T, r0, r1, g, d, start,
-                                             keys + head * headOffset, rowStride, values + head * headOffset, rowStride,
-                                             ob + head * g * d, h * d, scratch.baseAddress!)
-                    if st != CK_OK { stp[u] = st }
-                    item += units
+            Threads.parallelFor(units, threads: units) { u in
+                var pp = params
+                withUnsafeTemporaryAllocation(byteCount: scratchBytes, alignment: 64) { scratch in
+                    var item = u
+                    while item < nblocks * kvh {
+                        let head = item % kvh
+                        let blk = item / kvh
+                        let r0 = blk * Int(CK_ATTN_BQ)
+                        let r1 = min(T, r0 + Int(CK_ATTN_BQ))
+                        let st = ck_attn_prefill(
+                            table, &pp, qb + head * g * d, h * d, T, r0, r1, g, d, start,
+                            keys + head * headOffset, rowStride, values + head * headOffset, rowStride,
+                            ob + head * g * d, h * d, scratch.baseAddress!)
+                        if st != CK_OK { stp[u] = st }
+                        item += units
+                    }
                 }
             }
-        }
         }
         try EngineError.check(status.first { $0 != CK_OK } ?? CK_OK, "attention prefill parameters")
     }
@@ -197,25 +235,33 @@ extension Kernels {
     /// Causal attention with polynomial-only Power-Softmax (`ScoreFunction.powerPolynomial`)
     /// against a head-major f32 cache (kvHeads x capacity x d) holding positions 0..<start+T.
     /// q and out are T x heads x d. Serial reference: an evaluation mode, not a fast path.
-    public func attentionPolynomial(shape: AttentionShape, score: ScoreFunction, scale: Float? = nil,
-                                    q: UnsafeBufferPointer<Float>, keys: UnsafeBufferPointer<Float>,
-                                    values: UnsafeBufferPointer<Float>, capacity: Int, start: Int,
-                                    into out: UnsafeMutableBufferPointer<Float>) throws {
+    public func attentionPolynomial(
+        shape: AttentionShape, score: ScoreFunction, scale: Float? = nil,
+        q: UnsafeBufferPointer<Float>, keys: UnsafeBufferPointer<Float>,
+        values: UnsafeBufferPointer<Float>, capacity: Int, start: Int,
+        into out: UnsafeMutableBufferPointer<Float>
+    ) throws {
         guard var p = try score.polyParams(scale: scale ?? shape.defaultScale) else {
             throw EngineError.invalidArgument("attentionPolynomial needs ScoreFunction.powerPolynomial, got \(score)")
         }
         let (h, kvh, d, g) = (shape.heads, shape.kvHeads, shape.headDim, shape.group)
         try require(q.count % (h * d) == 0 && q.count > 0, "q has \(q.count) values, expected T x \(h) x \(d)")
         let T = q.count / (h * d)
-        try require(start >= 0 && start + T <= capacity, "positions \(start)..<\(start + T) exceed the cache capacity \(capacity)")
-        try require(keys.count >= kvh * capacity * d && values.count >= kvh * capacity * d, "cache smaller than \(kvh) x \(capacity) x \(d)")
+        try require(
+            start >= 0 && start + T <= capacity,
+            "positions \(start)..<\(start + T) exceed the cache capacity \(capacity)")
+        try require(
+            keys.count >= kvh * capacity * d && values.count >= kvh * capacity * d,
+            "cache smaller than \(kvh) x \(capacity) x \(d)")
         try require(out.count >= q.count, "out holds \(out.count) values, expected \(q.count)")
         var scratch = [Float](repeating: 0, count: start + T)
         for i in 0..<T {
             for head in 0..<h {
-                let kv = head / g, base = (i * h + head) * d
-                let st = ck_attn_power_poly_row(&p, q.baseAddress! + base, d, keys.baseAddress! + kv * capacity * d, d,
-                                                values.baseAddress! + kv * capacity * d, d, start + i + 1, &scratch, out.baseAddress! + base)
+                let kv = head / g
+                let base = (i * h + head) * d
+                let st = ck_attn_power_poly_row(
+                    &p, q.baseAddress! + base, d, keys.baseAddress! + kv * capacity * d, d,
+                    values.baseAddress! + kv * capacity * d, d, start + i + 1, &scratch, out.baseAddress! + base)
                 try EngineError.check(st, "polynomial Power-Softmax attention")
             }
         }

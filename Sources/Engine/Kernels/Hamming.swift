@@ -4,7 +4,10 @@ import CKernels
 public struct Neighbor<Distance: Comparable & Sendable>: Equatable, Sendable {
     public var index: Int
     public var distance: Distance
-    public init(index: Int, distance: Distance) { self.index = index; self.distance = distance }
+    public init(index: Int, distance: Distance) {
+        self.index = index
+        self.distance = distance
+    }
 }
 
 extension Kernels {
@@ -16,8 +19,10 @@ extension Kernels {
 
     /// Hamming distances from one code to each of `codes` (n codes of `bits` bits, packed in
     /// 64-bit words, row-major). Writes n distances into `out`. Exact.
-    public func hammingDistances(query: UnsafeBufferPointer<UInt64>, codes: UnsafeBufferPointer<UInt64>,
-                                 bits: Int, into out: UnsafeMutableBufferPointer<UInt32>) throws {
+    public func hammingDistances(
+        query: UnsafeBufferPointer<UInt64>, codes: UnsafeBufferPointer<UInt64>,
+        bits: Int, into out: UnsafeMutableBufferPointer<UInt32>
+    ) throws {
         let w = try Self.words(forBits: bits)
         try require(query.count == w, "query has \(query.count) words, expected \(w) for \(bits)-bit codes")
         try require(codes.count % w == 0, "codes hold \(codes.count) words, not a multiple of \(w)")
@@ -25,7 +30,9 @@ extension Kernels {
         try require(out.count >= n, "output holds \(out.count) distances, need \(n)")
         if n == 0 { return }
         let fn = hammingTable.pointee.dist_1xn!
-        let q = query.baseAddress!, c = codes.baseAddress!, o = out.baseAddress!
+        let q = query.baseAddress!
+        let c = codes.baseAddress!
+        let o = out.baseAddress!
         // Below ~64k codes one core finishes faster than threads can be woken.
         let parts = n >= 1 << 16 ? threads : 1
         Threads.parallelFor(parts, threads: parts) { p in
@@ -35,16 +42,21 @@ extension Kernels {
     }
 
     /// Hamming distances between m queries and n codes; `out` is m x n row-major.
-    public func hammingDistances(queries: UnsafeBufferPointer<UInt64>, codes: UnsafeBufferPointer<UInt64>,
-                                 bits: Int, into out: UnsafeMutableBufferPointer<UInt32>) throws {
+    public func hammingDistances(
+        queries: UnsafeBufferPointer<UInt64>, codes: UnsafeBufferPointer<UInt64>,
+        bits: Int, into out: UnsafeMutableBufferPointer<UInt32>
+    ) throws {
         let w = try Self.words(forBits: bits)
         try require(queries.count % w == 0, "queries hold \(queries.count) words, not a multiple of \(w)")
         try require(codes.count % w == 0, "codes hold \(codes.count) words, not a multiple of \(w)")
-        let m = queries.count / w, n = codes.count / w
+        let m = queries.count / w
+        let n = codes.count / w
         try require(out.count >= m * n, "output holds \(out.count) distances, need \(m) x \(n)")
         if m == 0 || n == 0 { return }
         let fn = hammingTable.pointee.dist_mxn!
-        let q = queries.baseAddress!, c = codes.baseAddress!, o = out.baseAddress!
+        let q = queries.baseAddress!
+        let c = codes.baseAddress!
+        let o = out.baseAddress!
         let parts = min(threads, m)
         Threads.parallelFor(parts, threads: parts) { p in
             let r = Threads.ranges(m, parts: parts)[p]
@@ -54,9 +66,11 @@ extension Kernels {
 
     /// Weighted multi-level Hamming distance (residual binary codes): each code is `levels`
     /// groups of `bits` bits and the distance is sum_l weights[l] * hamming_l.
-    public func weightedHammingDistances(query: UnsafeBufferPointer<UInt64>, codes: UnsafeBufferPointer<UInt64>,
-                                         bits: Int, weights: [Float],
-                                         into out: UnsafeMutableBufferPointer<Float>) throws {
+    public func weightedHammingDistances(
+        query: UnsafeBufferPointer<UInt64>, codes: UnsafeBufferPointer<UInt64>,
+        bits: Int, weights: [Float],
+        into out: UnsafeMutableBufferPointer<Float>
+    ) throws {
         let w = try Self.words(forBits: bits)
         let levels = weights.count
         try require(levels > 0, "at least one level weight is required")
@@ -67,15 +81,18 @@ extension Kernels {
         try require(out.count >= n, "output holds \(out.count) distances, need \(n)")
         if n == 0 { return }
         weights.withUnsafeBufferPointer { wp in
-            hammingTable.pointee.weighted_1xn!(query.baseAddress!, codes.baseAddress!, n, w, levels,
-                                               wp.baseAddress!, out.baseAddress!)
+            hammingTable.pointee.weighted_1xn!(
+                query.baseAddress!, codes.baseAddress!, n, w, levels,
+                wp.baseAddress!, out.baseAddress!)
         }
     }
 
     /// The k codes nearest to `query`, ascending by distance (ties: smaller index first).
     /// Returns min(k, n) neighbours.
-    public func hammingTopK(query: UnsafeBufferPointer<UInt64>, codes: UnsafeBufferPointer<UInt64>,
-                            bits: Int, k: Int) throws -> [Neighbor<UInt32>] {
+    public func hammingTopK(
+        query: UnsafeBufferPointer<UInt64>, codes: UnsafeBufferPointer<UInt64>,
+        bits: Int, k: Int
+    ) throws -> [Neighbor<UInt32>] {
         let w = try Self.words(forBits: bits)
         try require(query.count == w, "query has \(query.count) words, expected \(w) for \(bits)-bit codes")
         try require(codes.count % w == 0, "codes hold \(codes.count) words, not a multiple of \(w)")
@@ -88,8 +105,9 @@ extension Kernels {
         let got = withUnsafeTemporaryAllocation(of: UInt32.self, capacity: Int(CK_HAMMING_TOPK_BLOCK)) { scratch in
             d.withUnsafeMutableBufferPointer { dp in
                 ids.withUnsafeMutableBufferPointer { ip in
-                    ck_hamming_topk(hammingTable, query.baseAddress!, codes.baseAddress!, n, w, kk,
-                                    scratch.baseAddress!, dp.baseAddress!, ip.baseAddress!)
+                    ck_hamming_topk(
+                        hammingTable, query.baseAddress!, codes.baseAddress!, n, w, kk,
+                        scratch.baseAddress!, dp.baseAddress!, ip.baseAddress!)
                 }
             }
         }

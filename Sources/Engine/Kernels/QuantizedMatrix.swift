@@ -3,7 +3,8 @@ import CKernels
 /// Element type of a matrix row: dense f32/f16, or 32-value blocks (GGUF Q8_0, Q4_0, Q4_1 layouts;
 /// Q2_1 is Engine's 2-bit KV format). See `ck_qmatmul.h` for the bit layouts.
 public enum RowType: Int, CaseIterable, Sendable, CustomStringConvertible {
-    case f32 = 0, f16, q8_0, q4_0, q4_1, q2_1
+    case f32 = 0
+    case f16, q8_0, q4_0, q4_1, q2_1
 
     var c: ck_rtype { ck_rtype(rawValue: UInt32(rawValue)) }
 
@@ -43,25 +44,34 @@ public struct QuantizedMatrix: Sendable {
     public init(type: RowType, rows: Int, cols: Int, bytes: [UInt8]) throws {
         try require(rows > 0, "matrix needs at least one row")
         let rb = try type.rowBytes(cols)
-        try require(bytes.count == rows * rb, "\(type) matrix \(rows)x\(cols) needs \(rows * rb) bytes, got \(bytes.count)")
-        self.type = type; self.rows = rows; self.cols = cols; self.bytes = bytes
+        try require(
+            bytes.count == rows * rb, "\(type) matrix \(rows)x\(cols) needs \(rows * rb) bytes, got \(bytes.count)")
+        self.type = type
+        self.rows = rows
+        self.cols = cols
+        self.bytes = bytes
     }
 
     /// Quantizes a row-major f32 matrix. Throws on size mismatch or non-finite values.
     public init(quantizing values: [Float], rows: Int, cols: Int, type: RowType, kernels: Kernels) throws {
         try require(rows > 0, "matrix needs at least one row")
-        try require(values.count == rows * cols, "expected \(rows)x\(cols) = \(rows * cols) values, got \(values.count)")
+        try require(
+            values.count == rows * cols, "expected \(rows)x\(cols) = \(rows * cols) values, got \(values.count)")
         try values.withUnsafeBufferPointer { try requireFinite($0, "matrix") }
         let rb = try type.rowBytes(cols)
         var out = [UInt8](repeating: 0, count: rows * rb)
         values.withUnsafeBufferPointer { v in
             out.withUnsafeMutableBytes { o in
                 for r in 0..<rows {
-                    kernels.qmatmulTable.pointee.quantize!(type.c, v.baseAddress! + r * cols, cols, o.baseAddress! + r * rb)
+                    kernels.qmatmulTable.pointee.quantize!(
+                        type.c, v.baseAddress! + r * cols, cols, o.baseAddress! + r * rb)
                 }
             }
         }
-        self.type = type; self.rows = rows; self.cols = cols; self.bytes = out
+        self.type = type
+        self.rows = rows
+        self.cols = cols
+        self.bytes = out
     }
 
     /// The matrix as f32 values (row-major).
@@ -71,7 +81,8 @@ public struct QuantizedMatrix: Sendable {
         bytes.withUnsafeBytes { b in
             out.withUnsafeMutableBufferPointer { o in
                 for r in 0..<rows {
-                    kernels.qmatmulTable.pointee.dequantize!(type.c, b.baseAddress! + r * rb, cols, o.baseAddress! + r * cols)
+                    kernels.qmatmulTable.pointee.dequantize!(
+                        type.c, b.baseAddress! + r * rb, cols, o.baseAddress! + r * cols)
                 }
             }
         }
@@ -84,14 +95,18 @@ extension Kernels {
     public static func activationBytes(_ n: Int) -> Int { n / 32 * MemoryLayout<ck_block_q8a>.stride }
 
     /// y = W x for a quantized (or dense) matrix; rows are split across `threads`.
-    public func gemv(_ w: QuantizedMatrix, x: UnsafeBufferPointer<Float>, into y: UnsafeMutableBufferPointer<Float>,
-                     numerics: Numerics = .exact) throws {
+    public func gemv(
+        _ w: QuantizedMatrix, x: UnsafeBufferPointer<Float>, into y: UnsafeMutableBufferPointer<Float>,
+        numerics: Numerics = .exact
+    ) throws {
         try require(x.count == w.cols, "x has \(x.count) values, matrix has \(w.cols) columns")
         try require(y.count >= w.rows, "y holds \(y.count) values, matrix has \(w.rows) rows")
         try requireFinite(x, "x")
         let useInt8 = numerics == .int8 && w.type.isQuantized
         let t = qmatmulTable.pointee
-        let rows = w.rows, cols = w.cols, stride = w.rowStride
+        let rows = w.rows
+        let cols = w.cols
+        let stride = w.rowStride
         let parts = rows * cols >= 1 << 18 ? max(1, min(threads, rows / 64)) : 1 // see linear()
         w.bytes.withUnsafeBytes { wb in
             let base = wb.baseAddress!
@@ -100,15 +115,17 @@ extension Kernels {
                     t.quantize_q8a!(x.baseAddress!, cols, a.baseAddress!)
                     Threads.parallelFor(parts, threads: parts) { p in
                         let r = Threads.ranges(rows, parts: parts)[p]
-                        t.dot_rows_q8a!(w.type.c, base + r.lowerBound * stride, r.count, cols, stride, a.baseAddress!, 1,
-                                        y.baseAddress! + r.lowerBound, rows)
+                        t.dot_rows_q8a!(
+                            w.type.c, base + r.lowerBound * stride, r.count, cols, stride, a.baseAddress!, 1,
+                            y.baseAddress! + r.lowerBound, rows)
                     }
                 }
             } else {
                 Threads.parallelFor(parts, threads: parts) { p in
                     let r = Threads.ranges(rows, parts: parts)[p]
-                    t.dot_rows_f32!(w.type.c, base + r.lowerBound * stride, r.count, cols, stride, x.baseAddress!, 1,
-                                    y.baseAddress! + r.lowerBound, rows)
+                    t.dot_rows_f32!(
+                        w.type.c, base + r.lowerBound * stride, r.count, cols, stride, x.baseAddress!, 1,
+                        y.baseAddress! + r.lowerBound, rows)
                 }
             }
         }
@@ -117,10 +134,15 @@ extension Kernels {
     /// Quantizes `x` (count a multiple of 32, finite) into int8 activation blocks and returns
     /// them dequantized: the exact values the `.int8` numerics multiply by.
     public func int8Activations(_ x: [Float]) throws -> [Float] {
-        try require(x.count > 0 && x.count % 32 == 0, "activation length must be a positive multiple of 32, got \(x.count)")
+        try require(
+            x.count > 0 && x.count % 32 == 0, "activation length must be a positive multiple of 32, got \(x.count)")
         try x.withUnsafeBufferPointer { try requireFinite($0, "activations") }
         var blocks = [ck_block_q8a](repeating: ck_block_q8a(), count: x.count / 32)
-        x.withUnsafeBufferPointer { xp in blocks.withUnsafeMutableBufferPointer { qmatmulTable.pointee.quantize_q8a!(xp.baseAddress!, x.count, $0.baseAddress!) } }
+        x.withUnsafeBufferPointer { xp in
+            blocks.withUnsafeMutableBufferPointer {
+                qmatmulTable.pointee.quantize_q8a!(xp.baseAddress!, x.count, $0.baseAddress!)
+            }
+        }
         var out = [Float](repeating: 0, count: x.count)
         for (b, blk) in blocks.enumerated() {
             withUnsafeBytes(of: blk.qs) { q in
@@ -134,7 +156,8 @@ extension Kernels {
 extension QuantizedMatrix {
     /// A dense f32 matrix (row-major), stored as f32 rows.
     public init(f32 values: [Float], rows: Int, cols: Int) throws {
-        try require(values.count == rows * cols, "expected \(rows)x\(cols) = \(rows * cols) values, got \(values.count)")
+        try require(
+            values.count == rows * cols, "expected \(rows)x\(cols) = \(rows * cols) values, got \(values.count)")
         let bytes = values.withUnsafeBytes { Array($0) }
         try self.init(type: .f32, rows: rows, cols: cols, bytes: bytes)
     }
@@ -146,18 +169,23 @@ extension Kernels {
     /// `useBLAS` is false: the row kernels win for a few dozen tokens); quantized
     /// weights use the row kernels with `numerics`, every weight row read once for all tokens.
     /// Output rows are split across `threads`.
-    public func linear(_ w: QuantizedMatrix, x: UnsafeBufferPointer<Float>, tokens: Int,
-                       into y: UnsafeMutableBufferPointer<Float>, numerics: Numerics = .exact, useBLAS: Bool = true) throws {
+    public func linear(
+        _ w: QuantizedMatrix, x: UnsafeBufferPointer<Float>, tokens: Int,
+        into y: UnsafeMutableBufferPointer<Float>, numerics: Numerics = .exact, useBLAS: Bool = true
+    ) throws {
         try require(tokens > 0, "linear needs at least one token")
         try require(x.count == tokens * w.cols, "x has \(x.count) values, expected \(tokens) x \(w.cols)")
         try require(y.count >= tokens * w.rows, "y holds \(y.count) values, expected \(tokens) x \(w.rows)")
-        let rows = w.rows, cols = w.cols, stride = w.rowStride
+        let rows = w.rows
+        let cols = w.cols
+        let stride = w.rowStride
         let t = qmatmulTable.pointee
         w.bytes.withUnsafeBytes { wb in
             let base = wb.baseAddress!
             if w.type == .f32 && tokens > 1 && useBLAS {
-                ck_sgemm(false, true, tokens, rows, cols, 1, x.baseAddress, cols,
-                         base.assumingMemoryBound(to: Float.self), cols, 0, y.baseAddress, rows)
+                ck_sgemm(
+                    false, true, tokens, rows, cols, 1, x.baseAddress, cols,
+                    base.assumingMemoryBound(to: Float.self), cols, 0, y.baseAddress, rows)
                 return
             }
             // Hand-off to the spinning pool costs about a microsecond, a libdispatch wake-up tens:
@@ -169,15 +197,17 @@ extension Kernels {
                     t.quantize_q8a!(x.baseAddress!, tokens * cols, a.baseAddress!)
                     Threads.parallelFor(parts, threads: parts) { p in
                         let r = Threads.ranges(rows, parts: parts)[p]
-                        t.dot_rows_q8a!(w.type.c, base + r.lowerBound * stride, r.count, cols, stride, a.baseAddress!, tokens,
-                                        y.baseAddress! + r.lowerBound, rows)
+                        t.dot_rows_q8a!(
+                            w.type.c, base + r.lowerBound * stride, r.count, cols, stride, a.baseAddress!, tokens,
+                            y.baseAddress! + r.lowerBound, rows)
                     }
                 }
             } else {
                 Threads.parallelFor(parts, threads: parts) { p in
                     let r = Threads.ranges(rows, parts: parts)[p]
-                    t.dot_rows_f32!(w.type.c, base + r.lowerBound * stride, r.count, cols, stride, x.baseAddress!, tokens,
-                                    y.baseAddress! + r.lowerBound, rows)
+                    t.dot_rows_f32!(
+                        w.type.c, base + r.lowerBound * stride, r.count, cols, stride, x.baseAddress!, tokens,
+                        y.baseAddress! + r.lowerBound, rows)
                 }
             }
         }

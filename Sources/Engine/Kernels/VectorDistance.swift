@@ -11,8 +11,10 @@ extension Kernels {
     /// for .innerProduct and .cosine) of `query` to `count` rows starting at `rows`, each `dim`
     /// values of `type` at a stride of `stride` elements. No validation: callers check sizes.
     @inline(__always)
-    func distancesUnchecked(_ metric: Metric, query: UnsafePointer<Float>, rows: UnsafeRawPointer, type: VectorType,
-                            count: Int, dim: Int, stride: Int, into out: UnsafeMutablePointer<Float>) {
+    func distancesUnchecked(
+        _ metric: Metric, query: UnsafePointer<Float>, rows: UnsafeRawPointer, type: VectorType,
+        count: Int, dim: Int, stride: Int, into out: UnsafeMutablePointer<Float>
+    ) {
         let t = vecTable.pointee
         switch (metric, type) {
         case (.l2, .f32): t.l2_f32(query, rows.assumingMemoryBound(to: Float.self), count, dim, stride, out)
@@ -23,26 +25,36 @@ extension Kernels {
     }
 
     /// Distances of `query` (dim values) to the rows of `data` (n x dim f32, row-major).
-    public func distances(_ metric: Metric, query: UnsafeBufferPointer<Float>, data: UnsafeBufferPointer<Float>,
-                          into out: UnsafeMutableBufferPointer<Float>) throws {
-        try checkedDistances(metric, query: query, rows: UnsafeRawBufferPointer(data), count: data.count, type: .f32, into: out)
+    public func distances(
+        _ metric: Metric, query: UnsafeBufferPointer<Float>, data: UnsafeBufferPointer<Float>,
+        into out: UnsafeMutableBufferPointer<Float>
+    ) throws {
+        try checkedDistances(
+            metric, query: query, rows: UnsafeRawBufferPointer(data), count: data.count, type: .f32, into: out)
     }
 
     /// Distances to rows of IEEE half floats (bit patterns), n x dim.
-    public func distances(_ metric: Metric, query: UnsafeBufferPointer<Float>, f16 data: UnsafeBufferPointer<UInt16>,
-                          into out: UnsafeMutableBufferPointer<Float>) throws {
-        try checkedDistances(metric, query: query, rows: UnsafeRawBufferPointer(data), count: data.count, type: .f16, into: out)
+    public func distances(
+        _ metric: Metric, query: UnsafeBufferPointer<Float>, f16 data: UnsafeBufferPointer<UInt16>,
+        into out: UnsafeMutableBufferPointer<Float>
+    ) throws {
+        try checkedDistances(
+            metric, query: query, rows: UnsafeRawBufferPointer(data), count: data.count, type: .f16, into: out)
     }
 
     /// Size checks shared by the public entry points; `count` is the number of row elements.
-    private func checkedDistances(_ metric: Metric, query: UnsafeBufferPointer<Float>, rows: UnsafeRawBufferPointer, count: Int,
-                                  type: VectorType, into out: UnsafeMutableBufferPointer<Float>) throws {
+    private func checkedDistances(
+        _ metric: Metric, query: UnsafeBufferPointer<Float>, rows: UnsafeRawBufferPointer, count: Int,
+        type: VectorType, into out: UnsafeMutableBufferPointer<Float>
+    ) throws {
         let d = query.count
         try require(d > 0 && count % d == 0, "data has \(count) values, not a multiple of the query's \(d)")
         let n = count / d
         try require(out.count >= n, "out holds \(out.count) values, expected \(n)")
         if n == 0 { return }
-        distancesUnchecked(metric, query: query.baseAddress!, rows: rows.baseAddress!, type: type, count: n, dim: d, stride: d, into: out.baseAddress!)
+        distancesUnchecked(
+            metric, query: query.baseAddress!, rows: rows.baseAddress!, type: type, count: n, dim: d, stride: d,
+            into: out.baseAddress!)
     }
 
     /// CRC-32C (Castagnoli) of `bytes`, continuing from `crc` (0 for a fresh checksum).

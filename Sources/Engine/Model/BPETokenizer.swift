@@ -8,8 +8,8 @@ import Foundation
 public final class BPETokenizer: @unchecked Sendable {
     public let tokens: [String]
     let ids: [String: Int]
-    let ranks: [String: Int]        // "a b" -> merge rank
-    let specials: [(String, Int)]   // longest first
+    let ranks: [String: Int] // "a b" -> merge rank
+    let specials: [(String, Int)] // longest first
     let byteToChar: [Character]
     let charToByte: [Character: UInt8]
     public let bosID: Int?
@@ -17,7 +17,9 @@ public final class BPETokenizer: @unchecked Sendable {
     /// Whether to isolate each number code point first (SmolLM's pre-tokenizer).
     public let isolateNumbers: Bool
 
-    public init(tokens: [String], merges: [String], specialIDs: [Int], bos: Int?, eos: Int?, isolateNumbers: Bool) throws {
+    public init(tokens: [String], merges: [String], specialIDs: [Int], bos: Int?, eos: Int?, isolateNumbers: Bool)
+        throws
+    {
         try require(!tokens.isEmpty, "tokenizer has an empty vocabulary")
         self.tokens = tokens
         var ids: [String: Int] = [:]
@@ -26,7 +28,9 @@ public final class BPETokenizer: @unchecked Sendable {
         var ranks: [String: Int] = [:]
         for (i, m) in merges.enumerated() where ranks[m] == nil { ranks[m] = i }
         self.ranks = ranks
-        specials = specialIDs.filter { $0 >= 0 && $0 < tokens.count }.map { (tokens[$0], $0) }.sorted { $0.0.count > $1.0.count }
+        specials = specialIDs.filter { $0 >= 0 && $0 < tokens.count }.map { (tokens[$0], $0) }.sorted {
+            $0.0.count > $1.0.count
+        }
         var b2c = [Character](repeating: " ", count: 256)
         var c2b: [Character: UInt8] = [:]
         var n = 0
@@ -40,14 +44,18 @@ public final class BPETokenizer: @unchecked Sendable {
         }
         byteToChar = b2c
         charToByte = c2b
-        bosID = bos; eosID = eos
+        bosID = bos
+        eosID = eos
         self.isolateNumbers = isolateNumbers
     }
 
     /// The tokenizer stored in GGUF metadata (tokenizer.ggml.*); only model "gpt2" (byte-level BPE).
     public convenience init(gguf f: GGUFFile) throws {
         let model = try f.string("tokenizer.ggml.model")
-        guard model == "gpt2" else { throw EngineError.unsupported("\(f.file.path): tokenizer model '\(model)'; supported: gpt2 (byte-level BPE)") }
+        guard model == "gpt2" else {
+            throw EngineError.unsupported(
+                "\(f.file.path): tokenizer model '\(model)'; supported: gpt2 (byte-level BPE)")
+        }
         guard let toks = f.metadata["tokenizer.ggml.tokens"]?.array?.compactMap(\.string), !toks.isEmpty else {
             throw EngineError.invalidFile("\(f.file.path): missing tokenizer.ggml.tokens (no tokenizer in this file)")
         }
@@ -55,20 +63,25 @@ public final class BPETokenizer: @unchecked Sendable {
             throw EngineError.invalidFile("\(f.file.path): missing tokenizer.ggml.merges")
         }
         let types = f.metadata["tokenizer.ggml.token_type"]?.array?.compactMap(\.int) ?? []
-        let specials = types.enumerated().filter { $0.element == 3 || $0.element == 4 }.map(\.offset) // control, user-defined
+        // token types 3 and 4: control and user-defined tokens
+        let specials = types.enumerated().filter { $0.element == 3 || $0.element == 4 }.map(\.offset)
         let pre = f.metadata["tokenizer.ggml.pre"]?.string ?? "default"
-        try self.init(tokens: toks, merges: merges, specialIDs: specials,
-                      bos: f.metadata["tokenizer.ggml.bos_token_id"]?.int, eos: f.metadata["tokenizer.ggml.eos_token_id"]?.int,
-                      isolateNumbers: pre == "smollm")
+        try self.init(
+            tokens: toks, merges: merges, specialIDs: specials,
+            bos: f.metadata["tokenizer.ggml.bos_token_id"]?.int, eos: f.metadata["tokenizer.ggml.eos_token_id"]?.int,
+            isolateNumbers: pre == "smollm")
     }
 
     /// From a Hugging Face tokenizer.json with a byte-level BPE model (vocab, merges as "a b"
     /// strings or [a, b] pairs, added special tokens). Number isolation is enabled when the
     /// pre-tokenizer contains Digits(individual_digits) or a \p{N} Split, as SmolLM's does.
     public convenience init(tokenizerJSON path: String) throws {
-        guard let data = FileManager.default.contents(atPath: path) else { throw EngineError.io("missing tokenizer: cannot read \(path)") }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw EngineError.io("missing tokenizer: cannot read \(path)")
+        }
         guard let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let model = root["model"] as? [String: Any] else { throw EngineError.invalidFile("\(path): not a tokenizer.json") }
+            let model = root["model"] as? [String: Any]
+        else { throw EngineError.invalidFile("\(path): not a tokenizer.json") }
         guard (model["type"] as? String) == "BPE", let vocab = model["vocab"] as? [String: Int] else {
             throw EngineError.unsupported("\(path): tokenizer model \(model["type"] ?? "?"); expected BPE")
         }
@@ -79,16 +92,28 @@ public final class BPETokenizer: @unchecked Sendable {
         }
         var added = (root["added_tokens"] as? [[String: Any]]) ?? []
         added = added.filter { ($0["special"] as? Bool) ?? false }
-        var tokens = [String](repeating: "", count: max((vocab.values.max() ?? -1), (added.compactMap { $0["id"] as? Int }.max() ?? -1)) + 1)
+        var tokens = [String](
+            repeating: "",
+            count: max((vocab.values.max() ?? -1), (added.compactMap { $0["id"] as? Int }.max() ?? -1)) + 1)
         for (t, i) in vocab where i >= 0 { tokens[i] = t }
         var specials: [Int] = []
-        for a in added { if let id = a["id"] as? Int, let c = a["content"] as? String, id >= 0 { tokens[id] = c; specials.append(id) } }
-        let pre = String(decoding: (try? JSONSerialization.data(withJSONObject: root["pre_tokenizer"] ?? NSNull(), options: [.fragmentsAllowed])) ?? Data(), as: UTF8.self)
+        for a in added {
+            if let id = a["id"] as? Int, let c = a["content"] as? String, id >= 0 {
+                tokens[id] = c
+                specials.append(id)
+            }
+        }
+        let pre = String(
+            decoding: (try? JSONSerialization.data(
+                withJSONObject: root["pre_tokenizer"] ?? NSNull(), options: [.fragmentsAllowed])) ?? Data(),
+            as: UTF8.self)
         let isolate = pre.contains("\"individual_digits\":true") || pre.contains("\\\\p{N}\"")
         func id(_ s: String) -> Int? { specials.first { tokens[$0] == s } }
-        try self.init(tokens: tokens, merges: merges, specialIDs: specials,
-                      bos: id("<|endoftext|>") ?? id("<s>") ?? id("<|im_start|>"), eos: id("<|endoftext|>") ?? id("</s>") ?? id("<|im_end|>"),
-                      isolateNumbers: isolate)
+        try self.init(
+            tokens: tokens, merges: merges, specialIDs: specials,
+            bos: id("<|endoftext|>") ?? id("<s>") ?? id("<|im_start|>"),
+            eos: id("<|endoftext|>") ?? id("</s>") ?? id("<|im_end|>"),
+            isolateNumbers: isolate)
     }
 
     /// Token id of a token string, if present.
@@ -97,7 +122,10 @@ public final class BPETokenizer: @unchecked Sendable {
     public func encode(_ text: String) -> [Int] {
         var out: [Int] = []
         for (piece, special) in splitSpecials(text) {
-            if let s = special { out.append(s); continue }
+            if let s = special {
+                out.append(s)
+                continue
+            }
             for word in preTokenize(piece) { bpe(word, into: &out) }
         }
         return out
@@ -107,10 +135,17 @@ public final class BPETokenizer: @unchecked Sendable {
     public func decode(_ idsIn: [Int]) throws -> String {
         var bytes: [UInt8] = []
         for i in idsIn {
-            guard i >= 0 && i < tokens.count else { throw EngineError.invalidArgument("token id \(i) is out of range 0..<\(tokens.count)") }
+            guard i >= 0 && i < tokens.count else {
+                throw EngineError.invalidArgument("token id \(i) is out of range 0..<\(tokens.count)")
+            }
             let t = tokens[i]
-            if specials.contains(where: { $0.1 == i }) { bytes.append(contentsOf: Array(t.utf8)); continue }
-            for ch in t { if let b = charToByte[ch] { bytes.append(b) } else { bytes.append(contentsOf: Array(String(ch).utf8)) } }
+            if specials.contains(where: { $0.1 == i }) {
+                bytes.append(contentsOf: Array(t.utf8))
+                continue
+            }
+            for ch in t {
+                if let b = charToByte[ch] { bytes.append(b) } else { bytes.append(contentsOf: Array(String(ch).utf8)) }
+            }
         }
         return String(decoding: bytes, as: UTF8.self)
     }
@@ -130,7 +165,10 @@ public final class BPETokenizer: @unchecked Sendable {
         outer: while !rest.isEmpty {
             if rest.first == "<" || rest.first == "[" || true {
                 for (s, id) in specials where rest.hasPrefix(s) {
-                    if !plain.isEmpty { out.append((plain, nil)); plain = "" }
+                    if !plain.isEmpty {
+                        out.append((plain, nil))
+                        plain = ""
+                    }
                     out.append((s, id))
                     rest = rest.dropFirst(s.count)
                     continue outer
@@ -179,33 +217,58 @@ public final class BPETokenizer: @unchecked Sendable {
     func gpt2Split(_ s: [Unicode.Scalar], into words: inout [[Unicode.Scalar]]) {
         var i = 0
         let n = s.count
-        func run(_ from: Int, _ pred: (Unicode.Scalar) -> Bool) -> Int { var j = from; while j < n && pred(s[j]) { j += 1 }; return j }
+        func run(_ from: Int, _ pred: (Unicode.Scalar) -> Bool) -> Int {
+            var j = from
+            while j < n && pred(s[j]) { j += 1 }
+            return j
+        }
         while i < n {
             let c = s[i]
             // contractions (case-sensitive, as GPT-2's pattern)
             if c == "'" && i + 1 < n {
                 let rest = String(String.UnicodeScalarView(s[(i + 1)..<min(n, i + 3)]))
                 var len = 0
-                if rest.hasPrefix("re") || rest.hasPrefix("ve") || rest.hasPrefix("ll") { len = 3 }
-                else if let f = rest.first, "stmd".contains(f) { len = 2 }
-                if len > 0 { words.append(Array(s[i..<(i + len)])); i += len; continue }
+                if rest.hasPrefix("re") || rest.hasPrefix("ve") || rest.hasPrefix("ll") {
+                    len = 3
+                } else if let f = rest.first, "stmd".contains(f) {
+                    len = 2
+                }
+                if len > 0 {
+                    words.append(Array(s[i..<(i + len)]))
+                    i += len
+                    continue
+                }
             }
             let sp = c == " " && i + 1 < n ? 1 : 0
             let head = s[min(i + sp, n - 1)]
             if Self.isLetter(c) || (sp == 1 && Self.isLetter(head)) {
-                let j = run(i + sp, Self.isLetter); words.append(Array(s[i..<j])); i = j; continue
+                let j = run(i + sp, Self.isLetter)
+                words.append(Array(s[i..<j]))
+                i = j
+                continue
             }
             if Self.isNumber(c) || (sp == 1 && Self.isNumber(head)) {
-                let j = run(i + sp, Self.isNumber); words.append(Array(s[i..<j])); i = j; continue
+                let j = run(i + sp, Self.isNumber)
+                words.append(Array(s[i..<j]))
+                i = j
+                continue
             }
             let other: (Unicode.Scalar) -> Bool = { !Self.isSpace($0) && !Self.isLetter($0) && !Self.isNumber($0) }
             if other(c) || (sp == 1 && other(head)) {
-                let j = run(i + sp, other); words.append(Array(s[i..<j])); i = j; continue
+                let j = run(i + sp, other)
+                words.append(Array(s[i..<j]))
+                i = j
+                continue
             }
             // whitespace: \s+(?!\S) then \s+
             let j = run(i, Self.isSpace)
-            if j == n || j - i == 1 { words.append(Array(s[i..<j])); i = j }
-            else { words.append(Array(s[i..<(j - 1)])); i = j - 1 }
+            if j == n || j - i == 1 {
+                words.append(Array(s[i..<j]))
+                i = j
+            } else {
+                words.append(Array(s[i..<(j - 1)]))
+                i = j - 1
+            }
         }
     }
 
@@ -214,9 +277,13 @@ public final class BPETokenizer: @unchecked Sendable {
         for b in String(String.UnicodeScalarView(word)).utf8 { parts.append(String(byteToChar[Int(b)])) }
         if parts.count > 1 {
             while true {
-                var best = Int.max, at = -1
+                var best = Int.max
+                var at = -1
                 for k in 0..<(parts.count - 1) {
-                    if let r = ranks[parts[k] + " " + parts[k + 1]], r < best { best = r; at = k }
+                    if let r = ranks[parts[k] + " " + parts[k + 1]], r < best {
+                        best = r
+                        at = k
+                    }
                 }
                 if at < 0 { break }
                 parts[at] += parts[at + 1]
@@ -224,8 +291,11 @@ public final class BPETokenizer: @unchecked Sendable {
             }
         }
         for p in parts {
-            if let id = ids[p] { out.append(id) }
-            else { for ch in p { if let id = ids[String(ch)] { out.append(id) } } } // every byte char is in a byte-level vocabulary
+            if let id = ids[p] {
+                out.append(id)
+            } else {
+                for ch in p { if let id = ids[String(ch)] { out.append(id) } }
+            } // every byte char is in a byte-level vocabulary
         }
     }
 }

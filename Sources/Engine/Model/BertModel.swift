@@ -17,9 +17,16 @@ public struct BertConfig: Codable, Sendable, Equatable {
     public var engineEncryption: String?
 
     enum CodingKeys: String, CodingKey {
-        case hiddenSize = "hidden_size", numHiddenLayers = "num_hidden_layers", numAttentionHeads = "num_attention_heads"
-        case intermediateSize = "intermediate_size", maxPositionEmbeddings = "max_position_embeddings", vocabSize = "vocab_size"
-        case typeVocabSize = "type_vocab_size", layerNormEps = "layer_norm_eps", hiddenAct = "hidden_act", modelType = "model_type"
+        case hiddenSize = "hidden_size"
+        case numHiddenLayers = "num_hidden_layers"
+        case numAttentionHeads = "num_attention_heads"
+        case intermediateSize = "intermediate_size"
+        case maxPositionEmbeddings = "max_position_embeddings"
+        case vocabSize = "vocab_size"
+        case typeVocabSize = "type_vocab_size"
+        case layerNormEps = "layer_norm_eps"
+        case hiddenAct = "hidden_act"
+        case modelType = "model_type"
         case engineEncryption = "engine_encryption"
     }
 }
@@ -33,7 +40,10 @@ public final class BertModel: @unchecked Sendable {
     public let textTokenizer: WordPieceTokenizer?
     public var tokenizer: WordPieceTokenizer {
         get throws {
-            guard let textTokenizer else { throw EngineError.unsupported("this model directory has no tokenizer (an encrypted model): pass token ids") }
+            guard let textTokenizer else {
+                throw EngineError.unsupported(
+                    "this model directory has no tokenizer (an encrypted model): pass token ids")
+            }
             return textTokenizer
         }
     }
@@ -56,51 +66,70 @@ public final class BertModel: @unchecked Sendable {
 
     public init(directory: String, maxLength: Int = 256, kernels: Kernels? = nil) throws {
         let cfgPath = directory + "/config.json"
-        guard let data = FileManager.default.contents(atPath: cfgPath) else { throw EngineError.io("cannot read \(cfgPath)") }
+        guard let data = FileManager.default.contents(atPath: cfgPath) else {
+            throw EngineError.io("cannot read \(cfgPath)")
+        }
         let c: BertConfig
-        do { c = try JSONDecoder().decode(BertConfig.self, from: data) }
-        catch { throw EngineError.invalidFile("\(cfgPath): \(error)") }
-        guard c.modelType == "bert" else { throw EngineError.unsupported("\(cfgPath): model_type '\(c.modelType)'; supported: bert") }
-        guard c.hiddenAct == "gelu" else { throw EngineError.unsupported("\(cfgPath): hidden_act '\(c.hiddenAct)'; supported: gelu") }
-        guard c.hiddenSize % c.numAttentionHeads == 0 else { throw EngineError.invalidFile("\(cfgPath): hidden_size not divisible by heads") }
+        do { c = try JSONDecoder().decode(BertConfig.self, from: data) } catch {
+            throw EngineError.invalidFile("\(cfgPath): \(error)")
+        }
+        guard c.modelType == "bert" else {
+            throw EngineError.unsupported("\(cfgPath): model_type '\(c.modelType)'; supported: bert")
+        }
+        guard c.hiddenAct == "gelu" else {
+            throw EngineError.unsupported("\(cfgPath): hidden_act '\(c.hiddenAct)'; supported: gelu")
+        }
+        guard c.hiddenSize % c.numAttentionHeads == 0 else {
+            throw EngineError.invalidFile("\(cfgPath): hidden_size not divisible by heads")
+        }
         config = c
         if c.engineEncryption != nil && !FileManager.default.fileExists(atPath: directory + "/vocab.txt") {
             textTokenizer = nil
         } else {
             let tok = try WordPieceTokenizer(directory: directory, maxLength: min(maxLength, c.maxPositionEmbeddings))
             guard tok.tokens.count == c.vocabSize else {
-                throw EngineError.invalidFile("\(directory)/vocab.txt has \(tok.tokens.count) tokens, config says \(c.vocabSize)")
+                throw EngineError.invalidFile(
+                    "\(directory)/vocab.txt has \(tok.tokens.count) tokens, config says \(c.vocabSize)")
             }
             textTokenizer = tok
         }
         let st = try SafeTensorsFile(path: directory + "/model.safetensors")
         let prefix = st.tensors["embeddings.word_embeddings.weight"] != nil ? "" : "bert."
-        let d = c.hiddenSize, h = c.intermediateSize
+        let d = c.hiddenSize
+        let h = c.intermediateSize
         func t(_ n: String, _ shape: [Int]) throws -> [Float] { try st.floats(prefix + n, shape: shape) }
         wordEmb = try t("embeddings.word_embeddings.weight", [c.vocabSize, d])
         posEmb = try t("embeddings.position_embeddings.weight", [c.maxPositionEmbeddings, d])
         typeEmb = try t("embeddings.token_type_embeddings.weight", [c.typeVocabSize, d])
         func norm(_ n: String) throws -> Norm {
             if st.tensors[prefix + n + ".transform"] != nil {
-                return Norm(gamma: [Float](repeating: 1, count: d), beta: [Float](repeating: 0, count: d),
-                            transform: try QuantizedMatrix(f32: t(n + ".transform", [d, d]), rows: d, cols: d), bias: try t(n + ".bias", [d]))
+                return Norm(
+                    gamma: [Float](repeating: 1, count: d), beta: [Float](repeating: 0, count: d),
+                    transform: try QuantizedMatrix(f32: t(n + ".transform", [d, d]), rows: d, cols: d),
+                    bias: try t(n + ".bias", [d]))
             }
             return Norm(gamma: try t(n + ".weight", [d]), beta: try t(n + ".bias", [d]))
         }
         embLN = try norm("embeddings.LayerNorm")
-        var ls: [Layer] = [], ms: [[QuantizedMatrix]] = []
+        var ls: [Layer] = []
+        var ms: [[QuantizedMatrix]] = []
         for i in 0..<c.numHiddenLayers {
             let p = "encoder.layer.\(i)."
             func m(_ n: String, _ rows: Int, _ cols: Int) throws -> QuantizedMatrix {
                 try QuantizedMatrix(f32: t(p + n + ".weight", [rows, cols]), rows: rows, cols: cols)
             }
-            ms.append([try m("attention.self.query", d, d), try m("attention.self.key", d, d), try m("attention.self.value", d, d),
-                       try m("attention.output.dense", d, d), try m("intermediate.dense", h, d), try m("output.dense", d, h)])
-            ls.append(Layer(bq: try t(p + "attention.self.query.bias", [d]), bk: try t(p + "attention.self.key.bias", [d]),
-                            bv: try t(p + "attention.self.value.bias", [d]), bo: try t(p + "attention.output.dense.bias", [d]),
-                            ln1: try norm(p + "attention.output.LayerNorm"),
-                            bi: try t(p + "intermediate.dense.bias", [h]), bd: try t(p + "output.dense.bias", [d]),
-                            ln2: try norm(p + "output.LayerNorm")))
+            ms.append([
+                try m("attention.self.query", d, d), try m("attention.self.key", d, d),
+                try m("attention.self.value", d, d),
+                try m("attention.output.dense", d, d), try m("intermediate.dense", h, d), try m("output.dense", d, h),
+            ])
+            ls.append(
+                Layer(
+                    bq: try t(p + "attention.self.query.bias", [d]), bk: try t(p + "attention.self.key.bias", [d]),
+                    bv: try t(p + "attention.self.value.bias", [d]), bo: try t(p + "attention.output.dense.bias", [d]),
+                    ln1: try norm(p + "attention.output.LayerNorm"),
+                    bi: try t(p + "intermediate.dense.bias", [h]), bd: try t(p + "output.dense.bias", [d]),
+                    ln2: try norm(p + "output.LayerNorm")))
         }
         layers = ls
         mats = ms
@@ -116,20 +145,42 @@ public final class BertModel: @unchecked Sendable {
     /// linear layers run once over all tokens (per-token products, so batching is exact);
     /// attention runs per sequence.
     func forward(_ seqs: [[Int]], kernels k: Kernels) throws -> [Float] {
-        let c = config, d = c.hiddenSize, nh = c.numAttentionHeads, hd = d / nh
+        let c = config
+        let d = c.hiddenSize
+        let nh = c.numAttentionHeads
+        let hd = d / nh
         let lengths = seqs.map(\.count)
         let T = lengths.reduce(0, +)
         try require(!seqs.isEmpty && lengths.allSatisfy { $0 > 0 }, "no tokens")
-        for n in lengths { try require(n <= c.maxPositionEmbeddings, "\(n) tokens exceed the \(c.maxPositionEmbeddings) positions of the model") }
-        for s in seqs { for i in s where i < 0 || i >= c.vocabSize { throw EngineError.invalidArgument("token id \(i) is out of range 0..<\(c.vocabSize)") } }
-        var starts: [Int] = [], acc = 0
-        for n in lengths { starts.append(acc); acc += n }
+        for n in lengths {
+            try require(
+                n <= c.maxPositionEmbeddings, "\(n) tokens exceed the \(c.maxPositionEmbeddings) positions of the model"
+            )
+        }
+        for s in seqs {
+            for i in s where i < 0 || i >= c.vocabSize {
+                throw EngineError.invalidArgument("token id \(i) is out of range 0..<\(c.vocabSize)")
+            }
+        }
+        var starts: [Int] = []
+        var acc = 0
+        for n in lengths {
+            starts.append(acc)
+            acc += n
+        }
         var x = [Float](repeating: 0, count: T * d)
         for (si, s) in seqs.enumerated() {
-            for (t, id) in s.enumerated() { let row = starts[si] + t; for j in 0..<d { x[row * d + j] = wordEmb[id * d + j] + posEmb[t * d + j] + typeEmb[j] } }
+            for (t, id) in s.enumerated() {
+                let row = starts[si] + t
+                for j in 0..<d { x[row * d + j] = wordEmb[id * d + j] + posEmb[t * d + j] + typeEmb[j] }
+            }
         }
         try layerNorm(&x, embLN, T, d, k)
-        var q = x, kk = x, v = x, ctx = x, tmp = x
+        var q = x
+        var kk = x
+        var v = x
+        var ctx = x
+        var tmp = x
         var inter = [Float](repeating: 0, count: T * c.intermediateSize)
         let maxT = lengths.max()!
         var scores = [Float](repeating: 0, count: maxT * maxT)
@@ -138,25 +189,43 @@ public final class BertModel: @unchecked Sendable {
         let blas = T >= 128
         for (li, L) in layers.enumerated() {
             let M = mats[li]
-            try lin(k, M[0], x, L.bq, T, &q, blas); try lin(k, M[1], x, L.bk, T, &kk, blas); try lin(k, M[2], x, L.bv, T, &v, blas)
+            try lin(k, M[0], x, L.bq, T, &q, blas)
+            try lin(k, M[1], x, L.bk, T, &kk, blas)
+            try lin(k, M[2], x, L.bv, T, &v, blas)
             // bidirectional attention per sequence and head with sgemm: S = Q_h K_h^T, softmax, O_h = P V_h
             for (si, n) in lengths.enumerated() {
                 let base = starts[si] * d
                 for head in 0..<nh {
-                    q.withUnsafeBufferPointer { qp in kk.withUnsafeBufferPointer { kp in scores.withUnsafeMutableBufferPointer { sp in
-                        ck_sgemm(false, true, n, n, hd, scale, qp.baseAddress! + base + head * hd, d, kp.baseAddress! + base + head * hd, d, 0, sp.baseAddress, n)
-                    } } }
+                    q.withUnsafeBufferPointer { qp in
+                        kk.withUnsafeBufferPointer { kp in
+                            scores.withUnsafeMutableBufferPointer { sp in
+                                ck_sgemm(
+                                    false, true, n, n, hd, scale, qp.baseAddress! + base + head * hd, d,
+                                    kp.baseAddress! + base + head * hd, d, 0, sp.baseAddress, n)
+                            }
+                        }
+                    }
                     for r in 0..<n {
                         var m = -Float.infinity
                         for j in 0..<n { m = max(m, scores[r * n + j]) }
                         var z: Float = 0
-                        for j in 0..<n { let e = expf(scores[r * n + j] - m); scores[r * n + j] = e; z += e }
+                        for j in 0..<n {
+                            let e = expf(scores[r * n + j] - m)
+                            scores[r * n + j] = e
+                            z += e
+                        }
                         let inv = 1 / z
                         for j in 0..<n { scores[r * n + j] *= inv }
                     }
-                    scores.withUnsafeBufferPointer { sp in v.withUnsafeBufferPointer { vp in ctx.withUnsafeMutableBufferPointer { cp in
-                        ck_sgemm(false, false, n, hd, n, 1, sp.baseAddress, n, vp.baseAddress! + base + head * hd, d, 0, cp.baseAddress! + base + head * hd, d)
-                    } } }
+                    scores.withUnsafeBufferPointer { sp in
+                        v.withUnsafeBufferPointer { vp in
+                            ctx.withUnsafeMutableBufferPointer { cp in
+                                ck_sgemm(
+                                    false, false, n, hd, n, 1, sp.baseAddress, n, vp.baseAddress! + base + head * hd, d,
+                                    0, cp.baseAddress! + base + head * hd, d)
+                            }
+                        }
+                    }
                 }
             }
             try lin(k, M[3], ctx, L.bo, T, &tmp, blas)
@@ -202,7 +271,10 @@ public final class BertModel: @unchecked Sendable {
             for t in 0..<s.count { for j in 0..<d { e[j] += x[(row + t) * d + j] } }
             row += s.count
             var n: Float = 0
-            for j in 0..<d { e[j] /= Float(s.count); n += e[j] * e[j] }
+            for j in 0..<d {
+                e[j] /= Float(s.count)
+                n += e[j] * e[j]
+            }
             let inv = 1 / max(n.squareRoot(), 1e-12)
             out += e.map { $0 * inv }
         }
@@ -211,18 +283,30 @@ public final class BertModel: @unchecked Sendable {
 
     /// y (T x out) = x (T x in) W^T + b with Engine's row kernels (at sentence lengths they beat
     /// OpenBLAS, whose threading and buffer locks dominate such small products).
-    func lin(_ k: Kernels, _ w: QuantizedMatrix, _ x: [Float], _ b: [Float], _ T: Int, _ y: inout [Float], _ blas: Bool = false) throws {
-        try x.withUnsafeBufferPointer { xp in try y.withUnsafeMutableBufferPointer { yp in
-            try k.linear(w, x: UnsafeBufferPointer(rebasing: xp[0..<(T * w.cols)]), tokens: T,
-                               into: UnsafeMutableBufferPointer(rebasing: yp[0..<(T * w.rows)]), useBLAS: blas)
-        } }
+    func lin(
+        _ k: Kernels, _ w: QuantizedMatrix, _ x: [Float], _ b: [Float], _ T: Int, _ y: inout [Float],
+        _ blas: Bool = false
+    ) throws {
+        try x.withUnsafeBufferPointer { xp in
+            try y.withUnsafeMutableBufferPointer { yp in
+                try k.linear(
+                    w, x: UnsafeBufferPointer(rebasing: xp[0..<(T * w.cols)]), tokens: T,
+                    into: UnsafeMutableBufferPointer(rebasing: yp[0..<(T * w.rows)]), useBLAS: blas)
+            }
+        }
         for t in 0..<T { for j in 0..<w.rows { y[t * w.rows + j] += b[j] } }
     }
 
     func layerNorm(_ x: inout [Float], _ n: Norm, _ T: Int, _ d: Int, _ k: Kernels) throws {
-        try x.withUnsafeMutableBufferPointer { xp in try n.gamma.withUnsafeBufferPointer { gp in try n.beta.withUnsafeBufferPointer { bp in
-            try k.layerNorm(UnsafeMutableBufferPointer(rebasing: xp[0..<(T * d)]), d: d, gamma: gp, beta: bp, eps: Float(config.layerNormEps))
-        } } }
+        try x.withUnsafeMutableBufferPointer { xp in
+            try n.gamma.withUnsafeBufferPointer { gp in
+                try n.beta.withUnsafeBufferPointer { bp in
+                    try k.layerNorm(
+                        UnsafeMutableBufferPointer(rebasing: xp[0..<(T * d)]), d: d, gamma: gp, beta: bp,
+                        eps: Float(config.layerNormEps))
+                }
+            }
+        }
         if let g = n.transform {
             var y = [Float](repeating: 0, count: x.count)
             try lin(k, g, x, n.bias, T, &y, T >= 128)

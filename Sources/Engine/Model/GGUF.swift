@@ -2,33 +2,69 @@ import CKernels
 
 /// A metadata value of a GGUF file.
 public indirect enum GGUFValue: Sendable, Equatable {
-    case uint(UInt64), int(Int64), float(Double), bool(Bool), string(String), array([GGUFValue])
+    case uint(UInt64)
+    case int(Int64)
+    case float(Double)
+    case bool(Bool)
+    case string(String)
+    case array([GGUFValue])
 
     public var int: Int? {
-        switch self { case .uint(let v): return Int(exactly: v); case .int(let v): return Int(exactly: v); default: return nil }
+        switch self {
+        case .uint(let v): return Int(exactly: v)
+        case .int(let v): return Int(exactly: v)
+        default: return nil
+        }
     }
     public var double: Double? {
-        switch self { case .float(let v): return v; case .uint(let v): return Double(v); case .int(let v): return Double(v); default: return nil }
+        switch self {
+        case .float(let v): return v
+        case .uint(let v): return Double(v)
+        case .int(let v): return Double(v)
+        default: return nil
+        }
     }
-    public var string: String? { if case .string(let s) = self { return s }; return nil }
-    public var array: [GGUFValue]? { if case .array(let a) = self { return a }; return nil }
-    public var bool: Bool? { if case .bool(let b) = self { return b }; return nil }
+    public var string: String? {
+        if case .string(let s) = self { return s }
+        return nil
+    }
+    public var array: [GGUFValue]? {
+        if case .array(let a) = self { return a }
+        return nil
+    }
+    public var bool: Bool? {
+        if case .bool(let b) = self { return b }
+        return nil
+    }
 }
 
 /// ggml tensor element types this engine reads (others are refused by name).
 public enum GGMLType: UInt32, Sendable {
-    case f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q8_0 = 8
+    case f32 = 0
+    case f16 = 1
+    case q4_0 = 2
+    case q4_1 = 3
+    case q8_0 = 8
 
     /// Engine's row type of the same layout.
     public var rowType: RowType {
-        switch self { case .f32: return .f32; case .f16: return .f16; case .q4_0: return .q4_0; case .q4_1: return .q4_1; case .q8_0: return .q8_0 }
+        switch self {
+        case .f32: return .f32
+        case .f16: return .f16
+        case .q4_0: return .q4_0
+        case .q4_1: return .q4_1
+        case .q8_0: return .q8_0
+        }
     }
 
     /// Names of all ggml types, for error messages.
-    static let names: [UInt32: String] = [0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1",
-        10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS",
+    static let names: [UInt32: String] = [
+        0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1",
+        10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS",
+        18: "IQ3_XXS",
         19: "IQ1_S", 20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S", 23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32", 27: "I64",
-        28: "F64", 29: "IQ1_M", 30: "BF16", 34: "TQ1_0", 35: "TQ2_0"]
+        28: "F64", 29: "IQ1_M", 30: "BF16", 34: "TQ1_0", 35: "TQ2_0",
+    ]
 }
 
 /// One tensor of a GGUF file: ggml dimension order (ne[0] is the row length).
@@ -65,28 +101,42 @@ public final class GGUFFile: @unchecked Sendable {
         self.file = file
         var r = Reader(file: file)
         let magic = try r.u32()
-        guard magic == 0x4655_4747 else { throw EngineError.invalidFile("\(file.path): not a GGUF file (magic \(String(magic, radix: 16)))") }
+        guard magic == 0x4655_4747 else {
+            throw EngineError.invalidFile("\(file.path): not a GGUF file (magic \(String(magic, radix: 16)))")
+        }
         let v = try r.u32()
-        guard v == 2 || v == 3 else { throw EngineError.unsupported("\(file.path): GGUF version \(v) (supported: 2, 3)") }
+        guard v == 2 || v == 3 else {
+            throw EngineError.unsupported("\(file.path): GGUF version \(v) (supported: 2, 3)")
+        }
         version = Int(v)
-        let nTensors = try r.u64(), nKV = try r.u64()
-        guard nTensors < 1 << 24, nKV < 1 << 24 else { throw EngineError.invalidFile("\(file.path): implausible counts (\(nTensors) tensors, \(nKV) keys): corrupt header") }
+        let nTensors = try r.u64()
+        let nKV = try r.u64()
+        guard nTensors < 1 << 24, nKV < 1 << 24 else {
+            throw EngineError.invalidFile(
+                "\(file.path): implausible counts (\(nTensors) tensors, \(nKV) keys): corrupt header")
+        }
         for _ in 0..<nKV {
             let key = try r.string()
             let type = try r.u32()
             metadata[key] = try r.value(type: type, key: key)
         }
         alignment = metadata["general.alignment"]?.int ?? 32
-        guard alignment > 0 && alignment & (alignment - 1) == 0 else { throw EngineError.invalidFile("\(file.path): general.alignment \(alignment) is not a power of two") }
+        guard alignment > 0 && alignment & (alignment - 1) == 0 else {
+            throw EngineError.invalidFile("\(file.path): general.alignment \(alignment) is not a power of two")
+        }
         var infos: [(String, [Int], UInt32, Int)] = []
         for _ in 0..<nTensors {
             let name = try r.string()
             let nd = try r.u32()
-            guard nd >= 1 && nd <= 4 else { throw EngineError.invalidFile("\(file.path): tensor \(name) has \(nd) dimensions") }
+            guard nd >= 1 && nd <= 4 else {
+                throw EngineError.invalidFile("\(file.path): tensor \(name) has \(nd) dimensions")
+            }
             var dims: [Int] = []
             for _ in 0..<nd {
                 let d = try r.u64()
-                guard d > 0 && d < 1 << 40 else { throw EngineError.invalidFile("\(file.path): tensor \(name) has dimension \(d)") }
+                guard d > 0 && d < 1 << 40 else {
+                    throw EngineError.invalidFile("\(file.path): tensor \(name) has dimension \(d)")
+                }
                 dims.append(Int(d))
             }
             let t = try r.u32()
@@ -96,17 +146,25 @@ public final class GGUFFile: @unchecked Sendable {
         let dataStart = (r.pos + alignment - 1) / alignment * alignment
         for (name, dims, t, off) in infos {
             guard let type = GGMLType(rawValue: t) else {
-                throw EngineError.unsupported("\(file.path): tensor \(name) has type \(GGMLType.names[t] ?? "#\(t)"); supported: F32, F16, Q8_0, Q4_0, Q4_1")
+                throw EngineError.unsupported(
+                    "\(file.path): tensor \(name) has type \(GGMLType.names[t] ?? "#\(t)"); supported: F32, F16, Q8_0, Q4_0, Q4_1"
+                )
             }
             let n = dims.reduce(1, *)
             guard type.rowType.isQuantized == false || dims[0] % 32 == 0 else {
-                throw EngineError.invalidFile("\(file.path): tensor \(name) of type \(type) has row length \(dims[0]), not a multiple of 32")
+                throw EngineError.invalidFile(
+                    "\(file.path): tensor \(name) of type \(type) has row length \(dims[0]), not a multiple of 32")
             }
             let bytes = ck_rtype_row_bytes(type.rowType.c, dims[0]) * (n / dims[0])
             let start = dataStart + off
-            guard off % alignment == 0 else { throw EngineError.invalidFile("\(file.path): tensor \(name) offset \(off) is not aligned to \(alignment)") }
+            guard off % alignment == 0 else {
+                throw EngineError.invalidFile(
+                    "\(file.path): tensor \(name) offset \(off) is not aligned to \(alignment)")
+            }
             guard start + bytes <= file.count else {
-                throw EngineError.invalidFile("\(file.path): tensor \(name) needs bytes \(start)..<\(start + bytes) but the file has \(file.count) (truncated?)")
+                throw EngineError.invalidFile(
+                    "\(file.path): tensor \(name) needs bytes \(start)..<\(start + bytes) but the file has \(file.count) (truncated?)"
+                )
             }
             guard tensors[name] == nil else { throw EngineError.invalidFile("\(file.path): duplicate tensor \(name)") }
             tensors[name] = GGUFTensor(name: name, dims: dims, type: type, offset: start, byteCount: bytes)
@@ -136,15 +194,21 @@ public final class GGUFFile: @unchecked Sendable {
 
     /// Metadata accessors that throw with the key's name.
     public func int(_ key: String) throws -> Int {
-        guard let v = metadata[key]?.int else { throw EngineError.invalidFile("\(file.path): missing or non-integer metadata \(key)") }
+        guard let v = metadata[key]?.int else {
+            throw EngineError.invalidFile("\(file.path): missing or non-integer metadata \(key)")
+        }
         return v
     }
     public func double(_ key: String) throws -> Double {
-        guard let v = metadata[key]?.double else { throw EngineError.invalidFile("\(file.path): missing or non-numeric metadata \(key)") }
+        guard let v = metadata[key]?.double else {
+            throw EngineError.invalidFile("\(file.path): missing or non-numeric metadata \(key)")
+        }
         return v
     }
     public func string(_ key: String) throws -> String {
-        guard let v = metadata[key]?.string else { throw EngineError.invalidFile("\(file.path): missing or non-string metadata \(key)") }
+        guard let v = metadata[key]?.string else {
+            throw EngineError.invalidFile("\(file.path): missing or non-string metadata \(key)")
+        }
         return v
     }
 
@@ -153,7 +217,8 @@ public final class GGUFFile: @unchecked Sendable {
         var pos = 0
         mutating func take(_ n: Int) throws -> UnsafeRawBufferPointer {
             guard n >= 0, pos <= file.count, n <= file.count - pos else {
-                throw EngineError.invalidFile("\(file.path): unexpected end of file at byte \(pos) (needed \(n) more; truncated?)")
+                throw EngineError.invalidFile(
+                    "\(file.path): unexpected end of file at byte \(pos) (needed \(n) more; truncated?)")
             }
             defer { pos += n }
             return try file.bytes(pos, n)
@@ -163,7 +228,9 @@ public final class GGUFFile: @unchecked Sendable {
         mutating func u64() throws -> UInt64 { UInt64(littleEndian: try take(8).loadUnaligned(as: UInt64.self)) }
         mutating func string() throws -> String {
             let n = try u64()
-            guard n < 1 << 30 else { throw EngineError.invalidFile("\(file.path): string length \(n) at byte \(pos - 8): corrupt") }
+            guard n < 1 << 30 else {
+                throw EngineError.invalidFile("\(file.path): string length \(n) at byte \(pos - 8): corrupt")
+            }
             let b = try take(Int(n))
             return String(decoding: b, as: UTF8.self)
         }
@@ -184,8 +251,12 @@ public final class GGUFFile: @unchecked Sendable {
             case 9:
                 let et = try u32()
                 let n = try u64()
-                guard n < 1 << 26 else { throw EngineError.invalidFile("\(file.path): array of \(n) elements for \(key): corrupt") }
-                guard et != 9 || n < 1 << 16 else { throw EngineError.invalidFile("\(file.path): nested array too large for \(key)") }
+                guard n < 1 << 26 else {
+                    throw EngineError.invalidFile("\(file.path): array of \(n) elements for \(key): corrupt")
+                }
+                guard et != 9 || n < 1 << 16 else {
+                    throw EngineError.invalidFile("\(file.path): nested array too large for \(key)")
+                }
                 var a: [GGUFValue] = []
                 a.reserveCapacity(Int(n))
                 for _ in 0..<n { a.append(try value(type: et, key: key)) }

@@ -29,11 +29,16 @@ public struct GGUFWriter {
     }
 
     public func write(to path: String) throws {
-        try require(alignment > 0 && alignment & (alignment - 1) == 0, "alignment must be a power of two, got \(alignment)")
+        try require(
+            alignment > 0 && alignment & (alignment - 1) == 0, "alignment must be a power of two, got \(alignment)")
         var head: [UInt8] = []
         func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { head.append(contentsOf: $0) } }
         func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { head.append(contentsOf: $0) } }
-        func str(_ s: String) { let b = Array(s.utf8); u64(UInt64(b.count)); head.append(contentsOf: b) }
+        func str(_ s: String) {
+            let b = Array(s.utf8)
+            u64(UInt64(b.count))
+            head.append(contentsOf: b)
+        }
         func typeID(_ v: GGUFValue) -> UInt32 {
             switch v {
             case .uint: return 10
@@ -57,13 +62,22 @@ public struct GGUFWriter {
                 for e in a { value(e) }
             }
         }
-        u32(0x4655_4747); u32(3)
+        u32(0x4655_4747)
+        u32(3)
         u64(UInt64(tensors.count))
         // general.alignment is written from `alignment` (as uint32, as the spec defines it).
         let meta = metadata.filter { $0.0 != "general.alignment" }
         u64(UInt64(meta.count + (alignment != 32 ? 1 : 0)))
-        for (k, v) in meta { str(k); u32(typeID(v)); value(v) }
-        if alignment != 32 { str("general.alignment"); u32(4); u32(UInt32(alignment)) }
+        for (k, v) in meta {
+            str(k)
+            u32(typeID(v))
+            value(v)
+        }
+        if alignment != 32 {
+            str("general.alignment")
+            u32(4)
+            u32(UInt32(alignment))
+        }
         var offset = 0
         var offsets: [Int] = []
         for t in tensors {
@@ -71,9 +85,11 @@ public struct GGUFWriter {
             offset += (t.bytes.count + alignment - 1) / alignment * alignment
         }
         for (i, t) in tensors.enumerated() {
-            str(t.name); u32(UInt32(t.dims.count))
+            str(t.name)
+            u32(UInt32(t.dims.count))
             for d in t.dims { u64(UInt64(d)) }
-            u32(t.type); u64(UInt64(offsets[i]))
+            u32(t.type)
+            u64(UInt64(offsets[i]))
         }
         let pad = (head.count + alignment - 1) / alignment * alignment - head.count
         head.append(contentsOf: [UInt8](repeating: 0, count: pad))

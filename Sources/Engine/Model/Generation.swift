@@ -16,9 +16,16 @@ public struct GenerationParameters: Sendable {
     /// <|im_end|> when present).
     public var stopTokens: Set<Int>? = nil
 
-    public init(maxTokens: Int = 128, temperature: Float = 0, topK: Int = 0, topP: Float = 1, seed: UInt64 = 0, stopTokens: Set<Int>? = nil) {
-        self.maxTokens = maxTokens; self.temperature = temperature; self.topK = topK; self.topP = topP
-        self.seed = seed; self.stopTokens = stopTokens
+    public init(
+        maxTokens: Int = 128, temperature: Float = 0, topK: Int = 0, topP: Float = 1, seed: UInt64 = 0,
+        stopTokens: Set<Int>? = nil
+    ) {
+        self.maxTokens = maxTokens
+        self.temperature = temperature
+        self.topK = topK
+        self.topP = topP
+        self.seed = seed
+        self.stopTokens = stopTokens
     }
 
     func validate() throws {
@@ -54,13 +61,25 @@ public struct Sampler: Sendable {
         let z = probs.reduce(0, +)
         probs = probs.map { $0 / z }
         if p.topP < 1 {
-            var acc = 0.0, keep = probs.count
-            for (i, q) in probs.enumerated() { acc += q; if acc >= Double(p.topP) { keep = i + 1; break } }
-            idx.removeLast(idx.count - keep); probs.removeLast(probs.count - keep)
-            let z2 = probs.reduce(0, +); probs = probs.map { $0 / z2 }
+            var acc = 0.0
+            var keep = probs.count
+            for (i, q) in probs.enumerated() {
+                acc += q
+                if acc >= Double(p.topP) {
+                    keep = i + 1
+                    break
+                }
+            }
+            idx.removeLast(idx.count - keep)
+            probs.removeLast(probs.count - keep)
+            let z2 = probs.reduce(0, +)
+            probs = probs.map { $0 / z2 }
         }
         var u = Double(rng.next() >> 11) * 0x1p-53
-        for (i, q) in probs.enumerated() { u -= q; if u < 0 { return idx[i] } }
+        for (i, q) in probs.enumerated() {
+            u -= q
+            if u < 0 { return idx[i] }
+        }
         return idx[idx.count - 1]
     }
 }
@@ -72,14 +91,19 @@ public final class TextGenerator: @unchecked Sendable {
     public let chatTemplate: String?
 
     public init(model: LlamaModel, tokenizer: BPETokenizer, chatTemplate: String? = nil) {
-        self.model = model; self.tokenizer = tokenizer; self.chatTemplate = chatTemplate
+        self.model = model
+        self.tokenizer = tokenizer
+        self.chatTemplate = chatTemplate
     }
 
     /// Loads model and tokenizer from one GGUF file.
-    public convenience init(path: String, format: WeightFormat = .native, activations: Numerics = .int8, kernels: Kernels) throws {
+    public convenience init(
+        path: String, format: WeightFormat = .native, activations: Numerics = .int8, kernels: Kernels
+    ) throws {
         let f = try GGUFFile(path: path)
-        try self.init(model: LlamaModel(gguf: f, format: format, activations: activations, kernels: kernels),
-                      tokenizer: BPETokenizer(gguf: f), chatTemplate: f.metadata["tokenizer.chat_template"]?.string)
+        try self.init(
+            model: LlamaModel(gguf: f, format: format, activations: activations, kernels: kernels),
+            tokenizer: BPETokenizer(gguf: f), chatTemplate: f.metadata["tokenizer.chat_template"]?.string)
     }
 
     /// The prompt as the model's chat template formats one user turn followed by the assistant's
@@ -99,18 +123,24 @@ public final class TextGenerator: @unchecked Sendable {
     /// Generates from `prompt`; `onToken` receives each new token id and the text it completes
     /// (UTF-8 sequences split across tokens are held back until complete). Returns all new ids.
     @discardableResult
-    public func generate(prompt: String, parameters: GenerationParameters = .init(),
-                         onToken: (Int, String) -> Void = { _, _ in }) throws -> [Int] {
+    public func generate(
+        prompt: String, parameters: GenerationParameters = .init(),
+        onToken: (Int, String) -> Void = { _, _ in }
+    ) throws -> [Int] {
         let ids = tokenizer.encode(prompt)
         try require(!ids.isEmpty, "the prompt is empty")
         return try generate(promptIDs: ids, parameters: parameters, onToken: onToken)
     }
 
     @discardableResult
-    public func generate(promptIDs: [Int], parameters: GenerationParameters = .init(),
-                         onToken: (Int, String) -> Void = { _, _ in }) throws -> [Int] {
-        try decodeLoop(model: model, tokenizer: tokenizer, promptIDs: promptIDs, parameters: parameters,
-                       stops: parameters.stopTokens ?? defaultStops, step: { try self.model.forward($0, cache: $1) }, onToken: onToken)
+    public func generate(
+        promptIDs: [Int], parameters: GenerationParameters = .init(),
+        onToken: (Int, String) -> Void = { _, _ in }
+    ) throws -> [Int] {
+        try decodeLoop(
+            model: model, tokenizer: tokenizer, promptIDs: promptIDs, parameters: parameters,
+            stops: parameters.stopTokens ?? defaultStops, step: { try self.model.forward($0, cache: $1) },
+            onToken: onToken)
     }
 }
 
@@ -125,13 +155,16 @@ func defaultStopTokens(_ tokenizer: BPETokenizer) -> Set<Int> {
 /// The generation loop shared by plain and encrypted generation: `step(ids, cache)` runs plain
 /// ids at the cache's next positions and returns the last position's logits in plain vocabulary
 /// order (a plain forward pass, or an encrypted server call wrapped by its client).
-func decodeLoop(model: LlamaModel, tokenizer: BPETokenizer, promptIDs: [Int], parameters: GenerationParameters,
-                stops: Set<Int>, step: ([Int], LlamaKVCache) throws -> [Float],
-                onToken: (Int, String) -> Void) throws -> [Int] {
+func decodeLoop(
+    model: LlamaModel, tokenizer: BPETokenizer, promptIDs: [Int], parameters: GenerationParameters,
+    stops: Set<Int>, step: ([Int], LlamaKVCache) throws -> [Float],
+    onToken: (Int, String) -> Void
+) throws -> [Int] {
     var sampler = try Sampler(parameters)
     try require(!promptIDs.isEmpty, "the prompt is empty")
-    try require(promptIDs.count <= model.config.contextLength,
-                "the prompt has \(promptIDs.count) tokens but the context holds \(model.config.contextLength)")
+    try require(
+        promptIDs.count <= model.config.contextLength,
+        "the prompt has \(promptIDs.count) tokens but the context holds \(model.config.contextLength)")
     let cap = min(model.config.contextLength, promptIDs.count + parameters.maxTokens)
     let cache = try model.makeCache(capacity: max(cap, 1))
     var logits = try step(promptIDs, cache)
@@ -142,7 +175,10 @@ func decodeLoop(model: LlamaModel, tokenizer: BPETokenizer, promptIDs: [Int], pa
         out.append(next)
         if stops.contains(next) { break }
         pending += tokenizer.bytes(of: next)
-        if let s = String(validating: pending, as: UTF8.self) { onToken(next, s); pending = [] }
+        if let s = String(validating: pending, as: UTF8.self) {
+            onToken(next, s)
+            pending = []
+        }
         if cache.length >= cache.capacity { break }
         logits = try step([next], cache)
     }

@@ -17,7 +17,8 @@ public struct LlamaConfig: Sendable, Equatable {
     public init(gguf f: GGUFFile) throws {
         let arch = try f.string("general.architecture")
         guard arch == "llama" else {
-            throw EngineError.unsupported("\(f.file.path): architecture '\(arch)'; this decoder supports 'llama' (Llama, SmolLM2, Mistral-style)")
+            throw EngineError.unsupported(
+                "\(f.file.path): architecture '\(arch)'; this decoder supports 'llama' (Llama, SmolLM2, Mistral-style)")
         }
         dim = try f.int("llama.embedding_length")
         layers = try f.int("llama.block_count")
@@ -29,17 +30,22 @@ public struct LlamaConfig: Sendable, Equatable {
         normEps = Float(try f.double("llama.attention.layer_norm_rms_epsilon"))
         if case .bool(true)? = f.metadata["engine.split"], f.tensors["token_embd.weight"] == nil {
             // server half of a split-encrypted model: no vocabulary tensors
-            guard let v = f.metadata["llama.vocab_size"]?.int, v > 0 else { throw EngineError.invalidFile("\(f.file.path): split model without llama.vocab_size") }
+            guard let v = f.metadata["llama.vocab_size"]?.int, v > 0 else {
+                throw EngineError.invalidFile("\(f.file.path): split model without llama.vocab_size")
+            }
             vocab = v
         } else {
             let emb = try f.tensor("token_embd.weight")
             vocab = f.metadata["llama.vocab_size"]?.int ?? emb.rowCount
             guard emb.rowLength == dim, emb.rowCount == vocab else {
-                throw EngineError.invalidFile("\(f.file.path): token_embd.weight is \(emb.rowCount)x\(emb.rowLength), expected \(vocab)x\(dim)")
+                throw EngineError.invalidFile(
+                    "\(f.file.path): token_embd.weight is \(emb.rowCount)x\(emb.rowLength), expected \(vocab)x\(dim)")
             }
         }
         guard dim > 0, heads > 0, kvHeads > 0, heads % kvHeads == 0, dim % heads == 0, layers > 0, hidden > 0 else {
-            throw EngineError.invalidFile("\(f.file.path): inconsistent shape (dim \(dim), heads \(heads), kv heads \(kvHeads), layers \(layers))")
+            throw EngineError.invalidFile(
+                "\(f.file.path): inconsistent shape (dim \(dim), heads \(heads), kv heads \(kvHeads), layers \(layers))"
+            )
         }
     }
 }
@@ -80,17 +86,23 @@ public final class LlamaModel: @unchecked Sendable {
     var numerics: Numerics { format == .native ? activations : .exact }
 
     /// Loads a GGUF file. Every tensor's shape is checked against the configuration.
-    public init(gguf f: GGUFFile, format: WeightFormat = .native, activations: Numerics = .int8, score: ScoreFunction? = nil,
-                kernels: Kernels) throws {
+    public init(
+        gguf f: GGUFFile, format: WeightFormat = .native, activations: Numerics = .int8, score: ScoreFunction? = nil,
+        kernels: Kernels
+    ) throws {
         let c = try LlamaConfig(gguf: f)
         config = c
         if let score {
             self.score = score
         } else if let name = f.metadata["engine.attention.score"]?.string {
-            guard name == "power" else { throw EngineError.unsupported("\(f.file.path): attention score '\(name)'; supported: power (softmax is the default)") }
-            self.score = .power(p: f.metadata["engine.attention.power_p"]?.int ?? 4,
-                                eps: Float(f.metadata["engine.attention.power_eps"]?.double ?? 1e-6),
-                                delta: Float(f.metadata["engine.attention.power_delta"]?.double ?? 1e-6))
+            guard name == "power" else {
+                throw EngineError.unsupported(
+                    "\(f.file.path): attention score '\(name)'; supported: power (softmax is the default)")
+            }
+            self.score = .power(
+                p: f.metadata["engine.attention.power_p"]?.int ?? 4,
+                eps: Float(f.metadata["engine.attention.power_eps"]?.double ?? 1e-6),
+                delta: Float(f.metadata["engine.attention.power_delta"]?.double ?? 1e-6))
         } else {
             self.score = .softmax
         }
@@ -101,44 +113,59 @@ public final class LlamaModel: @unchecked Sendable {
         func mat(_ name: String, rows: Int, cols: Int) throws -> QuantizedMatrix {
             let m = try f.matrix(name)
             guard m.rows == rows && m.cols == cols else {
-                throw EngineError.invalidFile("\(f.file.path): \(name) is \(m.rows)x\(m.cols), expected \(rows)x\(cols)")
+                throw EngineError.invalidFile(
+                    "\(f.file.path): \(name) is \(m.rows)x\(m.cols), expected \(rows)x\(cols)")
             }
-            if format == .f32 && m.type != .f32 { return try QuantizedMatrix(f32: m.dequantized(kernels: kernels), rows: rows, cols: cols) }
+            if format == .f32 && m.type != .f32 {
+                return try QuantizedMatrix(f32: m.dequantized(kernels: kernels), rows: rows, cols: cols)
+            }
             return m
         }
         func vec(_ name: String, _ n: Int) throws -> [Float] {
             let m = try f.matrix(name)
-            guard m.rows * m.cols == n else { throw EngineError.invalidFile("\(f.file.path): \(name) has \(m.rows * m.cols) values, expected \(n)") }
+            guard m.rows * m.cols == n else {
+                throw EngineError.invalidFile("\(f.file.path): \(name) has \(m.rows * m.cols) values, expected \(n)")
+            }
             return m.dequantized(kernels: kernels)
         }
         let kvDim = c.kvHeads * c.headDim
         layers = try (0..<c.layers).map { l in
             let p = "blk.\(l)."
-            return Layer(attnNorm: try vec(p + "attn_norm.weight", c.dim), ffnNorm: try vec(p + "ffn_norm.weight", c.dim),
-                         wq: try mat(p + "attn_q.weight", rows: c.dim, cols: c.dim), wk: try mat(p + "attn_k.weight", rows: kvDim, cols: c.dim),
-                         wv: try mat(p + "attn_v.weight", rows: kvDim, cols: c.dim), wo: try mat(p + "attn_output.weight", rows: c.dim, cols: c.dim),
-                         gate: try mat(p + "ffn_gate.weight", rows: c.hidden, cols: c.dim), up: try mat(p + "ffn_up.weight", rows: c.hidden, cols: c.dim),
-                         down: try mat(p + "ffn_down.weight", rows: c.dim, cols: c.hidden))
+            return Layer(
+                attnNorm: try vec(p + "attn_norm.weight", c.dim), ffnNorm: try vec(p + "ffn_norm.weight", c.dim),
+                wq: try mat(p + "attn_q.weight", rows: c.dim, cols: c.dim),
+                wk: try mat(p + "attn_k.weight", rows: kvDim, cols: c.dim),
+                wv: try mat(p + "attn_v.weight", rows: kvDim, cols: c.dim),
+                wo: try mat(p + "attn_output.weight", rows: c.dim, cols: c.dim),
+                gate: try mat(p + "ffn_gate.weight", rows: c.hidden, cols: c.dim),
+                up: try mat(p + "ffn_up.weight", rows: c.hidden, cols: c.dim),
+                down: try mat(p + "ffn_down.weight", rows: c.dim, cols: c.hidden))
         }
         if case .bool(true)? = f.metadata["engine.split"], f.tensors["token_embd.weight"] == nil {
-            embedding = nil; output = nil
+            embedding = nil
+            output = nil
         } else {
             embedding = try mat("token_embd.weight", rows: c.vocab, cols: c.dim)
-            output = f.tensors["output.weight"] != nil ? try mat("output.weight", rows: c.vocab, cols: c.dim) : embedding
+            output =
+                f.tensors["output.weight"] != nil ? try mat("output.weight", rows: c.vocab, cols: c.dim) : embedding
         }
         outputNorm = try vec("output_norm.weight", c.dim)
     }
 
     /// Convenience: opens and loads a GGUF file.
-    public convenience init(path: String, format: WeightFormat = .native, activations: Numerics = .int8, score: ScoreFunction? = nil,
-                            kernels: Kernels) throws {
-        try self.init(gguf: GGUFFile(path: path), format: format, activations: activations, score: score, kernels: kernels)
+    public convenience init(
+        path: String, format: WeightFormat = .native, activations: Numerics = .int8, score: ScoreFunction? = nil,
+        kernels: Kernels
+    ) throws {
+        try self.init(
+            gguf: GGUFFile(path: path), format: format, activations: activations, score: score, kernels: kernels)
     }
 
     /// A fresh KV cache for up to `capacity` positions (default: the model's context length).
     public func makeCache(capacity: Int? = nil) throws -> LlamaKVCache {
         let cap = capacity ?? config.contextLength
-        try require(cap > 0 && cap <= config.contextLength, "cache capacity \(cap) must be in 1...\(config.contextLength)")
+        try require(
+            cap > 0 && cap <= config.contextLength, "cache capacity \(cap) must be in 1...\(config.contextLength)")
         return LlamaKVCache(layers: config.layers, kvHeads: config.kvHeads, headDim: config.headDim, capacity: cap)
     }
 
@@ -146,24 +173,32 @@ public final class LlamaModel: @unchecked Sendable {
     /// to the cache and returns logits (T x vocab if `allLogits`, else only the last position).
     /// `onResidual(layer, x)`, if given, sees the residual stream (T x dim) after each layer
     /// (layer -1: the embeddings) — a diagnostic tap, e.g. to inspect what a server computes.
-    public func forward(_ tokens: [Int], cache: LlamaKVCache, allLogits: Bool = false,
-                        onResidual: ((Int, [Float]) -> Void)? = nil) throws -> [Float] {
-        let c = config, T = tokens.count
+    public func forward(
+        _ tokens: [Int], cache: LlamaKVCache, allLogits: Bool = false,
+        onResidual: ((Int, [Float]) -> Void)? = nil
+    ) throws -> [Float] {
+        let c = config
+        let T = tokens.count
         try require(T > 0, "forward needs at least one token")
         for t in tokens where t < 0 || t >= c.vocab {
             throw EngineError.invalidArgument("token id \(t) is out of range 0..<\(c.vocab)")
         }
         let start = cache.length
         guard start + T <= cache.capacity else {
-            throw EngineError.invalidArgument("\(start + T) positions exceed the context of \(cache.capacity) (prompt too long)")
+            throw EngineError.invalidArgument(
+                "\(start + T) positions exceed the context of \(cache.capacity) (prompt too long)")
         }
         guard let embedding, let output else {
-            throw EngineError.unsupported("this is the server half of a split-encrypted model: it takes hidden states (forwardHidden), not token ids")
+            throw EngineError.unsupported(
+                "this is the server half of a split-encrypted model: it takes hidden states (forwardHidden), not token ids"
+            )
         }
         let d = c.dim
         var x = [Float](repeating: 0, count: T * d)
         try x.withUnsafeMutableBufferPointer { xp in
-            for (i, t) in tokens.enumerated() { try kernels.row(embedding, t, into: UnsafeMutableBufferPointer(rebasing: xp[(i * d)..<((i + 1) * d)])) }
+            for (i, t) in tokens.enumerated() {
+                try kernels.row(embedding, t, into: UnsafeMutableBufferPointer(rebasing: xp[(i * d)..<((i + 1) * d)]))
+            }
         }
         try layersForward(&x, T: T, cache: cache, onResidual: onResidual)
         let rows = allLogits ? T : 1
@@ -178,7 +213,9 @@ public final class LlamaModel: @unchecked Sendable {
     /// The server half of split encryption: runs input vectors (T x dim, e.g. embedding rows the
     /// client looked up and rotated) at the cache's next positions and returns the final residual
     /// stream (T x dim, before the output norm). No token ids or vocabulary are involved.
-    public func forwardHidden(_ inputs: [Float], cache: LlamaKVCache, onResidual: ((Int, [Float]) -> Void)? = nil) throws -> [Float] {
+    public func forwardHidden(_ inputs: [Float], cache: LlamaKVCache, onResidual: ((Int, [Float]) -> Void)? = nil)
+        throws -> [Float]
+    {
         let d = config.dim
         try require(!inputs.isEmpty && inputs.count % d == 0, "inputs must be T x \(d) values, got \(inputs.count)")
         try inputs.withUnsafeBufferPointer { try requireFinite($0, "input vectors") }
@@ -194,40 +231,61 @@ public final class LlamaModel: @unchecked Sendable {
     /// The transformer layers over the residual stream x (T x dim) at positions cache.length..<+T;
     /// appends keys and values and advances the cache.
     func layersForward(_ x: inout [Float], T: Int, cache: LlamaKVCache, onResidual: ((Int, [Float]) -> Void)?) throws {
-        let c = config, start = cache.length
-        let k = kernels, d = c.dim, hd = c.headDim, kvDim = c.kvHeads * hd
+        let c = config
+        let start = cache.length
+        let k = kernels
+        let d = c.dim
+        let hd = c.headDim
+        let kvDim = c.kvHeads * hd
         let shape = try AttentionShape(heads: c.heads, kvHeads: c.kvHeads, headDim: hd)
-        var h = [Float](repeating: 0, count: T * d), q = h, att = h
-        var kk = [Float](repeating: 0, count: T * kvDim), vv = kk
-        var g = [Float](repeating: 0, count: T * c.hidden), u = g
+        var h = [Float](repeating: 0, count: T * d)
+        var q = h
+        var att = h
+        var kk = [Float](repeating: 0, count: T * kvDim)
+        var vv = kk
+        var g = [Float](repeating: 0, count: T * c.hidden)
+        var u = g
         let rope = RoPE(base: c.ropeBase, headDim: hd)
         onResidual?(-1, x)
         for (l, L) in layers.enumerated() {
             rmsNorm(x, L.attnNorm, eps: c.normEps, into: &h, dim: d)
-            try lin(L.wq, h, T, &q); try lin(L.wk, h, T, &kk); try lin(L.wv, h, T, &vv)
+            try lin(L.wq, h, T, &q)
+            try lin(L.wk, h, T, &kk)
+            try lin(L.wv, h, T, &vv)
             for i in 0..<T {
                 rope.apply(&q, offset: i * d, heads: c.heads, position: start + i)
                 rope.apply(&kk, offset: i * kvDim, heads: c.kvHeads, position: start + i)
             }
             cache.store(layer: l, keys: kk, values: vv, at: start, count: T)
-            try q.withUnsafeBufferPointer { qp in try att.withUnsafeMutableBufferPointer { op in
-                try cache.withLayer(l) { kc, vc in
-                    if case .powerPolynomial = score {
-                        try k.attentionPolynomial(shape: shape, score: score, q: qp, keys: kc, values: vc, capacity: cache.capacity, start: start, into: op)
-                    } else if T == 1 {
-                        try k.attentionDecode(shape: shape, score: score, q: qp, keys: UnsafeRawBufferPointer(kc), keyType: .f32,
-                                              values: UnsafeRawBufferPointer(vc), valueType: .f32, length: start + 1,
-                                              capacity: cache.capacity, into: op)
-                    } else {
-                        try k.attentionPrefillCached(shape: shape, score: score, q: qp, keys: kc, values: vc, capacity: cache.capacity, start: start, into: op)
+            try q.withUnsafeBufferPointer { qp in
+                try att.withUnsafeMutableBufferPointer { op in
+                    try cache.withLayer(l) { kc, vc in
+                        if case .powerPolynomial = score {
+                            try k.attentionPolynomial(
+                                shape: shape, score: score, q: qp, keys: kc, values: vc, capacity: cache.capacity,
+                                start: start, into: op)
+                        } else if T == 1 {
+                            try k.attentionDecode(
+                                shape: shape, score: score, q: qp, keys: UnsafeRawBufferPointer(kc), keyType: .f32,
+                                values: UnsafeRawBufferPointer(vc), valueType: .f32, length: start + 1,
+                                capacity: cache.capacity, into: op)
+                        } else {
+                            try k.attentionPrefillCached(
+                                shape: shape, score: score, q: qp, keys: kc, values: vc, capacity: cache.capacity,
+                                start: start, into: op)
+                        }
                     }
                 }
-            } }
+            }
             try lin(L.wo, att, T, &h)
             for i in 0..<(T * d) { x[i] += h[i] }
             rmsNorm(x, L.ffnNorm, eps: c.normEps, into: &h, dim: d)
-            try lin(L.gate, h, T, &g); try lin(L.up, h, T, &u)
-            for i in 0..<(T * c.hidden) { let a = g[i]; g[i] = a / (1 + expf(-a)) * u[i] }
+            try lin(L.gate, h, T, &g)
+            try lin(L.up, h, T, &u)
+            for i in 0..<(T * c.hidden) {
+                let a = g[i]
+                g[i] = a / (1 + expf(-a)) * u[i]
+            }
             try lin(L.down, g, T, &h)
             for i in 0..<(T * d) { x[i] += h[i] }
             onResidual?(l, x)
@@ -236,10 +294,13 @@ public final class LlamaModel: @unchecked Sendable {
     }
 
     private func lin(_ w: QuantizedMatrix, _ x: [Float], _ T: Int, _ y: inout [Float]) throws {
-        try x.withUnsafeBufferPointer { xp in try y.withUnsafeMutableBufferPointer { yp in
-            try kernels.linear(w, x: UnsafeBufferPointer(rebasing: xp[0..<(T * w.cols)]), tokens: T,
-                               into: UnsafeMutableBufferPointer(rebasing: yp[0..<(T * w.rows)]), numerics: numerics)
-        } }
+        try x.withUnsafeBufferPointer { xp in
+            try y.withUnsafeMutableBufferPointer { yp in
+                try kernels.linear(
+                    w, x: UnsafeBufferPointer(rebasing: xp[0..<(T * w.cols)]), tokens: T,
+                    into: UnsafeMutableBufferPointer(rebasing: yp[0..<(T * w.rows)]), numerics: numerics)
+            }
+        }
     }
 }
 
@@ -263,13 +324,16 @@ struct RoPE {
         invFreq = (0..<(headDim / 2)).map { i in Foundation.pow(Double(base), -Double(2 * i) / Double(headDim)) }
     }
     func apply(_ x: inout [Float], offset: Int, heads: Int, position: Int) {
-        let half = invFreq.count, hd = 2 * half
+        let half = invFreq.count
+        let hd = 2 * half
         for i in 0..<half {
             let a = Double(position) * invFreq[i]
-            let c = Float(Foundation.cos(a)), s = Float(Foundation.sin(a))
+            let c = Float(Foundation.cos(a))
+            let s = Float(Foundation.sin(a))
             for h in 0..<heads {
                 let j = offset + h * hd + 2 * i
-                let x0 = x[j], x1 = x[j + 1]
+                let x0 = x[j]
+                let x1 = x[j + 1]
                 x[j] = x0 * c - x1 * s
                 x[j + 1] = x0 * s + x1 * c
             }
@@ -285,7 +349,9 @@ public final class LlamaKVCache: @unchecked Sendable {
     var keys: [[Float]], values: [[Float]]
 
     init(layers: Int, kvHeads: Int, headDim: Int, capacity: Int) {
-        self.capacity = capacity; self.kvHeads = kvHeads; self.headDim = headDim
+        self.capacity = capacity
+        self.kvHeads = kvHeads
+        self.headDim = headDim
         keys = Array(repeating: [Float](repeating: 0, count: kvHeads * capacity * headDim), count: layers)
         values = keys
     }
@@ -302,13 +368,21 @@ public final class LlamaKVCache: @unchecked Sendable {
     /// Stores token-major rows (count x kvHeads x headDim) at positions start..<start+count.
     func store(layer: Int, keys k: [Float], values v: [Float], at start: Int, count: Int) {
         let hd = headDim
-        for t in 0..<count { for h in 0..<kvHeads {
-            let src = (t * kvHeads + h) * hd, dst = (h * capacity + start + t) * hd
-            for c in 0..<hd { keys[layer][dst + c] = k[src + c]; values[layer][dst + c] = v[src + c] }
-        } }
+        for t in 0..<count {
+            for h in 0..<kvHeads {
+                let src = (t * kvHeads + h) * hd
+                let dst = (h * capacity + start + t) * hd
+                for c in 0..<hd {
+                    keys[layer][dst + c] = k[src + c]
+                    values[layer][dst + c] = v[src + c]
+                }
+            }
+        }
     }
 
-    func withLayer<R>(_ l: Int, _ body: (UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
+    func withLayer<R>(_ l: Int, _ body: (UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>) throws -> R) rethrows
+        -> R
+    {
         try keys[l].withUnsafeBufferPointer { kp in try values[l].withUnsafeBufferPointer { vp in try body(kp, vp) } }
     }
 }

@@ -20,17 +20,25 @@ public final class SafeTensorsFile: @unchecked Sendable {
         let lenBytes = try file.bytes(0, 8)
         let n = Int(UInt64(littleEndian: lenBytes.loadUnaligned(as: UInt64.self)))
         guard n > 1, n < 100 << 20, 8 + n <= file.count else {
-            throw EngineError.invalidFile("\(path): header length \(n) does not fit the file (\(file.count) bytes; truncated or not safetensors)")
+            throw EngineError.invalidFile(
+                "\(path): header length \(n) does not fit the file (\(file.count) bytes; truncated or not safetensors)")
         }
         let json: Any
-        do { json = try JSONSerialization.jsonObject(with: Data(try file.bytes(8, n))) }
-        catch { throw EngineError.invalidFile("\(path): header is not valid JSON (\(error.localizedDescription))") }
-        guard let obj = json as? [String: Any] else { throw EngineError.invalidFile("\(path): header is not a JSON object") }
+        do { json = try JSONSerialization.jsonObject(with: Data(try file.bytes(8, n))) } catch {
+            throw EngineError.invalidFile("\(path): header is not valid JSON (\(error.localizedDescription))")
+        }
+        guard let obj = json as? [String: Any] else {
+            throw EngineError.invalidFile("\(path): header is not a JSON object")
+        }
         let dataStart = 8 + n
         for (name, v) in obj {
-            if name == "__metadata__" { metadata = (v as? [String: String]) ?? [:]; continue }
+            if name == "__metadata__" {
+                metadata = (v as? [String: String]) ?? [:]
+                continue
+            }
             guard let d = v as? [String: Any], let dtype = d["dtype"] as? String, let shape = d["shape"] as? [Int],
-                  let offs = d["data_offsets"] as? [Int], offs.count == 2 else {
+                let offs = d["data_offsets"] as? [Int], offs.count == 2
+            else {
                 throw EngineError.invalidFile("\(path): malformed entry for tensor \(name)")
             }
             let size: Int
@@ -46,9 +54,12 @@ public final class SafeTensorsFile: @unchecked Sendable {
                 throw EngineError.invalidFile("\(path): tensor \(name) offsets \(offs) do not match \(dtype) \(shape)")
             }
             guard dataStart + offs[1] <= file.count else {
-                throw EngineError.invalidFile("\(path): tensor \(name) ends at byte \(dataStart + offs[1]) but the file has \(file.count) (truncated?)")
+                throw EngineError.invalidFile(
+                    "\(path): tensor \(name) ends at byte \(dataStart + offs[1]) but the file has \(file.count) (truncated?)"
+                )
             }
-            tensors[name] = Tensor(name: name, dtype: dtype, shape: shape, offset: dataStart + offs[0], byteCount: count * size)
+            tensors[name] = Tensor(
+                name: name, dtype: dtype, shape: shape, offset: dataStart + offs[0], byteCount: count * size)
         }
     }
 
@@ -61,10 +72,24 @@ public final class SafeTensorsFile: @unchecked Sendable {
         let b = try file.bytes(t.offset, t.byteCount)
         let n = t.shape.reduce(1, *)
         switch t.dtype {
-        case "F32": return (0..<n).map { Float(bitPattern: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) }
-        case "F16": return (0..<n).map { Float(Float16(bitPattern: UInt16(littleEndian: b.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)))) }
-        case "BF16": return (0..<n).map { Float(bitPattern: UInt32(UInt16(littleEndian: b.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self))) << 16) }
-        default: throw EngineError.unsupported("\(file.path): tensor \(name) has dtype \(t.dtype); floating-point weights need F32, F16 or BF16")
+        case "F32":
+            return (0..<n).map {
+                Float(bitPattern: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)))
+            }
+        case "F16":
+            return (0..<n).map {
+                Float(
+                    Float16(bitPattern: UInt16(littleEndian: b.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self))))
+            }
+        case "BF16":
+            return (0..<n).map {
+                Float(
+                    bitPattern: UInt32(UInt16(littleEndian: b.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)))
+                        << 16)
+            }
+        default:
+            throw EngineError.unsupported(
+                "\(file.path): tensor \(name) has dtype \(t.dtype); floating-point weights need F32, F16 or BF16")
         }
     }
 }
@@ -78,7 +103,8 @@ public struct SafeTensorsWriter {
     public init() {}
 
     public mutating func add(_ name: String, shape: [Int], _ values: [Float]) throws {
-        try require(shape.reduce(1, *) == values.count, "tensor \(name): shape \(shape) does not hold \(values.count) values")
+        try require(
+            shape.reduce(1, *) == values.count, "tensor \(name): shape \(shape) does not hold \(values.count) values")
         try require(!tensors.contains { $0.name == name } && name != "__metadata__", "duplicate tensor name \(name)")
         tensors.append((name, shape, values))
     }

@@ -21,7 +21,10 @@ public final class WordPieceTokenizer: @unchecked Sendable {
             guard let i = v[s] else { throw EngineError.invalidFile("WordPiece vocabulary has no \(s) token") }
             return i
         }
-        unkID = try id("[UNK]"); clsID = try id("[CLS]"); sepID = try id("[SEP]"); padID = try id("[PAD]")
+        unkID = try id("[UNK]")
+        clsID = try id("[CLS]")
+        sepID = try id("[SEP]")
+        padID = try id("[PAD]")
         try require(maxLength >= 2, "maxLength must be >= 2")
         self.maxLength = maxLength
     }
@@ -39,9 +42,12 @@ public final class WordPieceTokenizer: @unchecked Sendable {
 
     /// From a Hugging Face tokenizer.json whose model is WordPiece (vocabulary: token -> id).
     public convenience init(tokenizerJSON path: String, maxLength: Int = 256) throws {
-        guard let data = FileManager.default.contents(atPath: path) else { throw EngineError.io("missing tokenizer: cannot read \(path)") }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw EngineError.io("missing tokenizer: cannot read \(path)")
+        }
         guard let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let model = root["model"] as? [String: Any] else { throw EngineError.invalidFile("\(path): not a tokenizer.json") }
+            let model = root["model"] as? [String: Any]
+        else { throw EngineError.invalidFile("\(path): not a tokenizer.json") }
         guard (model["type"] as? String) == "WordPiece", let vocab = model["vocab"] as? [String: Int] else {
             throw EngineError.unsupported("\(path): tokenizer model \(model["type"] ?? "?"); expected WordPiece")
         }
@@ -52,17 +58,20 @@ public final class WordPieceTokenizer: @unchecked Sendable {
 
     static func isPunctuation(_ s: Unicode.Scalar) -> Bool {
         let v = s.value
-        if (33...47).contains(v) || (58...64).contains(v) || (91...96).contains(v) || (123...126).contains(v) { return true }
+        if (33...47).contains(v) || (58...64).contains(v) || (91...96).contains(v) || (123...126).contains(v) {
+            return true
+        }
         switch s.properties.generalCategory {
         case .connectorPunctuation, .dashPunctuation, .openPunctuation, .closePunctuation,
-             .initialPunctuation, .finalPunctuation, .otherPunctuation: return true
+            .initialPunctuation, .finalPunctuation, .otherPunctuation:
+            return true
         default: return false
         }
     }
     static func isCJK(_ v: UInt32) -> Bool {
-        (0x4E00...0x9FFF).contains(v) || (0x3400...0x4DBF).contains(v) || (0x20000...0x2A6DF).contains(v) ||
-        (0x2A700...0x2B73F).contains(v) || (0x2B740...0x2B81F).contains(v) || (0x2B920...0x2CEAF).contains(v) ||
-        (0xF900...0xFAFF).contains(v) || (0x2F800...0x2FA1F).contains(v)
+        (0x4E00...0x9FFF).contains(v) || (0x3400...0x4DBF).contains(v) || (0x20000...0x2A6DF).contains(v)
+            || (0x2A700...0x2B73F).contains(v) || (0x2B740...0x2B81F).contains(v) || (0x2B920...0x2CEAF).contains(v)
+            || (0xF900...0xFAFF).contains(v) || (0x2F800...0x2FA1F).contains(v)
     }
     static func isControl(_ s: Unicode.Scalar) -> Bool {
         if s == "\t" || s == "\n" || s == "\r" { return false }
@@ -80,22 +89,43 @@ public final class WordPieceTokenizer: @unchecked Sendable {
         var cleaned = String.UnicodeScalarView()
         for s in text.unicodeScalars {
             if s.value == 0 || s.value == 0xFFFD || Self.isControl(s) { continue }
-            if Self.isWhitespace(s) { cleaned.append(" "); continue }
-            if Self.isCJK(s.value) { cleaned.append(" "); cleaned.append(s); cleaned.append(" "); continue }
+            if Self.isWhitespace(s) {
+                cleaned.append(" ")
+                continue
+            }
+            if Self.isCJK(s.value) {
+                cleaned.append(" ")
+                cleaned.append(s)
+                cleaned.append(" ")
+                continue
+            }
             cleaned.append(s)
         }
         // Hugging Face's order: strip accents (NFD, drop non-spacing marks), then lowercase.
         var unaccented = String.UnicodeScalarView()
-        for s in String(cleaned).decomposedStringWithCanonicalMapping.unicodeScalars where s.properties.generalCategory != .nonspacingMark {
+        for s in String(cleaned).decomposedStringWithCanonicalMapping.unicodeScalars
+        where s.properties.generalCategory != .nonspacingMark {
             unaccented.append(s)
         }
         let stripped = String(unaccented).lowercased().unicodeScalars
         var words: [String] = []
         var cur = String.UnicodeScalarView()
-        func flush() { if !cur.isEmpty { words.append(String(cur)); cur = String.UnicodeScalarView() } }
+        func flush() {
+            if !cur.isEmpty {
+                words.append(String(cur))
+                cur = String.UnicodeScalarView()
+            }
+        }
         for s in stripped {
-            if Self.isWhitespace(s) { flush(); continue }
-            if Self.isPunctuation(s) { flush(); words.append(String(s)); continue }
+            if Self.isWhitespace(s) {
+                flush()
+                continue
+            }
+            if Self.isPunctuation(s) {
+                flush()
+                words.append(String(s))
+                continue
+            }
             cur.append(s)
         }
         flush()
@@ -104,18 +134,28 @@ public final class WordPieceTokenizer: @unchecked Sendable {
 
     func wordPiece(_ word: String, into out: inout [Int]) {
         let chars = Array(word.unicodeScalars)
-        if chars.count > maxCharsPerWord { out.append(unkID); return }
+        if chars.count > maxCharsPerWord {
+            out.append(unkID)
+            return
+        }
         var pieces: [Int] = []
         var start = 0
         while start < chars.count {
-            var end = chars.count, found: Int? = nil
+            var end = chars.count
+            var found: Int? = nil
             while start < end {
                 var s = String(String.UnicodeScalarView(chars[start..<end]))
                 if start > 0 { s = "##" + s }
-                if let id = vocab[s] { found = id; break }
+                if let id = vocab[s] {
+                    found = id
+                    break
+                }
                 end -= 1
             }
-            guard let f = found else { out.append(unkID); return }
+            guard let f = found else {
+                out.append(unkID)
+                return
+            }
             pieces.append(f)
             start = end
         }

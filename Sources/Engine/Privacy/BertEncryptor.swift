@@ -24,19 +24,28 @@ extension ModelEncryptor {
     /// (attention output, FFN output), embedding rows e' = T e, vocabulary rows permuted by P.
     /// Per head: q' = M^T q and k' = M^-1 k with M = R diag(s) (q.k kept; no RoPE in BERT),
     /// v' = A^T v and the output projection's head columns times A; GELU hidden units permuted.
-    public static func encryptBert(directory: String, key: EncryptionKey, mode: BertEncryption,
-                                   output: String, kernels: Kernels) throws {
+    public static func encryptBert(
+        directory: String, key: EncryptionKey, mode: BertEncryption,
+        output: String, kernels: Kernels
+    ) throws {
         let cfgPath = directory + "/config.json"
-        guard let cfgData = FileManager.default.contents(atPath: cfgPath) else { throw EngineError.io("cannot read \(cfgPath)") }
+        guard let cfgData = FileManager.default.contents(atPath: cfgPath) else {
+            throw EngineError.io("cannot read \(cfgPath)")
+        }
         let c: BertConfig
-        do { c = try JSONDecoder().decode(BertConfig.self, from: cfgData) } catch { throw EngineError.invalidFile("\(cfgPath): \(error)") }
+        do { c = try JSONDecoder().decode(BertConfig.self, from: cfgData) } catch {
+            throw EngineError.invalidFile("\(cfgPath): \(error)")
+        }
         try require(c.engineEncryption == nil, "\(directory) is already encrypted")
         guard try EncryptionKey.modelID(bert: directory) == key.modelID, key.shape == ModelShape(c) else {
             throw EngineError.invalidArgument("the key belongs to another model (wrong key)")
         }
         let st = try SafeTensorsFile(path: directory + "/model.safetensors")
         let prefix = st.tensors["embeddings.word_embeddings.weight"] != nil ? "" : "bert."
-        let d = c.hiddenSize, h = c.intermediateSize, nh = c.numAttentionHeads, hd = d / nh
+        let d = c.hiddenSize
+        let h = c.intermediateSize
+        let nh = c.numAttentionHeads
+        let hd = d / nh
         func t(_ n: String, _ shape: [Int]) throws -> [Float] { try st.floats(prefix + n, shape: shape) }
 
         let pi = key.hiddenPermutation
@@ -60,7 +69,8 @@ extension ModelEncryptor {
         /// Left-multiplies rows [r0, r0+n) of a row-major matrix (n x cols block) by B (n x n).
         func leftBlock(_ w: inout [Float], r0: Int, n: Int, cols: Int, _ b: [Float]) throws {
             let block = Array(w[(r0 * cols)..<((r0 + n) * cols)])
-            w.replaceSubrange((r0 * cols)..<((r0 + n) * cols), with: try LinearAlgebra.matmul(b, block, m: n, k: n, n: cols))
+            w.replaceSubrange(
+                (r0 * cols)..<((r0 + n) * cols), with: try LinearAlgebra.matmul(b, block, m: n, k: n, n: cols))
         }
 
         var out = SafeTensorsWriter()
@@ -71,12 +81,15 @@ extension ModelEncryptor {
         var wordP = [Float](repeating: 0, count: word.count)
         for tok in 0..<c.vocabSize { for j in 0..<d { wordP[P[tok] * d + j] = word[tok * d + j] } }
         try out.add("embeddings.word_embeddings.weight", shape: [c.vocabSize, d], wordP)
-        try out.add("embeddings.position_embeddings.weight", shape: [c.maxPositionEmbeddings, d],
-                    reader(t("embeddings.position_embeddings.weight", [c.maxPositionEmbeddings, d]), c.maxPositionEmbeddings))
-        try out.add("embeddings.token_type_embeddings.weight", shape: [c.typeVocabSize, d],
-                    reader(t("embeddings.token_type_embeddings.weight", [c.typeVocabSize, d]), c.typeVocabSize))
+        try out.add(
+            "embeddings.position_embeddings.weight", shape: [c.maxPositionEmbeddings, d],
+            reader(t("embeddings.position_embeddings.weight", [c.maxPositionEmbeddings, d]), c.maxPositionEmbeddings))
+        try out.add(
+            "embeddings.token_type_embeddings.weight", shape: [c.typeVocabSize, d],
+            reader(t("embeddings.token_type_embeddings.weight", [c.typeVocabSize, d]), c.typeVocabSize))
         func norm(_ n: String) throws {
-            let g = try t(n + ".weight", [d]), b = try t(n + ".bias", [d])
+            let g = try t(n + ".weight", [d])
+            let b = try t(n + ".bias", [d])
             if mode == .permutation {
                 try out.add(n + ".weight", shape: [d], writer(g, 1))
                 try out.add(n + ".bias", shape: [d], writer(b, 1))
@@ -92,20 +105,33 @@ extension ModelEncryptor {
 
         for l in 0..<c.numHiddenLayers {
             let p = "encoder.layer.\(l)."
-            var wq = try t(p + "attention.self.query.weight", [d, d]), bq = try t(p + "attention.self.query.bias", [d])
-            var wk = try t(p + "attention.self.key.weight", [d, d]), bk = try t(p + "attention.self.key.bias", [d])
-            var wv = try t(p + "attention.self.value.weight", [d, d]), bv = try t(p + "attention.self.value.bias", [d])
+            var wq = try t(p + "attention.self.query.weight", [d, d])
+            var bq = try t(p + "attention.self.query.bias", [d])
+            var wk = try t(p + "attention.self.key.weight", [d, d])
+            var bk = try t(p + "attention.self.key.bias", [d])
+            var wv = try t(p + "attention.self.value.weight", [d, d])
+            var bv = try t(p + "attention.self.value.bias", [d])
             var wo = try t(p + "attention.output.dense.weight", [d, d])
             for head in 0..<nh {
                 let (r, s) = try key.queryKeyTransform(layer: l, head: head)
                 // M^T = diag(s) R^T, M^-1 = diag(1/s) R^T
-                var mt = [Float](repeating: 0, count: hd * hd), minv = mt, at = mt
-                for i in 0..<hd { for j in 0..<hd { mt[i * hd + j] = Float(s[i] * r[j * hd + i]); minv[i * hd + j] = Float(r[j * hd + i] / s[i]) } }
+                var mt = [Float](repeating: 0, count: hd * hd)
+                var minv = mt
+                var at = mt
+                for i in 0..<hd {
+                    for j in 0..<hd {
+                        mt[i * hd + j] = Float(s[i] * r[j * hd + i])
+                        minv[i * hd + j] = Float(r[j * hd + i] / s[i])
+                    }
+                }
                 let a = try key.valueRotation(layer: l, head: head).map { Float($0) }
                 for i in 0..<hd { for j in 0..<hd { at[i * hd + j] = a[j * hd + i] } }
-                try leftBlock(&wq, r0: head * hd, n: hd, cols: d, mt); try leftBlock(&bq, r0: head * hd, n: hd, cols: 1, mt)
-                try leftBlock(&wk, r0: head * hd, n: hd, cols: d, minv); try leftBlock(&bk, r0: head * hd, n: hd, cols: 1, minv)
-                try leftBlock(&wv, r0: head * hd, n: hd, cols: d, at); try leftBlock(&bv, r0: head * hd, n: hd, cols: 1, at)
+                try leftBlock(&wq, r0: head * hd, n: hd, cols: d, mt)
+                try leftBlock(&bq, r0: head * hd, n: hd, cols: 1, mt)
+                try leftBlock(&wk, r0: head * hd, n: hd, cols: d, minv)
+                try leftBlock(&bk, r0: head * hd, n: hd, cols: 1, minv)
+                try leftBlock(&wv, r0: head * hd, n: hd, cols: d, at)
+                try leftBlock(&bv, r0: head * hd, n: hd, cols: 1, at)
                 // W_o[:, head] A
                 for row in 0..<d {
                     let old = Array(wo[(row * d + head * hd)..<(row * d + (head + 1) * hd)])
@@ -123,16 +149,23 @@ extension ModelEncryptor {
             try out.add(p + "attention.self.value.weight", shape: [d, d], reader(wv, d))
             try out.add(p + "attention.self.value.bias", shape: [d], bv)
             try out.add(p + "attention.output.dense.weight", shape: [d, d], writer(wo, d))
-            try out.add(p + "attention.output.dense.bias", shape: [d], writer(t(p + "attention.output.dense.bias", [d]), 1))
+            try out.add(
+                p + "attention.output.dense.bias", shape: [d], writer(t(p + "attention.output.dense.bias", [d]), 1))
             try norm(p + "attention.output.LayerNorm")
             // GELU MLP: hidden units permuted by sigma
             let sigma = key.mlpPermutation(layer: l)
-            let wi = try t(p + "intermediate.dense.weight", [h, d]), bi = try t(p + "intermediate.dense.bias", [h])
+            let wi = try t(p + "intermediate.dense.weight", [h, d])
+            let bi = try t(p + "intermediate.dense.bias", [h])
             let wd = try t(p + "output.dense.weight", [d, h])
-            var wi2 = wi, bi2 = bi, wd2 = wd
+            var wi2 = wi
+            var bi2 = bi
+            var wd2 = wd
             for u in 0..<h {
                 let dst = sigma[u]
-                for j in 0..<d { wi2[dst * d + j] = wi[u * d + j]; wd2[j * h + dst] = wd[j * h + u] }
+                for j in 0..<d {
+                    wi2[dst * d + j] = wi[u * d + j]
+                    wd2[j * h + dst] = wd[j * h + u]
+                }
                 bi2[dst] = bi[u]
             }
             try out.add(p + "intermediate.dense.weight", shape: [h, d], reader(wi2, h))
@@ -166,11 +199,16 @@ public final class EncryptedEncoderSession: @unchecked Sendable {
 
     public init(tokenizer: WordPieceTokenizer, server: BertModel, key: EncryptionKey) throws {
         guard let m = server.config.engineEncryption.flatMap(BertEncryption.init(rawValue:)) else {
-            throw EngineError.invalidArgument("the server model is not an encrypted BERT (config.json has no engine_encryption)")
+            throw EngineError.invalidArgument(
+                "the server model is not an encrypted BERT (config.json has no engine_encryption)")
         }
-        try require(key.shape == ModelShape(server.config), "the key's model shape differs from the server model's (wrong key)")
-        self.tokenizer = tokenizer; self.server = server; mode = m
-        p = key.vocabularyPermutation; pi = key.hiddenPermutation
+        try require(
+            key.shape == ModelShape(server.config), "the key's model shape differs from the server model's (wrong key)")
+        self.tokenizer = tokenizer
+        self.server = server
+        mode = m
+        p = key.vocabularyPermutation
+        pi = key.hiddenPermutation
         q = m == .rotation ? try key.onesFixingRotation().map { Float($0) } : []
     }
 
@@ -179,9 +217,14 @@ public final class EncryptedEncoderSession: @unchecked Sendable {
 
     /// A plain vector from an encrypted one (dim values).
     public func decrypt(_ e: ArraySlice<Float>) -> [Float] {
-        let d = pi.count, b = e.startIndex
+        let d = pi.count
+        let b = e.startIndex
         if mode == .permutation { return (0..<d).map { e[b + pi[$0]] } }
-        return (0..<d).map { i in var acc: Float = 0; for j in 0..<d { acc += q[i * d + j] * e[b + j] }; return acc }
+        return (0..<d).map { i in
+            var acc: Float = 0
+            for j in 0..<d { acc += q[i * d + j] * e[b + j] }
+            return acc
+        }
     }
 
     /// Sentence embeddings (n x dim) of `texts`, computed by the server on permuted ids.

@@ -10,8 +10,10 @@ public final class EncryptedSession: @unchecked Sendable {
     let inverse: [Int]
 
     public init(tokenizer: BPETokenizer, server: LlamaModel, key: EncryptionKey) throws {
-        try require(key.shape == ModelShape(server.config), "the key's model shape differs from the server model's (wrong key)")
-        self.tokenizer = tokenizer; self.server = server
+        try require(
+            key.shape == ModelShape(server.config), "the key's model shape differs from the server model's (wrong key)")
+        self.tokenizer = tokenizer
+        self.server = server
         p = key.vocabularyPermutation
         var inv = [Int](repeating: 0, count: p.count)
         for (t, e) in p.enumerated() { inv[e] = t }
@@ -26,11 +28,15 @@ public final class EncryptedSession: @unchecked Sendable {
 
     /// Generates from a plain prompt; `onToken(plainID, text, serverID)` streams each new token.
     @discardableResult
-    public func generate(prompt: String, parameters: GenerationParameters = .init(),
-                         onToken: (Int, String, Int) -> Void = { _, _, _ in }) throws -> [Int] {
-        try decodeLoop(model: server, tokenizer: tokenizer, promptIDs: tokenizer.encode(prompt), parameters: parameters,
-                       stops: parameters.stopTokens ?? defaultStopTokens(tokenizer),
-                       step: { self.decryptLogits(try self.server.forward($0.map { self.p[$0] }, cache: $1)) }) { id, text in onToken(id, text, self.p[id]) }
+    public func generate(
+        prompt: String, parameters: GenerationParameters = .init(),
+        onToken: (Int, String, Int) -> Void = { _, _, _ in }
+    ) throws -> [Int] {
+        try decodeLoop(
+            model: server, tokenizer: tokenizer, promptIDs: tokenizer.encode(prompt), parameters: parameters,
+            stops: parameters.stopTokens ?? defaultStopTokens(tokenizer),
+            step: { self.decryptLogits(try self.server.forward($0.map { self.p[$0] }, cache: $1)) }
+        ) { id, text in onToken(id, text, self.p[id]) }
     }
 }
 
@@ -56,20 +62,28 @@ public final class SplitEncryptedSession: @unchecked Sendable {
         let c = try LlamaConfig(gguf: f)
         try require(c == server.config, "the client half and the server model have different shapes (another model)")
         tokenizer = try BPETokenizer(gguf: f)
-        embedding = try f.matrix("token_embd.weight"); head = try f.matrix("output.weight")
-        try require(embedding.rows == c.vocab && embedding.cols == c.dim && head.rows == c.vocab && head.cols == c.dim,
-                    "client tensors do not match the configuration")
-        self.server = server; self.kernels = kernels
+        embedding = try f.matrix("token_embd.weight")
+        head = try f.matrix("output.weight")
+        try require(
+            embedding.rows == c.vocab && embedding.cols == c.dim && head.rows == c.vocab && head.cols == c.dim,
+            "client tensors do not match the configuration")
+        self.server = server
+        self.kernels = kernels
     }
 
     /// Plain logits for plain ids run at the cache's next positions (last position only).
     public func step(_ ids: [Int], cache: LlamaKVCache) throws -> [Float] {
-        let c = server.config, d = c.dim
-        for t in ids where t < 0 || t >= c.vocab { throw EngineError.invalidArgument("token id \(t) is out of range 0..<\(c.vocab)") }
+        let c = server.config
+        let d = c.dim
+        for t in ids where t < 0 || t >= c.vocab {
+            throw EngineError.invalidArgument("token id \(t) is out of range 0..<\(c.vocab)")
+        }
         var t0 = DispatchTime.now().uptimeNanoseconds
         var x = [Float](repeating: 0, count: ids.count * d)
         try x.withUnsafeMutableBufferPointer { xp in
-            for (i, t) in ids.enumerated() { try kernels.row(embedding, t, into: UnsafeMutableBufferPointer(rebasing: xp[(i * d)..<((i + 1) * d)])) }
+            for (i, t) in ids.enumerated() {
+                try kernels.row(embedding, t, into: UnsafeMutableBufferPointer(rebasing: xp[(i * d)..<((i + 1) * d)]))
+            }
         }
         clientSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
         bytesSent += x.count * 4
@@ -79,17 +93,23 @@ public final class SplitEncryptedSession: @unchecked Sendable {
         var normed = [Float](repeating: 0, count: d)
         rmsNorm(Array(h[(h.count - d)...]), [Float](repeating: 1, count: d), eps: c.normEps, into: &normed, dim: d)
         var logits = [Float](repeating: 0, count: c.vocab)
-        try normed.withUnsafeBufferPointer { np in try logits.withUnsafeMutableBufferPointer { lp in
-            try kernels.linear(head, x: np, tokens: 1, into: lp, numerics: .exact)
-        } }
+        try normed.withUnsafeBufferPointer { np in
+            try logits.withUnsafeMutableBufferPointer { lp in
+                try kernels.linear(head, x: np, tokens: 1, into: lp, numerics: .exact)
+            }
+        }
         clientSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
         return logits
     }
 
     @discardableResult
-    public func generate(prompt: String, parameters: GenerationParameters = .init(),
-                         onToken: (Int, String) -> Void = { _, _ in }) throws -> [Int] {
-        try decodeLoop(model: server, tokenizer: tokenizer, promptIDs: tokenizer.encode(prompt), parameters: parameters,
-                       stops: parameters.stopTokens ?? defaultStopTokens(tokenizer), step: { try self.step($0, cache: $1) }, onToken: onToken)
+    public func generate(
+        prompt: String, parameters: GenerationParameters = .init(),
+        onToken: (Int, String) -> Void = { _, _ in }
+    ) throws -> [Int] {
+        try decodeLoop(
+            model: server, tokenizer: tokenizer, promptIDs: tokenizer.encode(prompt), parameters: parameters,
+            stops: parameters.stopTokens ?? defaultStopTokens(tokenizer), step: { try self.step($0, cache: $1) },
+            onToken: onToken)
     }
 }

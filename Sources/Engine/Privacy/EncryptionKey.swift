@@ -5,16 +5,24 @@ import Foundation
 public struct ModelShape: Sendable, Equatable {
     public var vocab: Int, dim: Int, layers: Int, heads: Int, kvHeads: Int, headDim: Int, hidden: Int
     public init(vocab: Int, dim: Int, layers: Int, heads: Int, kvHeads: Int, headDim: Int, hidden: Int) {
-        self.vocab = vocab; self.dim = dim; self.layers = layers; self.heads = heads; self.kvHeads = kvHeads
-        self.headDim = headDim; self.hidden = hidden
+        self.vocab = vocab
+        self.dim = dim
+        self.layers = layers
+        self.heads = heads
+        self.kvHeads = kvHeads
+        self.headDim = headDim
+        self.hidden = hidden
     }
     public init(_ c: LlamaConfig) {
-        self.init(vocab: c.vocab, dim: c.dim, layers: c.layers, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, hidden: c.hidden)
+        self.init(
+            vocab: c.vocab, dim: c.dim, layers: c.layers, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim,
+            hidden: c.hidden)
     }
     public init(_ c: BertConfig) {
         let hd = c.hiddenSize / c.numAttentionHeads
-        self.init(vocab: c.vocabSize, dim: c.hiddenSize, layers: c.numHiddenLayers, heads: c.numAttentionHeads,
-                  kvHeads: c.numAttentionHeads, headDim: hd, hidden: c.intermediateSize)
+        self.init(
+            vocab: c.vocabSize, dim: c.hiddenSize, layers: c.numHiddenLayers, heads: c.numAttentionHeads,
+            kvHeads: c.numAttentionHeads, headDim: hd, hidden: c.intermediateSize)
     }
     var fields: [Int] { [vocab, dim, layers, heads, kvHeads, headDim, hidden] }
 }
@@ -28,7 +36,10 @@ struct KeyStream: RandomNumberGenerator {
     var buffer: [UInt8] = []
     var pos = 0
 
-    init(key: SymmetricKey, label: String) { self.key = key; self.label = Array(label.utf8) }
+    init(key: SymmetricKey, label: String) {
+        self.key = key
+        self.label = Array(label.utf8)
+    }
 
     mutating func next() -> UInt64 {
         if pos + 8 > buffer.count {
@@ -48,7 +59,8 @@ struct KeyStream: RandomNumberGenerator {
     mutating func unit() -> Double { Double(next() >> 11) * 0x1p-53 }
     /// Standard normal (Box-Muller).
     mutating func gaussian() -> Double {
-        let u1 = max(unit(), 1e-300), u2 = unit()
+        let u1 = max(unit(), 1e-300)
+        let u2 = unit()
         return (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
     }
 }
@@ -60,28 +72,34 @@ struct KeyStream: RandomNumberGenerator {
 public struct EncryptionKey: Sendable, Equatable {
     public static let magic = Array("EEKEY001".utf8)
     public static let version: UInt32 = 1
-    public let secret: [UInt8]          // 32 bytes
-    public let modelID: [UInt8]         // 32 bytes: SHA-256 of the model's identity string
+    public let secret: [UInt8] // 32 bytes
+    public let modelID: [UInt8] // 32 bytes: SHA-256 of the model's identity string
     public let shape: ModelShape
 
     /// A fresh key from the system CSPRNG.
     public init(shape: ModelShape, modelID: [UInt8]) throws {
         var g = SystemRandomNumberGenerator()
-        try self.init(secret: (0..<32).map { _ in UInt8.random(in: 0...255, using: &g) }, shape: shape, modelID: modelID)
+        try self.init(
+            secret: (0..<32).map { _ in UInt8.random(in: 0...255, using: &g) }, shape: shape, modelID: modelID)
     }
 
     public init(secret: [UInt8], shape: ModelShape, modelID: [UInt8]) throws {
         try require(secret.count == 32, "the secret must be 32 bytes (256 bits), got \(secret.count)")
         try require(modelID.count == 32, "the model id must be 32 bytes, got \(modelID.count)")
         try require(shape.fields.allSatisfy { $0 > 0 }, "model shape has a non-positive field: \(shape)")
-        self.secret = secret; self.modelID = modelID; self.shape = shape
+        self.secret = secret
+        self.modelID = modelID
+        self.shape = shape
     }
 
     /// Identity of a GGUF model: SHA-256 over its architecture, shape and tensor directory
     /// (names, types, dims), so a key is refused for any other model.
     public static func modelID(gguf f: GGUFFile) throws -> [UInt8] {
         var s = "arch=" + (try f.string("general.architecture"))
-        for name in f.tensorOrder { let t = try f.tensor(name); s += "|\(name):\(t.type.rawValue):\(t.dims)" }
+        for name in f.tensorOrder {
+            let t = try f.tensor(name)
+            s += "|\(name):\(t.type.rawValue):\(t.dims)"
+        }
         return Array(SHA256.hash(data: Data(s.utf8)))
     }
 
@@ -90,14 +108,18 @@ public struct EncryptionKey: Sendable, Equatable {
     public static func modelID(bert directory: String) throws -> [UInt8] {
         let st = try SafeTensorsFile(path: directory + "/model.safetensors")
         var s = "arch=bert"
-        for name in st.tensors.keys.sorted() { let t = st.tensors[name]!; s += "|\(name):\(t.dtype):\(t.shape)" }
+        for name in st.tensors.keys.sorted() {
+            let t = st.tensors[name]!
+            s += "|\(name):\(t.dtype):\(t.shape)"
+        }
         return Array(SHA256.hash(data: Data(s.utf8)))
     }
 
     /// The derivation key for `purpose` (HKDF-SHA256, salt = model id).
     func subkey(_ purpose: String) -> SymmetricKey {
-        HKDF<SHA256>.deriveKey(inputKeyMaterial: SymmetricKey(data: secret), salt: modelID,
-                               info: Data("engine-ee-v1/\(purpose)".utf8), outputByteCount: 32)
+        HKDF<SHA256>.deriveKey(
+            inputKeyMaterial: SymmetricKey(data: secret), salt: modelID,
+            info: Data("engine-ee-v1/\(purpose)".utf8), outputByteCount: 32)
     }
 
     func stream(_ purpose: String) -> KeyStream { KeyStream(key: subkey(purpose), label: purpose) }
@@ -137,7 +159,8 @@ public struct EncryptionKey: Sendable, Equatable {
         for i in 0..<(n - 1) { for j in 0..<(n - 1) { m[(i + 1) * n + j + 1] = r[i * (n - 1) + j] } }
         // H = I - 2 w w^T / (w.w), w = e_1 - u
         let u = 1 / Double(n).squareRoot()
-        var w = [Double](repeating: -u, count: n); w[0] += 1
+        var w = [Double](repeating: -u, count: n)
+        w[0] += 1
         let ww = w.reduce(0) { $0 + $1 * $1 }
         func applyH(rows a: inout [Double]) { // a := H a (columns of a)
             for j in 0..<n {
@@ -155,7 +178,8 @@ public struct EncryptionKey: Sendable, Equatable {
                 for j in 0..<n { a[i * n + j] -= f * w[j] }
             }
         }
-        applyH(rows: &m); applyHRight(&m)
+        applyH(rows: &m)
+        applyHRight(&m)
         return m
     }
 
@@ -178,7 +202,9 @@ public struct EncryptionKey: Sendable, Equatable {
 
     /// Per layer and KV head, an orthogonal headDim x headDim matrix A for V/O (v' = A v,
     /// o_proj columns of the group times A^T). Row-major, double.
-    public func valueRotation(layer: Int, head: Int) throws -> [Double] { try haar(shape.headDim, "vo/\(layer)/\(head)") }
+    public func valueRotation(layer: Int, head: Int) throws -> [Double] {
+        try haar(shape.headDim, "vo/\(layer)/\(head)")
+    }
 
     /// MLP hidden permutation of a layer, and positive scales for SwiGLU's up/down pair.
     public func mlpPermutation(layer: Int) -> [Int] { permutation(shape.hidden, "mlp/\(layer)") }
@@ -213,21 +239,33 @@ public struct EncryptionKey: Sendable, Equatable {
 
     /// Reads and verifies a key file; with `forModel`, also checks that it belongs to that model.
     public static func read(path: String, forModel id: [UInt8]? = nil) throws -> EncryptionKey {
-        guard let data = FileManager.default.contents(atPath: path) else { throw EngineError.io("cannot read key file \(path)") }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw EngineError.io("cannot read key file \(path)")
+        }
         let b = Array(data)
         guard b.count == fileSize else {
-            throw EngineError.invalidFile("\(path): a key file has \(fileSize) bytes, this one \(b.count) (truncated or not a key)")
+            throw EngineError.invalidFile(
+                "\(path): a key file has \(fileSize) bytes, this one \(b.count) (truncated or not a key)")
         }
-        guard Array(b[0..<8]) == magic else { throw EngineError.invalidFile("\(path): not an Engine key file (bad magic)") }
-        func u32(_ o: Int) -> Int { Int(UInt32(b[o]) | UInt32(b[o + 1]) << 8 | UInt32(b[o + 2]) << 16 | UInt32(b[o + 3]) << 24) }
-        guard UInt32(u32(8)) == version else { throw EngineError.unsupported("\(path): key file version \(u32(8)); this engine reads \(version)") }
+        guard Array(b[0..<8]) == magic else {
+            throw EngineError.invalidFile("\(path): not an Engine key file (bad magic)")
+        }
+        func u32(_ o: Int) -> Int {
+            Int(UInt32(b[o]) | UInt32(b[o + 1]) << 8 | UInt32(b[o + 2]) << 16 | UInt32(b[o + 3]) << 24)
+        }
+        guard UInt32(u32(8)) == version else {
+            throw EngineError.unsupported("\(path): key file version \(u32(8)); this engine reads \(version)")
+        }
         guard Array(SHA256.hash(data: Data(b[0..<104]))) == Array(b[104..<136]) else {
             throw EngineError.invalidFile("\(path): checksum mismatch (corrupt key file)")
         }
         let f = (0..<7).map { u32(12 + 4 * $0) }
-        let shape = ModelShape(vocab: f[0], dim: f[1], layers: f[2], heads: f[3], kvHeads: f[4], headDim: f[5], hidden: f[6])
+        let shape = ModelShape(
+            vocab: f[0], dim: f[1], layers: f[2], heads: f[3], kvHeads: f[4], headDim: f[5], hidden: f[6])
         let key = try EncryptionKey(secret: Array(b[72..<104]), shape: shape, modelID: Array(b[40..<72]))
-        if let id, id != key.modelID { throw EngineError.invalidArgument("\(path): this key belongs to another model (wrong key)") }
+        if let id, id != key.modelID {
+            throw EngineError.invalidArgument("\(path): this key belongs to another model (wrong key)")
+        }
         return key
     }
 }

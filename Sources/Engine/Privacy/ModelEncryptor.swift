@@ -24,15 +24,17 @@ public enum ModelEncryptor {
 
     /// `split`: the server file omits the embedding table and the output head (the client holds
     /// them: `clientHalf`), so no ids, vocabulary-sized tensors or logits reach the server.
-    public static func encryptLlama(gguf f: GGUFFile, key: EncryptionKey, type: RowType = .f32, split: Bool = false,
-                                    kernels: Kernels) throws -> GGUFWriter {
+    public static func encryptLlama(
+        gguf f: GGUFFile, key: EncryptionKey, type: RowType = .f32, split: Bool = false,
+        kernels: Kernels
+    ) throws -> GGUFWriter {
         try require(outputTypes.contains(type), "encrypted models are written as f32, f16 or q8_0, not \(type)")
         let c = try LlamaConfig(gguf: f)
         guard try EncryptionKey.modelID(gguf: f) == key.modelID, key.shape == ModelShape(c) else {
             throw EngineError.invalidArgument("the key belongs to another model (wrong key)")
         }
         let d = c.dim
-        let q = try key.residualRotation().map { Float($0) }                  // d x d
+        let q = try key.residualRotation().map { Float($0) } // d x d
         var qt = [Float](repeating: 0, count: d * d)
         for i in 0..<d { for j in 0..<d { qt[j * d + i] = q[i * d + j] } }
         let p = key.vocabularyPermutation
@@ -41,7 +43,9 @@ public enum ModelEncryptor {
             let m = try f.matrix(name)
             return (m.dequantized(kernels: kernels), m.rows, m.cols)
         }
-        func mul(_ a: [Float], _ b: [Float], _ m: Int, _ k: Int, _ n: Int) throws -> [Float] { try LinearAlgebra.matmul(a, b, m: m, k: k, n: n) }
+        func mul(_ a: [Float], _ b: [Float], _ m: Int, _ k: Int, _ n: Int) throws -> [Float] {
+            try LinearAlgebra.matmul(a, b, m: m, k: k, n: n)
+        }
         /// Reader: (W diag(g)) Q, W rows x d.
         func reader(_ w: [Float], _ rows: Int, _ g: [Float]?) throws -> [Float] {
             var w = w
@@ -63,7 +67,9 @@ public enum ModelEncryptor {
         out.metadata.append(("engine.encrypted", .bool(true)))
         let ones = [Float](repeating: 1, count: d)
         func add(_ name: String, _ v: [Float], rows: Int, cols: Int) throws {
-            let m = rows == 1 || type == .f32 ? try QuantizedMatrix(f32: v, rows: rows, cols: cols)
+            let m =
+                rows == 1 || type == .f32
+                ? try QuantizedMatrix(f32: v, rows: rows, cols: cols)
                 : try QuantizedMatrix(quantizing: v, rows: rows, cols: cols, type: type, kernels: kernels)
             try out.add(name, matrix: m, dims: rows == 1 ? [cols] : [cols, rows])
         }
@@ -80,8 +86,10 @@ public enum ModelEncryptor {
         try add("output_norm.weight", ones, rows: 1, cols: d)
         for l in 0..<c.layers {
             let pre = "blk.\(l)."
-            let an = try floats(pre + "attn_norm.weight").v, fn = try floats(pre + "ffn_norm.weight").v
-            let hd = c.headDim, g = c.heads / c.kvHeads
+            let an = try floats(pre + "attn_norm.weight").v
+            let fn = try floats(pre + "ffn_norm.weight").v
+            let hd = c.headDim
+            let g = c.heads / c.kvHeads
             var wq = try reader(try floats(pre + "attn_q.weight").v, c.heads * hd, an)
             var wk = try reader(try floats(pre + "attn_k.weight").v, c.kvHeads * hd, an)
             var wv = try reader(try floats(pre + "attn_v.weight").v, c.kvHeads * hd, an)
@@ -89,9 +97,11 @@ public enum ModelEncryptor {
             let angles = key.ropePairAngles(layer: l)
             // rotate rows (2i, 2i+1) of a head block by theta
             func rotatePair(_ w: inout [Float], row0: Int, _ theta: Double) {
-                let cs = Float(cos(theta)), sn = Float(sin(theta))
+                let cs = Float(cos(theta))
+                let sn = Float(sin(theta))
                 for j in 0..<d {
-                    let a = w[row0 * d + j], b = w[(row0 + 1) * d + j]
+                    let a = w[row0 * d + j]
+                    let b = w[(row0 + 1) * d + j]
                     w[row0 * d + j] = cs * a - sn * b
                     w[(row0 + 1) * d + j] = sn * a + cs * b
                 }
@@ -124,14 +134,20 @@ public enum ModelEncryptor {
             try add(pre + "attn_v.weight", wv, rows: c.kvHeads * hd, cols: d)
             try add(pre + "attn_output.weight", try writer(wo, c.heads * hd), rows: d, cols: c.heads * hd)
             // MLP: permute hidden units, scale up by s and down by 1/s
-            let perm = key.mlpPermutation(layer: l), sc = key.mlpScales(layer: l).map { Float($0) }
+            let perm = key.mlpPermutation(layer: l)
+            let sc = key.mlpScales(layer: l).map { Float($0) }
             let gate = try reader(try floats(pre + "ffn_gate.weight").v, c.hidden, fn)
             let up = try reader(try floats(pre + "ffn_up.weight").v, c.hidden, fn)
             let down = try floats(pre + "ffn_down.weight").v // d x hidden
-            var gate2 = gate, up2 = up, down2 = down
+            var gate2 = gate
+            var up2 = up
+            var down2 = down
             for u in 0..<c.hidden {
                 let dst = perm[u]
-                for j in 0..<d { gate2[dst * d + j] = gate[u * d + j]; up2[dst * d + j] = up[u * d + j] * sc[u] }
+                for j in 0..<d {
+                    gate2[dst * d + j] = gate[u * d + j]
+                    up2[dst * d + j] = up[u * d + j] * sc[u]
+                }
                 for r in 0..<d { down2[r * c.hidden + dst] = down[r * c.hidden + u] / sc[u] }
             }
             try add(pre + "ffn_gate.weight", gate2, rows: c.hidden, cols: d)
@@ -145,19 +161,25 @@ public enum ModelEncryptor {
 
     /// E Q and (H diag(g_out)) Q (vocab x dim, plain row order) for embedding E, head H.
     static func rotatedVocabularyTensors(_ f: GGUFFile, q: [Float], kernels: Kernels) throws -> ([Float], [Float]) {
-        let e = try f.matrix("token_embd.weight"), d = e.cols
+        let e = try f.matrix("token_embd.weight")
+        let d = e.cols
         let ev = e.dequantized(kernels: kernels)
         var hv = f.tensors["output.weight"] != nil ? try f.matrix("output.weight").dequantized(kernels: kernels) : ev
         let g = try f.matrix("output_norm.weight").dequantized(kernels: kernels)
         for r in 0..<e.rows { for j in 0..<d { hv[r * d + j] *= g[j] } }
-        return (try LinearAlgebra.matmul(ev, q, m: e.rows, k: d, n: d), try LinearAlgebra.matmul(hv, q, m: e.rows, k: d, n: d))
+        return (
+            try LinearAlgebra.matmul(ev, q, m: e.rows, k: d, n: d),
+            try LinearAlgebra.matmul(hv, q, m: e.rows, k: d, n: d)
+        )
     }
 
     /// The client half of a split-encrypted model: the embedding table E Q and the output head
     /// (H diag(g)) Q in plain vocabulary order, the model's metadata and its tokenizer (the
     /// client tokenizes). The client looks rows up, sends them, and turns the server's final
     /// hidden state into logits itself.
-    public static func clientHalf(gguf f: GGUFFile, key: EncryptionKey, type: RowType = .f32, kernels: Kernels) throws -> GGUFWriter {
+    public static func clientHalf(gguf f: GGUFFile, key: EncryptionKey, type: RowType = .f32, kernels: Kernels) throws
+        -> GGUFWriter
+    {
         let c = try LlamaConfig(gguf: f)
         guard try EncryptionKey.modelID(gguf: f) == key.modelID, key.shape == ModelShape(c) else {
             throw EngineError.invalidArgument("the key belongs to another model (wrong key)")
@@ -166,10 +188,14 @@ public enum ModelEncryptor {
         let q = try key.residualRotation().map { Float($0) }
         let (embQ, headQ) = try rotatedVocabularyTensors(f, q: q, kernels: kernels)
         var out = GGUFWriter()
-        out.metadata = f.metadata.filter { $0.key != "general.alignment" }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        out.metadata = f.metadata.filter { $0.key != "general.alignment" }.sorted { $0.key < $1.key }.map {
+            ($0.key, $0.value)
+        }
         out.metadata.append(("engine.split_client", .bool(true)))
         for (name, v) in [("token_embd.weight", embQ), ("output.weight", headQ)] {
-            let m = type == .f32 ? try QuantizedMatrix(f32: v, rows: c.vocab, cols: c.dim)
+            let m =
+                type == .f32
+                ? try QuantizedMatrix(f32: v, rows: c.vocab, cols: c.dim)
                 : try QuantizedMatrix(quantizing: v, rows: c.vocab, cols: c.dim, type: type, kernels: kernels)
             try out.add(name, matrix: m)
         }
@@ -181,11 +207,15 @@ public enum ModelEncryptor {
     public static func convertLlama(gguf f: GGUFFile, type: RowType, kernels: Kernels) throws -> GGUFWriter {
         try require(outputTypes.contains(type), "models are converted to f32, f16 or q8_0, not \(type)")
         var out = GGUFWriter()
-        out.metadata = f.metadata.filter { $0.key != "general.alignment" }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        out.metadata = f.metadata.filter { $0.key != "general.alignment" }.sorted { $0.key < $1.key }.map {
+            ($0.key, $0.value)
+        }
         for name in f.tensorOrder {
             let m = try f.matrix(name)
             let v = m.dequantized(kernels: kernels)
-            let w = m.rows == 1 || type == .f32 ? try QuantizedMatrix(f32: v, rows: m.rows, cols: m.cols)
+            let w =
+                m.rows == 1 || type == .f32
+                ? try QuantizedMatrix(f32: v, rows: m.rows, cols: m.cols)
                 : try QuantizedMatrix(quantizing: v, rows: m.rows, cols: m.cols, type: type, kernels: kernels)
             try out.add(name, matrix: w, dims: try f.tensor(name).dims)
         }

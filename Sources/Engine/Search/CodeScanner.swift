@@ -36,14 +36,22 @@ struct CodeScanner {
         case .pq8:
             let pq = x.pq!
             table = [Float](repeating: 0, count: pq.subquantizers * 256)
-            try q.withUnsafeBufferPointer { qp in try table.withUnsafeMutableBufferPointer { try pq.distanceTable(query: qp, metric: x.metric, kernels: x.kernels, into: $0) } }
+            try q.withUnsafeBufferPointer { qp in
+                try table.withUnsafeMutableBufferPointer {
+                    try pq.distanceTable(query: qp, metric: x.metric, kernels: x.kernels, into: $0)
+                }
+            }
         case .pq4:
             let pq = x.pq!
             table = [Float](repeating: 0, count: pq.subquantizers * 16)
             qtable = [UInt8](repeating: 0, count: ck_pq4_padded_m(pq.subquantizers) * 16)
             resid = [Float](repeating: 0, count: d)
             if x.metric != .l2 {
-                try q.withUnsafeBufferPointer { qp in try table.withUnsafeMutableBufferPointer { try pq.distanceTable(query: qp, metric: x.metric, kernels: x.kernels, into: $0) } }
+                try q.withUnsafeBufferPointer { qp in
+                    try table.withUnsafeMutableBufferPointer {
+                        try pq.distanceTable(query: qp, metric: x.metric, kernels: x.kernels, into: $0)
+                    }
+                }
                 quantizeTable()
             }
         case .binary:
@@ -60,10 +68,14 @@ struct CodeScanner {
 
     mutating func quantizeTable() {
         let m = index.pq!.subquantizers
-        var s: Float = 0, b: Float = 0
+        var s: Float = 0
+        var b: Float = 0
         // entries are finite (the query is checked), m <= 256 (checked at open): cannot fail
-        _ = table.withUnsafeBufferPointer { t in qtable.withUnsafeMutableBufferPointer { ck_pq4_quantize_table(t.baseAddress, m, $0.baseAddress, &s, &b) } }
-        scale = s; bias = b
+        _ = table.withUnsafeBufferPointer { t in
+            qtable.withUnsafeMutableBufferPointer { ck_pq4_quantize_table(t.baseAddress, m, $0.baseAddress, &s, &b) }
+        }
+        scale = s
+        bias = b
     }
 
     mutating func signCode(_ v: UnsafePointer<Float>) {
@@ -80,42 +92,61 @@ struct CodeScanner {
     /// -<q, c_h> (the metric's inner-product distance to the head).
     func headOffset(_ h: Int) -> Float {
         var o: Float = 0
-        q.withUnsafeBufferPointer { qp in index.headCentroids.withUnsafeBufferPointer { hp in
-            index.kernels.distancesUnchecked(.innerProduct, query: qp.baseAddress!, rows: UnsafeRawPointer(hp.baseAddress! + h * index.dim), type: .f16, count: 1, dim: index.dim, stride: index.dim, into: &o)
-        } }
+        q.withUnsafeBufferPointer { qp in
+            index.headCentroids.withUnsafeBufferPointer { hp in
+                index.kernels.distancesUnchecked(
+                    .innerProduct, query: qp.baseAddress!, rows: UnsafeRawPointer(hp.baseAddress! + h * index.dim),
+                    type: .f16, count: 1, dim: index.dim, stride: index.dim, into: &o)
+            }
+        }
         return o
     }
 
     /// q - c_h into `resid`.
     mutating func residual(_ h: Int) {
         let d = index.dim
-        index.headCentroids.withUnsafeBufferPointer { hp in for j in 0..<d { resid[j] = q[j] - Float(Float16(bitPattern: hp[h * d + j])) } }
+        index.headCentroids.withUnsafeBufferPointer { hp in
+            for j in 0..<d { resid[j] = q[j] - Float(Float16(bitPattern: hp[h * d + j])) }
+        }
     }
 
     /// Approximate distances of the n entries of the list at `raw` (layouts in PostingPayload).
-    mutating func scan(_ raw: UnsafeRawPointer, count n: Int, head h: Int, into out: UnsafeMutablePointer<Float>) throws {
+    mutating func scan(_ raw: UnsafeRawPointer, count n: Int, head h: Int, into out: UnsafeMutablePointer<Float>) throws
+    {
         let k = index.kernels
         switch index.payload {
         case .f32, .f16: return
         case .pq8:
             let m = index.pq!.subquantizers
-            table.withUnsafeBufferPointer { k.pqTable.pointee.scan8!((raw + 12 * n).assumingMemoryBound(to: UInt8.self), n, m, $0.baseAddress!, out) }
+            table.withUnsafeBufferPointer {
+                k.pqTable.pointee.scan8!((raw + 12 * n).assumingMemoryBound(to: UInt8.self), n, m, $0.baseAddress!, out)
+            }
         case .pq4:
-            let pq = index.pq!, m = pq.subquantizers
+            let pq = index.pq!
+            let m = pq.subquantizers
             var offset: Float = 0
             if index.metric == .l2 {
                 residual(h)
-                try resid.withUnsafeBufferPointer { rp in try table.withUnsafeMutableBufferPointer { try pq.distanceTable(query: rp, metric: .l2, kernels: k, into: $0) } }
+                try resid.withUnsafeBufferPointer { rp in
+                    try table.withUnsafeMutableBufferPointer {
+                        try pq.distanceTable(query: rp, metric: .l2, kernels: k, into: $0)
+                    }
+                }
                 quantizeTable()
             } else {
                 offset = headOffset(h)
             }
             let blocks = (n + 31) / 32
             if sums.count < blocks * 32 { sums = [UInt16](repeating: 0, count: blocks * 32) }
-            qtable.withUnsafeBufferPointer { tp in sums.withUnsafeMutableBufferPointer { sp in
-                k.pqTable.pointee.scan4!((raw + 12 * n).assumingMemoryBound(to: UInt8.self), blocks, ck_pq4_padded_m(m), tp.baseAddress!, sp.baseAddress!)
-            } }
-            let b = offset + bias, inv = 1 / scale
+            qtable.withUnsafeBufferPointer { tp in
+                sums.withUnsafeMutableBufferPointer { sp in
+                    k.pqTable.pointee.scan4!(
+                        (raw + 12 * n).assumingMemoryBound(to: UInt8.self), blocks, ck_pq4_padded_m(m), tp.baseAddress!,
+                        sp.baseAddress!)
+                }
+            }
+            let b = offset + bias
+            let inv = 1 / scale
             for i in 0..<n { out[i] = b + Float(sums[i]) * inv }
         case .binary:
             let rot = index.rotation!
@@ -127,14 +158,21 @@ struct CodeScanner {
                 offset = headOffset(h)
             }
             if ham.count < n { ham = [UInt32](repeating: 0, count: n) }
-            qbits.withUnsafeBufferPointer { qb in ham.withUnsafeMutableBufferPointer { hp in
-                k.hammingTable.pointee.dist_1xn!(qb.baseAddress!, (raw + 16 * n).assumingMemoryBound(to: UInt64.self), n, rot.words, hp.baseAddress!)
-            } }
+            qbits.withUnsafeBufferPointer { qb in
+                ham.withUnsafeMutableBufferPointer { hp in
+                    k.hammingTable.pointee.dist_1xn!(
+                        qb.baseAddress!, (raw + 16 * n).assumingMemoryBound(to: UInt64.self), n, rot.words,
+                        hp.baseAddress!)
+                }
+            }
             // L2: ||q_r||^2 + ||r||^2 - 2 ||q_r|| ||r|| cos; inner product: offset - ||q|| ||r|| cos
-            let qn = qnorm, l2 = index.metric == .l2
+            let qn = qnorm
+            let l2 = index.metric == .l2
             let base = l2 ? qn * qn : offset
             for i in 0..<n {
-                let rn = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 12 * n + 4 * i, as: UInt32.self)))
+                let rn = Float(
+                    bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 12 * n + 4 * i, as: UInt32.self))
+                )
                 let c = cosTable[Int(ham[i])]
                 out[i] = base + (l2 ? rn * rn : 0) - (l2 ? 2 : 1) * qn * rn * c
             }

@@ -1,6 +1,6 @@
 import Foundation
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Inserts and deletes on top of a built hybrid index: in-memory per-head lists of inserted
@@ -14,10 +14,14 @@ final class DeltaLayer: @unchecked Sendable {
     struct List {
         var ids: [UInt64] = []
         var vectors: [Float] = []
-        mutating func append(_ id: UInt64, _ v: [Float]) { ids.append(id); vectors += v }
+        mutating func append(_ id: UInt64, _ v: [Float]) {
+            ids.append(id)
+            vectors += v
+        }
         mutating func remove(_ id: UInt64, dim: Int) {
             guard let i = ids.firstIndex(of: id) else { return }
-            ids.remove(at: i); vectors.removeSubrange((i * dim)..<((i + 1) * dim))
+            ids.remove(at: i)
+            vectors.removeSubrange((i * dim)..<((i + 1) * dim))
         }
     }
     struct State {
@@ -44,14 +48,25 @@ final class DeltaLayer: @unchecked Sendable {
     private(set) var droppedTailBytes = 0
 
     init(path: String, dim: Int, writable: Bool, kernels: Kernels) throws {
-        self.path = path; self.dim = dim; self.writable = writable; self.kernels = kernels
+        self.path = path
+        self.dim = dim
+        self.writable = writable
+        self.kernels = kernels
         state.dim = dim
     }
 
     deinit { if fd >= 0 { close(fd) } }
 
-    func snapshot() -> State { lock.lock(); defer { lock.unlock() }; return state }
-    func mutate(_ body: (inout State) -> Void) { lock.lock(); body(&state); lock.unlock() }
+    func snapshot() -> State {
+        lock.lock()
+        defer { lock.unlock() }
+        return state
+    }
+    func mutate(_ body: (inout State) -> Void) {
+        lock.lock()
+        body(&state)
+        lock.unlock()
+    }
 
     /// Applies every complete record in order; drops (and, if writable, truncates) a bad tail.
     func replay(_ apply: (UInt64, [Float]?) throws -> Void) throws {
@@ -60,14 +75,27 @@ final class DeltaLayer: @unchecked Sendable {
             var o = 0
             while o < b.count {
                 guard o + 16 <= b.count else { break }
-                let tag = b.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
+                let tag = b.withUnsafeBytes {
+                    UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: o, as: UInt32.self))
+                }
                 let len = tag == Self.insTag ? 12 + 4 * dim : tag == Self.delTag ? 12 : -1
                 guard len > 0, o + len + 4 <= b.count else { break }
-                let crc = b.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: o + len, as: UInt32.self)) }
-                guard crc == b.withUnsafeBytes({ kernels.crc32c(UnsafeRawBufferPointer(rebasing: $0[o..<(o + len)])) }) else { break }
-                let id = b.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: o + 4, as: UInt64.self)) }
+                let crc = b.withUnsafeBytes {
+                    UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: o + len, as: UInt32.self))
+                }
+                guard crc == b.withUnsafeBytes({ kernels.crc32c(UnsafeRawBufferPointer(rebasing: $0[o..<(o + len)])) })
+                else { break }
+                let id = b.withUnsafeBytes {
+                    UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: o + 4, as: UInt64.self))
+                }
                 if tag == Self.insTag {
-                    let v = b.withUnsafeBytes { r in (0..<dim).map { Float(bitPattern: UInt32(littleEndian: r.loadUnaligned(fromByteOffset: o + 12 + 4 * $0, as: UInt32.self))) } }
+                    let v = b.withUnsafeBytes { r in
+                        (0..<dim).map {
+                            Float(
+                                bitPattern: UInt32(
+                                    littleEndian: r.loadUnaligned(fromByteOffset: o + 12 + 4 * $0, as: UInt32.self)))
+                        }
+                    }
                     try apply(id, v)
                 } else {
                     try apply(id, nil)
@@ -75,11 +103,17 @@ final class DeltaLayer: @unchecked Sendable {
                 o += len + 4
             }
             droppedTailBytes = b.count - o
-            if writable && droppedTailBytes > 0 { guard truncate(path, off_t(o)) == 0 else { throw EngineError.io("cannot truncate the torn tail of \(path)") } }
+            if writable && droppedTailBytes > 0 {
+                guard truncate(path, off_t(o)) == 0 else {
+                    throw EngineError.io("cannot truncate the torn tail of \(path)")
+                }
+            }
         }
         if writable {
             fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-            guard fd >= 0 else { throw EngineError.io("cannot open \(path) for appending: \(String(cString: strerror(errno)))") }
+            guard fd >= 0 else {
+                throw EngineError.io("cannot open \(path) for appending: \(String(cString: strerror(errno)))")
+            }
         }
     }
 
@@ -95,13 +129,19 @@ final class DeltaLayer: @unchecked Sendable {
             let crc = b.withUnsafeBytes { kernels.crc32c(UnsafeRawBufferPointer(rebasing: $0[start...])) }
             withUnsafeBytes(of: crc.littleEndian) { b.append(contentsOf: $0) }
         }
-        lock.lock(); defer { lock.unlock() }
+        lock.lock()
+        defer { lock.unlock() }
         var off = 0
         while off < b.count {
             let n = b.withUnsafeBytes { write(fd, $0.baseAddress! + off, b.count - off) }
-            if n < 0 { if errno == EINTR { continue }; throw EngineError.io("append to \(path) failed: \(String(cString: strerror(errno)))") }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw EngineError.io("append to \(path) failed: \(String(cString: strerror(errno)))")
+            }
             off += n
         }
-        guard fsync(fd) == 0 else { throw EngineError.io("fsync of \(path) failed: \(String(cString: strerror(errno)))") }
+        guard fsync(fd) == 0 else {
+            throw EngineError.io("fsync of \(path) failed: \(String(cString: strerror(errno)))")
+        }
     }
 }

@@ -1,7 +1,7 @@
 import CKernels
 import Foundation
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Build options of a `HybridIndex` (SPANN-style: heads in memory, posting lists on disk).
@@ -169,77 +169,130 @@ public final class HybridIndex: @unchecked Sendable {
         self.kernels = kernels
         self.io = io == .uring && UringReader() == nil ? .pread : io
         self.writable = writable
-        let hp = directory + "/heads.bin", pp = directory + "/postings.bin"
+        let hp = directory + "/heads.bin"
+        let pp = directory + "/postings.bin"
         guard let data = FileManager.default.contents(atPath: hp) else {
             throw EngineError.io("cannot read \(hp): not an index directory (or an interrupted build)")
         }
         let b = [UInt8](data)
         headsFileBytes = b.count
         func fail(_ m: String) -> EngineError { .invalidFile("\(hp): \(m)") }
-        guard b.count >= Self.headerBytes + 4, Array(b[0..<8]) == Self.magic else { throw fail("not an Engine hybrid index (bad magic or truncated)") }
-        let stored = b.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: b.count - 4, as: UInt32.self)) }
+        guard b.count >= Self.headerBytes + 4, Array(b[0..<8]) == Self.magic else {
+            throw fail("not an Engine hybrid index (bad magic or truncated)")
+        }
+        let stored = b.withUnsafeBytes {
+            UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: b.count - 4, as: UInt32.self))
+        }
         let actual = b.withUnsafeBytes { kernels.crc32c(UnsafeRawBufferPointer(rebasing: $0[0..<(b.count - 4)])) }
         guard stored == actual else { throw fail("checksum mismatch (corrupt or truncated file)") }
-        func u32(_ o: Int) -> Int { b.withUnsafeBytes { Int(UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: o, as: UInt32.self))) } }
-        func u64(_ o: Int) -> Int { b.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: o, as: UInt64.self))) } }
-        guard u32(8) == Int(Self.version) else { throw fail("version \(u32(8)); this build reads version \(Self.version)") }
+        func u32(_ o: Int) -> Int {
+            b.withUnsafeBytes { Int(UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: o, as: UInt32.self))) }
+        }
+        func u64(_ o: Int) -> Int {
+            b.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: o, as: UInt64.self))) }
+        }
+        guard u32(8) == Int(Self.version) else {
+            throw fail("version \(u32(8)); this build reads version \(Self.version)")
+        }
         dim = u32(12)
-        guard let m = [Metric.l2, .innerProduct, .cosine][safe: u32(16)], let pl = PostingPayload.order[safe: u32(20)] else {
+        guard let m = [Metric.l2, .innerProduct, .cosine][safe: u32(16)], let pl = PostingPayload.order[safe: u32(20)]
+        else {
             throw fail("unknown metric or payload type")
         }
-        metric = m; payload = pl
-        count = u64(24); heads = u32(32); coarse = u32(36); postingsSize = u64(40); entries = u64(48)
+        metric = m
+        payload = pl
+        count = u64(24)
+        heads = u32(32)
+        coarse = u32(36)
+        postingsSize = u64(40)
+        entries = u64(48)
         maxReplicas = max(1, min(8, u32(56) & 0xFFFF))
         rngFactor = u32(56) >> 16 == 0 ? 1 : Float(u32(56) >> 16) / 256
         replicaEpsilon = Float(bitPattern: UInt32(u32(60)))
-        guard dim > 0, heads > 0, coarse > 0 else { throw fail("inconsistent header (dim \(dim), heads \(heads), coarse \(coarse))") }
-        let tableEnd = Self.headerBytes + 4 * coarse * dim + 4 * (coarse + 1) + 4 * heads * dim + Self.entryBytes * heads
+        guard dim > 0, heads > 0, coarse > 0 else {
+            throw fail("inconsistent header (dim \(dim), heads \(heads), coarse \(coarse))")
+        }
+        let tableEnd =
+            Self.headerBytes + 4 * coarse * dim + 4 * (coarse + 1) + 4 * heads * dim + Self.entryBytes * heads
         // code section: M and the PQ codebooks (pq8, pq4), or P and the rotation's signs (binary)
         var pqM = 0
         if pl.isCoded {
             guard b.count >= tableEnd + 8 else { throw fail("truncated before the code section") }
             pqM = u32(tableEnd)
             if pl == .binary {
-                guard pqM >= 64, pqM & (pqM - 1) == 0, pqM >= dim, pqM < 2 * max(64, dim) else { throw fail("bad binary code width \(pqM)") }
+                guard pqM >= 64, pqM & (pqM - 1) == 0, pqM >= dim, pqM < 2 * max(64, dim) else {
+                    throw fail("bad binary code width \(pqM)")
+                }
             } else {
-                guard pqM > 0, dim % pqM == 0, pl == .pq8 || pqM <= 256 else { throw fail("bad PQ sub-quantizer count \(pqM)") }
+                guard pqM > 0, dim % pqM == 0, pl == .pq8 || pqM <= 256 else {
+                    throw fail("bad PQ sub-quantizer count \(pqM)")
+                }
             }
         }
-        let codeSection = [PostingPayload.pq8: 4 + 4 * 256 * dim, .pq4: 4 + 4 * 16 * dim, .binary: 4 + 4 * pqM][pl] ?? 0
+        let codeSection =
+            [PostingPayload.pq8: 4 + 4 * 256 * dim, .pq4: 4 + 4 * 16 * dim, .binary: 4 + 4 * pqM][pl] ?? 0
         let expected = tableEnd + codeSection + 4
         guard b.count == expected else { throw fail("size \(b.count), expected \(expected)") }
         func floats(_ o: Int, _ n: Int) -> [Float] {
-            b.withUnsafeBytes { r in (0..<n).map { Float(bitPattern: UInt32(littleEndian: r.loadUnaligned(fromByteOffset: o + 4 * $0, as: UInt32.self))) } }
+            b.withUnsafeBytes { r in
+                (0..<n).map {
+                    Float(
+                        bitPattern: UInt32(littleEndian: r.loadUnaligned(fromByteOffset: o + 4 * $0, as: UInt32.self)))
+                }
+            }
         }
         var o = Self.headerBytes
-        coarseCentroids = floats(o, coarse * dim); o += 4 * coarse * dim
-        coarseStart = (0...coarse).map { UInt32(u32(o + 4 * $0)) }; o += 4 * (coarse + 1)
-        headCentroids = floats(o, heads * dim).map { Float16($0).bitPattern }; o += 4 * heads * dim
-        var off: [UInt64] = [], bytes: [UInt32] = [], cnt: [UInt32] = [], crc: [UInt32] = []
+        coarseCentroids = floats(o, coarse * dim)
+        o += 4 * coarse * dim
+        coarseStart = (0...coarse).map { UInt32(u32(o + 4 * $0)) }
+        o += 4 * (coarse + 1)
+        headCentroids = floats(o, heads * dim).map { Float16($0).bitPattern }
+        o += 4 * heads * dim
+        var off: [UInt64] = []
+        var bytes: [UInt32] = []
+        var cnt: [UInt32] = []
+        var crc: [UInt32] = []
         for h in 0..<heads {
             let e = o + Self.entryBytes * h
-            off.append(UInt64(u64(e))); bytes.append(UInt32(u32(e + 8))); cnt.append(UInt32(u32(e + 12))); crc.append(UInt32(u32(e + 16)))
+            off.append(UInt64(u64(e)))
+            bytes.append(UInt32(u32(e + 8)))
+            cnt.append(UInt32(u32(e + 12)))
+            crc.append(UInt32(u32(e + 16)))
         }
-        listOffset = off; listBytes = bytes; listCount = cnt; listCRC = crc
-        pq = pl == .pq8 || pl == .pq4 ? try ProductQuantizer(dim: dim, subquantizers: pqM, bits: pl == .pq8 ? 8 : 4, centroids: floats(tableEnd + 4, (pl == .pq8 ? 256 : 16) * dim)) : nil
+        listOffset = off
+        listBytes = bytes
+        listCount = cnt
+        listCRC = crc
+        pq =
+            pl == .pq8 || pl == .pq4
+            ? try ProductQuantizer(
+                dim: dim, subquantizers: pqM, bits: pl == .pq8 ? 8 : 4,
+                centroids: floats(tableEnd + 4, (pl == .pq8 ? 256 : 16) * dim)) : nil
         if pl == .binary {
             let s = floats(tableEnd + 4, pqM)
             guard s.allSatisfy({ $0 == 1 || $0 == -1 }) else { throw fail("bad rotation signs") }
             rotation = SignRotation(dim: dim, signs: s)
-        } else { rotation = nil }
-        guard coarseStart.first == 0, coarseStart.last == UInt32(heads), zip(coarseStart, coarseStart.dropFirst()).allSatisfy({ $0 <= $1 }) else {
+        } else {
+            rotation = nil
+        }
+        guard coarseStart.first == 0, coarseStart.last == UInt32(heads),
+            zip(coarseStart, coarseStart.dropFirst()).allSatisfy({ $0 <= $1 })
+        else {
             throw fail("coarse-to-head table is inconsistent")
         }
         for h in 0..<heads {
-            guard Int(listBytes[h]) == Self.listBytes(pl, count: Int(listCount[h]), dim: dim, m: pqM), Int(listOffset[h]) % Self.page == 0,
-                  Int(listOffset[h]) + Int(listBytes[h]) <= postingsSize else { throw fail("posting list \(h) entry is inconsistent") }
+            guard Int(listBytes[h]) == Self.listBytes(pl, count: Int(listCount[h]), dim: dim, m: pqM),
+                Int(listOffset[h]) % Self.page == 0,
+                Int(listOffset[h]) + Int(listBytes[h]) <= postingsSize
+            else { throw fail("posting list \(h) entry is inconsistent") }
         }
         postingsFD = open(pp, O_RDONLY | O_CLOEXEC)
         guard postingsFD >= 0 else { throw EngineError.io("cannot open \(pp): \(String(cString: strerror(errno)))") }
         var st = stat()
         guard fstat(postingsFD, &st) == 0, Int(st.st_size) == postingsSize else {
             close(postingsFD)
-            throw EngineError.invalidFile("\(pp): size differs from the header's \(postingsSize) bytes (truncated or from another build)")
+            throw EngineError.invalidFile(
+                "\(pp): size differs from the header's \(postingsSize) bytes (truncated or from another build)")
         }
         if io == .mapped && postingsSize > 0 {
             let m = mmap(nil, postingsSize, PROT_READ, MAP_SHARED, postingsFD, 0)
@@ -261,15 +314,22 @@ public final class HybridIndex: @unchecked Sendable {
             var vs = stat()
             vectorsSize = fstat(vectorsFD, &vs) == 0 ? Int(vs.st_size) : -1
             guard vectorsSize == count * (4 * dim + 4) else {
-                throw EngineError.invalidFile("\(vp): \(vectorsSize) bytes, expected \(count * (4 * dim + 4)) (truncated or from another build)")
+                throw EngineError.invalidFile(
+                    "\(vp): \(vectorsSize) bytes, expected \(count * (4 * dim + 4)) (truncated or from another build)")
             }
             if io == .mapped {
                 let m = mmap(nil, vectorsSize, PROT_READ, MAP_SHARED, vectorsFD, 0)
                 guard let m, m != MAP_FAILED else { throw EngineError.io("cannot map \(vp)") }
                 madvise(m, vectorsSize, MADV_RANDOM)
                 vectorsMapping = UnsafeRawPointer(m)
-            } else { vectorsMapping = nil }
-        } else { vectorsFD = -1; vectorsMapping = nil; vectorsSize = 0 }
+            } else {
+                vectorsMapping = nil
+            }
+        } else {
+            vectorsFD = -1
+            vectorsMapping = nil
+            vectorsSize = 0
+        }
         delta = try DeltaLayer(path: directory + "/delta.log", dim: dim, writable: writable, kernels: kernels)
         try delta.replay { id, vector in
             if let vector { try self.placeInsert(id, vector) } else { self.placeDelete(id) }
@@ -296,9 +356,14 @@ public final class HybridIndex: @unchecked Sendable {
     }
 
     /// Bytes this index keeps in RAM (centroids and the list directory).
-    public var ramBytes: Int { 4 * (coarseCentroids.count + coarseStart.count) + 2 * headCentroids.count + Self.entryBytes * heads + codeSectionBytes }
+    public var ramBytes: Int {
+        4 * (coarseCentroids.count + coarseStart.count) + 2 * headCentroids.count + Self.entryBytes * heads
+            + codeSectionBytes
+    }
     /// Codebooks (PQ) or rotation signs (binary) in heads.bin and in RAM.
-    var codeSectionBytes: Int { (pq.map { 4 + 4 * $0.centroids.count } ?? 0) + (rotation.map { 4 + 4 * $0.padded } ?? 0) }
+    var codeSectionBytes: Int {
+        (pq.map { 4 + 4 * $0.centroids.count } ?? 0) + (rotation.map { 4 + 4 * $0.padded } ?? 0)
+    }
     /// Bytes on disk (both files).
     public var diskBytes: Int { postingsSize + vectorsSize + headsFileBytes }
 
@@ -306,7 +371,9 @@ public final class HybridIndex: @unchecked Sendable {
 
     /// The k nearest stored vectors of `query` (fewer if the probed lists hold fewer), nearest
     /// first, and what the search cost. Throws on a wrong dimension, NaN, k < 1, or a corrupt list.
-    public func search(_ query: [Float], k: Int, parameters p: HybridSearchParameters = .init()) throws -> (neighbors: [SearchHit], cost: SearchCost) {
+    public func search(_ query: [Float], k: Int, parameters p: HybridSearchParameters = .init()) throws -> (
+        neighbors: [SearchHit], cost: SearchCost
+    ) {
         try require(query.count == dim, "query has \(query.count) values, the index holds \(dim)-d vectors")
         try require(k >= 1, "k must be >= 1, got \(k)")
         try require(p.nprobe >= 1, "nprobe must be >= 1, got \(p.nprobe)")
@@ -330,12 +397,19 @@ public final class HybridIndex: @unchecked Sendable {
         defer { if let reader { readers.put(reader) } }
         var inBuffer: [Int: Int] = [:]
         if let reader {
-            var offs: [UInt64] = [], lens: [UInt32] = [], dsts: [Int] = [], total = 0
+            var offs: [UInt64] = []
+            var lens: [UInt32] = []
+            var dsts: [Int] = []
+            var total = 0
             for h in order where listCount[h] > 0 {
-                offs.append(listOffset[h]); lens.append(listBytes[h]); dsts.append(total); inBuffer[h] = total
+                offs.append(listOffset[h])
+                lens.append(listBytes[h])
+                dsts.append(total)
+                inBuffer[h] = total
                 total += (Int(listBytes[h]) + 63) / 64 * 64
             }
-            try reader.read(fd: postingsFD, offsets: offs, lengths: lens, at: dsts, total: total, file: "\(directory)/postings.bin")
+            try reader.read(
+                fd: postingsFD, offsets: offs, lengths: lens, at: dsts, total: total, file: "\(directory)/postings.bin")
         }
         var approx = TopK(k: payload.isCoded ? max(k, p.rerank) : 1)
         var approxRow: [UInt64: UInt32] = [:]
@@ -343,38 +417,49 @@ public final class HybridIndex: @unchecked Sendable {
         if let mapping {
             // announce every list first: the kernel reads missing pages concurrently
             for h in order where listCount[h] > 0 {
-                let o = Int(listOffset[h]), len = (Int(listBytes[h]) + Self.page - 1) / Self.page * Self.page
+                let o = Int(listOffset[h])
+                let len = (Int(listBytes[h]) + Self.page - 1) / Self.page * Self.page
                 madvise(UnsafeMutableRawPointer(mutating: mapping + o), len, MADV_WILLNEED)
             }
         }
         for h in order {
-            let n = Int(listCount[h]), bytes = Int(listBytes[h])
+            let n = Int(listCount[h])
+            let bytes = Int(listBytes[h])
             if n == 0 { continue }
             if dist.count < n { dist = [Float](repeating: 0, count: n) }
             let scan = { (raw: UnsafeRawPointer) throws in
                 if p.verify == .always || (p.verify == .once && self.verified[h] == 0) {
-                    guard self.kernels.crc32c(UnsafeRawBufferPointer(start: raw, count: bytes)) == self.listCRC[h] else {
-                        throw EngineError.invalidFile("\(self.directory)/postings.bin: posting list \(h) fails its checksum (corrupt file)")
+                    guard self.kernels.crc32c(UnsafeRawBufferPointer(start: raw, count: bytes)) == self.listCRC[h]
+                    else {
+                        throw EngineError.invalidFile(
+                            "\(self.directory)/postings.bin: posting list \(h) fails its checksum (corrupt file)")
                     }
                     self.verified[h] = 1 // a benign race: concurrent verifiers write the same value
                 }
                 if self.payload.isCoded {
-                    try dist.withUnsafeMutableBufferPointer { try codes.scan(raw, count: n, head: h, into: $0.baseAddress!) }
+                    try dist.withUnsafeMutableBufferPointer {
+                        try codes.scan(raw, count: n, head: h, into: $0.baseAddress!)
+                    }
                     for i in 0..<n {
                         let id = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))
                         if let f = p.filter, !f(id) { continue }
                         if !live.tombstones.isEmpty && live.tombstones.contains(id) { continue }
                         if approx.accepts(dist[i]) && seen.insert(id) {
                             approx.push(dist[i], id)
-                            approxRow[id] = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * n + 4 * i, as: UInt32.self))
+                            approxRow[id] = UInt32(
+                                littleEndian: raw.loadUnaligned(fromByteOffset: 8 * n + 4 * i, as: UInt32.self))
                         }
                     }
                     return
                 }
-                q.withUnsafeBufferPointer { qp in dist.withUnsafeMutableBufferPointer { dp in
-                    self.kernels.distancesUnchecked(self.metric, query: qp.baseAddress!, rows: raw + 8 * n, type: self.payload == .f16 ? .f16 : .f32,
-                                                    count: n, dim: self.dim, stride: self.dim, into: dp.baseAddress!)
-                } }
+                q.withUnsafeBufferPointer { qp in
+                    dist.withUnsafeMutableBufferPointer { dp in
+                        self.kernels.distancesUnchecked(
+                            self.metric, query: qp.baseAddress!, rows: raw + 8 * n,
+                            type: self.payload == .f16 ? .f16 : .f32,
+                            count: n, dim: self.dim, stride: self.dim, into: dp.baseAddress!)
+                    }
+                }
                 for i in 0..<n where top.accepts(dist[i]) {
                     let id = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))
                     if let f = p.filter, !f(id) { continue }
@@ -389,11 +474,14 @@ public final class HybridIndex: @unchecked Sendable {
             } else {
                 if buf.count < bytes { buf = [UInt8](repeating: 0, count: bytes) }
                 try buf.withUnsafeMutableBytes { raw in
-                    try preadFully(postingsFD, raw.baseAddress!, bytes, at: Int(listOffset[h]), path: "\(directory)/postings.bin")
+                    try preadFully(
+                        postingsFD, raw.baseAddress!, bytes, at: Int(listOffset[h]), path: "\(directory)/postings.bin")
                     try scan(UnsafeRawPointer(raw.baseAddress!))
                 }
             }
-            cost.listsRead += 1; cost.bytesRead += bytes; cost.pagesRead += (bytes + Self.page - 1) / Self.page
+            cost.listsRead += 1
+            cost.bytesRead += bytes
+            cost.pagesRead += (bytes + Self.page - 1) / Self.page
             cost.candidatesScored += n
         }
         if payload.isCoded { try rerank(approx.sorted(), approxRow, q, into: &top, cost: &cost, reader: reader) }
@@ -401,9 +489,15 @@ public final class HybridIndex: @unchecked Sendable {
         for h in heads {
             guard let l = live.lists[h], !l.ids.isEmpty else { continue }
             if dist.count < l.ids.count { dist = [Float](repeating: 0, count: l.ids.count) }
-            q.withUnsafeBufferPointer { qp in l.vectors.withUnsafeBytes { vb in dist.withUnsafeMutableBufferPointer { dp in
-                kernels.distancesUnchecked(metric, query: qp.baseAddress!, rows: vb.baseAddress!, type: .f32, count: l.ids.count, dim: dim, stride: dim, into: dp.baseAddress!)
-            } } }
+            q.withUnsafeBufferPointer { qp in
+                l.vectors.withUnsafeBytes { vb in
+                    dist.withUnsafeMutableBufferPointer { dp in
+                        kernels.distancesUnchecked(
+                            metric, query: qp.baseAddress!, rows: vb.baseAddress!, type: .f32, count: l.ids.count,
+                            dim: dim, stride: dim, into: dp.baseAddress!)
+                    }
+                }
+            }
             for (i, id) in l.ids.enumerated() {
                 if let f = p.filter, !f(id) { continue }
                 if top.accepts(dist[i]) && seen.insert(id) { top.push(dist[i], id) }
@@ -414,38 +508,49 @@ public final class HybridIndex: @unchecked Sendable {
     }
 
     /// Exact distances of PQ candidates from their full vectors in vectors.bin (row CRC checked).
-    func rerank(_ cands: [SearchHit], _ rows: [UInt64: UInt32], _ q: [Float], into top: inout TopK, cost: inout SearchCost,
-                reader: UringReader? = nil) throws {
+    func rerank(
+        _ cands: [SearchHit], _ rows: [UInt64: UInt32], _ q: [Float], into top: inout TopK, cost: inout SearchCost,
+        reader: UringReader? = nil
+    ) throws {
         let rb = 4 * dim + 4
         var buf = [UInt8](repeating: 0, count: rb)
         var d: Float = 0
         let candRows = try cands.map { c -> Int in
             let row = Int(rows[c.id]!)
-            guard row < count else { throw EngineError.invalidFile("\(directory)/postings.bin: row \(row) out of range (corrupt list)") }
+            guard row < count else {
+                throw EngineError.invalidFile("\(directory)/postings.bin: row \(row) out of range (corrupt list)")
+            }
             return row
         }
         if let vm = vectorsMapping {
             // announce every row first: the kernel reads the missing pages concurrently
             for row in candRows {
-                let start = row * rb, page0 = start / Self.page * Self.page
+                let start = row * rb
+                let page0 = start / Self.page * Self.page
                 madvise(UnsafeMutableRawPointer(mutating: vm + page0), start + rb - page0, MADV_WILLNEED)
             }
         }
         if let reader, !cands.isEmpty {
             // all rows in one batch (the lists' buffer is no longer needed)
-            try reader.read(fd: vectorsFD, offsets: candRows.map { UInt64($0 * rb) }, lengths: candRows.map { _ in UInt32(rb) },
-                            at: cands.indices.map { $0 * rb }, total: cands.count * rb, file: "\(directory)/vectors.bin")
+            try reader.read(
+                fd: vectorsFD, offsets: candRows.map { UInt64($0 * rb) }, lengths: candRows.map { _ in UInt32(rb) },
+                at: cands.indices.map { $0 * rb }, total: cands.count * rb, file: "\(directory)/vectors.bin")
         }
         for (ci, c) in cands.enumerated() {
             let row = candRows[ci]
             let check = { (r: UnsafeRawPointer) throws in
                 let stored = UInt32(littleEndian: r.loadUnaligned(fromByteOffset: 4 * self.dim, as: UInt32.self))
                 guard self.kernels.crc32c(UnsafeRawBufferPointer(start: r, count: 4 * self.dim)) == stored else {
-                    throw EngineError.invalidFile("\(self.directory)/vectors.bin: vector row \(row) fails its checksum (corrupt file)")
+                    throw EngineError.invalidFile(
+                        "\(self.directory)/vectors.bin: vector row \(row) fails its checksum (corrupt file)")
                 }
-                q.withUnsafeBufferPointer { qp in withUnsafeMutablePointer(to: &d) { dp in
-                    self.kernels.distancesUnchecked(self.metric, query: qp.baseAddress!, rows: r, type: .f32, count: 1, dim: self.dim, stride: self.dim, into: dp)
-                } }
+                q.withUnsafeBufferPointer { qp in
+                    withUnsafeMutablePointer(to: &d) { dp in
+                        self.kernels.distancesUnchecked(
+                            self.metric, query: qp.baseAddress!, rows: r, type: .f32, count: 1, dim: self.dim,
+                            stride: self.dim, into: dp)
+                    }
+                }
             }
             if let vm = vectorsMapping {
                 try check(vm + row * rb)
@@ -457,7 +562,8 @@ public final class HybridIndex: @unchecked Sendable {
                     try check(UnsafeRawPointer(b.baseAddress!))
                 }
             }
-            cost.bytesRead += rb; cost.pagesRead += 1
+            cost.bytesRead += rb
+            cost.pagesRead += 1
             if top.accepts(d) { top.push(d, c.id) }
         }
     }
@@ -469,7 +575,8 @@ public final class HybridIndex: @unchecked Sendable {
     /// held in RAM and in `delta.log` (one fsync per call) until the index is rebuilt.
     public func insert(vectors: [Float], ids: [UInt64]) throws {
         try require(writable, "the index was opened read-only (open with writable: true to insert)")
-        try require(vectors.count == ids.count * dim, "\(vectors.count) values for \(ids.count) ids of \(dim)-d vectors")
+        try require(
+            vectors.count == ids.count * dim, "\(vectors.count) values for \(ids.count) ids of \(dim)-d vectors")
         try vectors.withUnsafeBufferPointer { try requireFinite($0, "inserted vectors") }
         var rows: [[Float]] = []
         for i in 0..<ids.count {
@@ -510,25 +617,46 @@ public final class HybridIndex: @unchecked Sendable {
         }
     }
 
-    func placeDelete(_ id: UInt64) { delta.mutate { s in s.remove(id); s.tombstones.insert(id) } }
+    func placeDelete(_ id: UInt64) {
+        delta.mutate { s in
+            s.remove(id)
+            s.tombstones.insert(id)
+        }
+    }
 
     /// Heads for a new vector: the build's candidate search and RNG rule.
     func replicaHeads(_ x: [Float]) -> [Int] {
-        x.withUnsafeBufferPointer { xp in coarseCentroids.withUnsafeBufferPointer { cp in headCentroids.withUnsafeBufferPointer { hp in
-            let nav = Navigation(coarse: cp.baseAddress!, coarseCount: coarse, coarseStart: coarseStart, heads: UnsafeRawPointer(hp.baseAddress!), headType: .f16, dim: dim, kernels: kernels)
-            let cand = nav.nearestHeads(xp.baseAddress!, metric: .l2, probe: Navigation.buildProbe(coarse: coarse, heads: heads), k: Navigation.buildCandidates)
-            let r = nav.rngSelect(cand, maxReplicas: maxReplicas, epsilon: replicaEpsilon, rngFactor: rngFactor).map(\.head)
-            return r.isEmpty ? [0] : r
-        } } }
+        x.withUnsafeBufferPointer { xp in
+            coarseCentroids.withUnsafeBufferPointer { cp in
+                headCentroids.withUnsafeBufferPointer { hp in
+                    let nav = Navigation(
+                        coarse: cp.baseAddress!, coarseCount: coarse, coarseStart: coarseStart,
+                        heads: UnsafeRawPointer(hp.baseAddress!), headType: .f16, dim: dim, kernels: kernels)
+                    let cand = nav.nearestHeads(
+                        xp.baseAddress!, metric: .l2, probe: Navigation.buildProbe(coarse: coarse, heads: heads),
+                        k: Navigation.buildCandidates)
+                    let r = nav.rngSelect(cand, maxReplicas: maxReplicas, epsilon: replicaEpsilon, rngFactor: rngFactor)
+                        .map(\.head)
+                    return r.isEmpty ? [0] : r
+                }
+            }
+        }
     }
 
     /// Heads to read for q: nearest coarse clusters, then their heads ranked, pruned, cut at nprobe.
     func rankHeads(_ q: [Float], _ p: HybridSearchParameters) -> [Int] {
         let cp0 = min(coarse, p.coarseProbe > 0 ? p.coarseProbe : max(4, p.nprobe / 4))
-        let cand = q.withUnsafeBufferPointer { qp in coarseCentroids.withUnsafeBufferPointer { cp in headCentroids.withUnsafeBufferPointer { hp in
-            Navigation(coarse: cp.baseAddress!, coarseCount: coarse, coarseStart: coarseStart, heads: UnsafeRawPointer(hp.baseAddress!), headType: .f16, dim: dim, kernels: kernels)
-                .nearestHeads(qp.baseAddress!, metric: metric, probe: cp0, k: p.nprobe)
-        } } }
+        let cand = q.withUnsafeBufferPointer { qp in
+            coarseCentroids.withUnsafeBufferPointer { cp in
+                headCentroids.withUnsafeBufferPointer { hp in
+                    Navigation(
+                        coarse: cp.baseAddress!, coarseCount: coarse, coarseStart: coarseStart,
+                        heads: UnsafeRawPointer(hp.baseAddress!), headType: .f16, dim: dim, kernels: kernels
+                    )
+                    .nearestHeads(qp.baseAddress!, metric: metric, probe: cp0, k: p.nprobe)
+                }
+            }
+        }
         if let eps = p.pruneEpsilon, metric != .innerProduct, let best = cand.first?.distance {
             // cosine distances are -cos; 2 - 2cos is the squared L2 of unit vectors
             func sq(_ d: Float) -> Float { metric == .cosine ? 2 + 2 * d : d }
@@ -545,7 +673,8 @@ public final class HybridIndex: @unchecked Sendable {
 struct Navigation {
     /// Head centroids are f32 during a build and f16 in an opened index (RAM and bandwidth halved;
     /// the build rounds them to f16 values, so both hold the same numbers).
-    let coarse: UnsafePointer<Float>, coarseCount: Int, coarseStart: [UInt32], heads: UnsafeRawPointer, headType: VectorType, dim: Int, kernels: Kernels
+    let coarse: UnsafePointer<Float>, coarseCount: Int, coarseStart: [UInt32], heads: UnsafeRawPointer,
+        headType: VectorType, dim: Int, kernels: Kernels
     func head(_ h: Int) -> UnsafeRawPointer { heads + h * dim * headType.bytes }
     /// Candidate heads a vector is placed among (build and inserts).
     static let buildCandidates = 32
@@ -556,14 +685,23 @@ struct Navigation {
     /// clusters, nearest first (bounded-heap selection: a full sort cost ~40% of a query at 100k heads).
     func nearestHeads(_ x: UnsafePointer<Float>, metric: Metric, probe: Int, k: Int) -> [SearchHit] {
         var cd = [Float](repeating: 0, count: coarseCount)
-        cd.withUnsafeMutableBufferPointer { kernels.distancesUnchecked(metric, query: x, rows: UnsafeRawPointer(coarse), type: .f32, count: coarseCount, dim: dim, stride: dim, into: $0.baseAddress!) }
+        cd.withUnsafeMutableBufferPointer {
+            kernels.distancesUnchecked(
+                metric, query: x, rows: UnsafeRawPointer(coarse), type: .f32, count: coarseCount, dim: dim, stride: dim,
+                into: $0.baseAddress!)
+        }
         var sel = TopK(k: k)
         var hd = [Float]()
         for c in smallest(cd, probe) {
-            let a = Int(coarseStart[c]), b = Int(coarseStart[c + 1])
+            let a = Int(coarseStart[c])
+            let b = Int(coarseStart[c + 1])
             if b == a { continue }
             if hd.count < b - a { hd = [Float](repeating: 0, count: b - a) }
-            hd.withUnsafeMutableBufferPointer { kernels.distancesUnchecked(metric, query: x, rows: head(a), type: headType, count: b - a, dim: dim, stride: dim, into: $0.baseAddress!) }
+            hd.withUnsafeMutableBufferPointer {
+                kernels.distancesUnchecked(
+                    metric, query: x, rows: head(a), type: headType, count: b - a, dim: dim, stride: dim,
+                    into: $0.baseAddress!)
+            }
             for i in 0..<(b - a) where sel.accepts(hd[i]) { sel.push(hd[i], UInt64(a + i)) }
         }
         return sel.sorted()
@@ -572,13 +710,18 @@ struct Navigation {
     /// Head h as f32 values.
     func headValues(_ h: Int, into v: inout [Float]) {
         let p = head(h)
-        if headType == .f32 { for j in 0..<dim { v[j] = p.load(fromByteOffset: 4 * j, as: Float.self) } }
-        else { for j in 0..<dim { v[j] = Float(Float16(bitPattern: p.load(fromByteOffset: 2 * j, as: UInt16.self))) } }
+        if headType == .f32 {
+            for j in 0..<dim { v[j] = p.load(fromByteOffset: 4 * j, as: Float.self) }
+        } else {
+            for j in 0..<dim { v[j] = Float(Float16(bitPattern: p.load(fromByteOffset: 2 * j, as: UInt16.self))) }
+        }
     }
 
     /// RNG rule over candidates (squared L2, nearest first): take h unless an accepted head g has
     /// rngFactor x d(h, g) < d(x, h); only heads within (1 + epsilon) of the nearest; at most maxReplicas.
-    func rngSelect(_ cand: [SearchHit], maxReplicas: Int, epsilon: Float, rngFactor: Float) -> [(head: Int, dist: Float)] {
+    func rngSelect(_ cand: [SearchHit], maxReplicas: Int, epsilon: Float, rngFactor: Float) -> [(
+        head: Int, dist: Float
+    )] {
         guard let first = cand.first else { return [] }
         var out: [(head: Int, dist: Float)] = []
         var pair: Float = 0
@@ -589,8 +732,15 @@ struct Navigation {
             var ok = true
             if !out.isEmpty { headValues(h, into: &hq) }
             for g in out {
-                hq.withUnsafeBufferPointer { kernels.distancesUnchecked(.l2, query: $0.baseAddress!, rows: head(g.head), type: headType, count: 1, dim: dim, stride: dim, into: &pair) }
-                if rngFactor * pair < c.distance { ok = false; break }
+                hq.withUnsafeBufferPointer {
+                    kernels.distancesUnchecked(
+                        .l2, query: $0.baseAddress!, rows: head(g.head), type: headType, count: 1, dim: dim,
+                        stride: dim, into: &pair)
+                }
+                if rngFactor * pair < c.distance {
+                    ok = false
+                    break
+                }
             }
             if ok { out.append((h, c.distance)) }
         }
@@ -620,13 +770,20 @@ struct IDSet {
     }
     /// Inserts id; true if it was not present.
     mutating func insert(_ id: UInt64) -> Bool {
-        if id == .max { defer { hasMax = true }; return !hasMax }
+        if id == .max {
+            defer { hasMax = true }
+            return !hasMax
+        }
         if 2 * (count + 1) > slots.count { grow() }
         var i = Int(truncatingIfNeeded: (id &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
         while true {
             let v = slots[i]
             if v == id { return false }
-            if v == .max { slots[i] = id; count += 1; return true }
+            if v == .max {
+                slots[i] = id
+                count += 1
+                return true
+            }
             i = (i + 1) & mask
         }
     }
@@ -647,23 +804,36 @@ struct TopK {
     func accepts(_ x: Float) -> Bool { d.count < k || x < d[0] }
     mutating func push(_ x: Float, _ i: UInt64) {
         if d.count < k {
-            d.append(x); id.append(i)
+            d.append(x)
+            id.append(i)
             var c = d.count - 1
-            while c > 0 { let p = (c - 1) / 2; if d[p] >= d[c] { break }; d.swapAt(p, c); id.swapAt(p, c); c = p }
+            while c > 0 {
+                let p = (c - 1) / 2
+                if d[p] >= d[c] { break }
+                d.swapAt(p, c)
+                id.swapAt(p, c)
+                c = p
+            }
         } else if x < d[0] {
-            d[0] = x; id[0] = i
+            d[0] = x
+            id[0] = i
             var c = 0
             while true {
-                let l = 2 * c + 1, r = l + 1
+                let l = 2 * c + 1
+                let r = l + 1
                 var m = c
                 if l < d.count && d[l] > d[m] { m = l }
                 if r < d.count && d[r] > d[m] { m = r }
                 if m == c { break }
-                d.swapAt(m, c); id.swapAt(m, c); c = m
+                d.swapAt(m, c)
+                id.swapAt(m, c)
+                c = m
             }
         }
     }
-    func sorted() -> [SearchHit] { zip(d, id).sorted { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }.map { SearchHit(id: $0.1, distance: $0.0) } }
+    func sorted() -> [SearchHit] {
+        zip(d, id).sorted { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }.map { SearchHit(id: $0.1, distance: $0.0) }
+    }
 }
 
 extension Array {
@@ -688,7 +858,10 @@ final class UringReader {
     }
 
     deinit {
-        if !broken { ck_uring_close(ring); buffer.deallocate() }
+        if !broken {
+            ck_uring_close(ring)
+            buffer.deallocate()
+        }
     }
 
     /// Reads lengths[i] bytes at offsets[i] of fd to buffer + at[i]; `total` bytes of buffer needed.
@@ -699,9 +872,13 @@ final class UringReader {
             buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 4096)
         }
         let dsts: [UnsafeMutablePointer<UInt8>?] = at.map { (buffer + $0).assumingMemoryBound(to: UInt8.self) }
-        let rc = offsets.withUnsafeBufferPointer { o in lengths.withUnsafeBufferPointer { l in dsts.withUnsafeBufferPointer { d in
-            ck_uring_read(ring, fd, o.count, o.baseAddress, l.baseAddress, d.baseAddress)
-        } } }
+        let rc = offsets.withUnsafeBufferPointer { o in
+            lengths.withUnsafeBufferPointer { l in
+                dsts.withUnsafeBufferPointer { d in
+                    ck_uring_read(ring, fd, o.count, o.baseAddress, l.baseAddress, d.baseAddress)
+                }
+            }
+        }
         if rc == CK_URING_BROKEN {
             broken = true
             throw EngineError.io("\(file): io_uring failed with reads in flight")
@@ -718,7 +895,10 @@ final class UringReaders: @unchecked Sendable {
 
     func take() throws -> UringReader {
         lock.lock()
-        if let r = idle.popLast() { lock.unlock(); return r }
+        if let r = idle.popLast() {
+            lock.unlock()
+            return r
+        }
         lock.unlock()
         guard let r = UringReader() else { throw EngineError.io("io_uring is unavailable (cannot open a ring)") }
         return r
@@ -726,6 +906,8 @@ final class UringReaders: @unchecked Sendable {
 
     func put(_ r: UringReader) {
         if r.broken { return }
-        lock.lock(); idle.append(r); lock.unlock()
+        lock.lock()
+        idle.append(r)
+        lock.unlock()
     }
 }

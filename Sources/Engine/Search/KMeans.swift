@@ -8,8 +8,10 @@ public enum KMeans {
     /// Trains k centroids (k x dim, row-major) from n x dim data. Seeding is k-means++ (seeded,
     /// on a sample); an emptied cluster is re-seeded by splitting the largest.
     /// Throws on n < k, non-finite data or bad sizes.
-    public static func train(data: UnsafeBufferPointer<Float>, dim: Int, k: Int, iterations: Int = 20,
-                             seed: UInt64 = 1234) throws -> [Float] {
+    public static func train(
+        data: UnsafeBufferPointer<Float>, dim: Int, k: Int, iterations: Int = 20,
+        seed: UInt64 = 1234
+    ) throws -> [Float] {
         try require(dim > 0 && k > 0, "dim (\(dim)) and k (\(k)) must be positive")
         try require(data.count % dim == 0, "data has \(data.count) values, not a multiple of dim \(dim)")
         let n = data.count / dim
@@ -51,8 +53,10 @@ public enum KMeans {
 
     /// k-means++ seeding (D^2 sampling) over a sample of at most `seedSample` rows.
     static let seedSample = 20_000
-    static func kmeansPlusPlus(data: UnsafeBufferPointer<Float>, dim: Int, n: Int, k: Int,
-                               rng: inout SeededRandom) -> [Float] {
+    static func kmeansPlusPlus(
+        data: UnsafeBufferPointer<Float>, dim: Int, n: Int, k: Int,
+        rng: inout SeededRandom
+    ) -> [Float] {
         var rows = Array(0..<n)
         let m = min(n, max(seedSample, k))
         for i in 0..<m { rows.swapAt(i, i + Int(rng.next() % UInt64(n - i))) }
@@ -65,7 +69,10 @@ public enum KMeans {
             var total = 0.0
             for (i, r) in rows.enumerated() {
                 var s: Float = 0
-                for c in 0..<dim { let d = data[r * dim + c] - cent[j * dim + c]; s += d * d }
+                for c in 0..<dim {
+                    let d = data[r * dim + c] - cent[j * dim + c]
+                    s += d * d
+                }
                 d2[i] = min(d2[i], Double(s))
                 total += d2[i]
             }
@@ -78,22 +85,33 @@ public enum KMeans {
             chosen = rows[m - 1]
             for (i, r) in rows.enumerated() {
                 target -= d2[i]
-                if target < 0 { chosen = r; break }
+                if target < 0 {
+                    chosen = r
+                    break
+                }
             }
         }
         return cent
     }
 
     /// Nearest centroid of every row and its squared distance.
-    public static func assignNearest(data: UnsafeBufferPointer<Float>, dim: Int, centroids: UnsafeBufferPointer<Float>,
-                                     k: Int, labels: inout [Int32], distances: inout [Float]) throws {
-        try require(dim > 0 && k > 0 && centroids.count == k * dim, "centroids must be k x dim = \(k) x \(dim), got \(centroids.count) values")
+    public static func assignNearest(
+        data: UnsafeBufferPointer<Float>, dim: Int, centroids: UnsafeBufferPointer<Float>,
+        k: Int, labels: inout [Int32], distances: inout [Float]
+    ) throws {
+        try require(
+            dim > 0 && k > 0 && centroids.count == k * dim,
+            "centroids must be k x dim = \(k) x \(dim), got \(centroids.count) values")
         try require(data.count % dim == 0, "data has \(data.count) values, not a multiple of dim \(dim)")
         let n = data.count / dim
         if labels.count != n { labels = [Int32](repeating: 0, count: n) }
         if distances.count != n { distances = [Float](repeating: 0, count: n) }
         var cnorm = [Float](repeating: 0, count: k)
-        for j in 0..<k { var s: Float = 0; for c in 0..<dim { s += centroids[j * dim + c] * centroids[j * dim + c] }; cnorm[j] = s }
+        for j in 0..<k {
+            var s: Float = 0
+            for c in 0..<dim { s += centroids[j * dim + c] * centroids[j * dim + c] }
+            cnorm[j] = s
+        }
         var buf = [Float](repeating: 0, count: min(n, assignChunk) * k)
         buf.withUnsafeMutableBufferPointer { bp in
             labels.withUnsafeMutableBufferPointer { lp in
@@ -101,17 +119,25 @@ public enum KMeans {
                     var r0 = 0
                     while r0 < n {
                         let rows = min(assignChunk, n - r0)
-                        ck_sgemm(false, true, rows, k, dim, -2, data.baseAddress! + r0 * dim, dim,
-                                 centroids.baseAddress!, dim, 0, bp.baseAddress!, k)
+                        ck_sgemm(
+                            false, true, rows, k, dim, -2, data.baseAddress! + r0 * dim, dim,
+                            centroids.baseAddress!, dim, 0, bp.baseAddress!, k)
                         for i in 0..<rows {
-                            var best = Float.infinity, bj = 0
+                            var best = Float.infinity
+                            var bj = 0
                             let row = bp.baseAddress! + i * k
                             for j in 0..<k {
                                 let v = row[j] + cnorm[j]
-                                if v < best { best = v; bj = j }
+                                if v < best {
+                                    best = v
+                                    bj = j
+                                }
                             }
                             var xn: Float = 0
-                            for c in 0..<dim { let x = data[(r0 + i) * dim + c]; xn += x * x }
+                            for c in 0..<dim {
+                                let x = data[(r0 + i) * dim + c]
+                                xn += x * x
+                            }
                             lp[r0 + i] = Int32(bj)
                             dp[r0 + i] = max(0, best + xn)
                         }

@@ -18,26 +18,43 @@ public struct ProductQuantizer: Sendable {
     /// Builds from given centroids (M, ksub, dsub).
     public init(dim: Int, subquantizers m: Int, bits: Int, centroids: [Float]) throws {
         try require(bits == 4 || bits == 8, "PQ supports 4 or 8 bits per sub-code, got \(bits)")
-        try require(m > 0 && dim > 0 && dim % m == 0, "dim \(dim) must be a positive multiple of the sub-quantizer count \(m)")
+        try require(
+            m > 0 && dim > 0 && dim % m == 0, "dim \(dim) must be a positive multiple of the sub-quantizer count \(m)")
         try require(bits == 8 || m <= 256, "4-bit fast-scan supports at most 256 sub-quantizers, got \(m)")
-        let ksub = 1 << bits, dsub = dim / m
-        try require(centroids.count == m * ksub * dsub, "expected \(m) x \(ksub) x \(dsub) centroid values, got \(centroids.count)")
+        let ksub = 1 << bits
+        let dsub = dim / m
+        try require(
+            centroids.count == m * ksub * dsub,
+            "expected \(m) x \(ksub) x \(dsub) centroid values, got \(centroids.count)")
         try centroids.withUnsafeBufferPointer { try requireFinite($0, "centroids") }
         var t = [Float](repeating: 0, count: centroids.count)
-        for s in 0..<m { for j in 0..<ksub { for c in 0..<dsub {
-            t[(s * dsub + c) * ksub + j] = centroids[(s * ksub + j) * dsub + c]
-        } } }
-        self.dim = dim; self.subquantizers = m; self.bits = bits
-        self.centroids = centroids; self.centroidsT = t
+        for s in 0..<m {
+            for j in 0..<ksub {
+                for c in 0..<dsub {
+                    t[(s * dsub + c) * ksub + j] = centroids[(s * ksub + j) * dsub + c]
+                }
+            }
+        }
+        self.dim = dim
+        self.subquantizers = m
+        self.bits = bits
+        self.centroids = centroids
+        self.centroidsT = t
     }
 
     /// Trains one k-means (on sgemm) per sub-space from n x dim training vectors.
-    public init(training: UnsafeBufferPointer<Float>, dim: Int, subquantizers m: Int, bits: Int,
-                iterations: Int = 20, seed: UInt64 = 1234) throws {
+    public init(
+        training: UnsafeBufferPointer<Float>, dim: Int, subquantizers m: Int, bits: Int,
+        iterations: Int = 20, seed: UInt64 = 1234
+    ) throws {
         try require(bits == 4 || bits == 8, "PQ supports 4 or 8 bits per sub-code, got \(bits)")
-        try require(m > 0 && dim > 0 && dim % m == 0, "dim \(dim) must be a positive multiple of the sub-quantizer count \(m)")
-        try require(training.count % dim == 0, "training data has \(training.count) values, not a multiple of dim \(dim)")
-        let n = training.count / dim, ksub = 1 << bits, dsub = dim / m
+        try require(
+            m > 0 && dim > 0 && dim % m == 0, "dim \(dim) must be a positive multiple of the sub-quantizer count \(m)")
+        try require(
+            training.count % dim == 0, "training data has \(training.count) values, not a multiple of dim \(dim)")
+        let n = training.count / dim
+        let ksub = 1 << bits
+        let dsub = dim / m
         try require(n >= ksub, "PQ training needs at least \(ksub) vectors, got \(n)")
         var cent = [Float](repeating: 0, count: m * ksub * dsub)
         var sub = [Float](repeating: 0, count: n * dsub)
@@ -53,8 +70,10 @@ public struct ProductQuantizer: Sendable {
 
     /// Distance table (M x ksub) for one query: squared L2 per sub-space, or the negated inner
     /// product (so that smaller is better for every metric).
-    public func distanceTable(query: UnsafeBufferPointer<Float>, metric: Metric, kernels: Kernels,
-                              into table: UnsafeMutableBufferPointer<Float>) throws {
+    public func distanceTable(
+        query: UnsafeBufferPointer<Float>, metric: Metric, kernels: Kernels,
+        into table: UnsafeMutableBufferPointer<Float>
+    ) throws {
         try require(query.count == dim, "query has \(query.count) values, expected \(dim)")
         try require(table.count >= subquantizers * ksub, "table holds \(table.count), need \(subquantizers * ksub)")
         try requireFinite(query, "query")
@@ -73,15 +92,23 @@ public struct ProductQuantizer: Sendable {
     public func encode(_ x: UnsafeBufferPointer<Float>, kernels: Kernels) throws -> [UInt8] {
         try require(x.count % dim == 0, "input has \(x.count) values, not a multiple of dim \(dim)")
         try requireFinite(x, "vectors to encode")
-        let n = x.count / dim, m = subquantizers, ks = ksub
+        let n = x.count / dim
+        let m = subquantizers
+        let ks = ksub
         var codes = [UInt8](repeating: 0, count: n * m)
         var table = [Float](repeating: 0, count: m * ks)
         try table.withUnsafeMutableBufferPointer { tp in
             for i in 0..<n {
-                try distanceTable(query: UnsafeBufferPointer(rebasing: x[(i * dim)..<((i + 1) * dim)]), metric: .l2, kernels: kernels, into: tp)
+                try distanceTable(
+                    query: UnsafeBufferPointer(rebasing: x[(i * dim)..<((i + 1) * dim)]), metric: .l2, kernels: kernels,
+                    into: tp)
                 for s in 0..<m {
-                    var best = Float.infinity, bj = 0
-                    for j in 0..<ks where tp[s * ks + j] < best { best = tp[s * ks + j]; bj = j }
+                    var best = Float.infinity
+                    var bj = 0
+                    for j in 0..<ks where tp[s * ks + j] < best {
+                        best = tp[s * ks + j]
+                        bj = j
+                    }
                     codes[i * m + s] = UInt8(bj)
                 }
             }
@@ -91,14 +118,17 @@ public struct ProductQuantizer: Sendable {
 
     /// Reconstructs vectors from codes.
     public func decode(_ codes: [UInt8]) throws -> [Float] {
-        try require(codes.count % subquantizers == 0, "code count \(codes.count) is not a multiple of M = \(subquantizers)")
+        try require(
+            codes.count % subquantizers == 0, "code count \(codes.count) is not a multiple of M = \(subquantizers)")
         let n = codes.count / subquantizers
         var out = [Float](repeating: 0, count: n * dim)
-        for i in 0..<n { for s in 0..<subquantizers {
-            let j = Int(codes[i * subquantizers + s])
-            try require(j < ksub, "code \(j) out of range for \(bits)-bit PQ")
-            for c in 0..<dsub { out[i * dim + s * dsub + c] = centroids[(s * ksub + j) * dsub + c] }
-        } }
+        for i in 0..<n {
+            for s in 0..<subquantizers {
+                let j = Int(codes[i * subquantizers + s])
+                try require(j < ksub, "code \(j) out of range for \(bits)-bit PQ")
+                for c in 0..<dsub { out[i * dim + s * dsub + c] = centroids[(s * ksub + j) * dsub + c] }
+            }
+        }
         return out
     }
 }
@@ -117,9 +147,13 @@ public struct PackedPQ4Codes: Sendable {
         try require(codes.count % m == 0, "code count \(codes.count) is not a multiple of M = \(m)")
         let n = codes.count / m
         var out = [UInt8](repeating: 0, count: ck_pq4_packed_bytes(n, m))
-        let st = codes.withUnsafeBufferPointer { c in out.withUnsafeMutableBufferPointer { ck_pq4_pack(c.baseAddress, n, m, $0.baseAddress) } }
+        let st = codes.withUnsafeBufferPointer { c in
+            out.withUnsafeMutableBufferPointer { ck_pq4_pack(c.baseAddress, n, m, $0.baseAddress) }
+        }
         try EngineError.check(st, "4-bit PQ codes must be < 16")
-        count = n; subquantizers = m; bytes = out
+        count = n
+        subquantizers = m
+        bytes = out
     }
 }
 
@@ -138,17 +172,25 @@ public struct QuantizedPQ4Table: Sendable {
         try require(m > 0 && m <= 256, "sub-quantizer count must be in 1...256, got \(m)")
         try require(table.count == m * 16, "a 4-bit table is M x 16 = \(m * 16) values, got \(table.count)")
         var q = [UInt8](repeating: 0, count: ck_pq4_padded_m(m) * 16)
-        var s: Float = 0, b: Float = 0
-        let st = q.withUnsafeMutableBufferPointer { ck_pq4_quantize_table(table.baseAddress, m, $0.baseAddress, &s, &b) }
+        var s: Float = 0
+        var b: Float = 0
+        let st = q.withUnsafeMutableBufferPointer {
+            ck_pq4_quantize_table(table.baseAddress, m, $0.baseAddress, &s, &b)
+        }
         try EngineError.check(st, "distance table has a non-finite entry")
-        entries = q; scale = s; bias = b; subquantizers = m
+        entries = q
+        scale = s
+        bias = b
+        subquantizers = m
     }
 }
 
 extension Kernels {
     /// Float-table (ADC) distances of n x M 8-bit codes; `table` is M x 256.
-    public func pqScan8(codes: UnsafeBufferPointer<UInt8>, subquantizers m: Int, table: UnsafeBufferPointer<Float>,
-                        into out: UnsafeMutableBufferPointer<Float>) throws {
+    public func pqScan8(
+        codes: UnsafeBufferPointer<UInt8>, subquantizers m: Int, table: UnsafeBufferPointer<Float>,
+        into out: UnsafeMutableBufferPointer<Float>
+    ) throws {
         try require(m > 0 && codes.count % m == 0, "code count \(codes.count) is not a multiple of M = \(m)")
         try require(table.count == m * 256, "8-bit table is M x 256 = \(m * 256) values, got \(table.count)")
         let n = codes.count / m
@@ -163,18 +205,28 @@ extension Kernels {
     }
 
     /// Fast-scan sums (uint16) of packed 4-bit codes; `out` holds blocks * 32 values.
-    public func pqScan4(codes: PackedPQ4Codes, table: QuantizedPQ4Table, into out: UnsafeMutableBufferPointer<UInt16>) throws {
-        try require(table.subquantizers == codes.subquantizers, "table has \(table.subquantizers) sub-quantizers, codes have \(codes.subquantizers)")
-        try require(out.count >= codes.blocks * 32, "output holds \(out.count), need \(codes.blocks * 32) (whole blocks)")
+    public func pqScan4(codes: PackedPQ4Codes, table: QuantizedPQ4Table, into out: UnsafeMutableBufferPointer<UInt16>)
+        throws
+    {
+        try require(
+            table.subquantizers == codes.subquantizers,
+            "table has \(table.subquantizers) sub-quantizers, codes have \(codes.subquantizers)")
+        try require(
+            out.count >= codes.blocks * 32, "output holds \(out.count), need \(codes.blocks * 32) (whole blocks)")
         let fn = pqTable.pointee.scan4!
-        let nb = codes.blocks, mp = codes.paddedSubquantizers
+        let nb = codes.blocks
+        let mp = codes.paddedSubquantizers
         let parts = nb >= 2048 ? threads : 1
-        codes.bytes.withUnsafeBufferPointer { cb in table.entries.withUnsafeBufferPointer { tb in
-            Threads.parallelFor(parts, threads: parts) { p in
-                let r = Threads.ranges(nb, parts: parts)[p]
-                fn(cb.baseAddress! + r.lowerBound * 16 * mp, r.count, mp, tb.baseAddress!, out.baseAddress! + r.lowerBound * 32)
+        codes.bytes.withUnsafeBufferPointer { cb in
+            table.entries.withUnsafeBufferPointer { tb in
+                Threads.parallelFor(parts, threads: parts) { p in
+                    let r = Threads.ranges(nb, parts: parts)[p]
+                    fn(
+                        cb.baseAddress! + r.lowerBound * 16 * mp, r.count, mp, tb.baseAddress!,
+                        out.baseAddress! + r.lowerBound * 32)
+                }
             }
-        } }
+        }
     }
 
     /// k nearest by fast-scan distance (bias + sum / scale), ascending, ties by index.
@@ -183,13 +235,18 @@ extension Kernels {
         var sums = [UInt16](repeating: 0, count: codes.blocks * 32)
         try sums.withUnsafeMutableBufferPointer { try pqScan4(codes: codes, table: table, into: $0) }
         let kk = min(k, codes.count)
-        var hd = [UInt32](repeating: 0, count: kk), hi = [Int64](repeating: 0, count: kk)
+        var hd = [UInt32](repeating: 0, count: kk)
+        var hi = [Int64](repeating: 0, count: kk)
         let widened = sums[0..<codes.count].map { UInt32($0) }
-        let got = widened.withUnsafeBufferPointer { w in hd.withUnsafeMutableBufferPointer { d in hi.withUnsafeMutableBufferPointer { i -> Int in
-            let s = ck_topk_push_u32(d.baseAddress, i.baseAddress, 0, kk, w.baseAddress, codes.count, 0)
-            ck_topk_sort_u32(d.baseAddress, i.baseAddress, s)
-            return s
-        } } }
+        let got = widened.withUnsafeBufferPointer { w in
+            hd.withUnsafeMutableBufferPointer { d in
+                hi.withUnsafeMutableBufferPointer { i -> Int in
+                    let s = ck_topk_push_u32(d.baseAddress, i.baseAddress, 0, kk, w.baseAddress, codes.count, 0)
+                    ck_topk_sort_u32(d.baseAddress, i.baseAddress, s)
+                    return s
+                }
+            }
+        }
         return (0..<got).map { Neighbor(index: Int(hi[$0]), distance: table.bias + Float(hd[$0]) / table.scale) }
     }
 }

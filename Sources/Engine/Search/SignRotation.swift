@@ -33,7 +33,12 @@ struct SignRotation: Sendable {
         while h < padded {
             var i = 0
             while i < padded {
-                for j in i..<(i + h) { let a = z[j], b = z[j + h]; z[j] = a + b; z[j + h] = a - b }
+                for j in i..<(i + h) {
+                    let a = z[j]
+                    let b = z[j + h]
+                    z[j] = a + b
+                    z[j + h] = a - b
+                }
                 i += 2 * h
             }
             h *= 2
