@@ -249,6 +249,17 @@ final class EncryptionTests: XCTestCase {
             "Split encryption: \(same)/3 identical 32-token greedy continuations; client work \(session.clientSeconds) s, \(session.bytesSent) bytes sent, \(session.bytesReceived) received"
         )
         XCTAssertEqual(same, 3)
+        // Counters stay exact when several threads step their own sequences through one session
+        // (a data race before they were locked; `swift test --sanitize=thread` reports it).
+        let (sent0, received0) = (session.bytesSent, session.bytesReceived)
+        let (threads, steps) = (4, 12)
+        DispatchQueue.concurrentPerform(iterations: threads) { t in
+            guard let cache = try? server.makeCache(capacity: steps) else { return }
+            for i in 0..<steps { _ = try? session.step([1 + t + i], cache: cache) }
+        }
+        let d = server.config.dim
+        XCTAssertEqual(session.bytesSent - sent0, threads * steps * d * 4)
+        XCTAssertEqual(session.bytesReceived - received0, threads * steps * d * 4)
         XCTAssertThrowsError(
             try SplitEncryptedSession(client: f, server: server, kernels: k), "a plain GGUF is not a client half")
     }

@@ -4,9 +4,21 @@ import Foundation
 public enum NPY {
     /// Writes a C-order float32 array of `shape` atomically.
     public static func write(_ values: [Float], shape: [Int], to path: String) throws {
-        try require(shape.reduce(1, *) == values.count, "shape \(shape) does not match \(values.count) values")
+        try values.withUnsafeBytes { try write(raw: $0, descr: "<f4", count: values.count, shape: shape, to: path) }
+    }
+
+    /// Writes a C-order int64 array of `shape` atomically.
+    public static func write(_ values: [Int64], shape: [Int], to path: String) throws {
+        let le = values.map(\.littleEndian)
+        try le.withUnsafeBytes { try write(raw: $0, descr: "<i8", count: values.count, shape: shape, to: path) }
+    }
+
+    static func write(
+        raw: UnsafeRawBufferPointer, descr: String, count: Int, shape: [Int], to path: String
+    ) throws {
+        try require(shape.reduce(1, *) == count, "shape \(shape) does not match \(count) values")
         let dims = shape.map(String.init).joined(separator: ", ") + (shape.count == 1 ? "," : "")
-        var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (\(dims)), }"
+        var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': (\(dims)), }"
         let total = 10 + header.utf8.count + 1
         header += String(repeating: " ", count: (64 - total % 64) % 64) + "\n"
         var bytes: [UInt8] = [0x93] + Array("NUMPY".utf8) + [1, 0]
@@ -14,7 +26,7 @@ public enum NPY {
         bytes += [UInt8(hl & 0xff), UInt8(hl >> 8)] + Array(header.utf8)
         let w = try AtomicFileWriter(path: path)
         try w.write(bytes)
-        try values.withUnsafeBytes { try w.write($0) }
+        try w.write(raw)
         try w.commit()
     }
 

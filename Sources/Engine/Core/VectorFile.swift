@@ -85,6 +85,30 @@ public enum VectorFile {
         try w.commit()
     }
 
+    /// Writes neighbour ids, `k` per query (nil pads a short row), atomically: `.npy` as int64
+    /// (-1 pads), `.ivecs` as int32 (-1 pads; ids above Int32.max are refused, never truncated).
+    public static func writeNeighborIDs(_ ids: [UInt64?], k: Int, to path: String) throws {
+        try require(k > 0 && ids.count % k == 0, "\(ids.count) ids are not whole rows of \(k)")
+        if path.hasSuffix(".npy") {
+            for case let id? in ids where id > UInt64(Int64.max) {
+                throw EngineError.invalidArgument("id \(id) does not fit in an int64 .npy")
+            }
+            try NPY.write(ids.map { $0.map { Int64($0) } ?? -1 }, shape: [ids.count / k, k], to: path)
+        } else if path.hasSuffix(".ivecs") {
+            let narrow = try ids.map { id -> Int32 in
+                guard let id else { return -1 }
+                guard id <= UInt64(Int32.max) else {
+                    throw EngineError.invalidArgument(
+                        "id \(id) does not fit in .ivecs (int32): write a .npy output for 64-bit ids")
+                }
+                return Int32(id)
+            }
+            try writeIvecs(narrow, dim: k, to: path)
+        } else {
+            throw EngineError.invalidArgument("\(path): neighbour ids are written as .ivecs (int32) or .npy (int64)")
+        }
+    }
+
     /// Raw elements (as UInt32, zero-extended for 1-byte files) of a *vecs file.
     static func readVecs(path: String, elementBytes eb: Int) throws -> (values: [UInt32], dim: Int) {
         let f = try MappedFile(path: path)

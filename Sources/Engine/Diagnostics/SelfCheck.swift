@@ -18,7 +18,7 @@ public enum SelfCheck {
     }
 
     /// Number of kernel families compared per SIMD level.
-    public static let familyCount = 5
+    public static let familyCount = 8
 
     /// Runs all checks with a fixed seed.
     public static func run(seed: UInt64 = 42) throws -> [Outcome] {
@@ -32,6 +32,8 @@ public enum SelfCheck {
             out.append(contentsOf: try qmatmul(ref, k, &rng))
             out.append(try attention(ref, k, &rng))
             out.append(try pq(ref, k, &rng))
+            out.append(try vec(ref, k, &rng))
+            out.append(contentsOf: try ops(ref, k, &rng))
         }
         return out
     }
@@ -140,5 +142,78 @@ public enum SelfCheck {
         let worst = zip(a, b).map { Double($0 > $1 ? $0 - $1 : $1 - $0) }.max() ?? 0
         // Integer sums: exact.
         return Outcome(family: "pq 4-bit fast-scan", isa: k.isa, maxError: worst, tolerance: 0)
+    }
+
+    /// f32 and f16 L2 / inner-product distance rows. Error relative to the sum of the magnitudes
+    /// of the terms (computed in double): both sides round each of d products and sums, so
+    /// 2 d u bounds the difference (d = 77, u = 2^-24).
+    static func vec(_ ref: Kernels, _ k: Kernels, _ rng: inout SeededRandom) throws -> Outcome {
+        let (n, d) = (97, 77)
+        let q = rng.uniform(d)
+        let x = rng.uniform(n * d)
+        let h = x.map { Float16($0).bitPattern }
+        var worst = 0.0
+        for metric in [Metric.l2, .innerProduct] {
+            for half in [false, true] {
+                func rowDistances(_ kern: Kernels) throws -> [Float] {
+                    var r = [Float](repeating: 0, count: n)
+                    try q.withUnsafeBufferPointer { qp in
+                        try r.withUnsafeMutableBufferPointer { rp in
+                            if half {
+                                try h.withUnsafeBufferPointer {
+                                    try kern.distances(metric, query: qp, f16: $0, into: rp)
+                                }
+                            } else {
+                                try x.withUnsafeBufferPointer {
+                                    try kern.distances(metric, query: qp, data: $0, into: rp)
+                                }
+                            }
+                        }
+                    }
+                    return r
+                }
+                let a = try rowDistances(ref)
+                let b = try rowDistances(k)
+                for i in 0..<n {
+                    let scale = (0..<d).reduce(0.0) { acc, j in
+                        let xv = half ? Double(Float(Float16(bitPattern: h[i * d + j]))) : Double(x[i * d + j])
+                        let t = metric == .l2 ? (Double(q[j]) - xv) * (Double(q[j]) - xv) : abs(Double(q[j]) * xv)
+                        return acc + t
+                    }
+                    worst = max(worst, abs(Double(a[i]) - Double(b[i])) / max(scale, 1e-30))
+                }
+            }
+        }
+        return Outcome(family: "vec distances (f32, f16)", isa: k.isa, maxError: worst, tolerance: 2 * 77 * 0x1p-24)
+    }
+
+    /// GELU (error relative to |x| + |GELU(x)|; the SIMD erf is within ~2.4e-7, see OpsTests) and
+    /// LayerNorm (error relative to max(1, |y|); mean and variance over d = 77 values, 8 d u).
+    static func ops(_ ref: Kernels, _ k: Kernels, _ rng: inout SeededRandom) throws -> [Outcome] {
+        let x = rng.uniform(1001, -6, 6)
+        var a = x
+        var b = x
+        a.withUnsafeMutableBufferPointer { ref.geluErf($0) }
+        b.withUnsafeMutableBufferPointer { k.geluErf($0) }
+        let gelu = (0..<x.count).map {
+            abs(Double(a[$0]) - Double(b[$0])) / (abs(Double(x[$0])) + abs(Double(a[$0])) + 1e-30)
+        }
+        let d = 77
+        let rows = rng.uniform(13 * d, -3, 3)
+        let gamma = rng.uniform(d, 0.5, 1.5)
+        let beta = rng.uniform(d)
+        var la = rows
+        var lb = rows
+        try gamma.withUnsafeBufferPointer { g in
+            try beta.withUnsafeBufferPointer { bt in
+                try la.withUnsafeMutableBufferPointer { try ref.layerNorm($0, d: d, gamma: g, beta: bt, eps: 1e-12) }
+                try lb.withUnsafeMutableBufferPointer { try k.layerNorm($0, d: d, gamma: g, beta: bt, eps: 1e-12) }
+            }
+        }
+        let ln = zip(la, lb).map { abs(Double($0) - Double($1)) / max(1, abs(Double($0))) }
+        return [
+            Outcome(family: "ops gelu", isa: k.isa, maxError: gelu.max() ?? 0, tolerance: 4e-7),
+            Outcome(family: "ops layernorm", isa: k.isa, maxError: ln.max() ?? 0, tolerance: 8 * 77 * 0x1p-24),
+        ]
     }
 }

@@ -62,7 +62,8 @@ public final class BertModel: @unchecked Sendable {
     let layers: [Layer]
     /// The same linear weights as row matrices for Engine's kernels (q, k, v, o, in, out per layer).
     let mats: [[QuantizedMatrix]]
-    let kernels: Kernels
+    /// The kernels (and thread count) this model runs with.
+    public let kernels: Kernels
 
     public init(directory: String, maxLength: Int = 256, kernels: Kernels? = nil) throws {
         let cfgPath = directory + "/config.json"

@@ -107,14 +107,9 @@ public final class TextGenerator: @unchecked Sendable {
     }
 
     /// The prompt as the model's chat template formats one user turn followed by the assistant's
-    /// turn. Supports ChatML templates (<|im_start|>role\ncontent<|im_end|>\n), as SmolLM2 uses.
+    /// turn (see `ChatTemplate`).
     public func chatPrompt(user: String, system: String? = nil) throws -> String {
-        guard let t = chatTemplate, t.contains("<|im_start|>") else {
-            throw EngineError.unsupported("this model's chat template is not ChatML; pass the prompt without --chat")
-        }
-        var s = ""
-        if let system { s += "<|im_start|>system\n\(system)<|im_end|>\n" }
-        return s + "<|im_start|>user\n\(user)<|im_end|>\n<|im_start|>assistant\n"
+        try ChatTemplate(source: chatTemplate).prompt(user: user, system: system)
     }
 
     /// Default stop tokens: end-of-sequence and <|im_end|>.

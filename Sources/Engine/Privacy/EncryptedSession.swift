@@ -50,10 +50,23 @@ public final class SplitEncryptedSession: @unchecked Sendable {
     public let server: LlamaModel
     let embedding: QuantizedMatrix, head: QuantizedMatrix
     let kernels: Kernels
-    /// Bytes sent to and received from the server so far (f32 vectors).
-    public private(set) var bytesSent = 0, bytesReceived = 0
+    /// Traffic and client work so far, updated by concurrent `step` calls under `lock`.
+    private var counters = (sent: 0, received: 0, seconds: 0.0)
+    private let lock = NSLock()
+    /// Bytes sent to the server so far (f32 vectors).
+    public var bytesSent: Int { lock.withLock { counters.sent } }
+    /// Bytes received from the server so far (f32 vectors).
+    public var bytesReceived: Int { lock.withLock { counters.received } }
     /// Seconds spent in the client's own work (lookups, final norm, head).
-    public private(set) var clientSeconds = 0.0
+    public var clientSeconds: Double { lock.withLock { counters.seconds } }
+
+    private func count(sent: Int = 0, received: Int = 0, seconds: Double = 0) {
+        lock.withLock {
+            counters.sent += sent
+            counters.received += received
+            counters.seconds += seconds
+        }
+    }
 
     public init(client f: GGUFFile, server: LlamaModel, kernels: Kernels) throws {
         guard case .bool(true)? = f.metadata["engine.split_client"] else {
@@ -85,10 +98,9 @@ public final class SplitEncryptedSession: @unchecked Sendable {
                 try kernels.row(embedding, t, into: UnsafeMutableBufferPointer(rebasing: xp[(i * d)..<((i + 1) * d)]))
             }
         }
-        clientSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
-        bytesSent += x.count * 4
+        count(sent: x.count * 4, seconds: Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
         let h = try server.forwardHidden(x, cache: cache)
-        bytesReceived += d * 4 // only the last position's state is needed
+        count(received: d * 4) // only the last position's state is needed
         t0 = DispatchTime.now().uptimeNanoseconds
         var normed = [Float](repeating: 0, count: d)
         rmsNorm(Array(h[(h.count - d)...]), [Float](repeating: 1, count: d), eps: c.normEps, into: &normed, dim: d)
@@ -98,7 +110,7 @@ public final class SplitEncryptedSession: @unchecked Sendable {
                 try kernels.linear(head, x: np, tokens: 1, into: lp, numerics: .exact)
             }
         }
-        clientSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+        count(seconds: Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
         return logits
     }
 

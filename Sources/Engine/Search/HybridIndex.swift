@@ -151,7 +151,7 @@ public final class HybridIndex: @unchecked Sendable {
     let maxReplicas: Int
     let replicaEpsilon: Float
     let rngFactor: Float
-    /// Inserts, deletes and their log (`delta.log`); nil when opened read-only without a log.
+    /// Inserts, deletes and their log (`delta.log`); always present (empty when no log exists).
     let delta: DeltaLayer
     public let writable: Bool
     let mapping: UnsafeRawPointer?

@@ -1,0 +1,25 @@
+/// A model's chat template (GGUF `tokenizer.chat_template`), applied to one conversation turn.
+///
+/// Only the ChatML family (`<|im_start|>role\ncontent<|im_end|>\n`, as SmolLM2 uses) is supported;
+/// any other template is refused rather than approximated.
+public struct ChatTemplate: Sendable, Equatable {
+    /// The Jinja source stored in the model file, if any.
+    public let source: String?
+
+    /// The template stored in a GGUF file's metadata.
+    public init(gguf: GGUFFile) { source = gguf.metadata["tokenizer.chat_template"]?.string }
+
+    /// A template from its Jinja source.
+    public init(source: String?) { self.source = source }
+
+    /// The prompt for one user turn (after an optional system turn), ending where the assistant's
+    /// reply begins.
+    public func prompt(user: String, system: String? = nil) throws(EngineError) -> String {
+        guard let t = source, t.contains("<|im_start|>") else {
+            throw EngineError.unsupported("this model's chat template is not ChatML; pass the prompt without --chat")
+        }
+        var s = ""
+        if let system { s += "<|im_start|>system\n\(system)<|im_end|>\n" }
+        return s + "<|im_start|>user\n\(user)<|im_end|>\n<|im_start|>assistant\n"
+    }
+}

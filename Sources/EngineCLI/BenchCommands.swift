@@ -1,0 +1,205 @@
+import ArgumentParser
+import Engine
+import Foundation
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmarks (release builds only).",
+        subcommands: [BenchKernels.self, BenchModels.self, BenchEncryption.self, BenchANN.self])
+}
+
+struct BenchKernels: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kernels",
+        abstract:
+            "Kernel throughput against this machine's stream-read bandwidth and sgemm peak, measured in the same run; prints a Markdown table."
+    )
+    @Flag(help: "Smaller buffers and fewer repetitions (a smoke run, not for quoting).") var quick = false
+
+    func run() throws {
+        warnIfDebug("bench kernels")
+        configureThreads()
+        let rows = try KernelBenchmarks.run(quick: quick) { note("bench: \($0)...") }
+        print(KernelBenchmarks.markdown(rows))
+    }
+}
+
+struct BenchModels: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "models",
+        abstract:
+            "SmolLM2 prefill/decode tokens/s and MiniLM sentences/s (medians); prints JSON lines for scripts/bench_models.py."
+    )
+    @Option(help: "Threads to measure (comma-separated).") var threads = "1,2"
+    @Option(help: "Prompt tokens for prefill.") var promptTokens = 128
+    @Option(help: "Tokens to decode.") var decodeTokens = 64
+    @Option(help: "Repetitions (median reported).") var reps = 5
+    @Option(help: "Weights: native (quantized) or f32.") var weights: WeightFormat = .native
+
+    func run() throws {
+        let counts = threads.split(separator: ",").compactMap { Int($0) }
+        let sentences = (0..<64).map {
+            "Sentence number \($0) is about an ordinary everyday topic such as weather, food or travel."
+        }
+        for t in counts {
+            configureThreads(t)
+            let k = try Kernels.selected(threads: t)
+            let m = try LlamaModel(path: DefaultModels.smolLM2, format: weights, kernels: k)
+            let prompt = (0..<promptTokens).map { 100 + ($0 * 37) % 40000 }
+            var pre: [Double] = []
+            var dec: [Double] = []
+            for _ in 0..<reps {
+                let cache = try m.makeCache(capacity: promptTokens + decodeTokens + 1)
+                var clock = Stopwatch()
+                var logits = try m.forward(prompt, cache: cache)
+                pre.append(Double(promptTokens) / clock.lap())
+                for _ in 0..<decodeTokens {
+                    let next = logits.indices.max { logits[$0] < logits[$1] }!
+                    logits = try m.forward([next], cache: cache)
+                }
+                dec.append(Double(decodeTokens) / clock.lap())
+            }
+            print(
+                #"{"engine": "engine", "model": "smollm2", "weights": "\#(weights.rawValue)", "threads": \#(t), "#
+                    + #""prefill_tps": \#(median(pre)), "decode_tps": \#(median(dec))}"#)
+            let bert = try BertModel(directory: DefaultModels.miniLM, kernels: k)
+            var b1: [Double] = []
+            var b32: [Double] = []
+            for _ in 0..<reps {
+                var clock = Stopwatch()
+                for x in sentences.prefix(16) { _ = try bert.embed(x) }
+                b1.append(16 / clock.lap())
+                _ = try bert.embed(Array(sentences.prefix(32)), batch: 32)
+                b32.append(32 / clock.lap())
+            }
+            print(
+                #"{"engine": "engine", "model": "minilm", "threads": \#(t), "#
+                    + #""batch1_sps": \#(median(b1)), "batch32_sps": \#(median(b32))}"#)
+        }
+    }
+}
+
+struct BenchANN: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ann",
+        abstract: "Recall@1/@10, QPS, mean and p99 latency, RAM and reads per query of an index over a sweep of nprobe."
+    )
+    @Option(help: "Index directory.") var index: String
+    @Option(help: "Query vectors.") var queries: String
+    @Option(help: "Ground truth .ivecs (row indices of the base file, as `engine index groundtruth` writes).") var gt:
+        String
+    @Option(help: "nprobe values (comma-separated).") var nprobe = "1,2,4,8,16,32,64,128"
+    @Option(help: "Search threads (queries split across them).") var threads = 1
+    @Option(help: "Queries to run (0: all).") var limit = 0
+    @Option(
+        help:
+            "Posting-list reads: mapped (mmap + madvise, default), pread (one read per list), or uring (one io_uring batch per query; pread where unavailable)."
+    ) var io: IndexIO = .mapped
+    @Option(help: "PQ indexes: candidates re-ranked with full vectors.") var rerank = 100
+    @Option(name: .customLong("coarse-probe"), help: "Coarse clusters whose heads are ranked (0: max(4, nprobe/4)).")
+    var coarseProbe = 0
+    @Flag(
+        name: .customLong("no-warmup"),
+        help:
+            "Skip the untimed pass over the queries at the largest nprobe (which verifies list checksums once and warms the page cache, as a running server would be)."
+    ) var noWarmup = false
+
+    func run() throws {
+        warnIfDebug("bench ann")
+        let idx = try HybridIndex(directory: index, io: io, kernels: Kernels.selected(threads: 1))
+        let (q, d) = try VectorFile.read(path: queries)
+        let (g, gk) = try VectorFile.readIvecs(path: gt)
+        try require(d == idx.dim, "queries are \(d)-d, the index holds \(idx.dim)-d vectors")
+        let m = limit > 0 ? min(limit, q.count / d) : q.count / d
+        try require(g.count / gk >= m, "ground truth has \(g.count / gk) rows for \(m) queries")
+        print("index: \(IndexStats.describe(idx).replacingOccurrences(of: "\n", with: "; ")); reads: \(idx.io)")
+        if !noWarmup, let most = nprobe.split(separator: ",").compactMap({ Int($0) }).max() {
+            for i in 0..<m {
+                _ = try idx.search(
+                    Array(q[(i * d)..<((i + 1) * d)]), k: 10, parameters: HybridSearchParameters(nprobe: most))
+            }
+        }
+        let columns = [
+            "nprobe", "recall@1", "recall@10", "QPS (\(threads) thr)", "mean ms", "p99 ms", "lists/query",
+            "KiB read/query", "scored/query",
+        ]
+        print(MarkdownTable.line(columns))
+        print(MarkdownTable.rule(columns.count))
+        for np in nprobe.split(separator: ",").compactMap({ Int($0) }) {
+            let res = QueryResults(m)
+            let wallClock = Stopwatch()
+            let nthreads = threads
+            DispatchQueue.concurrentPerform(iterations: nthreads) { t in
+                var i = t
+                while i < m {
+                    let clock = Stopwatch()
+                    do {
+                        var sp = HybridSearchParameters(nprobe: np)
+                        sp.rerank = rerank
+                        sp.coarseProbe = coarseProbe
+                        let r = try idx.search(Array(q[(i * d)..<((i + 1) * d)]), k: 10, parameters: sp)
+                        res.lat[i] = clock.milliseconds
+                        let truth = Set(g[(i * gk)..<(i * gk + min(10, gk))].map { UInt64($0) })
+                        res.hits10[i] = r.neighbors.prefix(10).filter { truth.contains($0.id) }.count
+                        res.hits1[i] = r.neighbors.first.map { UInt64(g[i * gk]) == $0.id } == true ? 1 : 0
+                        res.lists[i] = r.cost.listsRead
+                        res.bytes[i] = r.cost.bytesRead
+                        res.scored[i] = r.cost.candidatesScored
+                    } catch { res.fail(error) }
+                    i += nthreads
+                }
+            }
+            let failure = res.failure
+            let lat = Array(UnsafeBufferPointer(start: res.lat, count: m))
+            let hits1 = Array(UnsafeBufferPointer(start: res.hits1, count: m))
+            let hits10 = Array(UnsafeBufferPointer(start: res.hits10, count: m))
+            let lists = Array(UnsafeBufferPointer(start: res.lists, count: m))
+            let bytes = Array(UnsafeBufferPointer(start: res.bytes, count: m))
+            let scored = Array(UnsafeBufferPointer(start: res.scored, count: m))
+            if let failure { throw failure }
+            let wall = wallClock.seconds
+            let sorted = lat.sorted()
+            func mean(_ v: [Int]) -> Double { Double(v.reduce(0, +)) / Double(m) }
+            print(
+                MarkdownTable.line([
+                    "\(np)", fixed(mean(hits1), 4), fixed(mean(hits10) / 10, 4), fixed(Double(m) / wall, 0),
+                    fixed(lat.reduce(0, +) / Double(m), 3), fixed(sorted[min(m - 1, Int(Double(m) * 0.99))], 3),
+                    fixed(mean(lists), 1), fixed(mean(bytes) / 1024, 1), fixed(mean(scored), 0),
+                ]))
+        }
+    }
+}
+
+/// Per-query results written by concurrent searches, each to its own slot.
+final class QueryResults: @unchecked Sendable {
+    let lat: UnsafeMutablePointer<Double>, hits1, hits10, lists, bytes, scored: UnsafeMutablePointer<Int>
+    private let lock = NSLock()
+    private(set) var failure: Error?
+    init(_ m: Int) {
+        lat = .allocate(capacity: m)
+        lat.initialize(repeating: 0, count: m)
+        func ints() -> UnsafeMutablePointer<Int> {
+            let p = UnsafeMutablePointer<Int>.allocate(capacity: m)
+            p.initialize(repeating: 0, count: m)
+            return p
+        }
+        hits1 = ints()
+        hits10 = ints()
+        lists = ints()
+        bytes = ints()
+        scored = ints()
+    }
+    deinit {
+        lat.deallocate()
+        hits1.deallocate()
+        hits10.deallocate()
+        lists.deallocate()
+        bytes.deallocate()
+        scored.deallocate()
+    }
+    func fail(_ e: Error) {
+        lock.lock()
+        failure = e
+        lock.unlock()
+    }
+}

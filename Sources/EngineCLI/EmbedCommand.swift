@@ -1,0 +1,62 @@
+import ArgumentParser
+import Engine
+import Foundation
+
+struct Embed: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Sentence (or token) embeddings with a BERT model directory (safetensors + config.json + vocab.txt).")
+    @Option(help: "Model directory (default: all-MiniLM-L6-v2 from scripts/fetch_models.sh).") var model: String?
+    @Option(help: "Text file, one sentence per line.") var input: String
+    @Option(help: "Output file: .fvecs or .npy (float32).") var output: String
+    @Flag(help: "Write every token's vector (rows: tokens of all lines in order) instead of one vector per line.")
+    var tokens = false
+    @Option(help: "Threads (default: ENGINE_THREADS or all cores).") var threads: Int?
+    @Option(
+        help:
+            "Key file: --model is an encrypted model directory; the plain tokenizer comes from --tokenizer-model; vectors are decrypted."
+    ) var key: String?
+    @Option(
+        name: .customLong("tokenizer-model"),
+        help: "Plain model directory holding vocab.txt (with --key; default: MiniLM).") var tokenizerModel: String?
+
+    func run() throws {
+        let n = threads ?? Threads.defaultCount
+        configureThreads(n)
+        let m = try BertModel(directory: model ?? DefaultModels.miniLM, kernels: Kernels.selected(threads: n))
+        var session: EncryptedEncoderSession?
+        if let key {
+            let k = try EncryptionKey.read(path: key)
+            let tok = try WordPieceTokenizer(directory: tokenizerModel ?? DefaultModels.miniLM)
+            let s = try EncryptedEncoderSession(tokenizer: tok, server: m, key: k)
+            note(
+                "encrypted model (\(s.mode)): the server sees permuted ids and returns encrypted vectors; client decrypts"
+            )
+            session = s
+        }
+        let lines = try readLines(input)
+        let d = m.config.hiddenSize
+        var out: [Float] = []
+        let clock = Stopwatch()
+        if tokens {
+            for line in lines {
+                if let session {
+                    let x = try m.tokenEmbeddings(ids: session.encryptIDs(session.tokenizer.encode(line)))
+                    for r in 0..<(x.count / d) { out += session.decrypt(x[(r * d)..<((r + 1) * d)]) }
+                } else {
+                    out += try m.tokenEmbeddings(ids: m.tokenizer.encode(line))
+                }
+            }
+        } else {
+            let chunk = 1024 // lines per progress message
+            for c in stride(from: 0, to: lines.count, by: chunk) {
+                let part = Array(lines[c..<min(lines.count, c + chunk)])
+                out += try session?.embed(part) ?? m.embed(part)
+                if lines.count > chunk { note("embed: \(min(lines.count, c + chunk))/\(lines.count)") }
+            }
+        }
+        try VectorFile.write(out, dim: d, to: output)
+        note(
+            "wrote \(out.count / d) x \(d) to \(output) (\(lines.count) lines in \(fixed(clock.seconds, 2)) s, "
+                + "\(m.kernels.threads) threads)")
+    }
+}

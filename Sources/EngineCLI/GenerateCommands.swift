@@ -1,0 +1,133 @@
+import ArgumentParser
+import Engine
+import Foundation
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Generate text with a Llama-family GGUF model, streaming to stdout.")
+    @Option(help: "GGUF model file (default: SmolLM2-135M-Instruct from scripts/fetch_models.sh).") var model: String?
+    @Option(help: "Prompt text.") var prompt: String
+    @Option(name: .customLong("max-tokens"), help: "Tokens to generate.") var maxTokens = 64
+    @Option(help: "Sampling temperature (0 = greedy).") var temperature: Float = 0
+    @Option(name: .customLong("top-k"), help: "Top-k filter (0 = off).") var topK = 0
+    @Option(name: .customLong("top-p"), help: "Top-p (nucleus) filter (1 = off).") var topP: Float = 1
+    @Option(help: "Sampler seed.") var seed: UInt64 = 0
+    @Flag(help: "Wrap the prompt in the model's chat template (one user turn).") var chat = false
+    @Option(help: "Weights: f32 (dequantized at load, the reference) or native (as stored).") var weights:
+        WeightFormat = .native
+    @Option(help: "Activations for native weights: int8 (fast, as llama.cpp) or exact (f32).") var activations:
+        ActivationsOption = .int8
+    @Option(help: "Write logits of every prompt position to this .npy file (positions x vocab, float32).") var logits:
+        String?
+    @Option(help: "Threads (default: ENGINE_THREADS or all cores).") var threads: Int?
+    @Option(help: "Key file: --model is an encrypted GGUF; the plain tokenizer comes from --tokenizer-model.") var key:
+        String?
+    @Option(
+        name: .customLong("tokenizer-model"), help: "Plain GGUF holding the tokenizer (with --key; default: SmolLM2).")
+    var tokenizerModel: String?
+    @Option(help: "Client half of a split-encrypted model (engine encrypt-model --split): --model is its server half.")
+    var client: String?
+
+    var parameters: GenerationParameters {
+        GenerationParameters(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP, seed: seed)
+    }
+
+    func run() throws {
+        let n = threads ?? Threads.defaultCount
+        configureThreads(n)
+        let kernels = try Kernels.selected(threads: n)
+        let path = model ?? DefaultModels.smolLM2
+        let server = {
+            try LlamaModel(path: path, format: weights, activations: activations.numerics, kernels: kernels)
+        }
+        if let client {
+            try runSplit(client: GGUFFile(path: client), server: server(), kernels: kernels)
+        } else if let key {
+            try runEncrypted(key: EncryptionKey.read(path: key), server: server())
+        } else {
+            try runPlain(path: path, kernels: kernels, threads: n)
+        }
+    }
+
+    /// The prompt as sent: wrapped in the chat template of the file that holds the tokenizer.
+    func text(template: ChatTemplate) throws -> String {
+        chat ? try template.prompt(user: prompt) : prompt
+    }
+
+    func runPlain(path: String, kernels: Kernels, threads n: Int) throws {
+        let gen = try TextGenerator(path: path, format: weights, activations: activations.numerics, kernels: kernels)
+        let text = try text(template: ChatTemplate(source: gen.chatTemplate))
+        if let logits {
+            let ids = gen.tokenizer.encode(text)
+            let l = try gen.model.forward(ids, cache: gen.model.makeCache(capacity: max(ids.count, 1)), allLogits: true)
+            try writeLogits(l, rows: ids.count, vocab: gen.model.config.vocab, to: logits)
+        }
+        let clock = Stopwatch()
+        let out = try gen.generate(prompt: text, parameters: parameters) { _, s in emit(s) }
+        print("")
+        let rate = Double(out.count) / clock.seconds
+        note(
+            "[\(out.count) tokens in \(fixed(clock.seconds, 2)) s, \(fixed(rate, 1)) tokens/s including prefill; "
+                + "weights \(weights.rawValue), \(n) threads]")
+    }
+
+    func runEncrypted(key: EncryptionKey, server: LlamaModel) throws {
+        let plain = try GGUFFile(path: tokenizerModel ?? DefaultModels.smolLM2)
+        let session = try EncryptedSession(tokenizer: BPETokenizer(gguf: plain), server: server, key: key)
+        let text = try text(template: ChatTemplate(gguf: plain))
+        let ids = session.encryptIDs(session.tokenizer.encode(text))
+        note("server sees ids: \(ids.prefix(16).map(String.init).joined(separator: " ")) ...")
+        if let logits {
+            // the server's logits for every position, un-permuted by the client
+            let vocab = server.config.vocab
+            let l = try server.forward(ids, cache: server.makeCache(capacity: max(ids.count, 1)), allLogits: true)
+            let plainRows = (0..<ids.count).flatMap {
+                session.decryptLogits(Array(l[($0 * vocab)..<(($0 + 1) * vocab)]))
+            }
+            try writeLogits(plainRows, rows: ids.count, vocab: vocab, to: logits)
+        }
+        try session.generate(prompt: text, parameters: parameters) { _, s, _ in emit(s) }
+        print("")
+    }
+
+    func runSplit(client: GGUFFile, server: LlamaModel, kernels: Kernels) throws {
+        let session = try SplitEncryptedSession(client: client, server: server, kernels: kernels)
+        let text = try text(template: ChatTemplate(gguf: client))
+        if let logits {
+            // one server step per prompt position: the client's head gives that position's logits
+            let ids = session.tokenizer.encode(text)
+            let cache = try server.makeCache(capacity: max(ids.count, 1))
+            let rows = try ids.flatMap { try session.step([$0], cache: cache) }
+            try writeLogits(rows, rows: ids.count, vocab: server.config.vocab, to: logits)
+        }
+        let out = try session.generate(prompt: text, parameters: parameters) { _, s in emit(s) }
+        print("")
+        note(
+            "[split: \(out.count) tokens; the server received \(session.bytesSent) bytes of rotated vectors and no "
+                + "token ids; client work \(fixed(session.clientSeconds, 3)) s]")
+    }
+
+    func writeLogits(_ values: [Float], rows: Int, vocab: Int, to path: String) throws {
+        try NPY.write(values, shape: [rows, vocab], to: path)
+        note("wrote logits \(rows) x \(vocab) to \(path)")
+    }
+}
+
+struct Tokenize: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print token ids of each input line (space-separated, one line per input line).")
+    @Option(help: "GGUF model file (byte-level BPE) or BERT model directory (WordPiece); default: SmolLM2.")
+    var model: String?
+    @Option(help: "Text file, one input per line.") var input: String
+
+    func run() throws {
+        let path = model ?? DefaultModels.smolLM2
+        let encode: (String) -> [Int]
+        if isDirectory(path) {
+            encode = try WordPieceTokenizer(directory: path).encode
+        } else {
+            encode = try BPETokenizer(gguf: GGUFFile(path: path)).encode
+        }
+        for line in try readLines(input) { print(encode(line).map(String.init).joined(separator: " ")) }
+    }
+}

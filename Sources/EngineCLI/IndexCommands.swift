@@ -1,0 +1,113 @@
+import ArgumentParser
+import Engine
+import Foundation
+
+struct Index: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Memory/disk hybrid vector index (SPANN-style): build, search, stats.",
+        subcommands: [IndexBuild.self, IndexSearch.self, IndexStats.self, IndexGroundTruth.self])
+}
+
+struct IndexBuild: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "build", abstract: "Build an index directory from .fvecs/.bvecs/.npy/IDX vectors.")
+    @Option(help: "Base vectors (.fvecs, .bvecs, .npy, or IDX such as Fashion-MNIST's train-images-idx3-ubyte.gz).")
+    var input: String
+    @Option(help: "Index directory to write (replaced atomically if it holds an index).") var output: String
+    @Option(help: "Metric: l2, ip or cos.") var metric: Metric = .l2
+    @Option(name: .customLong("head-fraction"), help: "Heads (posting lists) per vector.") var headFraction = 0.03
+    @Option(help: "Most lists per vector (RNG rule).") var replicas = 8
+    @Option(
+        name: .customLong("replica-epsilon"),
+        help: "Replica closure: d(x,head) <= (1+eps) d(x,nearest head), squared L2.") var replicaEpsilon: Float = 1.0
+    @Option(
+        name: .customLong("rng-factor"), help: "RNG rule relaxation (reject head h if f x d(h,g) < d(x,h)); default 2.")
+    var rngFactor: Float = 2.0
+    @Option(name: .customLong("posting-cap"), help: "Longest posting list (0: 4x the mean).") var postingCap = 0
+    @Option(
+        help:
+            "Posting payload: f32, f16 (vectors), or codes re-ranked from full vectors in vectors.bin: pq8 (8-bit PQ), pq4 (4-bit fast-scan PQ of the residual), binary (sign codes of the rotated residual)."
+    ) var payload: PostingPayload = .f32
+    @Option(
+        name: .customLong("pq-subquantizers"),
+        help: "PQ sub-quantizers (0: pq8 dim/8, pq4 dim/2 or the next that is <= 256).") var pqSubquantizers = 0
+
+    func run() throws {
+        configureThreads()
+        let src = try VectorFile.source(path: input)
+        var o = HybridIndexOptions()
+        o.metric = metric
+        o.headFraction = headFraction
+        o.maxReplicas = replicas
+        o.replicaEpsilon = replicaEpsilon
+        o.postingCap = postingCap
+        o.payload = payload
+        o.rngFactor = rngFactor
+        o.pqSubquantizers = pqSubquantizers
+        o.progress = { note($0 + " [RSS \(Int(currentRSSMiB())) MiB]") }
+        let clock = Stopwatch()
+        let idx = try HybridIndex.build(source: src, directory: output, options: o, kernels: Kernels.selected())
+        note("built in \(clock.text), peak memory \(Int(peakRSSMiB())) MiB")
+        print(IndexStats.describe(idx))
+    }
+}
+
+struct IndexSearch: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "search", abstract: "k nearest neighbours of each query; writes ids as .ivecs.")
+    @Option(help: "Index directory.") var index: String
+    @Option(help: "Query vectors (.fvecs/.bvecs/.npy/IDX).") var queries: String
+    @Option(help: "Neighbours per query.") var k = 10
+    @Option(help: "Posting lists read per query.") var nprobe = 32
+    @Option(help: "Output: .ivecs (int32 ids) or .npy (int64 ids); k per query, -1 pads when fewer were found.")
+    var output: String
+
+    func run() throws {
+        let idx = try HybridIndex(directory: index, kernels: Kernels.selected(threads: 1))
+        let (q, d) = try VectorFile.read(path: queries)
+        try require(d == idx.dim, "queries are \(d)-d, the index holds \(idx.dim)-d vectors")
+        var out = [UInt64?](repeating: nil, count: (q.count / d) * k)
+        for i in 0..<(q.count / d) {
+            let r = try idx.search(
+                Array(q[(i * d)..<((i + 1) * d)]), k: k, parameters: HybridSearchParameters(nprobe: nprobe))
+            for (t, h) in r.neighbors.enumerated() { out[i * k + t] = h.id }
+        }
+        try VectorFile.writeNeighborIDs(out, k: k, to: output)
+        note("wrote \(q.count / d) x \(k) ids to \(output)")
+    }
+}
+
+struct IndexStats: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stats", abstract: "Sizes of an index: vectors, lists, RAM and disk bytes.")
+    @Option(help: "Index directory.") var index: String
+    func run() throws { print(Self.describe(try HybridIndex(directory: index, kernels: Kernels.selected()))) }
+
+    static func describe(_ i: HybridIndex) -> String {
+        let raw = i.count * i.dim * 4
+        return """
+            index \(i.directory): \(i.count) vectors of \(i.dim) (\(i.metric), payload \(i.payload)), \(i.heads) heads under \(i.coarse) coarse clusters
+            entries \(i.entries) (\(String(format: "%.2f", Double(i.entries) / Double(max(i.count, 1)))) per vector)
+            RAM \(i.ramBytes) bytes (\(String(format: "%.1f", 100 * Double(i.ramBytes) / Double(raw)))% of the raw f32 vectors), disk \(i.diskBytes) bytes
+            """
+    }
+}
+
+struct IndexGroundTruth: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "groundtruth", abstract: "Exact k nearest neighbours (brute force) as .ivecs.")
+    @Option(help: "Base vectors.") var base: String
+    @Option(help: "Query vectors.") var queries: String
+    @Option(help: "Metric: l2, ip or cos.") var metric: Metric = .l2
+    @Option(help: "Neighbours per query.") var k = 100
+    @Option(help: "Output .ivecs.") var output: String
+    func run() throws {
+        configureThreads()
+        let (b, d) = try VectorFile.read(path: base)
+        let (q, dq) = try VectorFile.read(path: queries)
+        try require(d == dq, "base is \(d)-d, queries \(dq)-d")
+        try VectorFile.writeIvecs(
+            BruteForce.search(base: b, queries: q, dim: d, k: k, metric: metric), dim: k, to: output)
+        note("wrote ground truth \(q.count / d) x \(k) to \(output)")
+    }
+}

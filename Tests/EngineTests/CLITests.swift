@@ -1,0 +1,141 @@
+import Engine
+import Foundation
+import XCTest
+
+/// Command-line behaviour that the library tests cannot see: exit codes, which tokenizer and
+/// template a command picks, what it writes. Each test runs the built `engine` executable.
+final class CLITests: XCTestCase {
+    var dir = ""
+
+    override func setUpWithError() throws {
+        dir = NSTemporaryDirectory() + "engine-cli-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() { try? FileManager.default.removeItem(atPath: dir) }
+
+    func testInfoFailsOnUnknownISA() throws {
+        let (status, out) = try runEngine(["info"], env: ["CK_ISA": "avx1024"])
+        XCTAssertNotEqual(status, 0, "an unknown CK_ISA must not exit 0")
+        XCTAssertTrue(out.contains("not one of scalar, avx2, avx512"), out)
+        let (ok, _) = try runEngine(["info"], env: ["CK_ISA": "scalar"])
+        XCTAssertEqual(ok, 0)
+    }
+
+    /// `tokenize --model DIR` uses the directory's WordPiece vocabulary; ids compared with the
+    /// Hugging Face tokenizer's (fixture from scripts/gen_tokenizer_fixture.py).
+    func testTokenizeBertDirectory() throws {
+        let lines = try String(contentsOf: fixtureURL("minilm_tokens.jsonl"), encoding: .utf8)
+            .split(separator: "\n").prefix(40)
+        var texts: [String] = []
+        var expected: [[Int]] = []
+        for line in lines {
+            let o = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            let t = o["text"] as! String
+            if t.contains("\n") || t.contains("\r") { continue } // one input per line
+            texts.append(t)
+            expected.append(o["ids"] as! [Int])
+        }
+        try texts.joined(separator: "\n").appending("\n").write(
+            toFile: dir + "/in.txt", atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = engineExecutable()
+        p.arguments = ["tokenize", "--model", TestModels.miniLM, "--input", dir + "/in.txt"]
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        try p.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0)
+        let got = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+            .dropLast().map { $0.split(separator: " ").compactMap { Int($0) } }
+        XCTAssertEqual(got.count, expected.count)
+        for (g, e) in zip(got, expected) { XCTAssertEqual(g, e) }
+    }
+
+    /// `embed --threads N` runs the model's kernels with N threads (it used to reach only OpenBLAS).
+    func testEmbedThreadsReachKernels() throws {
+        try "a sentence\nanother one\n".write(toFile: dir + "/in.txt", atomically: true, encoding: .utf8)
+        for n in [1, 2] {
+            let (st, out) = try runEngine([
+                "embed", "--model", TestModels.miniLM, "--input", dir + "/in.txt", "--output", dir + "/e\(n).npy",
+                "--threads", "\(n)",
+            ])
+            XCTAssertEqual(st, 0, out)
+            XCTAssertTrue(out.contains("\(n) threads)"), out)
+        }
+    }
+
+    /// `generate --key K --logits F` writes the decrypted logits: equal to the plain f32 model's
+    /// up to float rounding (the encrypted model is f32, so the tolerance is that of
+    /// EncryptionTests: 1e-4 of the logit range).
+    func testEncryptedGenerateWritesDecryptedLogits() throws {
+        let key = dir + "/k.key"
+        let enc = dir + "/enc.gguf"
+        var (st, out) = try runEngine(["keygen", "--output", key])
+        XCTAssertEqual(st, 0, out)
+        (st, out) = try runEngine(["encrypt-model", "--key", key, "--output", enc])
+        XCTAssertEqual(st, 0, out)
+        let prompt = "The capital of France is"
+        (st, out) = try runEngine([
+            "generate", "--model", enc, "--key", key, "--weights", "f32", "--prompt", prompt, "--max-tokens", "1",
+            "--logits", dir + "/enc.npy",
+        ])
+        XCTAssertEqual(st, 0, out)
+        (st, out) = try runEngine([
+            "generate", "--weights", "f32", "--prompt", prompt, "--max-tokens", "1", "--logits", dir + "/plain.npy",
+        ])
+        XCTAssertEqual(st, 0, out)
+        let (a, sa) = try NPY.readFloat32(path: dir + "/enc.npy")
+        let (b, sb) = try NPY.readFloat32(path: dir + "/plain.npy")
+        XCTAssertEqual(sa, sb)
+        let range = Double(b.max()! - b.min()!)
+        let worst = zip(a, b).map { abs(Double($0) - Double($1)) }.max()!
+        XCTAssertLessThan(worst / range, 1e-4)
+    }
+
+    /// Chat prompts on the encrypted path come from the tokenizer model's own template: a model
+    /// whose template is not ChatML is refused instead of being sent a ChatML prompt.
+    func testEncryptedChatUsesModelTemplate() throws {
+        let f = try GGUFFile(path: TestModels.smolLM2)
+        var w = GGUFWriter()
+        w.metadata = f.metadata.filter { $0.key != "general.alignment" }.sorted { $0.key < $1.key }
+            .map { $0.key == "tokenizer.chat_template" ? ($0.key, .string("{{ messages }}")) : ($0.key, $0.value) }
+        for name in f.tensorOrder {
+            let t = try f.tensor(name)
+            w.addRaw(name, dims: t.dims, type: t.type.rawValue, bytes: Array(try f.data(t)))
+        }
+        try w.write(to: dir + "/other-template.gguf")
+        let key = dir + "/k.key"
+        let enc = dir + "/enc.gguf"
+        _ = try runEngine(["keygen", "--output", key])
+        _ = try runEngine(["encrypt-model", "--key", key, "--output", enc])
+        let (st, out) = try runEngine([
+            "generate", "--model", enc, "--key", key, "--tokenizer-model", dir + "/other-template.gguf", "--chat",
+            "--prompt", "Hi", "--max-tokens", "1",
+        ])
+        XCTAssertNotEqual(st, 0, out)
+        XCTAssertTrue(out.contains("not ChatML"), out)
+    }
+
+    /// Neighbour ids that do not fit in int32 are refused for .ivecs (never truncated) and kept in .npy.
+    func testNeighborIDsAreNotTruncated() throws {
+        let big: UInt64 = 1 << 40
+        assertThrowsEngineError(isInvalidArgument) {
+            try VectorFile.writeNeighborIDs([big, nil], k: 2, to: self.dir + "/ids.ivecs")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/ids.ivecs"))
+        try VectorFile.writeNeighborIDs([big, nil, 3, 4], k: 2, to: dir + "/ids.npy")
+        let data = try Data(contentsOf: URL(fileURLWithPath: dir + "/ids.npy"))
+        let header = String(decoding: data.prefix(128), as: UTF8.self)
+        XCTAssertTrue(header.contains("'descr': '<i8'") && header.contains("'shape': (2, 2)"), header)
+        let values = data.suffix(32).withUnsafeBytes { r in
+            (0..<4).map { r.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self) }
+        }
+        XCTAssertEqual(values, [Int64(big), -1, 3, 4])
+        try VectorFile.writeNeighborIDs([7, nil], k: 2, to: dir + "/small.ivecs")
+        let (v, k) = try VectorFile.readIvecs(path: dir + "/small.ivecs")
+        XCTAssertEqual(k, 2)
+        XCTAssertEqual(v, [7, -1])
+    }
+}
