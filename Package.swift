@@ -42,7 +42,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EngineTests",
-            dependencies: ["Engine", "CKernels"],
+            dependencies: ["Engine", "CKernels", .product(name: "Crypto", package: "swift-crypto")],
             path: "Tests/EngineTests",
             exclude: ["Fixtures"]
         ),

@@ -31,6 +31,8 @@ struct IndexBuild: ParsableCommand {
     @Option(
         name: .customLong("pq-subquantizers"),
         help: "PQ sub-quantizers (0: pq8 dim/8, pq4 dim/2 or the next that is <= 256).") var pqSubquantizers = 0
+    @Option(help: "Seed of the build's sampling and k-means (the same seed and input give the same bytes).")
+    var seed: UInt64 = 1
 
     func run() throws {
         configureThreads()
@@ -44,6 +46,7 @@ struct IndexBuild: ParsableCommand {
         o.payload = payload
         o.rngFactor = rngFactor
         o.pqSubquantizers = pqSubquantizers
+        o.seed = seed
         o.progress = { note($0 + " [RSS \(Int(currentRSSMiB())) MiB]") }
         let clock = Stopwatch()
         let idx = try HybridIndex.build(source: src, directory: output, options: o, kernels: Kernels.selected())
