@@ -38,4 +38,13 @@ public struct Kernels: @unchecked Sendable {
     public static func selected(threads: Int = Threads.defaultCount) throws -> Kernels {
         try Kernels(isa: ISA.selected(), threads: threads)
     }
+
+    /// The kernels a caller gets without choosing: the `CK_ISA` level when it names one this CPU
+    /// has, otherwise the highest detected level; `Threads.defaultCount` threads. (Commands that
+    /// must refuse a malformed `CK_ISA` call `selected()`, which throws.)
+    public static var `default`: Kernels {
+        if let k = try? selected() { return k }
+        // the detected level always exists (scalar at least)
+        return try! Kernels(isa: ISA.detected)
+    }
 }

@@ -56,10 +56,11 @@ public enum BruteForce {
                             }
                         }
                     }
-                    for r in 0..<rows {
-                        for c in 0..<cols {
-                            let d = metric == .l2 ? bnorm[n0 + c] - 2 * dots[r * cols + c] : -dots[r * cols + c]
-                            if tops[r].accepts(d) { tops[r].push(d, UInt64(n0 + c)) }
+                    dots.withUnsafeMutableBufferPointer { dp in
+                        for r in 0..<rows {
+                            let row = dp.baseAddress! + r * cols
+                            for c in 0..<cols { row[c] = metric == .l2 ? bnorm[n0 + c] - 2 * row[c] : -row[c] }
+                            tops[r].push(row, count: cols, base: n0)
                         }
                     }
                 }

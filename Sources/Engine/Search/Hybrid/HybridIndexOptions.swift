@@ -1,0 +1,105 @@
+import CKernels
+import Foundation
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Build options of a `HybridIndex` (SPANN-style: heads in memory, posting lists on disk).
+public struct HybridIndexOptions: Sendable {
+    /// Distance: squared L2, inner product, or cosine (vectors normalised at build and query time).
+    public var metric: Metric = .l2
+    /// Heads (posting lists) per vector. SPANN uses 0.1-0.2; here 0.03 with f16 lists answered
+    /// faster at equal recall than 0.1 on all three benchmark sets (fewer, longer lists scan
+    /// better; half the navigation work; RAM ~1.6% of the raw vectors). Default 0.03.
+    public var headFraction: Double = 0.03
+    /// Most posting lists a vector is written to (RNG rule; <= 8).
+    public var maxReplicas: Int = 8
+    /// A vector is considered for a head only if d(x, head) <= (1 + replicaEpsilon) d(x, nearest
+    /// head) (squared L2). Default 1.0.
+    public var replicaEpsilon: Float = 1.0
+    /// RNG rule relaxation: a candidate head h is rejected if rngFactor x d(h, g) < d(x, h) for an
+    /// accepted head g (squared L2). 1 is the plain rule; heads here are centroids, which sit
+    /// closer to each other than data points do, so larger values keep more replicas.
+    public var rngFactor: Float = 2.0
+    /// Longest posting list; replicas farthest from the head are dropped first (a vector's nearest
+    /// head always keeps it). 0: automatic, 4x the mean list length (at least 64).
+    public var postingCap: Int = 0
+    /// What the posting lists hold: f32 or f16 vectors (exact or near-exact distances), or codes
+    /// scanned for candidates that are re-ranked exactly from full vectors kept in `vectors.bin`:
+    /// 8-bit PQ (float tables), 4-bit PQ of the residual to the head (fast-scan, uint8 tables in
+    /// registers), or binary sign codes of the rotated residual (Hamming). See `PostingPayload`.
+    public var payload: PostingPayload = .f32
+    /// PQ sub-quantizers (0: `.pq8` dim / 8; `.pq4` dim / 2, or dim / 4, ... so that M <= 256).
+    public var pqSubquantizers: Int = 0
+    /// Lloyd iterations per k-means level.
+    public var kmeansIterations: Int = 8
+    /// Coarse clusters (the navigation level above the heads): 0 = sqrt(heads).
+    public var coarseClusters: Int = 0
+    public var seed: UInt64 = 1
+    /// Rows per block when the build streams its input (0: about 8 MiB of f32 per block).
+    public var blockRows: Int = 0
+    /// Progress messages during long builds (nil: silent).
+    public var progress: (@Sendable (String) -> Void)? = nil
+
+    public init() {}
+}
+
+/// Search effort of one query.
+public struct HybridSearchParameters: Sendable {
+    /// Posting lists read (nearest heads).
+    public var nprobe: Int = 32
+    /// Coarse clusters whose heads are ranked (0: automatic, max(4, nprobe / 4)).
+    public var coarseProbe: Int = 0
+    /// Query-aware pruning (L2 and cosine): skip head i if d(q, c_i) > (1 + eps) d(q, c_1) in
+    /// squared L2 (cosine: on 2 - 2 cos). nil: read all nprobe lists.
+    public var pruneEpsilon: Float? = nil
+    /// Checksum policy for posting lists: `.once` verifies each list's CRC-32C the first time
+    /// this process reads it (default), `.always` on every read, `.never` skips it.
+    public var verify: ChecksumPolicy = .once
+    /// PQ payloads: candidates (by approximate distance) re-ranked with their full vectors.
+    public var rerank: Int = 100
+    /// Only ids for which this returns true are returned (filtered search).
+    public var filter: (@Sendable (UInt64) -> Bool)? = nil
+
+    public init(nprobe: Int = 32) { self.nprobe = nprobe }
+}
+
+public enum ChecksumPolicy: Sendable { case once, always, never }
+
+/// Posting-list payload of a hybrid index.
+/// Lists hold per entry (besides its UInt64 id):
+///  - `f32`, `f16`: the vector (4d or 2d bytes); exact (f16: to half precision) distances.
+///  - `pq8`: a vectors.bin row number and M 8-bit PQ codes of the vector (M bytes).
+///  - `pq4`: a row number and M 4-bit PQ codes of the residual x - head, packed in blocks of 32
+///    for fast-scan (M / 2 bytes).
+///  - `binary`: a row number, ||x - head|| and the P sign bits of the rotated residual (P / 8
+///    bytes, P the power of two >= d); approximate distance from the Hamming angle estimate.
+/// Code payloads keep full f32 vectors, with a CRC per row, in vectors.bin for re-ranking.
+public enum PostingPayload: String, Sendable, CaseIterable {
+    case f32, f16, pq8, pq4, binary
+    /// Candidates are approximate and re-ranked from vectors.bin.
+    var isCoded: Bool { self != .f32 && self != .f16 }
+}
+
+/// How posting lists are read. `.mapped` (default): the postings file is memory-mapped; the
+/// lists a query needs are announced with madvise(WILLNEED) (the kernel reads them
+/// concurrently) and scanned in place, no copy. `.pread`: each list is read into a buffer with
+/// pread (one I/O per list), the access pattern of an index far larger than the page cache.
+/// `.uring`: all lists of a query (and its re-rank rows) read in one io_uring batch, up to 64
+/// in flight (Linux); where io_uring is unavailable the index opens with `.pread` instead.
+public enum IndexIO: String, Sendable, CaseIterable { case mapped, pread, uring }
+
+/// One search result: a stored vector's external id and its distance to the query (the metric's
+/// convention, smaller is better). Kernel-level scans return `Neighbor` (a position) instead.
+public struct SearchHit: Sendable, Equatable {
+    public var id: UInt64
+    public var distance: Float
+}
+
+/// The work one search did (lists and bytes read, candidates scored).
+public struct SearchCost: Sendable {
+    public var listsRead = 0
+    public var bytesRead = 0
+    public var pagesRead = 0
+    public var candidatesScored = 0
+}
