@@ -60,4 +60,103 @@ final class OpsTests: XCTestCase {
             }
         }
     }
+
+    /// RMSNorm: serial against a double-precision reference (d u relative, the f32 sum of squares)
+    /// and every level against serial on odd sizes (tails), 2 d u relative to |y|.
+    func testRMSNormAgainstSerialAndDouble() throws {
+        var rng = SeededRandom(seed: 72)
+        for d in [7, 8, 9, 576, 577] {
+            let rows = 3
+            let x = rng.uniform(rows * d, -4, 6)
+            let g = rng.uniform(d, 0.5, 1.5)
+            var ref = [Float](repeating: 0, count: x.count)
+            try kernels(.scalar).rmsNorm(x, g, eps: 1e-5, into: &ref, dim: d)
+            let u = 0x1p-24
+            for r in 0..<rows {
+                let ss = (0..<d).reduce(0.0) { $0 + Double(x[r * d + $1]) * Double(x[r * d + $1]) }
+                let inv = 1 / (ss / Double(d) + 1e-5).squareRoot()
+                for j in 0..<d {
+                    let exact = Double(x[r * d + j]) * inv * Double(g[j])
+                    XCTAssertEqual(Double(ref[r * d + j]), exact, accuracy: Double(d + 4) * u * abs(exact) + 1e-30)
+                }
+            }
+            for isa in allLevels {
+                var y = [Float](repeating: 0, count: x.count)
+                try kernels(isa).rmsNorm(x, g, eps: 1e-5, into: &y, dim: d)
+                for i in x.indices {
+                    XCTAssertEqual(y[i], ref[i], accuracy: Float(2 * (d + 4)) * 0x1p-24 * abs(ref[i]), "\(isa) d=\(d)")
+                }
+            }
+        }
+    }
+
+    /// RoPE: serial against a double-precision rotation (each output is x0 c - x1 s with f32
+    /// products: 2 u of |x0| + |x1|), and every level against serial (fused multiply-adds: 2 u).
+    func testRoPEAgainstSerialAndDouble() throws {
+        var rng = SeededRandom(seed: 73)
+        for (heads, hd) in [(3, 64), (2, 6), (5, 10)] {
+            let rows = 4
+            let x = rng.uniform(rows * heads * hd, -3, 3)
+            let angles = (0..<(rows * hd / 2)).map { _ in Double(rng.uniform(1, -100, 100)[0]) }
+            let c = angles.map { Float(Foundation.cos($0)) }
+            let s = angles.map { Float(Foundation.sin($0)) }
+            func run(_ k: Kernels) throws -> [Float] {
+                var y = x
+                try y.withUnsafeMutableBufferPointer { yp in
+                    try c.withUnsafeBufferPointer { cp in
+                        try s.withUnsafeBufferPointer { sp in
+                            try k.rope(
+                                yp, rows: rows, heads: heads, headDim: hd, rowStride: heads * hd, cos: cp, sin: sp)
+                        }
+                    }
+                }
+                return y
+            }
+            let ref = try run(kernels(.scalar))
+            for r in 0..<rows {
+                for h in 0..<heads {
+                    for i in 0..<(hd / 2) {
+                        let j = r * heads * hd + h * hd + 2 * i
+                        let (x0, x1) = (Double(x[j]), Double(x[j + 1]))
+                        let (cc, ss) = (Double(c[r * hd / 2 + i]), Double(s[r * hd / 2 + i]))
+                        let tol = 2 * 0x1p-24 * (abs(x0) + abs(x1))
+                        XCTAssertEqual(Double(ref[j]), x0 * cc - x1 * ss, accuracy: tol)
+                        XCTAssertEqual(Double(ref[j + 1]), x0 * ss + x1 * cc, accuracy: tol)
+                    }
+                }
+            }
+            for isa in allLevels {
+                let y = try run(kernels(isa))
+                for i in x.indices {
+                    let pair = i - i % 2
+                    let tol = Float(4 * 0x1p-24) * (abs(x[pair]) + abs(x[pair + 1]))
+                    XCTAssertEqual(y[i], ref[i], accuracy: tol, "\(isa) heads \(heads) hd \(hd)")
+                }
+            }
+        }
+    }
+
+    /// SiLU-gate: serial (libm expf) against double, and every level (vectorised exp, < 2 ulp)
+    /// against serial: 8 u relative to |silu(g) u| covers exp, the division and the product.
+    func testSiLUMulAgainstSerialAndDouble() throws {
+        var rng = SeededRandom(seed: 74)
+        let g = rng.uniform(1001, -30, 30) + [0, -0.0, 100, -100, -90]
+        let u = rng.uniform(g.count, -2, 2)
+        func run(_ k: Kernels) throws -> [Float] {
+            var y = g
+            try y.withUnsafeMutableBufferPointer { yp in try u.withUnsafeBufferPointer { try k.siluMul(yp, $0) } }
+            return y
+        }
+        let ref = try run(kernels(.scalar))
+        for i in g.indices {
+            let exact = Double(g[i]) / (1 + Foundation.exp(-Double(g[i]))) * Double(u[i])
+            XCTAssertEqual(Double(ref[i]), exact, accuracy: 4 * 0x1p-24 * abs(exact) + 1e-37, "g=\(g[i])")
+        }
+        for isa in allLevels {
+            let y = try run(kernels(isa))
+            for i in g.indices {
+                XCTAssertEqual(y[i], ref[i], accuracy: 8 * 0x1p-24 * abs(ref[i]) + 1e-37, "\(isa) g=\(g[i])")
+            }
+        }
+    }
 }

@@ -173,8 +173,8 @@ public enum KernelBenchmarks {
                 var err: Error?
                 let t: Double
                 if quantized {
-                    t = kq.bytes.withUnsafeBytes { kp in
-                        vq.bytes.withUnsafeBytes { vp in
+                    t = kq.withUnsafeBytes { kp in
+                        vq.withUnsafeBytes { vp in
                             q.withUnsafeBufferPointer { qp in
                                 out.withUnsafeMutableBufferPointer { op in
                                     median(reps: reps) {

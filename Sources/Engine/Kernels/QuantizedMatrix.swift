@@ -30,15 +30,67 @@ public enum Numerics: Sendable {
     case int8
 }
 
-/// A row-major matrix whose rows are stored in a `RowType` (owning value type).
+/// Where a matrix's bytes live: an array it owns, or a read-only range of a mapped file (a GGUF
+/// tensor used in place; the mapping lives as long as the matrix).
+final class MatrixStorage: @unchecked Sendable {
+    private let owned: [UInt8]?
+    private let mapped: UnsafeRawBufferPointer?
+    // keeps the mapping alive
+    private let owner: AnyObject?
+
+    init(_ bytes: [UInt8]) {
+        owned = bytes
+        mapped = nil
+        owner = nil
+    }
+
+    init(mapped: UnsafeRawBufferPointer, owner: AnyObject) {
+        owned = nil
+        self.mapped = mapped
+        self.owner = owner
+    }
+
+    var count: Int { owned?.count ?? mapped!.count }
+    var isMapped: Bool { mapped != nil }
+
+    func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        if let owned { return try owned.withUnsafeBytes(body) }
+        return try body(mapped!)
+    }
+}
+
+/// A row-major matrix whose rows are stored in a `RowType` (immutable value type).
 public struct QuantizedMatrix: Sendable {
     public let type: RowType
     public let rows: Int
     public let cols: Int
-    /// Raw row bytes, `rows * type.rowBytes(cols)`.
-    public private(set) var bytes: [UInt8]
+    let storage: MatrixStorage
 
-    public var rowStride: Int { bytes.count / max(rows, 1) }
+    /// Raw row bytes, `rows * type.rowBytes(cols)` (a copy when the matrix is used in place from
+    /// a mapped file; kernels read `withUnsafeBytes` instead).
+    public var bytes: [UInt8] { storage.withUnsafeBytes { Array($0) } }
+
+    /// Whether the bytes are read in place from a memory-mapped file rather than held in RAM.
+    public var isMapped: Bool { storage.isMapped }
+
+    /// Calls `body` with the raw row bytes (do not let the pointer escape).
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try storage.withUnsafeBytes(body)
+    }
+
+    public var rowStride: Int { storage.count / max(rows, 1) }
+
+    /// Wraps bytes of a mapped file in place; `owner` keeps the mapping alive. Validates the size.
+    init(type: RowType, rows: Int, cols: Int, mapped: UnsafeRawBufferPointer, owner: AnyObject) throws {
+        try require(rows > 0, "matrix needs at least one row")
+        let rb = try type.rowBytes(cols)
+        let need = try CheckedSize.product(rows, rb, what: "\(type) matrix \(rows)x\(cols)")
+        try require(mapped.count == need, "\(type) matrix \(rows)x\(cols) needs \(need) bytes, got \(mapped.count)")
+        self.type = type
+        self.rows = rows
+        self.cols = cols
+        storage = MatrixStorage(mapped: mapped, owner: owner)
+    }
 
     /// Wraps existing row bytes (for instance read from a GGUF file); validates the size.
     public init(type: RowType, rows: Int, cols: Int, bytes: [UInt8]) throws {
@@ -49,7 +101,7 @@ public struct QuantizedMatrix: Sendable {
         self.type = type
         self.rows = rows
         self.cols = cols
-        self.bytes = bytes
+        storage = MatrixStorage(bytes)
     }
 
     /// Quantizes a row-major f32 matrix. Throws on size mismatch or non-finite values.
@@ -71,14 +123,14 @@ public struct QuantizedMatrix: Sendable {
         self.type = type
         self.rows = rows
         self.cols = cols
-        self.bytes = out
+        storage = MatrixStorage(out)
     }
 
     /// The matrix as f32 values (row-major).
     public func dequantized(kernels: Kernels) -> [Float] {
         var out = [Float](repeating: 0, count: rows * cols)
         let rb = rowStride
-        bytes.withUnsafeBytes { b in
+        withUnsafeBytes { b in
             out.withUnsafeMutableBufferPointer { o in
                 for r in 0..<rows {
                     kernels.qmatmulTable.pointee.dequantize!(
@@ -108,7 +160,7 @@ extension Kernels {
         let cols = w.cols
         let stride = w.rowStride
         let parts = rows * cols >= 1 << 18 ? max(1, min(threads, rows / 64)) : 1 // see linear()
-        w.bytes.withUnsafeBytes { wb in
+        w.withUnsafeBytes { wb in
             let base = wb.baseAddress!
             if useInt8 {
                 withUnsafeTemporaryAllocation(of: ck_block_q8a.self, capacity: cols / 32) { a in
@@ -180,7 +232,7 @@ extension Kernels {
         let cols = w.cols
         let stride = w.rowStride
         let t = qmatmulTable.pointee
-        w.bytes.withUnsafeBytes { wb in
+        w.withUnsafeBytes { wb in
             let base = wb.baseAddress!
             if w.type == .f32 && tokens > 1 && useBLAS {
                 ck_sgemm(
@@ -217,7 +269,7 @@ extension Kernels {
     public func row(_ w: QuantizedMatrix, _ index: Int, into out: UnsafeMutableBufferPointer<Float>) throws {
         try require(index >= 0 && index < w.rows, "row \(index) out of range 0..<\(w.rows)")
         try require(out.count >= w.cols, "output holds \(out.count), need \(w.cols)")
-        w.bytes.withUnsafeBytes { wb in
+        w.withUnsafeBytes { wb in
             qmatmulTable.pointee.dequantize!(w.type.c, wb.baseAddress! + index * w.rowStride, w.cols, out.baseAddress!)
         }
     }

@@ -181,10 +181,17 @@ public final class GGUFFile: @unchecked Sendable {
     /// Raw bytes of a tensor (valid while this object lives).
     public func data(_ t: GGUFTensor) throws -> UnsafeRawBufferPointer { try file.bytes(t.offset, t.byteCount) }
 
-    /// A tensor as a matrix of rows (ne[0] values per row), copied, keeping its storage type.
+    /// A tensor as a matrix of rows (ne[0] values per row), keeping its storage type. The bytes are
+    /// used in place from the file's mapping (no copy); the matrix keeps the mapping alive.
     public func matrix(_ name: String) throws -> QuantizedMatrix {
         let t = try tensor(name)
-        return try QuantizedMatrix(type: t.type.rowType, rows: t.rowCount, cols: t.rowLength, bytes: Array(try data(t)))
+        let bytes = try data(t)
+        // kernels load whole SIMD vectors of floats: a file with a smaller alignment is copied
+        guard let base = bytes.baseAddress, Int(bitPattern: base) % 32 == 0 else {
+            return try QuantizedMatrix(type: t.type.rowType, rows: t.rowCount, cols: t.rowLength, bytes: Array(bytes))
+        }
+        return try QuantizedMatrix(
+            type: t.type.rowType, rows: t.rowCount, cols: t.rowLength, mapped: bytes, owner: file)
     }
 
     /// A tensor dequantized to f32 (row-major, ne[0] fastest).

@@ -152,7 +152,7 @@ func defaultStopTokens(_ tokenizer: BPETokenizer) -> Set<Int> {
 /// order (a plain forward pass, or an encrypted server call wrapped by its client).
 func decodeLoop(
     model: LlamaModel, tokenizer: BPETokenizer, promptIDs: [Int], parameters: GenerationParameters,
-    stops: Set<Int>, step: ([Int], LlamaKVCache) throws -> [Float],
+    stops: Set<Int>, step: ([Int], any KVCache) throws -> [Float],
     onToken: (Int, String) -> Void
 ) throws -> [Int] {
     var sampler = try Sampler(parameters)

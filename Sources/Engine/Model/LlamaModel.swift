@@ -161,12 +161,12 @@ public final class LlamaModel: @unchecked Sendable {
             gguf: GGUFFile(path: path), format: format, activations: activations, score: score, kernels: kernels)
     }
 
-    /// A fresh KV cache for up to `capacity` positions (default: the model's context length).
-    public func makeCache(capacity: Int? = nil) throws -> LlamaKVCache {
+    /// A fresh dense KV cache for up to `capacity` positions (default: the model's context length).
+    public func makeCache(capacity: Int? = nil) throws -> DenseKVCache {
         let cap = capacity ?? config.contextLength
         try require(
             cap > 0 && cap <= config.contextLength, "cache capacity \(cap) must be in 1...\(config.contextLength)")
-        return LlamaKVCache(layers: config.layers, kvHeads: config.kvHeads, headDim: config.headDim, capacity: cap)
+        return DenseKVCache(layers: config.layers, kvHeads: config.kvHeads, headDim: config.headDim, capacity: cap)
     }
 
     /// Runs `tokens` at positions cache.length ..< cache.length + T, appends their keys and values
@@ -174,7 +174,7 @@ public final class LlamaModel: @unchecked Sendable {
     /// `onResidual(layer, x)`, if given, sees the residual stream (T x dim) after each layer
     /// (layer -1: the embeddings) — a diagnostic tap, e.g. to inspect what a server computes.
     public func forward(
-        _ tokens: [Int], cache: LlamaKVCache, allLogits: Bool = false,
+        _ tokens: [Int], cache: any KVCache, allLogits: Bool = false,
         onResidual: ((Int, [Float]) -> Void)? = nil
     ) throws -> [Float] {
         let c = config
@@ -204,7 +204,7 @@ public final class LlamaModel: @unchecked Sendable {
         let rows = allLogits ? T : 1
         let last = Array(x[((T - rows) * d)...])
         var normed = [Float](repeating: 0, count: rows * d)
-        rmsNorm(last, outputNorm, eps: c.normEps, into: &normed, dim: d)
+        try norm(last, outputNorm, into: &normed)
         var logits = [Float](repeating: 0, count: rows * c.vocab)
         try lin(output, normed, rows, &logits)
         return logits
@@ -213,7 +213,7 @@ public final class LlamaModel: @unchecked Sendable {
     /// The server half of split encryption: runs input vectors (T x dim, e.g. embedding rows the
     /// client looked up and rotated) at the cache's next positions and returns the final residual
     /// stream (T x dim, before the output norm). No token ids or vocabulary are involved.
-    public func forwardHidden(_ inputs: [Float], cache: LlamaKVCache, onResidual: ((Int, [Float]) -> Void)? = nil)
+    public func forwardHidden(_ inputs: [Float], cache: any KVCache, onResidual: ((Int, [Float]) -> Void)? = nil)
         throws -> [Float]
     {
         let d = config.dim
@@ -230,67 +230,75 @@ public final class LlamaModel: @unchecked Sendable {
 
     /// The transformer layers over the residual stream x (T x dim) at positions cache.length..<+T;
     /// appends keys and values and advances the cache.
-    func layersForward(_ x: inout [Float], T: Int, cache: LlamaKVCache, onResidual: ((Int, [Float]) -> Void)?) throws {
-        let c = config
+    func layersForward(_ x: inout [Float], T: Int, cache: any KVCache, onResidual: ((Int, [Float]) -> Void)?) throws {
         let start = cache.length
-        let k = kernels
-        let d = c.dim
-        let hd = c.headDim
-        let kvDim = c.kvHeads * hd
-        let shape = try AttentionShape(heads: c.heads, kvHeads: c.kvHeads, headDim: hd)
-        var h = [Float](repeating: 0, count: T * d)
-        var q = h
-        var att = h
-        var kk = [Float](repeating: 0, count: T * kvDim)
-        var vv = kk
-        var g = [Float](repeating: 0, count: T * c.hidden)
-        var u = g
-        let rope = RoPE(base: c.ropeBase, headDim: hd)
+        var s = Scratch(config, tokens: T)
+        let rope = RotaryTable(base: config.ropeBase, headDim: config.headDim, positions: start..<(start + T))
         onResidual?(-1, x)
         for (l, L) in layers.enumerated() {
-            rmsNorm(x, L.attnNorm, eps: c.normEps, into: &h, dim: d)
-            try lin(L.wq, h, T, &q)
-            try lin(L.wk, h, T, &kk)
-            try lin(L.wv, h, T, &vv)
-            for i in 0..<T {
-                rope.apply(&q, offset: i * d, heads: c.heads, position: start + i)
-                rope.apply(&kk, offset: i * kvDim, heads: c.kvHeads, position: start + i)
-            }
-            cache.store(layer: l, keys: kk, values: vv, at: start, count: T)
-            try q.withUnsafeBufferPointer { qp in
-                try att.withUnsafeMutableBufferPointer { op in
-                    try cache.withLayer(l) { kc, vc in
-                        if case .powerPolynomial = score {
-                            try k.attentionPolynomial(
-                                shape: shape, score: score, q: qp, keys: kc, values: vc, capacity: cache.capacity,
-                                start: start, into: op)
-                        } else if T == 1 {
-                            try k.attentionDecode(
-                                shape: shape, score: score, q: qp, keys: UnsafeRawBufferPointer(kc), keyType: .f32,
-                                values: UnsafeRawBufferPointer(vc), valueType: .f32, length: start + 1,
-                                capacity: cache.capacity, into: op)
-                        } else {
-                            try k.attentionPrefillCached(
-                                shape: shape, score: score, q: qp, keys: kc, values: vc, capacity: cache.capacity,
-                                start: start, into: op)
-                        }
-                    }
-                }
-            }
-            try lin(L.wo, att, T, &h)
-            for i in 0..<(T * d) { x[i] += h[i] }
-            rmsNorm(x, L.ffnNorm, eps: c.normEps, into: &h, dim: d)
-            try lin(L.gate, h, T, &g)
-            try lin(L.up, h, T, &u)
-            for i in 0..<(T * c.hidden) {
-                let a = g[i]
-                g[i] = a / (1 + expf(-a)) * u[i]
-            }
-            try lin(L.down, g, T, &h)
-            for i in 0..<(T * d) { x[i] += h[i] }
+            try attentionBlock(L, layer: l, &x, tokens: T, start: start, cache: cache, rope: rope, &s)
+            try mlpBlock(L, &x, tokens: T, &s)
             onResidual?(l, x)
         }
-        cache.length = start + T
+        try cache.advance(to: start + T)
+    }
+
+    /// Buffers of one forward call (T tokens).
+    struct Scratch {
+        var h: [Float], q: [Float], att: [Float], k: [Float], v: [Float], gate: [Float], up: [Float]
+        init(_ c: LlamaConfig, tokens T: Int) {
+            h = [Float](repeating: 0, count: T * c.dim)
+            q = h
+            att = h
+            k = [Float](repeating: 0, count: T * c.kvHeads * c.headDim)
+            v = k
+            gate = [Float](repeating: 0, count: T * c.hidden)
+            up = gate
+        }
+    }
+
+    /// x += o(attention(rope(q(n(x))), rope(k(n(x))), v(n(x)))), keys and values appended to the cache.
+    func attentionBlock(
+        _ L: Layer, layer l: Int, _ x: inout [Float], tokens T: Int, start: Int, cache: any KVCache,
+        rope: RotaryTable, _ s: inout Scratch
+    ) throws {
+        let c = config
+        let shape = try AttentionShape(heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim)
+        try norm(x, L.attnNorm, into: &s.h)
+        try lin(L.wq, s.h, T, &s.q)
+        try lin(L.wk, s.h, T, &s.k)
+        try lin(L.wv, s.h, T, &s.v)
+        try rope.apply(&s.q, rows: T, heads: c.heads, kernels: kernels)
+        try rope.apply(&s.k, rows: T, heads: c.kvHeads, kernels: kernels)
+        try cache.append(layer: l, keys: s.k, values: s.v, at: start, count: T)
+        try s.q.withUnsafeBufferPointer { qp in
+            try s.att.withUnsafeMutableBufferPointer { op in
+                try cache.attend(
+                    layer: l, shape: shape, score: score, q: qp, start: start, count: T, into: op, kernels: kernels)
+            }
+        }
+        try lin(L.wo, s.att, T, &s.h)
+        for i in 0..<(T * c.dim) { x[i] += s.h[i] }
+    }
+
+    /// x += down(silu(gate(n(x))) * up(n(x))) (SwiGLU).
+    func mlpBlock(_ L: Layer, _ x: inout [Float], tokens T: Int, _ s: inout Scratch) throws {
+        let c = config
+        try norm(x, L.ffnNorm, into: &s.h)
+        try lin(L.gate, s.h, T, &s.gate)
+        try lin(L.up, s.h, T, &s.up)
+        try s.gate.withUnsafeMutableBufferPointer { g in
+            try s.up.withUnsafeBufferPointer {
+                try kernels.siluMul(UnsafeMutableBufferPointer(rebasing: g[0..<(T * c.hidden)]), $0)
+            }
+        }
+        try lin(L.down, s.gate, T, &s.h)
+        for i in 0..<(T * c.dim) { x[i] += s.h[i] }
+    }
+
+    /// RMSNorm of the rows of x (whole rows of dim) with gain w into y.
+    func norm(_ x: [Float], _ w: [Float], into y: inout [Float]) throws {
+        try kernels.rmsNorm(x, w, eps: config.normEps, into: &y, dim: config.dim)
     }
 
     private func lin(_ w: QuantizedMatrix, _ x: [Float], _ T: Int, _ y: inout [Float]) throws {
@@ -304,85 +312,52 @@ public final class LlamaModel: @unchecked Sendable {
     }
 }
 
-/// y = x / sqrt(mean(x^2) + eps) * w, per row of `dim` values.
-func rmsNorm(_ x: [Float], _ w: [Float], eps: Float, into y: inout [Float], dim: Int) {
-    let rows = x.count / dim
-    for r in 0..<rows {
-        var ss: Float = 0
-        for i in 0..<dim { ss += x[r * dim + i] * x[r * dim + i] }
-        let inv = 1 / (ss / Float(dim) + eps).squareRoot()
-        for i in 0..<dim { y[r * dim + i] = x[r * dim + i] * inv * w[i] }
+extension Kernels {
+    /// RMSNorm of the rows of x (`dim` values each) with gain w into y (arrays).
+    public func rmsNorm(_ x: [Float], _ w: [Float], eps: Float, into y: inout [Float], dim: Int) throws {
+        try x.withUnsafeBufferPointer { xp in
+            try y.withUnsafeMutableBufferPointer { yp in
+                try w.withUnsafeBufferPointer { try rmsNorm(xp, into: yp, d: dim, gamma: $0, eps: eps) }
+            }
+        }
     }
 }
 
 /// Rotary position embedding on adjacent pairs (2i, 2i+1), ggml's "normal" mode, which is how
 /// GGUF stores Llama q/k weights (Hugging Face's rotate_half pairing i <-> i + d/2 is permuted
-/// into it by the converter).
-struct RoPE {
-    let invFreq: [Double]
-    init(base: Float, headDim: Int) {
-        invFreq = (0..<(headDim / 2)).map { i in Foundation.pow(Double(base), -Double(2 * i) / Double(headDim)) }
-    }
-    func apply(_ x: inout [Float], offset: Int, heads: Int, position: Int) {
-        let half = invFreq.count
-        let hd = 2 * half
-        for i in 0..<half {
-            let a = Double(position) * invFreq[i]
-            let c = Float(Foundation.cos(a))
-            let s = Float(Foundation.sin(a))
-            for h in 0..<heads {
-                let j = offset + h * hd + 2 * i
-                let x0 = x[j]
-                let x1 = x[j + 1]
-                x[j] = x0 * c - x1 * s
-                x[j + 1] = x0 * s + x1 * c
+/// into it by the converter). Angles position x base^(-2i/d) are computed in double once per call
+/// for its positions, then rounded to f32 cosines and sines for the C kernel.
+struct RotaryTable {
+    let headDim: Int
+    let cos: [Float]
+    let sin: [Float]
+
+    init(base: Float, headDim: Int, positions: Range<Int>) {
+        self.headDim = headDim
+        let half = headDim / 2
+        let invFreq = (0..<half).map { i in Foundation.pow(Double(base), -Double(2 * i) / Double(headDim)) }
+        var c = [Float](repeating: 0, count: positions.count * half)
+        var s = c
+        for (r, p) in positions.enumerated() {
+            for i in 0..<half {
+                let a = Double(p) * invFreq[i]
+                c[r * half + i] = Float(Foundation.cos(a))
+                s[r * half + i] = Float(Foundation.sin(a))
             }
         }
-    }
-}
-
-/// Dense f32 KV cache, head-major per layer (kvHeads x capacity x headDim).
-public final class LlamaKVCache: @unchecked Sendable {
-    public let capacity: Int
-    public internal(set) var length = 0
-    let kvHeads: Int, headDim: Int
-    var keys: [[Float]], values: [[Float]]
-
-    init(layers: Int, kvHeads: Int, headDim: Int, capacity: Int) {
-        self.capacity = capacity
-        self.kvHeads = kvHeads
-        self.headDim = headDim
-        keys = Array(repeating: [Float](repeating: 0, count: kvHeads * capacity * headDim), count: layers)
-        values = keys
+        cos = c
+        sin = s
     }
 
-    /// Bytes held by the cache.
-    public var memoryBytes: Int { (keys.count + values.count) * kvHeads * capacity * headDim * 4 }
-
-    /// Drops positions from `newLength` on.
-    public func trim(to newLength: Int) throws {
-        try require(newLength >= 0 && newLength <= length, "cannot trim a cache of \(length) positions to \(newLength)")
-        length = newLength
-    }
-
-    /// Stores token-major rows (count x kvHeads x headDim) at positions start..<start+count.
-    func store(layer: Int, keys k: [Float], values v: [Float], at start: Int, count: Int) {
-        let hd = headDim
-        for t in 0..<count {
-            for h in 0..<kvHeads {
-                let src = (t * kvHeads + h) * hd
-                let dst = (h * capacity + start + t) * hd
-                for c in 0..<hd {
-                    keys[layer][dst + c] = k[src + c]
-                    values[layer][dst + c] = v[src + c]
+    /// Rotates `heads` heads of each of `rows` rows of x (rows of heads x headDim values).
+    func apply(_ x: inout [Float], rows: Int, heads: Int, kernels: Kernels) throws {
+        try x.withUnsafeMutableBufferPointer { xp in
+            try cos.withUnsafeBufferPointer { cp in
+                try sin.withUnsafeBufferPointer { sp in
+                    try kernels.rope(
+                        xp, rows: rows, heads: heads, headDim: headDim, rowStride: heads * headDim, cos: cp, sin: sp)
                 }
             }
         }
-    }
-
-    func withLayer<R>(_ l: Int, _ body: (UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>) throws -> R) rethrows
-        -> R
-    {
-        try keys[l].withUnsafeBufferPointer { kp in try values[l].withUnsafeBufferPointer { vp in try body(kp, vp) } }
     }
 }

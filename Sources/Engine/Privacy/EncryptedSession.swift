@@ -85,7 +85,7 @@ public final class SplitEncryptedSession: @unchecked Sendable {
     }
 
     /// Plain logits for plain ids run at the cache's next positions (last position only).
-    public func step(_ ids: [Int], cache: LlamaKVCache) throws -> [Float] {
+    public func step(_ ids: [Int], cache: any KVCache) throws -> [Float] {
         let c = server.config
         let d = c.dim
         for t in ids where t < 0 || t >= c.vocab {
@@ -103,7 +103,8 @@ public final class SplitEncryptedSession: @unchecked Sendable {
         count(received: d * 4) // only the last position's state is needed
         t0 = DispatchTime.now().uptimeNanoseconds
         var normed = [Float](repeating: 0, count: d)
-        rmsNorm(Array(h[(h.count - d)...]), [Float](repeating: 1, count: d), eps: c.normEps, into: &normed, dim: d)
+        try kernels.rmsNorm(
+            Array(h[(h.count - d)...]), [Float](repeating: 1, count: d), eps: c.normEps, into: &normed, dim: d)
         var logits = [Float](repeating: 0, count: c.vocab)
         try normed.withUnsafeBufferPointer { np in
             try logits.withUnsafeMutableBufferPointer { lp in
