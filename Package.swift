@@ -32,17 +32,27 @@ let package = Package(
             dependencies: ["CKernels", .product(name: "Crypto", package: "swift-crypto")],
             path: "Sources/Engine"
         ),
+        // Tools built on the library (kernel benchmarks, leakage attacks, dataset loaders): used by
+        // the CLI and the tests, not part of the Engine product.
+        .target(
+            name: "EngineTools",
+            dependencies: ["Engine", "CKernels"],
+            path: "Sources/EngineTools"
+        ),
         .executableTarget(
             name: "EngineCLI",
             dependencies: [
                 "Engine",
+                "EngineTools",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/EngineCLI"
         ),
         .testTarget(
             name: "EngineTests",
-            dependencies: ["Engine", "CKernels", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                "Engine", "EngineTools", "CKernels", .product(name: "Crypto", package: "swift-crypto"),
+            ],
             path: "Tests/EngineTests",
             exclude: ["Fixtures"]
         ),

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Engine
+import EngineTools
 import Foundation
 
 struct Attack: ParsableCommand {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Engine
+import EngineTools
 import Foundation
 
 struct Bench: ParsableCommand {
@@ -109,9 +110,9 @@ struct BenchANN: ParsableCommand {
         let idx = try HybridIndex(directory: index, io: io, kernels: Kernels.selected(threads: 1))
         let (q, d) = try VectorFile.read(path: queries)
         let (g, gk) = try VectorFile.readIvecs(path: gt)
-        try require(d == idx.dim, "queries are \(d)-d, the index holds \(idx.dim)-d vectors")
+        try EngineError.require(d == idx.dim, "queries are \(d)-d, the index holds \(idx.dim)-d vectors")
         let m = limit > 0 ? min(limit, q.count / d) : q.count / d
-        try require(g.count / gk >= m, "ground truth has \(g.count / gk) rows for \(m) queries")
+        try EngineError.require(g.count / gk >= m, "ground truth has \(g.count / gk) rows for \(m) queries")
         print("index: \(IndexStats.describe(idx).replacingOccurrences(of: "\n", with: "; ")); reads: \(idx.io)")
         if !noWarmup, let most = nprobe.split(separator: ",").compactMap({ Int($0) }).max() {
             for i in 0..<m {

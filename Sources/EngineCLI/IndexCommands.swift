@@ -68,7 +68,7 @@ struct IndexSearch: ParsableCommand {
     func run() throws {
         let idx = try HybridIndex(directory: index, kernels: Kernels.selected(threads: 1))
         let (q, d) = try VectorFile.read(path: queries)
-        try require(d == idx.dim, "queries are \(d)-d, the index holds \(idx.dim)-d vectors")
+        try EngineError.require(d == idx.dim, "queries are \(d)-d, the index holds \(idx.dim)-d vectors")
         var out = [UInt64?](repeating: nil, count: (q.count / d) * k)
         for i in 0..<(q.count / d) {
             let r = try idx.search(
@@ -108,7 +108,7 @@ struct IndexGroundTruth: ParsableCommand {
         configureThreads()
         let (b, d) = try VectorFile.read(path: base)
         let (q, dq) = try VectorFile.read(path: queries)
-        try require(d == dq, "base is \(d)-d, queries \(dq)-d")
+        try EngineError.require(d == dq, "base is \(d)-d, queries \(dq)-d")
         try VectorFile.writeIvecs(
             BruteForce.search(base: b, queries: q, dim: d, k: k, metric: metric), dim: k, to: output)
         note("wrote ground truth \(q.count / d) x \(k) to \(output)")

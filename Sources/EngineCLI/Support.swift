@@ -57,11 +57,6 @@ struct MarkdownTable: CustomStringConvertible {
     static func rule(_ columns: Int) -> String { "|" + String(repeating: "---|", count: columns) }
 }
 
-/// Throws `EngineError.invalidArgument(message)` unless `ok`.
-func require(_ ok: Bool, _ message: @autoclosure () -> String) throws {
-    if !ok { throw EngineError.invalidArgument(message()) }
-}
-
 func isDirectory(_ path: String) -> Bool {
     var dir: ObjCBool = false
     return FileManager.default.fileExists(atPath: path, isDirectory: &dir) && dir.boolValue

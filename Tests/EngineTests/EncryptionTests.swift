@@ -69,7 +69,7 @@ final class EncryptionTests: XCTestCase {
         print(
             "Encrypted SmolLM2 (f32): max |decrypted logit - reference| / range = \(r.worst), argmax \(r.top1)/\(r.positions)"
         )
-        XCTAssertLessThanOrEqual(r.worst, 1e-3) // the bound; f32 rounding gives ~5e-6
+        XCTAssertLessThanOrEqual(r.worst, 1e-3) // 1e-3 of the range; f32 rounding gives ~5e-6
         XCTAssertEqual(r.top1, r.positions)
 
         // Another key: the same ids give unusable logits.

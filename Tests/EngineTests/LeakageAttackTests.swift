@@ -1,5 +1,6 @@
 import XCTest
 import Engine
+import EngineTools
 
 /// The attack code behind docs/threat-model.md works where it must (and fails where it must):
 /// synthetic cases with known answers.

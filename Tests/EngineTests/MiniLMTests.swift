@@ -26,7 +26,7 @@ final class MiniLMTests: XCTestCase {
     }
 
     /// Sentence embeddings: cosine >= 0.9999 with the reference on 250 real sentences (the bound
-    /// of the issue; f32 against float64 gives ~1 - 1e-12 here).
+    /// we require; f32 against float64 gives ~1 - 1e-12 here).
     func testSentenceEmbeddingsMatchReference() throws {
         let m = try model()
         var r = ByteReader(Array(try Data(contentsOf: fixtureURL("minilm_embeddings.bin"))))

@@ -68,7 +68,7 @@ final class SmolLM2Tests: XCTestCase {
     /// f32 weights, and quantized weights with exact activations: max |logit diff| <= 1e-3 x
     /// (max - min of the reference logits) at every position of every prompt (on 2,048 fixed
     /// random vocabulary ids). The reference is float64 over the same dequantized weights, so
-    /// the difference is our f32 rounding; 1e-3 is the bound, ~500x what we measure.
+    /// the difference is our f32 rounding; the bound 1e-3 of the range is ~500x what we measure.
     func testExactLogitsMatchReference() throws {
         for path in [Path.f32, .nativeExact] { try exactLogits(path) }
     }

@@ -1,5 +1,6 @@
 import XCTest
 import Engine
+import EngineTools
 
 /// Byte-level BPE against Hugging Face `tokenizers` on 2,036 strings (WordNet glosses and edge
 /// cases): fixture by scripts/gen_tokenizer_fixture.py.

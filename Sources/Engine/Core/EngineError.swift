@@ -42,8 +42,16 @@ public enum EngineError: Error, Equatable, CustomStringConvertible, Sendable {
     }
 }
 
+extension EngineError {
+    /// Throws `invalidArgument(message)` unless `condition` holds.
+    @inline(__always)
+    public static func require(_ condition: Bool, _ message: @autoclosure () -> String) throws(EngineError) {
+        if !condition { throw EngineError.invalidArgument(message()) }
+    }
+}
+
 @inline(__always)
-func require(_ condition: Bool, _ message: @autoclosure () -> String) throws {
+func require(_ condition: Bool, _ message: @autoclosure () -> String) throws(EngineError) {
     if !condition { throw EngineError.invalidArgument(message()) }
 }
 

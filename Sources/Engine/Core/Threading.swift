@@ -24,7 +24,7 @@ public enum Threads {
 
     /// Runs `body(i)` for i in 0..<count on up to `threads` threads and waits for all of them.
     /// With threads == 1 (or count == 1) it runs inline, in order.
-    static func parallelFor(_ count: Int, threads: Int, _ body: (Int) -> Void) {
+    public static func parallelFor(_ count: Int, threads: Int, _ body: (Int) -> Void) {
         if count <= 0 { return }
         let t = min(max(1, threads), count)
         if t == 1 {
@@ -42,7 +42,7 @@ public enum Threads {
     }
 
     /// Splits 0..<n into `parts` contiguous ranges of nearly equal size.
-    static func ranges(_ n: Int, parts: Int) -> [Range<Int>] {
+    public static func ranges(_ n: Int, parts: Int) -> [Range<Int>] {
         let p = max(1, min(parts, n))
         return (0..<p).map { i in (n * i / p)..<(n * (i + 1) / p) }
     }

@@ -2,7 +2,7 @@ import Foundation
 
 /// How the residual stream of a post-LayerNorm encoder (BERT) is hidden. LayerNorm carries
 /// gamma * n(z) + beta on the stream itself, so a plain rotation cannot be folded away
-/// (DESIGN.md, "Equivariant encryption"):
+/// (docs/encryption.md, "Encoder"):
 public enum BertEncryption: String, Sendable, CaseIterable {
     /// A hidden-dimension permutation Pi (LayerNorm commutes once gamma and beta are permuted):
     /// zero overhead and a standard BERT file any runtime loads, but every token's multiset of

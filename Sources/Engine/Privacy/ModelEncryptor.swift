@@ -1,7 +1,7 @@
 import CKernels
 import Foundation
 
-/// Equivariant encryption of a Llama-family GGUF model (row-vector convention of DESIGN.md,
+/// Equivariant encryption of a Llama-family GGUF model (row-vector convention of docs/encryption.md,
 /// written here for Engine's y = W x with W stored out x in):
 ///  - every RMSNorm gain is folded into the linear layers that read the normalised stream
 ///    (q, k, v; gate, up; the final norm into an untied output matrix), leaving weightless norms,

@@ -8,20 +8,23 @@ struct TopK {
     private(set) var size = 0
     private var d: [Float]
     private var ids: [Int64]
+    /// The root's distance once the heap is full (+infinity before): the admission bound.
+    private var bound = Float.infinity
 
     init(k: Int) {
         self.k = max(0, k)
         d = [Float](repeating: 0, count: max(1, k))
         ids = [Int64](repeating: 0, count: max(1, k))
+        if k <= 0 { bound = -.infinity }
     }
 
     /// Whether `push(x, id)` would keep the pair (the heap's root is its worst entry).
     func accepts(_ x: Float, _ id: UInt64) -> Bool {
-        size < k || x < d[0] || (x == d[0] && Int64(bitPattern: id) < ids[0])
+        x < bound || (x == bound && (size < k || Int64(bitPattern: id) < ids[0]))
     }
 
     /// Whether a pair at distance x could be kept (ties decided by id in `push`).
-    func mayAccept(_ x: Float) -> Bool { size < k || x <= d[0] }
+    @inline(__always) func mayAccept(_ x: Float) -> Bool { x <= bound }
 
     mutating func push(_ x: Float, _ id: UInt64) {
         let k = self.k
@@ -31,6 +34,7 @@ struct TopK {
                 ck_topk_push1_f32(dp.baseAddress, ip.baseAddress, s, k, x, Int64(bitPattern: id))
             }
         }
+        if size == k && k > 0 { bound = d[0] }
     }
 
     /// Pushes distances[0..<n) with ids base, base + 1, ...
@@ -42,6 +46,7 @@ struct TopK {
                 ck_topk_push_f32(dp.baseAddress, ip.baseAddress, s, k, distances, n, Int64(base))
             }
         }
+        if size == k && k > 0 { bound = d[0] }
     }
 
     /// The kept pairs, nearest first (ties by id).

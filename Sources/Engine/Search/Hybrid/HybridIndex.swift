@@ -176,6 +176,9 @@ public final class HybridIndex: @unchecked Sendable {
         let reader = makeReader(postings, ring: ring)
         try reader.prepare(order.map { FileExtent(offset: Int(lists[$0].offset), length: Int(lists[$0].bytes)) })
         var dist = [Float]()
+        let approximate = scanner.approximate
+        let filter = p.filter
+        let tombstones = live.tombstones
         for (i, h) in order.enumerated() {
             let e = lists[h]
             let n = Int(e.count)
@@ -183,20 +186,27 @@ public final class HybridIndex: @unchecked Sendable {
             try verify(raw, list: h, policy: p.verify)
             let list = PostingList(raw: raw, count: n, layout: layout)
             if dist.count < n { dist = [Float](repeating: 0, count: n) }
-            try dist.withUnsafeMutableBufferPointer { try scanner.scan(list, head: h, into: $0.baseAddress!) }
-            for j in 0..<n {
-                let d = dist[j]
-                guard scanner.approximate ? approx.mayAccept(d) : top.mayAccept(d) else { continue }
-                let id = list.id(j)
-                if let f = p.filter, !f(id) { continue }
-                if !live.tombstones.isEmpty && live.tombstones.contains(id) { continue }
-                if scanner.approximate {
-                    if approx.accepts(d, id) && seen.insert(id) {
-                        approx.push(d, id)
-                        approxRow[id] = list.row(j)
+            try dist.withUnsafeMutableBufferPointer { dp in
+                let dd = dp.baseAddress!
+                try scanner.scan(list, head: h, into: dd)
+                // candidates: cheap distance bound first, then id checks, then the heap
+                if approximate {
+                    for j in 0..<n where approx.mayAccept(dd[j]) {
+                        let id = list.id(j)
+                        if let filter, !filter(id) { continue }
+                        if !tombstones.isEmpty && tombstones.contains(id) { continue }
+                        if approx.accepts(dd[j], id) && seen.insert(id) {
+                            approx.push(dd[j], id)
+                            approxRow[id] = list.row(j)
+                        }
                     }
-                } else if top.accepts(d, id) && seen.insert(id) {
-                    top.push(d, id)
+                } else {
+                    for j in 0..<n where top.mayAccept(dd[j]) {
+                        let id = list.id(j)
+                        if let filter, !filter(id) { continue }
+                        if !tombstones.isEmpty && tombstones.contains(id) { continue }
+                        if top.accepts(dd[j], id) && seen.insert(id) { top.push(dd[j], id) }
+                    }
                 }
             }
             cost.listsRead += 1
@@ -204,7 +214,7 @@ public final class HybridIndex: @unchecked Sendable {
             cost.pagesRead += (Int(e.bytes) + PostingListLayout.page - 1) / PostingListLayout.page
             cost.candidatesScored += n
         }
-        if scanner.approximate {
+        if approximate {
             try rerank(approx.sorted(), approxRow, q, into: &top, cost: &cost, reader: makeReader(vectors!, ring: ring))
         }
         try searchInserted(q, heads: probed, live: live, filter: p.filter, top: &top, seen: &seen, cost: &cost)

@@ -8,9 +8,9 @@ import Foundation
 public struct HybridIndexOptions: Sendable {
     /// Distance: squared L2, inner product, or cosine (vectors normalised at build and query time).
     public var metric: Metric = .l2
-    /// Heads (posting lists) per vector. SPANN uses 0.1-0.2; here 0.03 with f16 lists answered
-    /// faster at equal recall than 0.1 on all three benchmark sets (fewer, longer lists scan
-    /// better; half the navigation work; RAM ~1.6% of the raw vectors). Default 0.03.
+    /// Heads (posting lists) per vector. SPANN uses 0.1-0.2; 0.03 answered faster at equal recall
+    /// with f16 lists on the benchmark sets of docs/benchmarks.md (fewer, longer lists scan better
+    /// and halve the navigation work). Default 0.03.
     public var headFraction: Double = 0.03
     /// Most posting lists a vector is written to (RNG rule; <= 8).
     public var maxReplicas: Int = 8

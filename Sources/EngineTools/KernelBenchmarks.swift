@@ -1,3 +1,4 @@
+import Engine
 import CKernels
 import Foundation
 
@@ -12,7 +13,7 @@ public enum KernelBenchmarks {
         /// value / reference, with what the reference is.
         public var ratio: Double?
         public var ratioOf: String
-        /// The goal from the issue, if any, and whether it was met.
+        /// The project goal for this figure, if any (docs/benchmarks.md), and whether it was met.
         public var target: String
         public var met: Bool?
     }

@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 
 /// Real text available offline on Debian (`apt-get install wordnet-base`).

@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 
 /// Attacks on equivariant encryption, used to measure what it leaks (docs/threat-model.md).
@@ -143,7 +144,8 @@ public enum LeakageAttacks {
         plain x: [Float], encrypted y: [Float], rows: Int, heldOut: Int, dim d: Int,
         rotation q: [Double]
     ) throws -> (matrixError: Double, decryptError: Double) {
-        try require(rows + heldOut <= x.count / d && x.count == y.count, "need \(rows) + \(heldOut) rows of pairs")
+        try EngineError.require(
+            rows + heldOut <= x.count / d && x.count == y.count, "need \(rows) + \(heldOut) rows of pairs")
         let qh = try procrustes(Array(x[0..<(rows * d)]), Array(y[0..<(rows * d)]), rows: rows, dim: d)
         var num = 0.0
         for i in 0..<(d * d) {
