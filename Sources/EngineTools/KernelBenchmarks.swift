@@ -46,13 +46,13 @@ public enum KernelBenchmarks {
         progress("stream read")
         let n = big / 4
         let buf = [Float](repeating: 1, count: n)
-        let tRead = buf.withUnsafeBufferPointer { b in median(reps: reps) { sink(ck_stream_read_f32(b.baseAddress, n)) }
+        let tRead = buf.withUnsafeBufferPointer { b in median(reps: reps) { sink(ck_membw_stream_read_f32(b.baseAddress, n)) }
         }
         let readBW = Double(big) / tRead / 1e9
         // The machine is shared and its bandwidth drifts: every DRAM-bound kernel is compared
         // with a stream read measured right before and right after it (mean of the two medians).
         func streamNow() -> Double {
-            let t = buf.withUnsafeBufferPointer { b in median(reps: 3) { sink(ck_stream_read_f32(b.baseAddress, n)) } }
+            let t = buf.withUnsafeBufferPointer { b in median(reps: 3) { sink(ck_membw_stream_read_f32(b.baseAddress, n)) } }
             return Double(big) / t / 1e9
         }
         func adjacent(_ body: () throws -> Double) rethrows -> (Double, Double) {
@@ -68,7 +68,7 @@ public enum KernelBenchmarks {
             median(reps: reps) {
                 Threads.parallelFor(2, threads: 2) { p in
                     let r = Threads.ranges(n, parts: 2)[p]
-                    sink(ck_stream_read_f32(b.baseAddress! + r.lowerBound, r.count))
+                    sink(ck_membw_stream_read_f32(b.baseAddress! + r.lowerBound, r.count))
                 }
             }
         }
@@ -88,7 +88,7 @@ public enum KernelBenchmarks {
             bm.withUnsafeBufferPointer { bp in
                 c.withUnsafeMutableBufferPointer { cp in
                     median(reps: reps) {
-                        ck_sgemm(
+                        ck_blas_sgemm(
                             false, false, gm, gm, gm, 1, ap.baseAddress, gm, bp.baseAddress, gm, 0, cp.baseAddress, gm)
                     }
                 }
@@ -288,7 +288,7 @@ public enum KernelBenchmarks {
                     x.withUnsafeBufferPointer { xp in
                         y.withUnsafeMutableBufferPointer { yp in
                             median(reps: reps) {
-                                ck_sgemv(false, r, cdim, 1, wp.baseAddress, cdim, xp.baseAddress, 0, yp.baseAddress)
+                                ck_blas_sgemv(false, r, cdim, 1, wp.baseAddress, cdim, xp.baseAddress, 0, yp.baseAddress)
                             }
                         }
                     }

@@ -2,7 +2,7 @@
 #include "ck_attention.h"
 #include "ck_internal.h"
 
-static ck_status check_params(const ck_attn_params *p) {
+static ck_status check_params(const ck_attention_params *p) {
     if (!p || !(p->scale > 0) || !isfinite(p->scale)) return CK_ERR_ARGUMENT;
     if (p->score == CK_SCORE_POWER) {
         if (p->power < 2 || p->power % 2 || !(p->eps >= 0) || !(p->delta > 0) || !isfinite(p->eps) ||
@@ -25,29 +25,29 @@ static inline float powi_even(float x, int p) {
 }
 
 /* factor that rescales a partial with max m_i to the common max M */
-static inline float rescale(const ck_attn_params *p, float mi, float M) {
+static inline float rescale(const ck_attention_params *p, float mi, float M) {
     if (p->score == CK_SCORE_SOFTMAX) return mi == -INFINITY ? 0.0f : expf(mi - M);
     float den = M + p->delta;
     return den > 0 ? powi_even((mi + p->delta) / den, p->power) : 1.0f;
 }
 
-static inline float normaliser(const ck_attn_params *p, float l) {
+static inline float normaliser(const ck_attention_params *p, float l) {
     return p->score == CK_SCORE_SOFTMAX ? l : p->eps + l;
 }
 
-size_t ck_attn_decode_scratch_bytes(size_t T, size_t g, size_t d) {
+size_t ck_attention_decode_scratch_bytes(size_t T, size_t g, size_t d) {
     return (T * g + g * d) * sizeof(float) + g * ((d + CK_QK - 1) / CK_QK) * sizeof(ck_block_q8a) + 64;
 }
 
-ck_status ck_attn_decode_partial(const ck_attention_kernels *kern, const ck_attn_params *p, const float *q, size_t g,
-                                 size_t d, ck_rtype kt, const void *k, size_t kstride, ck_rtype vt, const void *v,
-                                 size_t vstride, size_t T, bool int8_scores, void *scratch, float *o, float *m,
-                                 float *l) {
+ck_status ck_attention_decode_partial(const ck_attention_kernels *kern, const ck_attention_params *p, const float *q,
+                                      size_t g, size_t d, ck_rtype kt, const void *k, size_t kstride, ck_rtype vt,
+                                      const void *v, size_t vstride, size_t T, bool int8_scores, void *scratch,
+                                      float *o, float *m, float *l) {
     ck_status st = check_params(p);
     if (st != CK_OK) return st;
     if (g == 0 || d == 0) return CK_ERR_ARGUMENT;
-    if (int8_scores && (!ck_rtype_is_quantized(kt) || d % CK_QK)) return CK_ERR_ARGUMENT;
-    if ((ck_rtype_is_quantized(kt) || ck_rtype_is_quantized(vt)) && d % CK_QK) return CK_ERR_ARGUMENT;
+    if (int8_scores && (!ck_qmatmul_is_quantized(kt) || d % CK_QK)) return CK_ERR_ARGUMENT;
+    if ((ck_qmatmul_is_quantized(kt) || ck_qmatmul_is_quantized(vt)) && d % CK_QK) return CK_ERR_ARGUMENT;
     memset(o, 0, g * d * sizeof(float));
     if (T == 0) {
         for (size_t i = 0; i < g; i++) {
@@ -75,8 +75,8 @@ ck_status ck_attn_decode_partial(const ck_attention_kernels *kern, const ck_attn
     return CK_OK;
 }
 
-void ck_attn_merge(const ck_attn_params *p, size_t g, size_t d, size_t parts, const float *o, const float *m,
-                   const float *l, float *out) {
+void ck_attention_merge(const ck_attention_params *p, size_t g, size_t d, size_t parts, const float *o, const float *m,
+                        const float *l, float *out) {
     for (size_t i = 0; i < g; i++) {
         float M = p->score == CK_SCORE_SOFTMAX ? -INFINITY : 0;
         for (size_t j = 0; j < parts; j++) M = fmaxf(M, m[j * g + i]);
@@ -95,14 +95,15 @@ void ck_attn_merge(const ck_attn_params *p, size_t g, size_t d, size_t parts, co
     }
 }
 
-size_t ck_attn_prefill_scratch_bytes(size_t g, size_t d) {
+size_t ck_attention_prefill_scratch_bytes(size_t g, size_t d) {
     size_t nq = CK_ATTN_BQ * g;
     return (nq * d /* queries */ + nq * CK_ATTN_BK /* scores */ + 2 * nq /* m, l */ + nq * d /* acc */) * sizeof(float);
 }
 
-ck_status ck_attn_prefill(const ck_attention_kernels *kern, const ck_attn_params *p, const float *q, size_t ldq,
-                          size_t T, size_t row0, size_t row1, size_t g, size_t d, size_t pos0, const float *k,
-                          size_t ldk, const float *v, size_t ldv, float *o, size_t ldo, void *scratch) {
+ck_status ck_attention_prefill(const ck_attention_kernels *kern, const ck_attention_params *p, const float *q,
+                               size_t ldq, size_t T, size_t row0, size_t row1, size_t g, size_t d, size_t pos0,
+                               const float *k, size_t ldk, const float *v, size_t ldv, float *o, size_t ldo,
+                               void *scratch) {
     ck_status st = check_params(p);
     if (st != CK_OK) return st;
     if (g == 0 || d == 0 || row1 > T || row0 > row1) return CK_ERR_ARGUMENT;

@@ -1,9 +1,7 @@
 #include "ck_attention.h"
 #include "ck_internal.h"
-#include "ck_simd_math.h"
+#include "ck_simd.h"
 #if CK_X86
-
-extern const ck_qmatmul_kernels ck_qmatmul_avx2;
 
 CK_TARGET_AVX2 static inline float hmax256(__m256 v) {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -12,14 +10,7 @@ CK_TARGET_AVX2 static inline float hmax256(__m256 v) {
     return _mm_cvtss_f32(m);
 }
 
-CK_TARGET_AVX2 static inline float hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-CK_TARGET_AVX2 float ck_attn_row_max_avx2(const ck_attn_params *p, const float *s, size_t len) {
+CK_TARGET_AVX2 float ck_attention_row_max_avx2(const ck_attention_params *p, const float *s, size_t len) {
     bool soft = p->score == CK_SCORE_SOFTMAX;
     __m256 m = _mm256_set1_ps(soft ? -INFINITY : 0.0f);
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
@@ -33,7 +24,7 @@ CK_TARGET_AVX2 float ck_attn_row_max_avx2(const ck_attn_params *p, const float *
     return r;
 }
 
-CK_TARGET_AVX2 float ck_attn_row_weights_avx2(const ck_attn_params *p, float *s, size_t len, float m) {
+CK_TARGET_AVX2 float ck_attention_row_weights_avx2(const ck_attention_params *p, float *s, size_t len, float m) {
     __m256 acc = _mm256_setzero_ps();
     size_t i = 0;
     float tail = 0;
@@ -70,8 +61,9 @@ CK_TARGET_AVX2 float ck_attn_row_weights_avx2(const ck_attn_params *p, float *s,
             tail += r;
         }
     }
-    return hsum256(acc) + tail;
+    return ck_hsum256(acc) + tail;
 }
 
-const ck_attention_kernels ck_attention_avx2 = {&ck_qmatmul_avx2, ck_attn_row_max_avx2, ck_attn_row_weights_avx2};
+const ck_attention_kernels ck_attention_avx2 = {&ck_qmatmul_avx2, ck_attention_row_max_avx2,
+                                                ck_attention_row_weights_avx2};
 #endif

@@ -1,15 +1,13 @@
 #include "ck_attention.h"
 #include "ck_internal.h"
-#include "ck_simd_math.h"
+#include "ck_simd.h"
 #if CK_X86
-
-extern const ck_qmatmul_kernels ck_qmatmul_avx512;
 
 static inline __mmask16 tail_mask(size_t left) {
     return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
 }
 
-CK_TARGET_AVX512 float ck_attn_row_max_avx512(const ck_attn_params *p, const float *s, size_t len) {
+CK_TARGET_AVX512 float ck_attention_row_max_avx512(const ck_attention_params *p, const float *s, size_t len) {
     bool soft = p->score == CK_SCORE_SOFTMAX;
     const __m512 init = _mm512_set1_ps(soft ? -INFINITY : 0.0f);
     __m512 m = init;
@@ -21,7 +19,7 @@ CK_TARGET_AVX512 float ck_attn_row_max_avx512(const ck_attn_params *p, const flo
     return _mm512_reduce_max_ps(m);
 }
 
-CK_TARGET_AVX512 float ck_attn_row_weights_avx512(const ck_attn_params *p, float *s, size_t len, float m) {
+CK_TARGET_AVX512 float ck_attention_row_weights_avx512(const ck_attention_params *p, float *s, size_t len, float m) {
     __m512 acc = _mm512_setzero_ps();
     if (p->score == CK_SCORE_SOFTMAX) {
         __m512 mv = _mm512_set1_ps(m);
@@ -48,6 +46,6 @@ CK_TARGET_AVX512 float ck_attn_row_weights_avx512(const ck_attn_params *p, float
     return _mm512_reduce_add_ps(acc);
 }
 
-const ck_attention_kernels ck_attention_avx512 = {&ck_qmatmul_avx512, ck_attn_row_max_avx512,
-                                                  ck_attn_row_weights_avx512};
+const ck_attention_kernels ck_attention_avx512 = {&ck_qmatmul_avx512, ck_attention_row_max_avx512,
+                                                  ck_attention_row_weights_avx512};
 #endif

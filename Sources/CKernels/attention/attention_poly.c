@@ -2,8 +2,9 @@
 #include "ck_attention.h"
 #include "ck_internal.h"
 
-ck_status ck_attn_power_poly_row(const ck_attn_poly_params *p, const float *q, size_t d, const float *k, size_t kstride,
-                                 const float *v, size_t vstride, size_t len, float *scratch, float *out) {
+ck_status ck_attention_power_poly_row(const ck_attention_poly_params *p, const float *q, size_t d, const float *k,
+                                      size_t kstride, const float *v, size_t vstride, size_t len, float *scratch,
+                                      float *out) {
     if (!p || !q || !k || !v || !scratch || !out || d == 0 || len == 0) return CK_ERR_ARGUMENT;
     if (!(p->scale > 0) || !isfinite(p->scale) || p->power < 2 || p->power % 2 || !(p->eps >= 0) || !isfinite(p->eps) ||
         !(p->bound > 0) || !isfinite(p->bound) || p->iterations < 1)

@@ -1,8 +1,6 @@
 #include "ck_attention.h"
 #include "ck_internal.h"
 
-extern const ck_qmatmul_kernels ck_qmatmul_serial;
-
 static inline float powi_even_s(float x, int p) {
     float r = 1, b = x;
     while (p) {
@@ -13,7 +11,7 @@ static inline float powi_even_s(float x, int p) {
     return r;
 }
 
-float ck_attn_row_max_serial(const ck_attn_params *p, const float *s, size_t len) {
+float ck_attention_row_max_serial(const ck_attention_params *p, const float *s, size_t len) {
     float m = p->score == CK_SCORE_SOFTMAX ? -INFINITY : 0;
     if (p->score == CK_SCORE_SOFTMAX)
         for (size_t i = 0; i < len; i++) m = fmaxf(m, s[i]);
@@ -22,7 +20,7 @@ float ck_attn_row_max_serial(const ck_attn_params *p, const float *s, size_t len
     return m;
 }
 
-float ck_attn_row_weights_serial(const ck_attn_params *p, float *s, size_t len, float m) {
+float ck_attention_row_weights_serial(const ck_attention_params *p, float *s, size_t len, float m) {
     float sum = 0;
     if (p->score == CK_SCORE_SOFTMAX) {
         for (size_t i = 0; i < len; i++) {
@@ -39,30 +37,10 @@ float ck_attn_row_weights_serial(const ck_attn_params *p, float *s, size_t len, 
     return sum;
 }
 
-static const ck_attention_kernels k_serial = {
+const ck_attention_kernels ck_attention_serial = {
     &ck_qmatmul_serial,
-    ck_attn_row_max_serial,
-    ck_attn_row_weights_serial,
+    ck_attention_row_max_serial,
+    ck_attention_row_weights_serial,
 };
 
-#if CK_X86
-extern const ck_attention_kernels ck_attention_avx2, ck_attention_avx512;
-#endif
-
-const ck_attention_kernels *ck_attention_kernels_for(ck_isa level) {
-    if (!ck_isa_supported(level)) return NULL;
-    switch (level) {
-    case CK_ISA_SCALAR:
-        return &k_serial;
-#if CK_X86
-    case CK_ISA_AVX2:
-        return &ck_attention_avx2;
-    case CK_ISA_AVX512:
-        return &ck_attention_avx512;
-#else
-    default:
-        return NULL;
-#endif
-    }
-    return NULL;
-}
+CK_DEFINE_KERNELS_FOR(attention)

@@ -37,33 +37,13 @@ void ck_hamming_weighted_1xn_serial(const uint64_t *restrict q, const uint64_t *
     }
 }
 
-static const ck_hamming_kernels k_serial = {
+const ck_hamming_kernels ck_hamming_serial = {
     ck_hamming_dist_1xn_serial,
     ck_hamming_dist_mxn_serial,
     ck_hamming_weighted_1xn_serial,
 };
 
-#if CK_X86
-extern const ck_hamming_kernels ck_hamming_avx2, ck_hamming_avx512;
-#endif
-
-const ck_hamming_kernels *ck_hamming_kernels_for(ck_isa level) {
-    if (!ck_isa_supported(level)) return NULL;
-    switch (level) {
-    case CK_ISA_SCALAR:
-        return &k_serial;
-#if CK_X86
-    case CK_ISA_AVX2:
-        return &ck_hamming_avx2;
-    case CK_ISA_AVX512:
-        return &ck_hamming_avx512;
-#else
-    default:
-        return NULL;
-#endif
-    }
-    return NULL;
-}
+CK_DEFINE_KERNELS_FOR(hamming)
 
 size_t ck_hamming_topk(const ck_hamming_kernels *kern, const uint64_t *restrict q, const uint64_t *restrict codes,
                        size_t n, size_t words, size_t k, uint32_t *restrict scratch, uint32_t *restrict out_d,

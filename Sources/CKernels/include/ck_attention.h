@@ -27,53 +27,54 @@ extern "C" {
 
 typedef enum ck_score_fn { CK_SCORE_SOFTMAX = 0, CK_SCORE_POWER = 1 } ck_score_fn;
 
-typedef struct ck_attn_params {
+typedef struct ck_attention_params {
     ck_score_fn score;
     float scale; /**< multiplies q.k, usually 1/sqrt(d) */
     int power;   /**< Power-Softmax exponent p, even, >= 2 */
     float eps;   /**< Power-Softmax denominator epsilon */
     float delta; /**< Power-Softmax: scores are divided by (max|x| + delta); delta > 0 */
-} ck_attn_params;
+} ck_attention_params;
 
 typedef struct ck_attention_kernels {
     const ck_qmatmul_kernels *rows; /**< row kernels of the same ISA level */
     /** max x (softmax) or max |x| (power) over s[0..len). */
-    float (*row_max)(const ck_attn_params *p, const float *s, size_t len);
+    float (*row_max)(const ck_attention_params *p, const float *s, size_t len);
     /** Replaces s[0..len) by its unnormalised weights relative to m; returns their sum. */
-    float (*row_weights)(const ck_attn_params *p, float *s, size_t len, float m);
+    float (*row_weights)(const ck_attention_params *p, float *s, size_t len, float m);
 } ck_attention_kernels;
 
 const ck_attention_kernels *ck_attention_kernels_for(ck_isa level);
 
-/** Bytes of scratch for ck_attn_decode_partial with T keys, g queries of dimension d. */
-size_t ck_attn_decode_scratch_bytes(size_t T, size_t g, size_t d);
+/** Bytes of scratch for ck_attention_decode_partial with T keys, g queries of dimension d. */
+size_t ck_attention_decode_scratch_bytes(size_t T, size_t g, size_t d);
 
 /** One query per head of a group (q: g x d) against T cached keys/values of one KV head.
  *  Row t of K is at (char*)k + t*kstride, of type kt (likewise V). int8_scores: quantize the
  *  scaled queries to int8 blocks and use integer dots (kt must be quantized, d % 32 == 0).
- *  Writes the partial state o (g x d), m (g), l (g). scratch: ck_attn_decode_scratch_bytes. */
-ck_status ck_attn_decode_partial(const ck_attention_kernels *kern, const ck_attn_params *p, const float *q, size_t g,
-                                 size_t d, ck_rtype kt, const void *k, size_t kstride, ck_rtype vt, const void *v,
-                                 size_t vstride, size_t T, bool int8_scores, void *scratch, float *o, float *m,
-                                 float *l);
+ *  Writes the partial state o (g x d), m (g), l (g). scratch: ck_attention_decode_scratch_bytes. */
+ck_status ck_attention_decode_partial(const ck_attention_kernels *kern, const ck_attention_params *p, const float *q,
+                                      size_t g, size_t d, ck_rtype kt, const void *k, size_t kstride, ck_rtype vt,
+                                      const void *v, size_t vstride, size_t T, bool int8_scores, void *scratch,
+                                      float *o, float *m, float *l);
 
 /** Merges `parts` partial states (o: parts x g x d, m, l: parts x g) and normalises: out g x d. */
-void ck_attn_merge(const ck_attn_params *p, size_t g, size_t d, size_t parts, const float *o, const float *m,
-                   const float *l, float *out);
+void ck_attention_merge(const ck_attention_params *p, size_t g, size_t d, size_t parts, const float *o, const float *m,
+                        const float *l, float *out);
 
 /** Query rows per block of the prefill kernel and keys per block. */
 #define CK_ATTN_BQ 16
 #define CK_ATTN_BK 64
-/** Bytes of scratch for ck_attn_prefill with g query heads of dimension d. */
-size_t ck_attn_prefill_scratch_bytes(size_t g, size_t d);
+/** Bytes of scratch for ck_attention_prefill with g query heads of dimension d. */
+size_t ck_attention_prefill_scratch_bytes(size_t g, size_t d);
 
 /** Causal prefill for one KV head and its g query heads, blocked with online normalisation.
  *  Query i (i < T) sits at position pos0 + i and attends keys 0..pos0+i. Query row i, head j is
  *  at q + i*ldq + j*d; key/value row t at k + t*ldk, v + t*ldv (f32); output row i head j at
  *  o + i*ldo + j*d. Rows [row0, row1) of the T queries are computed (for threading). */
-ck_status ck_attn_prefill(const ck_attention_kernels *kern, const ck_attn_params *p, const float *q, size_t ldq,
-                          size_t T, size_t row0, size_t row1, size_t g, size_t d, size_t pos0, const float *k,
-                          size_t ldk, const float *v, size_t ldv, float *o, size_t ldo, void *scratch);
+ck_status ck_attention_prefill(const ck_attention_kernels *kern, const ck_attention_params *p, const float *q,
+                               size_t ldq, size_t T, size_t row0, size_t row1, size_t g, size_t d, size_t pos0,
+                               const float *k, size_t ldk, const float *v, size_t ldv, float *o, size_t ldo,
+                               void *scratch);
 
 /** Polynomial-only Power-Softmax (the form an HE evaluator can run): with a public bound B on
  *  |x| (x = scale * q.k), w_t = (x_t / B)^p * r where r ~ 1 / (eps + sum_s (x_s / B)^p) comes
@@ -84,18 +85,19 @@ ck_status ck_attn_prefill(const ck_attention_kernels *kern, const ck_attn_params
  *  so iterations ~ log2(ln(1/tol) / a_min). The sum and the iteration run in double (a can be
  *  ~1e-12; CKKS-level precision), weights and outputs in f32.
  *  Requires |x| <= B (else a may exceed 1 and the iteration diverge for a >= 2). */
-typedef struct ck_attn_poly_params {
+typedef struct ck_attention_poly_params {
     float scale;    /**< multiplies q.k */
     int power;      /**< even, >= 2 */
     float eps;      /**< >= 0 */
     float bound;    /**< B > 0, public bound on |scale * q.k| */
     int iterations; /**< Goldschmidt steps, >= 1 */
-} ck_attn_poly_params;
+} ck_attention_poly_params;
 
 /** One query (d values) against len keys/values (f32 rows at kstride/vstride floats): out (d).
  *  scratch: len floats. Serial reference (an evaluation mode, not a fast path). */
-ck_status ck_attn_power_poly_row(const ck_attn_poly_params *p, const float *q, size_t d, const float *k, size_t kstride,
-                                 const float *v, size_t vstride, size_t len, float *scratch, float *out);
+ck_status ck_attention_power_poly_row(const ck_attention_poly_params *p, const float *q, size_t d, const float *k,
+                                      size_t kstride, const float *v, size_t vstride, size_t len, float *scratch,
+                                      float *out);
 
 #ifdef __cplusplus
 }

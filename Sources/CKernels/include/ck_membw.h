@@ -8,7 +8,7 @@ extern "C" {
 #endif
 /** Sum of n floats (8 independent vector accumulators, widest ISA available); used only for
  *  its memory traffic, the result keeps the loads alive. */
-float ck_stream_read_f32(const float *x, size_t n);
+float ck_membw_stream_read_f32(const float *x, size_t n);
 #ifdef __cplusplus
 }
 #endif

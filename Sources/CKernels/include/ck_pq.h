@@ -7,8 +7,8 @@
  *
  * Distance tables: table[m * ksub + j] = ||q_m - c_mj||^2 (L2) or <q_m, c_mj> (inner product).
  * 8-bit scan: codes n x M bytes (ksub = 256); out[i] = sum_m table[m * 256 + code[i][m]] (f32).
- * 4-bit fast-scan (ksub = 16): codes packed in blocks of 32 vectors (ck_pq4_pack); the table is
- * quantized to uint8 per sub-space (ck_pq4_quantize_table) and held in registers; sums are
+ * 4-bit fast-scan (ksub = 16): codes packed in blocks of 32 vectors (ck_pq_pack4); the table is
+ * quantized to uint8 per sub-space (ck_pq_quantize_table4) and held in registers; sums are
  * uint16, exact for M <= 256. The approximate distance is bias + acc / scale, within
  * M * 0.5 / scale of the float-table (ADC) distance.
  */
@@ -31,7 +31,7 @@ typedef struct ck_pq_kernels {
     /** 8-bit code scan (ksub = 256). */
     void (*scan8)(const uint8_t *restrict codes, size_t n, size_t M, const float *restrict table, float *restrict out);
     /** 4-bit fast-scan over nblocks packed blocks; qtable is m_pad x 16 uint8; out holds
-     *  nblocks * 32 uint16 sums. m_pad is even (ck_pq4_padded_m). */
+     *  nblocks * 32 uint16 sums. m_pad is even (ck_pq_padded_m4). */
     void (*scan4)(const uint8_t *restrict packed, size_t nblocks, size_t m_pad, const uint8_t *restrict qtable,
                   uint16_t *restrict out);
 } ck_pq_kernels;
@@ -39,18 +39,18 @@ typedef struct ck_pq_kernels {
 const ck_pq_kernels *ck_pq_kernels_for(ck_isa level);
 
 /** Sub-quantizer count rounded up to even (the packed layout works on pairs). */
-size_t ck_pq4_padded_m(size_t M);
+size_t ck_pq_padded_m4(size_t M);
 /** Bytes of the packed layout for n vectors: ceil(n / 32) blocks of 16 * m_pad bytes. */
-size_t ck_pq4_packed_bytes(size_t n, size_t M);
+size_t ck_pq_packed_bytes4(size_t n, size_t M);
 /** Packs n x M 4-bit codes (one per byte, values < 16) into blocks of 32 vectors. Within a
  *  block, sub-quantizer pair (m, m+1) takes 32 bytes: byte j (j < 16) holds vector j's code in
  *  its low nibble and vector j+16's in its high nibble for sub-quantizer m; bytes 16..31 the same
  *  for m+1. Padding vectors and sub-quantizers are zero. Returns CK_ERR_ARGUMENT on a code >= 16. */
-ck_status ck_pq4_pack(const uint8_t *restrict codes, size_t n, size_t M, uint8_t *restrict packed);
+ck_status ck_pq_pack4(const uint8_t *restrict codes, size_t n, size_t M, uint8_t *restrict packed);
 /** Quantizes an (M, 16) float table to uint8 (m_pad x 16, padding rows zero): per sub-space
  *  minimum removed, one global scale 255 / max range. Distance ~= *bias + acc / *scale.
  *  Returns CK_ERR_NAN on a non-finite entry, CK_ERR_ARGUMENT if M > 256. */
-ck_status ck_pq4_quantize_table(const float *restrict table, size_t M, uint8_t *restrict qtable, float *scale,
+ck_status ck_pq_quantize_table4(const float *restrict table, size_t M, uint8_t *restrict qtable, float *scale,
                                 float *bias);
 
 #ifdef __cplusplus

@@ -69,9 +69,9 @@ typedef enum ck_rtype {
 } ck_rtype;
 
 /** Bytes taken by n values of type t (n a multiple of 32 for block types), or 0 if invalid. */
-size_t ck_rtype_row_bytes(ck_rtype t, size_t n);
+size_t ck_qmatmul_row_bytes(ck_rtype t, size_t n);
 /** True for the block (quantized) types. */
-bool ck_rtype_is_quantized(ck_rtype t);
+bool ck_qmatmul_is_quantized(ck_rtype t);
 
 typedef struct ck_qmatmul_kernels {
     /** Quantizes n floats (n % 32 == 0 for block types) into `out` of type t. */

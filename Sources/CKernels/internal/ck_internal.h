@@ -20,6 +20,53 @@
     __attribute__((                                                                                                    \
         target("avx512f,avx512bw,avx512vl,avx512dq,avx512vpopcntdq,avx512vnni,avx2,fma,f16c,popcnt,bmi,bmi2")))
 
+/* How ISA variants are written (one way for every family):
+ *  - <family>_serial.c holds the reference bodies, named ck_<family>_<op>[_<types>]_serial, and the
+ *    table ck_<family>_serial; its ck_<family>_kernels_for is CK_DEFINE_KERNELS_FOR(<family>).
+ *  - <family>_avx2.c and <family>_avx512.c hold the SIMD bodies (named ..._avx2 / ..._avx512) and
+ *    the tables ck_<family>_avx2 / ck_<family>_avx512. When both widths share an algorithm, the
+ *    body is written once in <family>_simd.inc, which each file includes after defining TGT (the
+ *    target attribute) and SFX(name) (the suffix); when a level adds nothing (the work is a small
+ *    share of a layer), its table points at the lower level's bodies and the header says so.
+ *  - Shared SIMD helpers (horizontal sums, exp) live in ck_simd.h, nowhere else. */
+
+/* The per-level tables of every family (defined in the family's files). */
+#include "ck_attention.h"
+#include "ck_hamming.h"
+#include "ck_ops.h"
+#include "ck_pq.h"
+#include "ck_qmatmul.h"
+#include "ck_vec.h"
+#define CK_DECLARE_TABLES(fam) extern const ck_##fam##_kernels ck_##fam##_serial, ck_##fam##_avx2, ck_##fam##_avx512;
+CK_DECLARE_TABLES(attention)
+CK_DECLARE_TABLES(hamming)
+CK_DECLARE_TABLES(ops)
+CK_DECLARE_TABLES(pq)
+CK_DECLARE_TABLES(qmatmul)
+CK_DECLARE_TABLES(vec)
+
+/* The table of a level, or NULL when this CPU (or build) lacks it. */
+#if CK_X86
+#define CK_DEFINE_KERNELS_FOR(fam)                                                                                     \
+    const ck_##fam##_kernels *ck_##fam##_kernels_for(ck_isa level) {                                                   \
+        if (!ck_isa_supported(level)) return NULL;                                                                     \
+        switch (level) {                                                                                               \
+        case CK_ISA_SCALAR:                                                                                            \
+            return &ck_##fam##_serial;                                                                                 \
+        case CK_ISA_AVX2:                                                                                              \
+            return &ck_##fam##_avx2;                                                                                   \
+        case CK_ISA_AVX512:                                                                                            \
+            return &ck_##fam##_avx512;                                                                                 \
+        }                                                                                                              \
+        return NULL;                                                                                                   \
+    }
+#else
+#define CK_DEFINE_KERNELS_FOR(fam)                                                                                     \
+    const ck_##fam##_kernels *ck_##fam##_kernels_for(ck_isa level) {                                                   \
+        return ck_isa_supported(level) && level == CK_ISA_SCALAR ? &ck_##fam##_serial : NULL;                          \
+    }
+#endif
+
 /* IEEE binary16 <-> binary32, round to nearest even; portable reference used by the serial
  * kernels. F16C instructions produce the same bits. */
 static inline float ck_fp16_to_fp32(uint16_t h) {

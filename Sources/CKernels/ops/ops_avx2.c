@@ -1,6 +1,6 @@
 #include "ck_ops.h"
 #include "ck_internal.h"
-#include "ck_simd_math.h"
+#include "ck_simd.h"
 #if CK_X86
 
 /* erf(z) for z >= 0 by Abramowitz & Stegun 7.1.26; odd extension by sign. */
@@ -31,13 +31,6 @@ CK_TARGET_AVX2 void ck_ops_gelu_erf_avx2(float *x, size_t n) {
     for (; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
 }
 
-CK_TARGET_AVX2 static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 CK_TARGET_AVX2 void ck_ops_layernorm_avx2(float *x, size_t rows, size_t d, const float *g, const float *b, float eps) {
     for (size_t r = 0; r < rows; r++) {
         float *v = x + r * d;
@@ -46,7 +39,7 @@ CK_TARGET_AVX2 void ck_ops_layernorm_avx2(float *x, size_t rows, size_t d, const
         float tail = 0;
         for (; j + 8 <= d; j += 8) acc = _mm256_add_ps(acc, _mm256_loadu_ps(v + j));
         for (; j < d; j++) tail += v[j];
-        float mean = (hsum8(acc) + tail) / (float)d;
+        float mean = (ck_hsum256(acc) + tail) / (float)d;
         __m256 mv = _mm256_set1_ps(mean);
         acc = _mm256_setzero_ps();
         tail = 0;
@@ -58,7 +51,7 @@ CK_TARGET_AVX2 void ck_ops_layernorm_avx2(float *x, size_t rows, size_t d, const
             float z = v[j] - mean;
             tail += z * z;
         }
-        float inv = 1.0f / sqrtf((hsum8(acc) + tail) / (float)d + eps);
+        float inv = 1.0f / sqrtf((ck_hsum256(acc) + tail) / (float)d + eps);
         __m256 iv = _mm256_set1_ps(inv);
         for (j = 0; j + 8 <= d; j += 8) {
             __m256 z = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(v + j), mv), iv);
@@ -80,7 +73,7 @@ CK_TARGET_AVX2 void ck_ops_rmsnorm_avx2(const float *x, float *y, size_t rows, s
             acc = _mm256_fmadd_ps(a, a, acc);
         }
         for (; j < d; j++) tail += v[j] * v[j];
-        float inv = 1.0f / sqrtf((hsum8(acc) + tail) / (float)d + eps);
+        float inv = 1.0f / sqrtf((ck_hsum256(acc) + tail) / (float)d + eps);
         __m256 iv = _mm256_set1_ps(inv);
         for (j = 0; j + 8 <= d; j += 8)
             _mm256_storeu_ps(o + j, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(v + j), iv), _mm256_loadu_ps(g + j)));

@@ -51,27 +51,7 @@ void ck_ops_silu_mul_serial(float *g, const float *u, size_t n) {
     for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
-static const ck_ops_kernels k_serial = {ck_ops_gelu_erf_serial, ck_ops_layernorm_serial, ck_ops_rmsnorm_serial,
-                                        ck_ops_rope_serial, ck_ops_silu_mul_serial};
+const ck_ops_kernels ck_ops_serial = {ck_ops_gelu_erf_serial, ck_ops_layernorm_serial, ck_ops_rmsnorm_serial,
+                                      ck_ops_rope_serial, ck_ops_silu_mul_serial};
 
-#if CK_X86
-extern const ck_ops_kernels ck_ops_avx2, ck_ops_avx512;
-#endif
-
-const ck_ops_kernels *ck_ops_kernels_for(ck_isa level) {
-    if (!ck_isa_supported(level)) return NULL;
-    switch (level) {
-    case CK_ISA_SCALAR:
-        return &k_serial;
-#if CK_X86
-    case CK_ISA_AVX2:
-        return &ck_ops_avx2;
-    case CK_ISA_AVX512:
-        return &ck_ops_avx512;
-#else
-    default:
-        return NULL;
-#endif
-    }
-    return NULL;
-}
+CK_DEFINE_KERNELS_FOR(ops)

@@ -57,17 +57,17 @@ void ck_pq_scan4_serial(const uint8_t *restrict packed, size_t nblocks, size_t m
     }
 }
 
-size_t ck_pq4_padded_m(size_t M) {
+size_t ck_pq_padded_m4(size_t M) {
     return (M + 1) & ~(size_t)1;
 }
 
-size_t ck_pq4_packed_bytes(size_t n, size_t M) {
-    return (n + CK_PQ4_BLOCK - 1) / CK_PQ4_BLOCK * 16 * ck_pq4_padded_m(M);
+size_t ck_pq_packed_bytes4(size_t n, size_t M) {
+    return (n + CK_PQ4_BLOCK - 1) / CK_PQ4_BLOCK * 16 * ck_pq_padded_m4(M);
 }
 
-ck_status ck_pq4_pack(const uint8_t *restrict codes, size_t n, size_t M, uint8_t *restrict packed) {
-    size_t m_pad = ck_pq4_padded_m(M);
-    memset(packed, 0, ck_pq4_packed_bytes(n, M));
+ck_status ck_pq_pack4(const uint8_t *restrict codes, size_t n, size_t M, uint8_t *restrict packed) {
+    size_t m_pad = ck_pq_padded_m4(M);
+    memset(packed, 0, ck_pq_packed_bytes4(n, M));
     for (size_t i = 0; i < n; i++) {
         size_t b = i / CK_PQ4_BLOCK, v = i % CK_PQ4_BLOCK;
         uint8_t *blk = packed + b * 16 * m_pad;
@@ -81,10 +81,10 @@ ck_status ck_pq4_pack(const uint8_t *restrict codes, size_t n, size_t M, uint8_t
     return CK_OK;
 }
 
-ck_status ck_pq4_quantize_table(const float *restrict table, size_t M, uint8_t *restrict qtable, float *scale,
+ck_status ck_pq_quantize_table4(const float *restrict table, size_t M, uint8_t *restrict qtable, float *scale,
                                 float *bias) {
     if (M == 0 || M > 256) return CK_ERR_ARGUMENT;
-    size_t m_pad = ck_pq4_padded_m(M);
+    size_t m_pad = ck_pq_padded_m4(M);
     float maxrange = 0, b = 0, mins[256];
     for (size_t m = 0; m < M; m++) {
         float mn = table[m * 16], mx = mn;
@@ -116,31 +116,11 @@ ck_status ck_pq4_quantize_table(const float *restrict table, size_t M, uint8_t *
     return CK_OK;
 }
 
-static const ck_pq_kernels k_serial = {
+const ck_pq_kernels ck_pq_serial = {
     ck_pq_table_l2_serial,
     ck_pq_table_ip_serial,
     ck_pq_scan8_serial,
     ck_pq_scan4_serial,
 };
 
-#if CK_X86
-extern const ck_pq_kernels ck_pq_avx2, ck_pq_avx512;
-#endif
-
-const ck_pq_kernels *ck_pq_kernels_for(ck_isa level) {
-    if (!ck_isa_supported(level)) return NULL;
-    switch (level) {
-    case CK_ISA_SCALAR:
-        return &k_serial;
-#if CK_X86
-    case CK_ISA_AVX2:
-        return &ck_pq_avx2;
-    case CK_ISA_AVX512:
-        return &ck_pq_avx512;
-#else
-    default:
-        return NULL;
-#endif
-    }
-    return NULL;
-}
+CK_DEFINE_KERNELS_FOR(pq)

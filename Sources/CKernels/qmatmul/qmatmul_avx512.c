@@ -1,5 +1,6 @@
 #include "ck_qmatmul.h"
 #include "ck_internal.h"
+#include "ck_simd.h"
 #if CK_X86
 #define TGT                 CK_TARGET_AVX512
 #define SFX(name)           name##_avx512

@@ -1,8 +1,8 @@
 #include "ck_qmatmul.h"
 #include "ck_internal.h"
 
-size_t ck_rtype_row_bytes(ck_rtype t, size_t n) {
-    bool blocks = ck_rtype_is_quantized(t);
+size_t ck_qmatmul_row_bytes(ck_rtype t, size_t n) {
+    bool blocks = ck_qmatmul_is_quantized(t);
     if (blocks && n % CK_QK) return 0;
     switch (t) {
     case CK_RT_F32:
@@ -21,7 +21,7 @@ size_t ck_rtype_row_bytes(ck_rtype t, size_t n) {
     return 0;
 }
 
-bool ck_rtype_is_quantized(ck_rtype t) {
+bool ck_qmatmul_is_quantized(ck_rtype t) {
     return t >= CK_RT_Q8_0 && t <= CK_RT_Q2_1;
 }
 
@@ -99,7 +99,7 @@ static void quantize_q2_1(const float *x, size_t n, ck_block_q2_1 *y) {
     }
 }
 
-void ck_qm_quantize_serial(ck_rtype t, const float *restrict x, size_t n, void *restrict out) {
+void ck_qmatmul_quantize_serial(ck_rtype t, const float *restrict x, size_t n, void *restrict out) {
     switch (t) {
     case CK_RT_F32:
         memcpy(out, x, n * 4);
@@ -122,7 +122,7 @@ void ck_qm_quantize_serial(ck_rtype t, const float *restrict x, size_t n, void *
     }
 }
 
-void ck_qm_dequantize_serial(ck_rtype t, const void *restrict in, size_t n, float *restrict y) {
+void ck_qmatmul_dequantize_serial(ck_rtype t, const void *restrict in, size_t n, float *restrict y) {
     switch (t) {
     case CK_RT_F32:
         memcpy(y, in, n * 4);
@@ -171,7 +171,7 @@ void ck_qm_dequantize_serial(ck_rtype t, const void *restrict in, size_t n, floa
     }
 }
 
-void ck_qm_quantize_q8a_serial(const float *restrict x, size_t n, ck_block_q8a *restrict y) {
+void ck_qmatmul_quantize_q8a_serial(const float *restrict x, size_t n, ck_block_q8a *restrict y) {
     for (size_t b = 0; b < n / CK_QK; b++, x += CK_QK) {
         float amax = 0;
         for (int j = 0; j < CK_QK; j++) amax = fmaxf(amax, fabsf(x[j]));
@@ -197,19 +197,19 @@ static inline void deq_block(ck_rtype t, const uint8_t *row, size_t b, float *ou
         memcpy(out, (const float *)row + b * CK_QK, CK_QK * 4);
         break;
     case CK_RT_F16:
-        ck_qm_dequantize_serial(t, (const uint16_t *)row + b * CK_QK, CK_QK, out);
+        ck_qmatmul_dequantize_serial(t, (const uint16_t *)row + b * CK_QK, CK_QK, out);
         break;
     case CK_RT_Q8_0:
-        ck_qm_dequantize_serial(t, (const ck_block_q8_0 *)row + b, CK_QK, out);
+        ck_qmatmul_dequantize_serial(t, (const ck_block_q8_0 *)row + b, CK_QK, out);
         break;
     case CK_RT_Q4_0:
-        ck_qm_dequantize_serial(t, (const ck_block_q4_0 *)row + b, CK_QK, out);
+        ck_qmatmul_dequantize_serial(t, (const ck_block_q4_0 *)row + b, CK_QK, out);
         break;
     case CK_RT_Q4_1:
-        ck_qm_dequantize_serial(t, (const ck_block_q4_1 *)row + b, CK_QK, out);
+        ck_qmatmul_dequantize_serial(t, (const ck_block_q4_1 *)row + b, CK_QK, out);
         break;
     case CK_RT_Q2_1:
-        ck_qm_dequantize_serial(t, (const ck_block_q2_1 *)row + b, CK_QK, out);
+        ck_qmatmul_dequantize_serial(t, (const ck_block_q2_1 *)row + b, CK_QK, out);
         break;
     }
 }
@@ -222,8 +222,8 @@ static inline void deq_any(ck_rtype t, const uint8_t *row, size_t i, size_t len,
         for (size_t j = 0; j < len; j++) out[j] = ck_fp16_to_fp32(((const uint16_t *)row)[i + j]);
 }
 
-void ck_qm_dot_rows_f32_serial(ck_rtype t, const void *restrict w, size_t rows, size_t n, size_t stride,
-                               const float *restrict x, size_t nq, float *restrict y, size_t ldy) {
+void ck_qmatmul_dot_rows_f32_serial(ck_rtype t, const void *restrict w, size_t rows, size_t n, size_t stride,
+                                    const float *restrict x, size_t nq, float *restrict y, size_t ldy) {
     float buf[CK_QK];
     for (size_t r = 0; r < rows; r++) {
         const uint8_t *row = (const uint8_t *)w + r * stride;
@@ -232,7 +232,7 @@ void ck_qm_dot_rows_f32_serial(ck_rtype t, const void *restrict w, size_t rows, 
             float s = 0;
             for (size_t i = 0; i < n; i += CK_QK) {
                 size_t len = ck_min_sz(CK_QK, n - i);
-                if (ck_rtype_is_quantized(t))
+                if (ck_qmatmul_is_quantized(t))
                     deq_block(t, row, i / CK_QK, buf);
                 else
                     deq_any(t, row, i, len, buf);
@@ -249,8 +249,8 @@ static inline int32_t idot(const int8_t *a, const uint8_t *u, int offset) {
     return s;
 }
 
-void ck_qm_dot_rows_q8a_serial(ck_rtype t, const void *restrict w, size_t rows, size_t n, size_t stride,
-                               const ck_block_q8a *restrict a, size_t nq, float *restrict y, size_t ldy) {
+void ck_qmatmul_dot_rows_q8a_serial(ck_rtype t, const void *restrict w, size_t rows, size_t n, size_t stride,
+                                    const ck_block_q8a *restrict a, size_t nq, float *restrict y, size_t ldy) {
     size_t nb = n / CK_QK;
     uint8_t codes[CK_QK];
     for (size_t r = 0; r < rows; r++) {
@@ -303,14 +303,14 @@ void ck_qm_dot_rows_q8a_serial(ck_rtype t, const void *restrict w, size_t rows, 
     }
 }
 
-void ck_qm_wsum_rows_serial(ck_rtype t, const void *restrict w, size_t rows, size_t n, size_t stride,
-                            const float *restrict p, size_t ldp, size_t nq, float *restrict out) {
+void ck_qmatmul_wsum_rows_serial(ck_rtype t, const void *restrict w, size_t rows, size_t n, size_t stride,
+                                 const float *restrict p, size_t ldp, size_t nq, float *restrict out) {
     float buf[CK_QK];
     for (size_t r = 0; r < rows; r++) {
         const uint8_t *row = (const uint8_t *)w + r * stride;
         for (size_t i = 0; i < n; i += CK_QK) {
             size_t len = ck_min_sz(CK_QK, n - i);
-            if (ck_rtype_is_quantized(t))
+            if (ck_qmatmul_is_quantized(t))
                 deq_block(t, row, i / CK_QK, buf);
             else
                 deq_any(t, row, i, len, buf);
@@ -323,28 +323,8 @@ void ck_qm_wsum_rows_serial(ck_rtype t, const void *restrict w, size_t rows, siz
 }
 
 const ck_qmatmul_kernels ck_qmatmul_serial = {
-    ck_qm_quantize_serial,     ck_qm_dequantize_serial,   ck_qm_quantize_q8a_serial,
-    ck_qm_dot_rows_f32_serial, ck_qm_dot_rows_q8a_serial, ck_qm_wsum_rows_serial,
+    ck_qmatmul_quantize_serial,     ck_qmatmul_dequantize_serial,   ck_qmatmul_quantize_q8a_serial,
+    ck_qmatmul_dot_rows_f32_serial, ck_qmatmul_dot_rows_q8a_serial, ck_qmatmul_wsum_rows_serial,
 };
 
-#if CK_X86
-extern const ck_qmatmul_kernels ck_qmatmul_avx2, ck_qmatmul_avx512;
-#endif
-
-const ck_qmatmul_kernels *ck_qmatmul_kernels_for(ck_isa level) {
-    if (!ck_isa_supported(level)) return NULL;
-    switch (level) {
-    case CK_ISA_SCALAR:
-        return &ck_qmatmul_serial;
-#if CK_X86
-    case CK_ISA_AVX2:
-        return &ck_qmatmul_avx2;
-    case CK_ISA_AVX512:
-        return &ck_qmatmul_avx512;
-#else
-    default:
-        return NULL;
-#endif
-    }
-    return NULL;
-}
+CK_DEFINE_KERNELS_FOR(qmatmul)

@@ -34,7 +34,7 @@ CK_TARGET_AVX2 static float read_avx2(const float *x, size_t n) {
 }
 #endif
 
-float ck_stream_read_f32(const float *x, size_t n) {
+float ck_membw_stream_read_f32(const float *x, size_t n) {
 #if CK_X86
     if (ck_isa_supported(CK_ISA_AVX512)) return read_avx512(x, n);
     if (ck_isa_supported(CK_ISA_AVX2)) return read_avx2(x, n);

@@ -1,5 +1,6 @@
 #include "ck_vec.h"
 #include "ck_internal.h"
+#include "ck_simd.h"
 #include <string.h>
 #if CK_X86
 #define TGT       __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c,sse4.2")))

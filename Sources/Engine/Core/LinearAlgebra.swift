@@ -14,7 +14,7 @@ public enum LinearAlgebra {
         let st = q.withUnsafeMutableBufferPointer { qp in
             r.withUnsafeMutableBufferPointer { rp in
                 tau.withUnsafeMutableBufferPointer { tp in
-                    ck_qr_f64(m, n, qp.baseAddress, n, rp.baseAddress, tp.baseAddress)
+                    ck_blas_qr_f64(m, n, qp.baseAddress, n, rp.baseAddress, tp.baseAddress)
                 }
             }
         }
@@ -48,7 +48,7 @@ public enum LinearAlgebra {
             u.withUnsafeMutableBufferPointer { up in
                 s.withUnsafeMutableBufferPointer { sp in
                     vt.withUnsafeMutableBufferPointer { vp in
-                        ck_svd(m, n, wp.baseAddress, n, sp.baseAddress, up.baseAddress, vp.baseAddress)
+                        ck_blas_svd(m, n, wp.baseAddress, n, sp.baseAddress, up.baseAddress, vp.baseAddress)
                     }
                 }
             }
@@ -66,7 +66,7 @@ public enum LinearAlgebra {
         a.withUnsafeBufferPointer { ap in
             b.withUnsafeBufferPointer { bp in
                 c.withUnsafeMutableBufferPointer { cp in
-                    ck_sgemm(false, false, m, n, k, 1, ap.baseAddress, k, bp.baseAddress, n, 0, cp.baseAddress, n)
+                    ck_blas_sgemm(false, false, m, n, k, 1, ap.baseAddress, k, bp.baseAddress, n, 0, cp.baseAddress, n)
                 }
             }
         }

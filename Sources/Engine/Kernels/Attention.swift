@@ -13,28 +13,28 @@ public enum ScoreFunction: Sendable, Equatable {
     /// iteration error; runs on the serial reference kernel.
     case powerPolynomial(p: Int = 4, eps: Float = 1e-6, bound: Float, iterations: Int = 24)
 
-    func params(scale: Float) throws -> ck_attn_params {
+    func params(scale: Float) throws -> ck_attention_params {
         switch self {
         case .softmax:
-            return ck_attn_params(score: CK_SCORE_SOFTMAX, scale: scale, power: 0, eps: 0, delta: 0)
+            return ck_attention_params(score: CK_SCORE_SOFTMAX, scale: scale, power: 0, eps: 0, delta: 0)
         case .power(let p, let eps, let delta):
             try require(p >= 2 && p % 2 == 0, "Power-Softmax exponent must be even and >= 2, got \(p)")
             try require(eps >= 0 && eps.isFinite, "Power-Softmax eps must be finite and >= 0, got \(eps)")
             try require(delta > 0 && delta.isFinite, "Power-Softmax delta must be finite and > 0, got \(delta)")
-            return ck_attn_params(score: CK_SCORE_POWER, scale: scale, power: Int32(p), eps: eps, delta: delta)
+            return ck_attention_params(score: CK_SCORE_POWER, scale: scale, power: Int32(p), eps: eps, delta: delta)
         case .powerPolynomial:
             throw EngineError.invalidArgument(
                 "polynomial Power-Softmax runs through attentionPolynomial, not the fast kernels")
         }
     }
 
-    func polyParams(scale: Float) throws -> ck_attn_poly_params? {
+    func polyParams(scale: Float) throws -> ck_attention_poly_params? {
         guard case .powerPolynomial(let p, let eps, let bound, let it) = self else { return nil }
         try require(p >= 2 && p % 2 == 0, "Power-Softmax exponent must be even and >= 2, got \(p)")
         try require(eps >= 0 && eps.isFinite, "Power-Softmax eps must be finite and >= 0, got \(eps)")
         try require(bound > 0 && bound.isFinite, "the score bound must be finite and > 0, got \(bound)")
         try require(it >= 1 && it <= 64, "Goldschmidt iterations must be in 1...64, got \(it)")
-        return ck_attn_poly_params(scale: scale, power: Int32(p), eps: eps, bound: bound, iterations: Int32(it))
+        return ck_attention_poly_params(scale: scale, power: Int32(p), eps: eps, bound: bound, iterations: Int32(it))
     }
 }
 
@@ -121,7 +121,7 @@ extension Kernels {
         let units = kvh * chunks
         let ranges = Threads.ranges(T, parts: chunks)
         let maxChunk = ranges.map(\.count).max()!
-        let scratchBytes = ck_attn_decode_scratch_bytes(maxChunk, g, d)
+        let scratchBytes = ck_attention_decode_scratch_bytes(maxChunk, g, d)
         var po = [Float](repeating: 0, count: units * g * d)
         var pm = [Float](repeating: 0, count: units * g)
         var pl = pm
@@ -139,7 +139,7 @@ extension Kernels {
                             let head = u / chunks
                             let r = ranges[u % chunks]
                             withUnsafeTemporaryAllocation(byteCount: scratchBytes, alignment: 64) { scratch in
-                                stp[u] = ck_attn_decode_partial(
+                                stp[u] = ck_attention_decode_partial(
                                     table, &p, qb + head * g * d, g, d,
                                     keyType.c, kbase + (head * cap + r.lowerBound) * kb, kb,
                                     valueType.c, vbase + (head * cap + r.lowerBound) * vbytes, vbytes,
@@ -152,7 +152,7 @@ extension Kernels {
                     // Gather each head's chunks (stored head-major, chunk-minor) and merge.
                     for head in 0..<kvh {
                         let base = head * chunks
-                        ck_attn_merge(
+                        ck_attention_merge(
                             &p, g, d, chunks, po.baseAddress! + base * g * d, pm.baseAddress! + base * g,
                             pl.baseAddress! + base * g, out.baseAddress! + head * g * d)
                     }
@@ -194,7 +194,7 @@ extension Kernels {
     /// Runs prefill over (KV head, row block) units. Unit u takes every units-th pair:
     /// interleaving balances the causal triangle, and each unit needs only its own scratch.
     private func prefillUnits(
-        _ p: inout ck_attn_params, shape: AttentionShape, q: UnsafeBufferPointer<Float>, T: Int, start: Int,
+        _ p: inout ck_attention_params, shape: AttentionShape, q: UnsafeBufferPointer<Float>, T: Int, start: Int,
         keys: UnsafePointer<Float>, values: UnsafePointer<Float>, headOffset: Int, rowStride: Int,
         out: UnsafeMutableBufferPointer<Float>
     ) throws {
@@ -202,7 +202,7 @@ extension Kernels {
         let table = attentionTable
         let nblocks = (T + Int(CK_ATTN_BQ) - 1) / Int(CK_ATTN_BQ)
         let units = min(threads, nblocks * kvh)
-        let scratchBytes = ck_attn_prefill_scratch_bytes(g, d)
+        let scratchBytes = ck_attention_prefill_scratch_bytes(g, d)
         var status = [ck_status](repeating: CK_OK, count: units) // one slot per unit: no shared writes
         let qb = q.baseAddress!
         let ob = out.baseAddress!
@@ -217,7 +217,7 @@ extension Kernels {
                         let blk = item / kvh
                         let r0 = blk * Int(CK_ATTN_BQ)
                         let r1 = min(T, r0 + Int(CK_ATTN_BQ))
-                        let st = ck_attn_prefill(
+                        let st = ck_attention_prefill(
                             table, &pp, qb + head * g * d, h * d, T, r0, r1, g, d, start,
                             keys + head * headOffset, rowStride, values + head * headOffset, rowStride,
                             ob + head * g * d, h * d, scratch.baseAddress!)
@@ -259,7 +259,7 @@ extension Kernels {
             for head in 0..<h {
                 let kv = head / g
                 let base = (i * h + head) * d
-                let st = ck_attn_power_poly_row(
+                let st = ck_attention_power_poly_row(
                     &p, q.baseAddress! + base, d, keys.baseAddress! + kv * capacity * d, d,
                     values.baseAddress! + kv * capacity * d, d, start + i + 1, &scratch, out.baseAddress! + base)
                 try EngineError.check(st, "polynomial Power-Softmax attention")

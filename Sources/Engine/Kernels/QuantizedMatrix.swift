@@ -16,7 +16,7 @@ public enum RowType: Int, CaseIterable, Sendable, CustomStringConvertible {
     public func rowBytes(_ n: Int) throws -> Int {
         try require(n > 0, "row length must be positive, got \(n)")
         try require(!isQuantized || n % 32 == 0, "\(self) rows need a multiple of 32 values, got \(n)")
-        return ck_rtype_row_bytes(c, n)
+        return ck_qmatmul_row_bytes(c, n)
     }
 }
 
@@ -235,7 +235,7 @@ extension Kernels {
         w.withUnsafeBytes { wb in
             let base = wb.baseAddress!
             if w.type == .f32 && tokens > 1 && useBLAS {
-                ck_sgemm(
+                ck_blas_sgemm(
                     false, true, tokens, rows, cols, 1, x.baseAddress, cols,
                     base.assumingMemoryBound(to: Float.self), cols, 0, y.baseAddress, rows)
                 return

@@ -200,7 +200,7 @@ public final class BertModel: @unchecked Sendable {
                     q.withUnsafeBufferPointer { qp in
                         kk.withUnsafeBufferPointer { kp in
                             scores.withUnsafeMutableBufferPointer { sp in
-                                ck_sgemm(
+                                ck_blas_sgemm(
                                     false, true, n, n, hd, scale, qp.baseAddress! + base + head * hd, d,
                                     kp.baseAddress! + base + head * hd, d, 0, sp.baseAddress, n)
                             }
@@ -221,7 +221,7 @@ public final class BertModel: @unchecked Sendable {
                     scores.withUnsafeBufferPointer { sp in
                         v.withUnsafeBufferPointer { vp in
                             ctx.withUnsafeMutableBufferPointer { cp in
-                                ck_sgemm(
+                                ck_blas_sgemm(
                                     false, false, n, hd, n, 1, sp.baseAddress, n, vp.baseAddress! + base + head * hd, d,
                                     0, cp.baseAddress! + base + head * hd, d)
                             }

@@ -155,7 +155,7 @@ public final class GGUFFile: @unchecked Sendable {
                 throw EngineError.invalidFile(
                     "\(file.path): tensor \(name) of type \(type) has row length \(dims[0]), not a multiple of 32")
             }
-            let bytes = ck_rtype_row_bytes(type.rowType.c, dims[0]) * (n / dims[0])
+            let bytes = ck_qmatmul_row_bytes(type.rowType.c, dims[0]) * (n / dims[0])
             let start = dataStart + off
             guard off % alignment == 0 else {
                 throw EngineError.invalidFile(

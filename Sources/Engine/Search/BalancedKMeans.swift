@@ -34,7 +34,7 @@ enum BalancedKMeans {
             let mm = min(chunk, m - r0)
             cent.withUnsafeBufferPointer { cp in
                 dist.withUnsafeMutableBufferPointer { dp in
-                    ck_sgemm(
+                    ck_blas_sgemm(
                         false, true, mm, k, dim, -2, rows + r0 * dim, dim, cp.baseAddress, dim, 0, dp.baseAddress, k)
                 }
             }

@@ -50,7 +50,7 @@ public enum BruteForce {
                     q.withUnsafeBufferPointer { qp in
                         b.withUnsafeBufferPointer { bp in
                             dots.withUnsafeMutableBufferPointer { dp in
-                                ck_sgemm(
+                                ck_blas_sgemm(
                                     false, true, rows, cols, dim, 1, qp.baseAddress! + q0 * dim, dim,
                                     bp.baseAddress! + n0 * dim, dim, 0, dp.baseAddress, cols)
                             }

@@ -119,7 +119,7 @@ public enum KMeans {
                     var r0 = 0
                     while r0 < n {
                         let rows = min(assignChunk, n - r0)
-                        ck_sgemm(
+                        ck_blas_sgemm(
                             false, true, rows, k, dim, -2, data.baseAddress! + r0 * dim, dim,
                             centroids.baseAddress!, dim, 0, bp.baseAddress!, k)
                         for i in 0..<rows {

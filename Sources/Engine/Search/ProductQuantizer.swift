@@ -139,16 +139,16 @@ public struct PackedPQ4Codes: Sendable {
     public let subquantizers: Int
     public let bytes: [UInt8]
     public var blocks: Int { (count + 31) / 32 }
-    public var paddedSubquantizers: Int { ck_pq4_padded_m(subquantizers) }
+    public var paddedSubquantizers: Int { ck_pq_padded_m4(subquantizers) }
 
     /// Packs n x M codes (values < 16).
     public init(codes: [UInt8], subquantizers m: Int) throws {
         try require(m > 0 && m <= 256, "sub-quantizer count must be in 1...256, got \(m)")
         try require(codes.count % m == 0, "code count \(codes.count) is not a multiple of M = \(m)")
         let n = codes.count / m
-        var out = [UInt8](repeating: 0, count: ck_pq4_packed_bytes(n, m))
+        var out = [UInt8](repeating: 0, count: ck_pq_packed_bytes4(n, m))
         let st = codes.withUnsafeBufferPointer { c in
-            out.withUnsafeMutableBufferPointer { ck_pq4_pack(c.baseAddress, n, m, $0.baseAddress) }
+            out.withUnsafeMutableBufferPointer { ck_pq_pack4(c.baseAddress, n, m, $0.baseAddress) }
         }
         try EngineError.check(st, "4-bit PQ codes must be < 16")
         count = n
@@ -171,11 +171,11 @@ public struct QuantizedPQ4Table: Sendable {
     public init(table: UnsafeBufferPointer<Float>, subquantizers m: Int) throws {
         try require(m > 0 && m <= 256, "sub-quantizer count must be in 1...256, got \(m)")
         try require(table.count == m * 16, "a 4-bit table is M x 16 = \(m * 16) values, got \(table.count)")
-        var q = [UInt8](repeating: 0, count: ck_pq4_padded_m(m) * 16)
+        var q = [UInt8](repeating: 0, count: ck_pq_padded_m4(m) * 16)
         var s: Float = 0
         var b: Float = 0
         let st = q.withUnsafeMutableBufferPointer {
-            ck_pq4_quantize_table(table.baseAddress, m, $0.baseAddress, &s, &b)
+            ck_pq_quantize_table4(table.baseAddress, m, $0.baseAddress, &s, &b)
         }
         try EngineError.check(st, "distance table has a non-finite entry")
         entries = q

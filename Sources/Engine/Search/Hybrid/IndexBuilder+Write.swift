@@ -168,7 +168,7 @@ extension IndexBuilder {
                 if o.payload == .pq4 {
                     // codes are < 16 by construction; packed in place after the ids and rows
                     _ = entryCodes.withUnsafeBufferPointer {
-                        ck_pq4_pack(
+                        ck_pq_pack4(
                             $0.baseAddress! + lstart[h] * m, k, m,
                             (r.baseAddress! + codesAt).assumingMemoryBound(to: UInt8.self))
                     }

@@ -109,7 +109,7 @@ struct PQ4Scanner: ListScanner {
         self.heads = heads
         self.kernels = kernels
         table = [Float](repeating: 0, count: pq.subquantizers * 16)
-        qtable = [UInt8](repeating: 0, count: ck_pq4_padded_m(pq.subquantizers) * 16)
+        qtable = [UInt8](repeating: 0, count: ck_pq_padded_m4(pq.subquantizers) * 16)
         resid = [Float](repeating: 0, count: query.count)
         if metric != .l2 { try makeTable(query) }
     }
@@ -126,7 +126,7 @@ struct PQ4Scanner: ListScanner {
         let m = pq.subquantizers
         // entries are finite (the query is checked), m <= 256 (checked at open): cannot fail
         _ = table.withUnsafeBufferPointer { t in
-            qtable.withUnsafeMutableBufferPointer { ck_pq4_quantize_table(t.baseAddress, m, $0.baseAddress, &s, &b) }
+            qtable.withUnsafeMutableBufferPointer { ck_pq_quantize_table4(t.baseAddress, m, $0.baseAddress, &s, &b) }
         }
         scale = s
         bias = b
@@ -143,7 +143,7 @@ struct PQ4Scanner: ListScanner {
         }
         let blocks = (n + 31) / 32
         if sums.count < blocks * 32 { sums = [UInt16](repeating: 0, count: blocks * 32) }
-        let mp = ck_pq4_padded_m(pq.subquantizers)
+        let mp = ck_pq_padded_m4(pq.subquantizers)
         qtable.withUnsafeBufferPointer { tp in
             sums.withUnsafeMutableBufferPointer { sp in
                 kernels.pqTable.pointee.scan4!(

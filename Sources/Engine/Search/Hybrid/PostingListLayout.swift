@@ -26,7 +26,7 @@ struct PostingListLayout: Sendable {
         case .f32: return n * (8 + 4 * dim)
         case .f16: return n * (8 + 2 * dim)
         case .pq8: return n * (12 + codeWidth)
-        case .pq4: return 12 * n + (n == 0 ? 0 : ck_pq4_packed_bytes(n, codeWidth))
+        case .pq4: return 12 * n + (n == 0 ? 0 : ck_pq_packed_bytes4(n, codeWidth))
         case .binary: return n * (16 + codeWidth / 8)
         }
     }

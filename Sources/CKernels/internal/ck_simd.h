@@ -1,8 +1,17 @@
-/* Vectorised transcendental functions shared by the SIMD kernel bodies (internal). */
-#ifndef CK_SIMD_MATH_H
-#define CK_SIMD_MATH_H
+/* SIMD helpers shared by the kernel bodies (internal): horizontal sums, vectorised exp. */
+#ifndef CK_SIMD_H
+#define CK_SIMD_H
 #include "ck_internal.h"
 #if CK_X86
+
+/* Sum of the 8 lanes: (0+4, 1+5, 2+6, 3+7), then pairs, then the last two. Every family uses
+ * this one order, so sums do not change with the kernel that computes them. */
+CK_TARGET_AVX2 static inline float ck_hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
 
 /* exp(x), Cephes-style: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial, scale by 2^n.
  * Inputs below -87.3 (and -inf) give 0, as expf underflows there. Max error < 2 ulp. */
