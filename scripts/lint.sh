@@ -10,6 +10,11 @@ if ! command -v clang-format >/dev/null; then
 fi
 swift format lint --strict -r Sources Tests Benchmarks/Benchmarks
 git ls-files 'Sources/CKernels/*.c' 'Sources/CKernels/*.h' 'Sources/CKernels/*.inc' | xargs clang-format --dry-run --Werror
-long=$(git ls-files '*.swift' '*.c' '*.h' '*.inc' | xargs awk 'length > 120 { print FILENAME ":" FNR ": " length " columns" }')
+long=$(git ls-files '*.swift' '*.c' '*.h' '*.inc' | python3 -c '
+import sys
+for path in sys.stdin.read().split():
+    for n, line in enumerate(open(path, encoding="utf-8"), 1):
+        if len(line.rstrip("\n")) > 120: print(f"{path}:{n}: {len(line.rstrip())} columns")
+')
 if [ -n "$long" ]; then echo "$long"; echo "lint: lines over 120 columns"; exit 1; fi
 echo "lint: clean"

@@ -6,7 +6,10 @@ import Foundation
 struct Attack: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract:
-            "Run the leakage attacks of docs/threat-model.md on the real models with a fresh key; prints Markdown tables."
+            """
+            Run the leakage attacks of docs/threat-model.md on the real models with a fresh key; prints \
+            Markdown tables.
+            """
     )
     @Option(help: "Residual layer whose states serve as known plaintext pairs.") var layer = 10
     @Option(help: "Seed for the corpus split.") var seed: UInt64 = 1
@@ -27,7 +30,10 @@ struct Attack: ParsableCommand {
         let reference = glosses[..<half].flatMap { tok.encode($0) }
         let observedPlain = glosses[half...].flatMap { tok.encode($0) }
         print(
-            "## (a) Token-frequency analysis (SmolLM2 tokenizer, WordNet glosses; reference corpus \(reference.count) tokens)\n"
+            """
+            ## (a) Token-frequency analysis (SmolLM2 tokenizer, WordNet glosses; reference corpus \
+            \(reference.count) tokens)\n
+            """
         )
         print("| observed tokens | tokens decrypted | distinct ids decrypted |")
         print("|---|---|---|")
@@ -73,7 +79,10 @@ struct Attack: ParsableCommand {
                 plain: be, encrypted: m, rows: bert.config.vocabSize, dim: bert.config.hiddenSize,
                 permutation: bkey.vocabularyPermutation)
             print(
-                "| MiniLM \(mode) | \(bert.config.vocabSize) | \(fixed(r.norms, 4)) | \(fixed(r.full, 4)) | \(fixed(t0.seconds, 1)) |"
+                """
+                | MiniLM \(mode) | \(bert.config.vocabSize) | \(fixed(r.norms, 4)) | \(fixed(r.full, 4)) | \
+                \(fixed(t0.seconds, 1)) |
+                """
             )
         }
 
@@ -96,7 +105,10 @@ struct Attack: ParsableCommand {
         }
         let q = try key.residualRotation()
         print(
-            "\n## (c) Known-plaintext recovery of Q (SmolLM2 residual states after layer \(layer), d = \(d); 200 held-out states)\n"
+            """
+            \n## (c) Known-plaintext recovery of Q (SmolLM2 residual states after layer \(layer), d = \(d); 200 \
+            held-out states)\n
+            """
         )
         print("| pairs n | n / d | \\|Q^ - Q\\|_F / \\|Q\\|_F | median relative error decrypting held-out states |")
         print("|---|---|---|---|")
@@ -104,7 +116,10 @@ struct Attack: ParsableCommand {
             let r = try LeakageAttacks.knownPlaintext(
                 plain: xs, encrypted: ys, rows: n, heldOut: 200, dim: d, rotation: q)
             print(
-                "| \(n) | \(fixed(Double(n) / Double(d), 2)) | \(String(format: "%.3g", r.matrixError)) | \(String(format: "%.3g", r.decryptError)) |"
+                """
+                | \(n) | \(fixed(Double(n) / Double(d), 2)) | \(String(format: "%.3g", r.matrixError)) | \
+                \(String(format: "%.3g", r.decryptError)) |
+                """
             )
         }
 
@@ -122,7 +137,10 @@ struct Attack: ParsableCommand {
         }
         print("\n## (d) Ciphertext-only recovery of Q from covariances (no known pairs; held-out pairs only score)\n")
         print(
-            "| states per side | \\|Q^ - Q\\|_F / \\|Q\\|_F | median relative error, held-out states | same, on the 8 leading directions |"
+            """
+            | states per side | \\|Q^ - Q\\|_F / \\|Q\\|_F | median relative error, held-out states | same, on \
+            the 8 leading directions |
+            """
         )
         print("|---|---|---|---|")
         let held = 200
@@ -133,7 +151,10 @@ struct Attack: ParsableCommand {
                 testEncrypted: Array(ys[((1800 - held) * d)..<(1800 * d)]),
                 dim: d, rotation: q)
             print(
-                "| \(n) | \(String(format: "%.3g", r.matrixError)) | \(String(format: "%.3g", r.decryptError)) | \(String(format: "%.3g", r.topError)) |"
+                """
+                | \(n) | \(String(format: "%.3g", r.matrixError)) | \(String(format: "%.3g", r.decryptError)) | \
+                \(String(format: "%.3g", r.topError)) |
+                """
             )
         }
     }

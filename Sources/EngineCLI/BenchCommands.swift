@@ -13,7 +13,10 @@ struct BenchKernels: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kernels",
         abstract:
-            "Kernel throughput against this machine's stream-read bandwidth and sgemm peak, measured in the same run; prints a Markdown table."
+            """
+            Kernel throughput against this machine's stream-read bandwidth and sgemm peak, measured in the same \
+            run; prints a Markdown table.
+            """
     )
     @Flag(help: "Smaller buffers and fewer repetitions (a smoke run, not for quoting).") var quick = false
 
@@ -29,7 +32,10 @@ struct BenchModels: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "models",
         abstract:
-            "SmolLM2 prefill/decode tokens/s and MiniLM sentences/s (medians); prints JSON lines for scripts/bench_models.py."
+            """
+            SmolLM2 prefill/decode tokens/s and MiniLM sentences/s (medians); prints JSON lines for \
+            scripts/bench_models.py.
+            """
     )
     @Option(help: "Threads to measure (comma-separated).") var threads = "1,2"
     @Option(help: "Prompt tokens for prefill.") var promptTokens = 128
@@ -94,7 +100,10 @@ struct BenchANN: ParsableCommand {
     @Option(help: "Queries to run (0: all).") var limit = 0
     @Option(
         help:
-            "Posting-list reads: mapped (mmap + madvise, default), pread (one read per list), or uring (one io_uring batch per query; pread where unavailable)."
+            """
+            Posting-list reads: mapped (mmap + madvise, default), pread (one read per list), or uring (one \
+            io_uring batch per query; pread where unavailable).
+            """
     ) var io: IndexIO = .mapped
     @Option(help: "PQ indexes: candidates re-ranked with full vectors.") var rerank = 100
     @Option(name: .customLong("coarse-probe"), help: "Coarse clusters whose heads are ranked (0: max(4, nprobe/4)).")
@@ -102,7 +111,10 @@ struct BenchANN: ParsableCommand {
     @Flag(
         name: .customLong("no-warmup"),
         help:
-            "Skip the untimed pass over the queries at the largest nprobe (which verifies list checksums once and warms the page cache, as a running server would be)."
+            """
+            Skip the untimed pass over the queries at the largest nprobe (which verifies list checksums once \
+            and warms the page cache, as a running server would be).
+            """
     ) var noWarmup = false
 
     func run() throws {

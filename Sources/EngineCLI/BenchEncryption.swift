@@ -6,7 +6,10 @@ struct BenchEncryption: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "encryption",
         abstract:
-            "Server-side latency of encrypted vs plain models at the same weight format, alternating in one run (medians); key and encryption cost."
+            """
+            Server-side latency of encrypted vs plain models at the same weight format, alternating in one run \
+            (medians); key and encryption cost.
+            """
     )
     @Option(help: "Threads.") var threads = 1
     @Option(help: "Prompt tokens for prefill.") var promptTokens = 128
@@ -78,7 +81,10 @@ struct BenchEncryption: ParsableCommand {
                 pd.append(a.1)
             }
             rows.append(
-                "| SmolLM2 \(name) | prefill \(promptTokens) tokens | \(fixed(median(pp) * 1e3, 1)) ms | \(fixed(median(rp), 3)) |"
+                """
+                | SmolLM2 \(name) | prefill \(promptTokens) tokens | \(fixed(median(pp) * 1e3, 1)) ms | \
+                \(fixed(median(rp), 3)) |
+                """
             )
             rows.append(
                 "| SmolLM2 \(name) | decode (per token) | \(fixed(median(pd) * 1e3, 2)) ms | \(fixed(median(rd), 3)) |"
@@ -114,7 +120,11 @@ struct BenchEncryption: ParsableCommand {
                 client.append(cl)
             }
             rows.append(
-                "| SmolLM2 \(name == "f32" ? "f32" : "q8_0, int8 activations") split | decode: server part / plain decode | client \(fixed(median(client) * 1e3, 2)) ms per token | \(fixed(median(ratio), 3)) |"
+                """
+                | SmolLM2 \(name == "f32" ? "f32" : "q8_0, int8 activations") split | decode: server part / \
+                plain decode | client \(fixed(median(client) * 1e3, 2)) ms per token | \
+                \(fixed(median(ratio), 3)) |
+                """
             )
         }
 
@@ -162,14 +172,23 @@ struct BenchEncryption: ParsableCommand {
                 p32.append(c)
             }
             rows.append(
-                "| MiniLM \(mode) | batch 1 (per sentence) | \(fixed(median(p1) * 1e3, 2)) ms | \(fixed(median(r1), 3)) |"
+                """
+                | MiniLM \(mode) | batch 1 (per sentence) | \(fixed(median(p1) * 1e3, 2)) ms | \
+                \(fixed(median(r1), 3)) |
+                """
             )
             rows.append(
-                "| MiniLM \(mode) | batch 32 (per sentence) | \(fixed(median(p32) * 1e3, 2)) ms | \(fixed(median(r32), 3)) |"
+                """
+                | MiniLM \(mode) | batch 32 (per sentence) | \(fixed(median(p32) * 1e3, 2)) ms | \
+                \(fixed(median(r32), 3)) |
+                """
             )
         }
         print(
-            "Encrypted / plain server latency, same weight format, \(threads) thread(s), median of \(rounds) alternating rounds"
+            """
+            Encrypted / plain server latency, same weight format, \(threads) thread(s), median of \(rounds) \
+            alternating rounds
+            """
         )
         print("(SmolLM2 key derivation: \(fixed(keySecs, 3)) s)\n")
         print("| model, weights | work | plain latency | encrypted / plain |")

@@ -13,7 +13,10 @@ struct Embed: ParsableCommand {
     @Option(help: "Threads (default: ENGINE_THREADS or all cores).") var threads: Int?
     @Option(
         help:
-            "Key file: --model is an encrypted model directory; the plain tokenizer comes from --tokenizer-model; vectors are decrypted."
+            """
+            Key file: --model is an encrypted model directory; the plain tokenizer comes from \
+            --tokenizer-model; vectors are decrypted.
+            """
     ) var key: String?
     @Option(
         name: .customLong("tokenizer-model"),
@@ -29,7 +32,10 @@ struct Embed: ParsableCommand {
             let tok = try WordPieceTokenizer(directory: tokenizerModel ?? DefaultModels.miniLM)
             let s = try EncryptedEncoderSession(tokenizer: tok, server: m, key: k)
             note(
-                "encrypted model (\(s.mode)): the server sees permuted ids and returns encrypted vectors; client decrypts"
+                """
+                encrypted model (\(s.mode)): the server sees permuted ids and returns encrypted vectors; client \
+                decrypts
+                """
             )
             session = s
         }

@@ -51,7 +51,10 @@ struct EncryptModel: ParsableCommand {
     var type: MatrixTypeOption = .f32
     @Flag(
         help:
-            "GGUF models: split encryption; the server file has no embedding table or head, which go to --client-output."
+            """
+            GGUF models: split encryption; the server file has no embedding table or head, which go to \
+            --client-output.
+            """
     ) var split = false
     @Option(
         name: .customLong("client-output"),
@@ -59,7 +62,10 @@ struct EncryptModel: ParsableCommand {
         String?
     @Option(
         help:
-            "BERT models: rotation (ones-fixing Q, two extra d x d products per layer) or permutation (zero overhead, weaker; see docs/threat-model.md)."
+            """
+            BERT models: rotation (ones-fixing Q, two extra d x d products per layer) or permutation (zero \
+            overhead, weaker; see docs/threat-model.md).
+            """
     ) var mode: BertEncryption = .rotation
 
     func run() throws {
@@ -82,7 +88,10 @@ struct EncryptModel: ParsableCommand {
             try ModelEncryptor.clientHalf(gguf: f, key: k, type: type.rowType, kernels: Kernels.selected()).write(
                 to: clientOutput)
             note(
-                "wrote the client half to \(clientOutput) (keep it with the key: it holds the rotated vocabulary tensors)"
+                """
+                wrote the client half to \(clientOutput) (keep it with the key: it holds the rotated vocabulary \
+                tensors)
+                """
             )
         }
         try ModelEncryptor.encryptLlama(gguf: f, key: k, type: type.rowType, split: split, kernels: Kernels.selected())
@@ -96,7 +105,10 @@ struct ConvertModel: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "convert-model",
         abstract:
-            "Re-write a plain GGUF with every matrix as f32, f16 or q8_0 (the same-format baseline for encrypted models)."
+            """
+            Re-write a plain GGUF with every matrix as f32, f16 or q8_0 (the same-format baseline for encrypted \
+            models).
+            """
     )
     @Option(help: "Plain GGUF model (default: SmolLM2).") var model: String?
     @Option(help: "GGUF to write.") var output: String

@@ -26,7 +26,10 @@ struct IndexBuild: ParsableCommand {
     @Option(name: .customLong("posting-cap"), help: "Longest posting list (0: 4x the mean).") var postingCap = 0
     @Option(
         help:
-            "Posting payload: f32, f16 (vectors), or codes re-ranked from full vectors in vectors.bin: pq8 (8-bit PQ), pq4 (4-bit fast-scan PQ of the residual), binary (sign codes of the rotated residual)."
+            """
+            Posting payload: f32, f16 (vectors), or codes re-ranked from full vectors in vectors.bin: pq8 \
+            (8-bit PQ), pq4 (4-bit fast-scan PQ of the residual), binary (sign codes of the rotated residual).
+            """
     ) var payload: PostingPayload = .f32
     @Option(
         name: .customLong("pq-subquantizers"),
@@ -88,10 +91,13 @@ struct IndexStats: ParsableCommand {
 
     static func describe(_ i: HybridIndex) -> String {
         let raw = i.count * i.dim * 4
+        let perVector = fixed(Double(i.entries) / Double(max(i.count, 1)), 2)
+        let ramShare = fixed(100 * Double(i.ramBytes) / Double(raw), 1)
         return """
-            index \(i.directory): \(i.count) vectors of \(i.dim) (\(i.metric), payload \(i.payload)), \(i.heads) heads under \(i.coarse) coarse clusters
-            entries \(i.entries) (\(String(format: "%.2f", Double(i.entries) / Double(max(i.count, 1)))) per vector)
-            RAM \(i.ramBytes) bytes (\(String(format: "%.1f", 100 * Double(i.ramBytes) / Double(raw)))% of the raw f32 vectors), disk \(i.diskBytes) bytes
+            index \(i.directory): \(i.count) vectors of \(i.dim) (\(i.metric), payload \(i.payload)), \
+            \(i.heads) heads under \(i.coarse) coarse clusters
+            entries \(i.entries) (\(perVector) per vector)
+            RAM \(i.ramBytes) bytes (\(ramShare)% of the raw f32 vectors), disk \(i.diskBytes) bytes
             """
     }
 }

@@ -46,13 +46,16 @@ public enum KernelBenchmarks {
         progress("stream read")
         let n = big / 4
         let buf = [Float](repeating: 1, count: n)
-        let tRead = buf.withUnsafeBufferPointer { b in median(reps: reps) { sink(ck_membw_stream_read_f32(b.baseAddress, n)) }
+        let tRead = buf.withUnsafeBufferPointer { b in
+            median(reps: reps) { sink(ck_membw_stream_read_f32(b.baseAddress, n)) }
         }
         let readBW = Double(big) / tRead / 1e9
         // The machine is shared and its bandwidth drifts: every DRAM-bound kernel is compared
         // with a stream read measured right before and right after it (mean of the two medians).
         func streamNow() -> Double {
-            let t = buf.withUnsafeBufferPointer { b in median(reps: 3) { sink(ck_membw_stream_read_f32(b.baseAddress, n)) } }
+            let t = buf.withUnsafeBufferPointer { b in
+                median(reps: 3) { sink(ck_membw_stream_read_f32(b.baseAddress, n)) }
+            }
             return Double(big) / t / 1e9
         }
         func adjacent(_ body: () throws -> Double) rethrows -> (Double, Double) {
@@ -288,7 +291,8 @@ public enum KernelBenchmarks {
                     x.withUnsafeBufferPointer { xp in
                         y.withUnsafeMutableBufferPointer { yp in
                             median(reps: reps) {
-                                ck_blas_sgemv(false, r, cdim, 1, wp.baseAddress, cdim, xp.baseAddress, 0, yp.baseAddress)
+                                ck_blas_sgemv(
+                                    false, r, cdim, 1, wp.baseAddress, cdim, xp.baseAddress, 0, yp.baseAddress)
                             }
                         }
                     }
@@ -317,7 +321,10 @@ public enum KernelBenchmarks {
                     rows.append(
                         Row(
                             name:
-                                "gemv \(t) \(r)x4096 (\(numerics == .exact ? "exact f32" : "int8") activations), 1 thread",
+                                """
+                                gemv \(t) \(r)x4096 (\(numerics == .exact ? "exact f32" : "int8") activations), \
+                                1 thread
+                                """,
                             value: tt * 1e6, unit: "us",
                             ratio: bw / bwNow,
                             ratioOf: "adjacent stream read (kernel \(String(format: "%.1f", bw)) GB/s)", target: "",
@@ -376,7 +383,10 @@ public enum KernelBenchmarks {
             let ratio = r.ratio.map { String(format: "%.2f", $0) } ?? ""
             let met = r.met.map { $0 ? "yes" : "**no**" } ?? ""
             s +=
-                "| \(r.name) | \(String(format: "%.3g", r.value)) \(r.unit) | \(ratio) | \(r.ratioOf) | \(r.target) | \(met) |\n"
+                """
+                | \(r.name) | \(String(format: "%.3g", r.value)) \(r.unit) | \(ratio) | \(r.ratioOf) | \
+                \(r.target) | \(met) |\n
+                """
         }
         return s
     }

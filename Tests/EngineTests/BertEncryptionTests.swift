@@ -72,7 +72,11 @@ final class BertEncryptionTests: XCTestCase {
             // Sorted values of a token state: equal under a permutation (option a's leak), not under Q.
             let sortedGap = zip(xs[0..<d].sorted(), ys[0..<d].sorted()).map { abs($0 - $1) }.max()!
             print(
-                "Encrypted MiniLM (\(mode)): worst cosine to plain \(worst) over \(texts.count) sentences; server token states: cos(plain, server) \(corr), min row max|diff|/norm \(minRowDiff), max gap between sorted values of a token state \(sortedGap)"
+                """
+                Encrypted MiniLM (\(mode)): worst cosine to plain \(worst) over \(texts.count) sentences; \
+                server token states: cos(plain, server) \(corr), min row max|diff|/norm \(minRowDiff), max gap \
+                between sorted values of a token state \(sortedGap)
+                """
             )
             XCTAssertGreaterThan(minRowDiff, 0.01)
             XCTAssertLessThan(abs(corr), 0.3)

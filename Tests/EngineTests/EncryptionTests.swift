@@ -67,7 +67,10 @@ final class EncryptionTests: XCTestCase {
         let P = key.vocabularyPermutation
         let r = try decryptedVsReference(enc, P)
         print(
-            "Encrypted SmolLM2 (f32): max |decrypted logit - reference| / range = \(r.worst), argmax \(r.top1)/\(r.positions)"
+            """
+            Encrypted SmolLM2 (f32): max |decrypted logit - reference| / range = \(r.worst), argmax \
+            \(r.top1)/\(r.positions)
+            """
         )
         XCTAssertLessThanOrEqual(r.worst, 1e-3) // 1e-3 of the range; f32 rounding gives ~5e-6
         XCTAssertEqual(r.top1, r.positions)
@@ -160,7 +163,11 @@ final class EncryptionTests: XCTestCase {
             }
         }
         print(
-            "Encrypted SmolLM2 server states: max |corr(plain, server)| = \(maxCorr) over \(plain.config.layers + 1) residual states, min row max|diff|/norm = \(minRowDiff), max |x'Q^T - x|/|x| = \(worstBack)"
+            """
+            Encrypted SmolLM2 server states: max |corr(plain, server)| = \(maxCorr) over \
+            \(plain.config.layers + 1) residual states, min row max|diff|/norm = \(minRowDiff), max |x'Q^T - \
+            x|/|x| = \(worstBack)
+            """
         )
         // Bounds: a Haar rotation of a 576-d stream leaves correlations ~ 1/sqrt(d) ~ 0.04 plus the
         // stream's shared mean direction; 0.3 would mean a transform is missing. Every row differs
@@ -187,7 +194,11 @@ final class EncryptionTests: XCTestCase {
         let same = try greedyAgreement(
             EncryptedSession(tokenizer: BPETokenizer(gguf: f), server: enc, key: key), plain, tokens: 64)
         print(
-            "Encrypted SmolLM2 (Q8_0, exact activations): max diff / range \(e.worst), argmax \(e.top1)/\(e.positions); plain Q8_0: \(p.worst), argmax \(p.top1)/\(p.positions); \(same)/5 64-token greedy continuations identical to plain Q8_0"
+            """
+            Encrypted SmolLM2 (Q8_0, exact activations): max diff / range \(e.worst), argmax \
+            \(e.top1)/\(e.positions); plain Q8_0: \(p.worst), argmax \(p.top1)/\(p.positions); \(same)/5 \
+            64-token greedy continuations identical to plain Q8_0
+            """
         )
         // Q8_0 of the 4-bit model's weights moves logits by ~1% of their range (plain Q8_0 shows
         // the same size); encryption must not make it materially worse: within 2x of plain Q8_0
@@ -246,7 +257,10 @@ final class EncryptionTests: XCTestCase {
             }
         }
         print(
-            "Split encryption: \(same)/3 identical 32-token greedy continuations; client work \(session.clientSeconds) s, \(session.bytesSent) bytes sent, \(session.bytesReceived) received"
+            """
+            Split encryption: \(same)/3 identical 32-token greedy continuations; client work \
+            \(session.clientSeconds) s, \(session.bytesSent) bytes sent, \(session.bytesReceived) received
+            """
         )
         XCTAssertEqual(same, 3)
         // Counters stay exact when several threads step their own sequences through one session

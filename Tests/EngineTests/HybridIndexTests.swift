@@ -60,7 +60,10 @@ final class HybridIndexTests: XCTestCase {
             let low = try recall(idx, queries, gt, ids: ids, nprobe: 4)
             let high = try recall(idx, queries, gt, ids: ids, nprobe: 64)
             print(
-                "HybridIndex \(metric): recall@10 \(low) at nprobe 4, \(high) at nprobe 64 (\(idx.heads) heads, \(idx.entries) entries)"
+                """
+                HybridIndex \(metric): recall@10 \(low) at nprobe 4, \(high) at nprobe 64 (\(idx.heads) heads, \
+                \(idx.entries) entries)
+                """
             )
             // Clustered data and 64 of ~600 lists: the exact neighbours are found almost always;
             // 0.95 leaves room for boundary points. Recall grows with effort.
@@ -399,7 +402,10 @@ extension HybridIndexTests {
                 }
                 let r10 = Double(noRerank) / 2000
                 print(
-                    "HybridIndex \(payload) \(metric): recall@10 \(r) (re-rank 100), \(r10) (re-rank 10: the codes' own ranking)"
+                    """
+                    HybridIndex \(payload) \(metric): recall@10 \(r) (re-rank 100), \(r10) (re-rank 10: the \
+                    codes' own ranking)
+                    """
                 )
                 // Neighbours inside a Gaussian blob differ by isotropic noise, the hardest case for
                 // codes (measured here: 0.90-0.98 with 100 re-ranked, 0.38-0.74 from the codes

@@ -80,7 +80,10 @@ final class PowerSoftmaxTests: XCTestCase {
         let predicted = exp(-Double(minA) * pow(2, Double(its))) // relative error of the reciprocal
         let err = try poly(its)
         print(
-            "Polynomial Power-Softmax: max |poly - exact| = \(err) with \(its) iterations (min a = \(minA), predicted relative error \(predicted))"
+            """
+            Polynomial Power-Softmax: max |poly - exact| = \(err) with \(its) iterations (min a = \(minA), \
+            predicted relative error \(predicted))
+            """
         )
         XCTAssertLessThan(predicted, 1e-6)
         XCTAssertLessThanOrEqual(Double(err), 3 * predicted + 1e-5) // outputs are O(1): |v| ~ 1, weights sum to 1

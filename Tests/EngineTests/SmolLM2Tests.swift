@@ -145,7 +145,10 @@ final class SmolLM2Tests: XCTestCase {
                     XCTAssertEqual(out, p.greedy, "\(f) greedy continuation")
                 } else {
                     print(
-                        "SmolLM2 nativeInt8: continuation first differs at token \(firstDiff.map(String.init) ?? "none") of \(p.greedy.count)"
+                        """
+                        SmolLM2 nativeInt8: continuation first differs at token \
+                        \(firstDiff.map(String.init) ?? "none") of \(p.greedy.count)
+                        """
                     )
                 }
             }

@@ -33,7 +33,8 @@ final class VecKernelTests: XCTestCase {
                         let b = Double(Float(Float16(bitPattern: x16[i * d + j])))
                         s += metric == .l2 ? (a - b) * (a - b) : -a * b
                     }
-                    // f32 accumulation of d terms of size ~|a b| or (a-b)^2: d * 2^-23 * sum|terms|, sum|terms| <~ 4d here
+                    // f32 accumulation of d terms of size ~|a b| or (a-b)^2: d * 2^-23 * sum|terms|,
+                    // sum|terms| <~ 4d here
                     XCTAssertEqual(Double(ref16[i]), s, accuracy: Double(d) * 1.2e-7 * 4 * Double(d) + 1e-5)
                 }
                 for isa in allLevels where isa != .scalar {

@@ -14,21 +14,11 @@ static ck_status check_params(const ck_attention_params *p) {
     return CK_OK;
 }
 
-static inline float powi_even(float x, int p) {
-    float r = 1, b = x;
-    while (p) {
-        if (p & 1) r *= b;
-        b *= b;
-        p >>= 1;
-    }
-    return r;
-}
-
 /* factor that rescales a partial with max m_i to the common max M */
 static inline float rescale(const ck_attention_params *p, float mi, float M) {
     if (p->score == CK_SCORE_SOFTMAX) return mi == -INFINITY ? 0.0f : expf(mi - M);
     float den = M + p->delta;
-    return den > 0 ? powi_even((mi + p->delta) / den, p->power) : 1.0f;
+    return den > 0 ? ck_powi((mi + p->delta) / den, p->power) : 1.0f;
 }
 
 static inline float normaliser(const ck_attention_params *p, float l) {

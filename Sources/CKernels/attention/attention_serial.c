@@ -1,16 +1,6 @@
 #include "ck_attention.h"
 #include "ck_internal.h"
 
-static inline float powi_even_s(float x, int p) {
-    float r = 1, b = x;
-    while (p) {
-        if (p & 1) r *= b;
-        b *= b;
-        p >>= 1;
-    }
-    return r;
-}
-
 float ck_attention_row_max_serial(const ck_attention_params *p, const float *s, size_t len) {
     float m = p->score == CK_SCORE_SOFTMAX ? -INFINITY : 0;
     if (p->score == CK_SCORE_SOFTMAX)
@@ -30,7 +20,7 @@ float ck_attention_row_weights_serial(const ck_attention_params *p, float *s, si
     } else {
         float inv = 1.0f / (m + p->delta);
         for (size_t i = 0; i < len; i++) {
-            s[i] = powi_even_s(s[i] * inv, p->power);
+            s[i] = ck_powi(s[i] * inv, p->power);
             sum += s[i];
         }
     }

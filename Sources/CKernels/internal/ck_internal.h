@@ -67,6 +67,17 @@ CK_DECLARE_TABLES(vec)
     }
 #endif
 
+/* x^p for p >= 0 by repeated squaring (Power-Softmax numerators; p is small and even). */
+static inline float ck_powi(float x, int p) {
+    float r = 1, b = x;
+    while (p) {
+        if (p & 1) r *= b;
+        b *= b;
+        p >>= 1;
+    }
+    return r;
+}
+
 /* IEEE binary16 <-> binary32, round to nearest even; portable reference used by the serial
  * kernels. F16C instructions produce the same bits. */
 static inline float ck_fp16_to_fp32(uint16_t h) {

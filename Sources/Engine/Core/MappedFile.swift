@@ -33,7 +33,10 @@ public final class MappedFile: @unchecked Sendable {
     public func bytes(_ offset: Int, _ length: Int) throws -> UnsafeRawBufferPointer {
         guard offset >= 0, length >= 0, offset <= count, length <= count - offset else {
             throw EngineError.invalidFile(
-                "\(path): range \(offset)..<\(offset + length) is beyond the end of the file (\(count) bytes; truncated?)"
+                """
+                \(path): range \(offset)..<\(offset + length) is beyond the end of the file (\(count) bytes; \
+                truncated?)
+                """
             )
         }
         return UnsafeRawBufferPointer(start: base.map { $0 + offset }, count: length)

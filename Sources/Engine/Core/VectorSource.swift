@@ -80,7 +80,10 @@ public final class VectorFileSource: VectorSource, @unchecked Sendable {
                 recordBytes = 4 * dim
                 guard size >= start + count * recordBytes else {
                     throw EngineError.invalidFile(
-                        "\(path): \(size) bytes, the header's \(count) x \(dim) floats need \(start + count * recordBytes) (truncated)"
+                        """
+                        \(path): \(size) bytes, the header's \(count) x \(dim) floats need \
+                        \(start + count * recordBytes) (truncated)
+                        """
                     )
                 }
             case .fvecs, .bvecs:

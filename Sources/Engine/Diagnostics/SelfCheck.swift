@@ -13,7 +13,11 @@ public enum SelfCheck {
         public var description: String {
             let status = passed ? "ok  " : "FAIL"
             return
-                "\(status) \(family.padding(toLength: 28, withPad: " ", startingAt: 0)) \(isa.description.padding(toLength: 7, withPad: " ", startingAt: 0)) max err \(maxError) (tol \(tolerance))"
+                """
+                \(status) \(family.padding(toLength: 28, withPad: " ", startingAt: 0)) \
+                \(isa.description.padding(toLength: 7, withPad: " ", startingAt: 0)) max err \(maxError) (tol \
+                \(tolerance))
+                """
         }
     }
 

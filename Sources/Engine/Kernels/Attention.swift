@@ -175,16 +175,10 @@ extension Kernels {
         into out: UnsafeMutableBufferPointer<Float>
     ) throws {
         var p = try score.params(scale: scale ?? shape.defaultScale)
-        let (h, kvh, d, _) = (shape.heads, shape.kvHeads, shape.headDim, shape.group)
-        try require(q.count % (h * d) == 0 && q.count > 0, "q has \(q.count) values, expected T x \(h) x \(d)")
-        let T = q.count / (h * d)
-        try require(
-            start >= 0 && start + T <= capacity,
-            "positions \(start)..<\(start + T) exceed the cache capacity \(capacity)")
-        try require(
-            keys.count >= kvh * capacity * d && values.count >= kvh * capacity * d,
-            "cache smaller than \(kvh) x \(capacity) x \(d)")
-        try require(out.count >= q.count, "out holds \(out.count) values, expected \(q.count)")
+        let d = shape.headDim
+        let T = try Self.cachedTokens(
+            shape: shape, q: q.count, keys: keys.count, values: values.count, capacity: capacity, start: start,
+            out: out.count)
         // head-major: head j's rows start at j * capacity * d, contiguous
         try prefillUnits(
             &p, shape: shape, q: q, T: T, start: start, keys: keys.baseAddress!, values: values.baseAddress!,
@@ -244,16 +238,10 @@ extension Kernels {
         guard var p = try score.polyParams(scale: scale ?? shape.defaultScale) else {
             throw EngineError.invalidArgument("attentionPolynomial needs ScoreFunction.powerPolynomial, got \(score)")
         }
-        let (h, kvh, d, g) = (shape.heads, shape.kvHeads, shape.headDim, shape.group)
-        try require(q.count % (h * d) == 0 && q.count > 0, "q has \(q.count) values, expected T x \(h) x \(d)")
-        let T = q.count / (h * d)
-        try require(
-            start >= 0 && start + T <= capacity,
-            "positions \(start)..<\(start + T) exceed the cache capacity \(capacity)")
-        try require(
-            keys.count >= kvh * capacity * d && values.count >= kvh * capacity * d,
-            "cache smaller than \(kvh) x \(capacity) x \(d)")
-        try require(out.count >= q.count, "out holds \(out.count) values, expected \(q.count)")
+        let (h, d, g) = (shape.heads, shape.headDim, shape.group)
+        let T = try Self.cachedTokens(
+            shape: shape, q: q.count, keys: keys.count, values: values.count, capacity: capacity, start: start,
+            out: out.count)
         var scratch = [Float](repeating: 0, count: start + T)
         for i in 0..<T {
             for head in 0..<h {
@@ -265,5 +253,22 @@ extension Kernels {
                 try EngineError.check(st, "polynomial Power-Softmax attention")
             }
         }
+    }
+
+    /// Checks the sizes of a head-major cached attention call; returns T, the query positions.
+    static func cachedTokens(
+        shape: AttentionShape, q: Int, keys: Int, values: Int, capacity: Int, start: Int, out: Int
+    ) throws -> Int {
+        let (h, kvh, d) = (shape.heads, shape.kvHeads, shape.headDim)
+        try require(q % (h * d) == 0 && q > 0, "q has \(q) values, expected T x \(h) x \(d)")
+        let T = q / (h * d)
+        try require(
+            start >= 0 && start + T <= capacity,
+            "positions \(start)..<\(start + T) exceed the cache capacity \(capacity)")
+        try require(
+            keys >= kvh * capacity * d && values >= kvh * capacity * d, "cache smaller than \(kvh) x \(capacity) x \(d)"
+        )
+        try require(out >= q, "out holds \(out) values, expected \(q)")
+        return T
     }
 }

@@ -147,7 +147,10 @@ public final class GGUFFile: @unchecked Sendable {
         for (name, dims, t, off) in infos {
             guard let type = GGMLType(rawValue: t) else {
                 throw EngineError.unsupported(
-                    "\(file.path): tensor \(name) has type \(GGMLType.names[t] ?? "#\(t)"); supported: F32, F16, Q8_0, Q4_0, Q4_1"
+                    """
+                    \(file.path): tensor \(name) has type \(GGMLType.names[t] ?? "#\(t)"); supported: F32, F16, \
+                    Q8_0, Q4_0, Q4_1
+                    """
                 )
             }
             let n = dims.reduce(1, *)
@@ -163,7 +166,10 @@ public final class GGUFFile: @unchecked Sendable {
             }
             guard start + bytes <= file.count else {
                 throw EngineError.invalidFile(
-                    "\(file.path): tensor \(name) needs bytes \(start)..<\(start + bytes) but the file has \(file.count) (truncated?)"
+                    """
+                    \(file.path): tensor \(name) needs bytes \(start)..<\(start + bytes) but the file has \
+                    \(file.count) (truncated?)
+                    """
                 )
             }
             guard tensors[name] == nil else { throw EngineError.invalidFile("\(file.path): duplicate tensor \(name)") }

@@ -190,7 +190,10 @@ public final class LlamaModel: @unchecked Sendable {
         }
         guard let embedding, let output else {
             throw EngineError.unsupported(
-                "this is the server half of a split-encrypted model: it takes hidden states (forwardHidden), not token ids"
+                """
+                this is the server half of a split-encrypted model: it takes hidden states (forwardHidden), not \
+                token ids
+                """
             )
         }
         let d = c.dim

@@ -55,7 +55,10 @@ public final class SafeTensorsFile: @unchecked Sendable {
             }
             guard dataStart + offs[1] <= file.count else {
                 throw EngineError.invalidFile(
-                    "\(path): tensor \(name) ends at byte \(dataStart + offs[1]) but the file has \(file.count) (truncated?)"
+                    """
+                    \(path): tensor \(name) ends at byte \(dataStart + offs[1]) but the file has \(file.count) \
+                    (truncated?)
+                    """
                 )
             }
             tensors[name] = Tensor(
