@@ -7,14 +7,19 @@ import Foundation
 public enum KernelBenchmarks {
     /// One line of the report.
     public struct Row: Sendable {
+        /// What was measured.
         public var name: String
+        /// The measured value.
         public var value: Double
+        /// Its unit.
         public var unit: String
         /// value / reference, with what the reference is.
         public var ratio: Double?
+        /// What the ratio compares with.
         public var ratioOf: String
         /// The project goal for this figure, if any (docs/benchmarks.md), and whether it was met.
         public var target: String
+        /// Whether the target was met (nil: no target).
         public var met: Bool?
     }
 
@@ -34,6 +39,7 @@ public enum KernelBenchmarks {
     /// Keeps a value observable so the optimiser cannot drop the work.
     @inline(never) static func sink<T>(_ x: T) { withExtendedLifetime(x) {} }
 
+    /// Runs every benchmark (smaller buffers with `quick`); `progress` names each as it starts.
     public static func run(quick: Bool = false, progress: (String) -> Void = { _ in }) throws -> [Row] {
         let reps = quick ? 3 : 9
         let big = quick ? 64 << 20 : 256 << 20 // bytes of the RAM-resident buffers

@@ -3,6 +3,7 @@ import Foundation
 
 /// Real text available offline on Debian (`apt-get install wordnet-base`).
 public enum WordNet {
+    /// Where Debian's wordnet-base installs the database.
     public static let directory = "/usr/share/wordnet"
 
     /// The glosses (definitions, with examples) of all synsets, in file order (noun, verb, adj,

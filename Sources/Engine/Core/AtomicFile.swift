@@ -8,12 +8,15 @@
 /// then renamed over the destination (and the directory fsync'ed). A crash leaves either the
 /// old file or the new one, never a partial file under the final name.
 public final class AtomicFileWriter {
+    /// The final path (the data goes to a temporary sibling until `commit`).
     public let path: String
     let tempPath: String
     var fd: Int32
+    /// Bytes written so far.
     public private(set) var bytesWritten = 0
     private var finished = false
 
+    /// Creates the temporary file next to `path`.
     public init(path: String) throws {
         self.path = path
         tempPath = path + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
@@ -28,6 +31,7 @@ public final class AtomicFileWriter {
         }
     }
 
+    /// Appends bytes.
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
         var off = 0
         while off < bytes.count {
@@ -41,6 +45,7 @@ public final class AtomicFileWriter {
         bytesWritten += bytes.count
     }
 
+    /// Appends bytes.
     public func write(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try write($0) } }
 
     /// Flushes, renames into place and syncs the directory.

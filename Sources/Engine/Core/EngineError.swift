@@ -17,6 +17,7 @@ public enum EngineError: Error, Equatable, CustomStringConvertible, Sendable {
     /// An operating-system I/O call failed.
     case io(String)
 
+    /// The error as a sentence (kind and message).
     public var description: String {
         switch self {
         case .invalidArgument(let m): return "invalid argument: \(m)"
@@ -30,7 +31,7 @@ public enum EngineError: Error, Equatable, CustomStringConvertible, Sendable {
     }
 
     /// Maps a C status code to an error; `context` names the operation.
-    static func check(_ status: ck_status, _ context: @autoclosure () -> String) throws {
+    static func check(_ status: ck_status, _ context: @autoclosure () -> String) throws(EngineError) {
         switch status {
         case CK_OK: return
         case CK_ERR_ARGUMENT: throw EngineError.invalidArgument(context())
@@ -56,7 +57,14 @@ func require(_ condition: Bool, _ message: @autoclosure () -> String) throws(Eng
 }
 
 /// Throws `nonFinite` if any value is NaN or infinite.
-func requireFinite(_ values: UnsafeBufferPointer<Float>, _ what: @autoclosure () -> String) throws {
+func requireFinite(_ values: UnsafeBufferPointer<Float>, _ what: @autoclosure () -> String) throws(EngineError) {
+    for (i, v) in values.enumerated() where !v.isFinite {
+        throw EngineError.nonFinite("\(what()) has \(v) at index \(i)")
+    }
+}
+
+/// Throws `nonFinite` if any value of the array is NaN or infinite.
+func requireFinite(_ values: [Float], _ what: @autoclosure () -> String) throws(EngineError) {
     for (i, v) in values.enumerated() where !v.isFinite {
         throw EngineError.nonFinite("\(what()) has \(v) at index \(i)")
     }

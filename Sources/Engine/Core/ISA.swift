@@ -9,10 +9,12 @@ public enum ISA: Int, CaseIterable, Comparable, Sendable, CustomStringConvertibl
     /// AVX-512 F/BW/VL/DQ + VPOPCNTDQ + VNNI.
     case avx512 = 2
 
+    /// Levels order by capability: scalar < avx2 < avx512.
     public static func < (a: ISA, b: ISA) -> Bool { a.rawValue < b.rawValue }
 
     var c: ck_isa { ck_isa(rawValue: UInt32(rawValue)) }
 
+    /// The level's name as `CK_ISA` spells it.
     public var description: String { String(cString: ck_isa_name(c)) }
 
     /// Parses "scalar", "avx2" or "avx512".
@@ -32,7 +34,7 @@ public enum ISA: Int, CaseIterable, Comparable, Sendable, CustomStringConvertibl
 
     /// The level used by default: the detected one, or the one forced by `CK_ISA`.
     /// Throws if `CK_ISA` is not a known name or names a level this CPU lacks.
-    public static func selected() throws -> ISA {
+    public static func selected() throws(EngineError) -> ISA {
         let status = ck_isa_env_status()
         if status != CK_OK {
             let env = ProcessEnvironment.value("CK_ISA") ?? ""

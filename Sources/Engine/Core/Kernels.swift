@@ -17,7 +17,7 @@ public struct Kernels: @unchecked Sendable {
     public var threads: Int
 
     /// Kernels for `isa`; throws if this CPU lacks it.
-    public init(isa: ISA, threads: Int = Threads.defaultCount) throws {
+    public init(isa: ISA, threads: Int = Threads.defaultCount) throws(EngineError) {
         guard let h = ck_hamming_kernels_for(isa.c), let q = ck_qmatmul_kernels_for(isa.c),
             let a = ck_attention_kernels_for(isa.c), let p = ck_pq_kernels_for(isa.c),
             let o = ck_ops_kernels_for(isa.c), let v = ck_vec_kernels_for(isa.c)
@@ -35,7 +35,7 @@ public struct Kernels: @unchecked Sendable {
     }
 
     /// Kernels at the selected level (detected, or `CK_ISA`).
-    public static func selected(threads: Int = Threads.defaultCount) throws -> Kernels {
+    public static func selected(threads: Int = Threads.defaultCount) throws(EngineError) -> Kernels {
         try Kernels(isa: ISA.selected(), threads: threads)
     }
 

@@ -6,11 +6,14 @@
 
 /// A read-only memory-mapped file. The mapping lives as long as the object.
 public final class MappedFile: @unchecked Sendable {
+    /// The file's path.
     public let path: String
+    /// Bytes in the file.
     public let count: Int
     let base: UnsafeRawPointer?
 
-    public init(path: String) throws {
+    /// Maps the file read-only.
+    public init(path: String) throws(EngineError) {
         self.path = path
         let fd = open(path, O_RDONLY)
         if fd < 0 { throw EngineError.io("cannot open \(path): \(String(cString: strerror(errno)))") }
@@ -30,7 +33,7 @@ public final class MappedFile: @unchecked Sendable {
     deinit { if let base { munmap(UnsafeMutableRawPointer(mutating: base), count) } }
 
     /// The bytes [offset, offset + length); throws if the range is outside the file.
-    public func bytes(_ offset: Int, _ length: Int) throws -> UnsafeRawBufferPointer {
+    public func bytes(_ offset: Int, _ length: Int) throws(EngineError) -> UnsafeRawBufferPointer {
         guard offset >= 0, length >= 0, offset <= count, length <= count - offset else {
             throw EngineError.invalidFile(
                 """

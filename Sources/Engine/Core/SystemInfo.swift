@@ -2,15 +2,22 @@ import CKernels
 
 /// What the engine detected and selected: ISA levels, BLAS library and threads.
 public struct SystemInfo: Sendable, CustomStringConvertible {
+    /// The highest level this CPU supports.
     public let detected: ISA
     /// Selected level, or the error that `CK_ISA` caused.
     public let selected: Result<ISA, EngineError>
+    /// CPU features detected (names as in /proc/cpuinfo).
     public let cpuFeatures: String
+    /// OpenBLAS build description (its core type shows which kernels it picked).
     public let blasConfig: String
+    /// OpenBLAS threads.
     public let blasThreads: Int
+    /// Threads Engine's kernels use by default.
     public let engineThreads: Int
+    /// Cores available to this process.
     public let cores: Int
 
+    /// Reads the current state.
     public init() {
         detected = ISA.detected
         selected = Result { try ISA.selected() }.mapError { $0 as? EngineError ?? .unsupportedISA("\($0)") }
@@ -21,6 +28,7 @@ public struct SystemInfo: Sendable, CustomStringConvertible {
         cores = Threads.cores
     }
 
+    /// The report `engine info` prints.
     public var description: String {
         let sel: String
         switch selected {

@@ -15,16 +15,21 @@ public protocol VectorSource: Sendable {
 
 /// Vectors held in a Swift array (n x dim, row-major).
 public struct ArrayVectorSource: VectorSource {
+    /// Row-major values.
     public let values: [Float]
+    /// Values per row.
     public let dim: Int
+    /// Rows.
     public var count: Int { values.count / dim }
 
+    /// Rows of `dim` values; throws if the values are not whole rows.
     public init(values: [Float], dim: Int) throws {
         try require(dim > 0 && values.count % dim == 0, "\(values.count) values are not whole \(dim)-d vectors")
         self.values = values
         self.dim = dim
     }
 
+    /// Copies rows into dst.
     public func read(rows: Range<Int>, into dst: UnsafeMutablePointer<Float>) throws {
         try require(rows.lowerBound >= 0 && rows.upperBound <= count, "rows \(rows) outside 0..<\(count)")
         values.withUnsafeBufferPointer {
@@ -39,14 +44,18 @@ public struct ArrayVectorSource: VectorSource {
 /// refused with the offending record named.
 public final class VectorFileSource: VectorSource, @unchecked Sendable {
     enum Kind { case fvecs, bvecs, npy }
+    /// The file read.
     public let path: String
+    /// Rows in the file.
     public let count: Int
+    /// Values per row.
     public let dim: Int
     let kind: Kind
     let fd: Int32
     let dataOffset: Int
     let recordBytes: Int
 
+    /// Opens a .fvecs, .bvecs or .npy file and checks its layout against its size.
     public init(path: String) throws {
         self.path = path
         if path.hasSuffix(".fvecs") {
@@ -108,6 +117,7 @@ public final class VectorFileSource: VectorSource, @unchecked Sendable {
 
     deinit { close(fd) }
 
+    /// Reads rows into dst with pread (each record's dimension prefix checked).
     public func read(rows: Range<Int>, into dst: UnsafeMutablePointer<Float>) throws {
         try require(rows.lowerBound >= 0 && rows.upperBound <= count, "rows \(rows) outside 0..<\(count)")
         if rows.isEmpty { return }

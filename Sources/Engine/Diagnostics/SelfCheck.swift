@@ -5,11 +5,17 @@ import CKernels
 public enum SelfCheck {
     /// One comparison: family, level, worst difference seen and whether it is within tolerance.
     public struct Outcome: Sendable, CustomStringConvertible {
+        /// Kernel family compared.
         public var family: String
+        /// The SIMD level compared with the serial reference.
         public var isa: ISA
+        /// Largest difference seen, in the family's error measure.
         public var maxError: Double
+        /// The largest difference the family's error bound allows.
         public var tolerance: Double
+        /// Whether the difference is within the bound.
         public var passed: Bool { maxError <= tolerance }
+        /// One report line.
         public var description: String {
             let status = passed ? "ok  " : "FAIL"
             return

@@ -13,7 +13,7 @@ public enum ScoreFunction: Sendable, Equatable {
     /// iteration error; runs on the serial reference kernel.
     case powerPolynomial(p: Int = 4, eps: Float = 1e-6, bound: Float, iterations: Int = 24)
 
-    func params(scale: Float) throws -> ck_attention_params {
+    func params(scale: Float) throws(EngineError) -> ck_attention_params {
         switch self {
         case .softmax:
             return ck_attention_params(score: CK_SCORE_SOFTMAX, scale: scale, power: 0, eps: 0, delta: 0)
@@ -28,7 +28,7 @@ public enum ScoreFunction: Sendable, Equatable {
         }
     }
 
-    func polyParams(scale: Float) throws -> ck_attention_poly_params? {
+    func polyParams(scale: Float) throws(EngineError) -> ck_attention_poly_params? {
         guard case .powerPolynomial(let p, let eps, let bound, let it) = self else { return nil }
         try require(p >= 2 && p % 2 == 0, "Power-Softmax exponent must be even and >= 2, got \(p)")
         try require(eps >= 0 && eps.isFinite, "Power-Softmax eps must be finite and >= 0, got \(eps)")
@@ -40,12 +40,15 @@ public enum ScoreFunction: Sendable, Equatable {
 
 /// Head layout of a multi-head attention with grouped-query (GQA) KV heads.
 public struct AttentionShape: Sendable, Equatable {
+    /// Query heads.
     public var heads: Int
+    /// Key/value heads (heads is a multiple).
     public var kvHeads: Int
+    /// Values per head.
     public var headDim: Int
 
     /// Throws unless heads is a positive multiple of kvHeads and headDim > 0.
-    public init(heads: Int, kvHeads: Int, headDim: Int) throws {
+    public init(heads: Int, kvHeads: Int, headDim: Int) throws(EngineError) {
         try require(
             heads > 0 && kvHeads > 0 && headDim > 0,
             "heads (\(heads)), kvHeads (\(kvHeads)) and headDim (\(headDim)) must be positive")
@@ -69,7 +72,7 @@ extension Kernels {
         shape: AttentionShape, score: ScoreFunction = .softmax, scale: Float? = nil,
         q: UnsafeBufferPointer<Float>, k: UnsafeBufferPointer<Float>, v: UnsafeBufferPointer<Float>,
         start: Int = 0, into out: UnsafeMutableBufferPointer<Float>
-    ) throws {
+    ) throws(EngineError) {
         var p = try score.params(scale: scale ?? shape.defaultScale)
         let (h, kvh, d, _) = (shape.heads, shape.kvHeads, shape.headDim, shape.group)
         try require(start >= 0, "start must be >= 0, got \(start)")
@@ -99,7 +102,7 @@ extension Kernels {
         q: UnsafeBufferPointer<Float>, keys: UnsafeRawBufferPointer, keyType: RowType,
         values: UnsafeRawBufferPointer, valueType: RowType, length T: Int, capacity: Int? = nil,
         int8Scores: Bool = false, into out: UnsafeMutableBufferPointer<Float>
-    ) throws {
+    ) throws(EngineError) {
         var p = try score.params(scale: scale ?? shape.defaultScale)
         let (h, kvh, d, g) = (shape.heads, shape.kvHeads, shape.headDim, shape.group)
         try require(q.count == h * d, "q has \(q.count) values, expected \(h) x \(d)")
@@ -173,7 +176,7 @@ extension Kernels {
         q: UnsafeBufferPointer<Float>, keys: UnsafeBufferPointer<Float>,
         values: UnsafeBufferPointer<Float>, capacity: Int, start: Int,
         into out: UnsafeMutableBufferPointer<Float>
-    ) throws {
+    ) throws(EngineError) {
         var p = try score.params(scale: scale ?? shape.defaultScale)
         let d = shape.headDim
         let T = try Self.cachedTokens(
@@ -191,7 +194,7 @@ extension Kernels {
         _ p: inout ck_attention_params, shape: AttentionShape, q: UnsafeBufferPointer<Float>, T: Int, start: Int,
         keys: UnsafePointer<Float>, values: UnsafePointer<Float>, headOffset: Int, rowStride: Int,
         out: UnsafeMutableBufferPointer<Float>
-    ) throws {
+    ) throws(EngineError) {
         let (h, kvh, d, g) = (shape.heads, shape.kvHeads, shape.headDim, shape.group)
         let table = attentionTable
         let nblocks = (T + Int(CK_ATTN_BQ) - 1) / Int(CK_ATTN_BQ)
@@ -234,7 +237,7 @@ extension Kernels {
         q: UnsafeBufferPointer<Float>, keys: UnsafeBufferPointer<Float>,
         values: UnsafeBufferPointer<Float>, capacity: Int, start: Int,
         into out: UnsafeMutableBufferPointer<Float>
-    ) throws {
+    ) throws(EngineError) {
         guard var p = try score.polyParams(scale: scale ?? shape.defaultScale) else {
             throw EngineError.invalidArgument("attentionPolynomial needs ScoreFunction.powerPolynomial, got \(score)")
         }
@@ -258,7 +261,7 @@ extension Kernels {
     /// Checks the sizes of a head-major cached attention call; returns T, the query positions.
     static func cachedTokens(
         shape: AttentionShape, q: Int, keys: Int, values: Int, capacity: Int, start: Int, out: Int
-    ) throws -> Int {
+    ) throws(EngineError) -> Int {
         let (h, kvh, d) = (shape.heads, shape.kvHeads, shape.headDim)
         try require(q % (h * d) == 0 && q > 0, "q has \(q) values, expected T x \(h) x \(d)")
         let T = q / (h * d)

@@ -2,8 +2,11 @@ import CKernels
 
 /// A nearest-neighbour result: index into the scanned collection and its distance.
 public struct Neighbor<Distance: Comparable & Sendable>: Equatable, Sendable {
+    /// Position in the scanned collection.
     public var index: Int
+    /// Distance to the query.
     public var distance: Distance
+    /// A result.
     public init(index: Int, distance: Distance) {
         self.index = index
         self.distance = distance
@@ -11,7 +14,7 @@ public struct Neighbor<Distance: Comparable & Sendable>: Equatable, Sendable {
 }
 
 extension Kernels {
-    static func words(forBits bits: Int) throws -> Int {
+    static func words(forBits bits: Int) throws(EngineError) -> Int {
         try require(bits > 0, "code length must be positive, got \(bits) bits")
         try require(bits % 64 == 0, "code length must be a multiple of 64 bits, got \(bits)")
         return bits / 64
@@ -22,7 +25,7 @@ extension Kernels {
     public func hammingDistances(
         query: UnsafeBufferPointer<UInt64>, codes: UnsafeBufferPointer<UInt64>,
         bits: Int, into out: UnsafeMutableBufferPointer<UInt32>
-    ) throws {
+    ) throws(EngineError) {
         let w = try Self.words(forBits: bits)
         try require(query.count == w, "query has \(query.count) words, expected \(w) for \(bits)-bit codes")
         try require(codes.count % w == 0, "codes hold \(codes.count) words, not a multiple of \(w)")
@@ -45,7 +48,7 @@ extension Kernels {
     public func hammingDistances(
         queries: UnsafeBufferPointer<UInt64>, codes: UnsafeBufferPointer<UInt64>,
         bits: Int, into out: UnsafeMutableBufferPointer<UInt32>
-    ) throws {
+    ) throws(EngineError) {
         let w = try Self.words(forBits: bits)
         try require(queries.count % w == 0, "queries hold \(queries.count) words, not a multiple of \(w)")
         try require(codes.count % w == 0, "codes hold \(codes.count) words, not a multiple of \(w)")
@@ -70,11 +73,11 @@ extension Kernels {
         query: UnsafeBufferPointer<UInt64>, codes: UnsafeBufferPointer<UInt64>,
         bits: Int, weights: [Float],
         into out: UnsafeMutableBufferPointer<Float>
-    ) throws {
+    ) throws(EngineError) {
         let w = try Self.words(forBits: bits)
         let levels = weights.count
         try require(levels > 0, "at least one level weight is required")
-        try weights.withUnsafeBufferPointer { try requireFinite($0, "level weights") }
+        try requireFinite(weights, "level weights")
         try require(query.count == w * levels, "query has \(query.count) words, expected \(w * levels)")
         try require(codes.count % (w * levels) == 0, "codes hold \(codes.count) words, not a multiple of \(w * levels)")
         let n = codes.count / (w * levels)
@@ -92,7 +95,7 @@ extension Kernels {
     public func hammingTopK(
         query: UnsafeBufferPointer<UInt64>, codes: UnsafeBufferPointer<UInt64>,
         bits: Int, k: Int
-    ) throws -> [Neighbor<UInt32>] {
+    ) throws(EngineError) -> [Neighbor<UInt32>] {
         let w = try Self.words(forBits: bits)
         try require(query.count == w, "query has \(query.count) words, expected \(w) for \(bits)-bit codes")
         try require(codes.count % w == 0, "codes hold \(codes.count) words, not a multiple of \(w)")

@@ -11,7 +11,7 @@ extension Kernels {
     public func layerNorm(
         _ x: UnsafeMutableBufferPointer<Float>, d: Int, gamma: UnsafeBufferPointer<Float>,
         beta: UnsafeBufferPointer<Float>, eps: Float
-    ) throws {
+    ) throws(EngineError) {
         try require(d > 0 && x.count % d == 0, "\(x.count) values are not whole rows of \(d)")
         try require(
             gamma.count == d && beta.count == d, "gamma and beta need \(d) values, got \(gamma.count) and \(beta.count)"
@@ -26,7 +26,7 @@ extension Kernels {
     public func rmsNorm(
         _ x: UnsafeBufferPointer<Float>, into y: UnsafeMutableBufferPointer<Float>, d: Int,
         gamma: UnsafeBufferPointer<Float>, eps: Float
-    ) throws {
+    ) throws(EngineError) {
         try require(d > 0 && x.count % d == 0, "\(x.count) values are not whole rows of \(d)")
         try require(y.count >= x.count, "output holds \(y.count) values, need \(x.count)")
         try require(gamma.count == d, "gamma needs \(d) values, got \(gamma.count)")
@@ -40,7 +40,7 @@ extension Kernels {
     public func rope(
         _ x: UnsafeMutableBufferPointer<Float>, rows: Int, heads: Int, headDim: Int, rowStride: Int,
         cos: UnsafeBufferPointer<Float>, sin: UnsafeBufferPointer<Float>
-    ) throws {
+    ) throws(EngineError) {
         try require(headDim > 0 && headDim % 2 == 0, "head dimension must be even, got \(headDim)")
         try require(heads * headDim <= rowStride, "\(heads) heads of \(headDim) do not fit rows of \(rowStride)")
         try require(rows == 0 || x.count >= (rows - 1) * rowStride + heads * headDim, "x holds too few values")
@@ -51,7 +51,7 @@ extension Kernels {
     }
 
     /// SwiGLU's gate in place: g = g / (1 + exp(-g)) * u.
-    public func siluMul(_ g: UnsafeMutableBufferPointer<Float>, _ u: UnsafeBufferPointer<Float>) throws {
+    public func siluMul(_ g: UnsafeMutableBufferPointer<Float>, _ u: UnsafeBufferPointer<Float>) throws(EngineError) {
         try require(u.count >= g.count, "u holds \(u.count) values, need \(g.count)")
         guard g.count > 0 else { return }
         opsTable.pointee.silu_mul(g.baseAddress!, u.baseAddress!, g.count)

@@ -8,12 +8,14 @@ public enum RowType: Int, CaseIterable, Sendable, CustomStringConvertible {
 
     var c: ck_rtype { ck_rtype(rawValue: UInt32(rawValue)) }
 
+    /// Whether rows are blocks of 32 quantized values.
     public var isQuantized: Bool { self.rawValue >= RowType.q8_0.rawValue }
 
+    /// The type's name (as in GGUF).
     public var description: String { ["f32", "f16", "q8_0", "q4_0", "q4_1", "q2_1"][rawValue] }
 
     /// Bytes taken by one row of `n` values; throws if `n` is not a multiple of 32 for block types.
-    public func rowBytes(_ n: Int) throws -> Int {
+    public func rowBytes(_ n: Int) throws(EngineError) -> Int {
         try require(n > 0, "row length must be positive, got \(n)")
         try require(!isQuantized || n % 32 == 0, "\(self) rows need a multiple of 32 values, got \(n)")
         return ck_qmatmul_row_bytes(c, n)
@@ -53,7 +55,7 @@ final class MatrixStorage: @unchecked Sendable {
     var count: Int { owned?.count ?? mapped!.count }
     var isMapped: Bool { mapped != nil }
 
-    func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+    func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws(EngineError) -> R) rethrows -> R {
         if let owned { return try owned.withUnsafeBytes(body) }
         return try body(mapped!)
     }
@@ -61,8 +63,11 @@ final class MatrixStorage: @unchecked Sendable {
 
 /// A row-major matrix whose rows are stored in a `RowType` (immutable value type).
 public struct QuantizedMatrix: Sendable {
+    /// How rows are stored.
     public let type: RowType
+    /// Rows.
     public let rows: Int
+    /// Values per row.
     public let cols: Int
     let storage: MatrixStorage
 
@@ -74,14 +79,15 @@ public struct QuantizedMatrix: Sendable {
     public var isMapped: Bool { storage.isMapped }
 
     /// Calls `body` with the raw row bytes (do not let the pointer escape).
-    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws(EngineError) -> R) rethrows -> R {
         try storage.withUnsafeBytes(body)
     }
 
+    /// Bytes per row.
     public var rowStride: Int { storage.count / max(rows, 1) }
 
     /// Wraps bytes of a mapped file in place; `owner` keeps the mapping alive. Validates the size.
-    init(type: RowType, rows: Int, cols: Int, mapped: UnsafeRawBufferPointer, owner: AnyObject) throws {
+    init(type: RowType, rows: Int, cols: Int, mapped: UnsafeRawBufferPointer, owner: AnyObject) throws(EngineError) {
         try require(rows > 0, "matrix needs at least one row")
         let rb = try type.rowBytes(cols)
         let need = try CheckedSize.product(rows, rb, what: "\(type) matrix \(rows)x\(cols)")
@@ -93,7 +99,7 @@ public struct QuantizedMatrix: Sendable {
     }
 
     /// Wraps existing row bytes (for instance read from a GGUF file); validates the size.
-    public init(type: RowType, rows: Int, cols: Int, bytes: [UInt8]) throws {
+    public init(type: RowType, rows: Int, cols: Int, bytes: [UInt8]) throws(EngineError) {
         try require(rows > 0, "matrix needs at least one row")
         let rb = try type.rowBytes(cols)
         try require(
@@ -105,11 +111,11 @@ public struct QuantizedMatrix: Sendable {
     }
 
     /// Quantizes a row-major f32 matrix. Throws on size mismatch or non-finite values.
-    public init(quantizing values: [Float], rows: Int, cols: Int, type: RowType, kernels: Kernels) throws {
+    public init(quantizing values: [Float], rows: Int, cols: Int, type: RowType, kernels: Kernels) throws(EngineError) {
         try require(rows > 0, "matrix needs at least one row")
         try require(
             values.count == rows * cols, "expected \(rows)x\(cols) = \(rows * cols) values, got \(values.count)")
-        try values.withUnsafeBufferPointer { try requireFinite($0, "matrix") }
+        try requireFinite(values, "matrix")
         let rb = try type.rowBytes(cols)
         var out = [UInt8](repeating: 0, count: rows * rb)
         values.withUnsafeBufferPointer { v in
@@ -150,7 +156,7 @@ extension Kernels {
     public func gemv(
         _ w: QuantizedMatrix, x: UnsafeBufferPointer<Float>, into y: UnsafeMutableBufferPointer<Float>,
         numerics: Numerics = .exact
-    ) throws {
+    ) throws(EngineError) {
         try require(x.count == w.cols, "x has \(x.count) values, matrix has \(w.cols) columns")
         try require(y.count >= w.rows, "y holds \(y.count) values, matrix has \(w.rows) rows")
         try requireFinite(x, "x")
@@ -185,10 +191,10 @@ extension Kernels {
 
     /// Quantizes `x` (count a multiple of 32, finite) into int8 activation blocks and returns
     /// them dequantized: the exact values the `.int8` numerics multiply by.
-    public func int8Activations(_ x: [Float]) throws -> [Float] {
+    public func int8Activations(_ x: [Float]) throws(EngineError) -> [Float] {
         try require(
             x.count > 0 && x.count % 32 == 0, "activation length must be a positive multiple of 32, got \(x.count)")
-        try x.withUnsafeBufferPointer { try requireFinite($0, "activations") }
+        try requireFinite(x, "activations")
         var blocks = [ck_block_q8a](repeating: ck_block_q8a(), count: x.count / 32)
         x.withUnsafeBufferPointer { xp in
             blocks.withUnsafeMutableBufferPointer {
@@ -207,7 +213,7 @@ extension Kernels {
 
 extension QuantizedMatrix {
     /// A dense f32 matrix (row-major), stored as f32 rows.
-    public init(f32 values: [Float], rows: Int, cols: Int) throws {
+    public init(f32 values: [Float], rows: Int, cols: Int) throws(EngineError) {
         try require(
             values.count == rows * cols, "expected \(rows)x\(cols) = \(rows * cols) values, got \(values.count)")
         let bytes = values.withUnsafeBytes { Array($0) }
@@ -224,7 +230,7 @@ extension Kernels {
     public func linear(
         _ w: QuantizedMatrix, x: UnsafeBufferPointer<Float>, tokens: Int,
         into y: UnsafeMutableBufferPointer<Float>, numerics: Numerics = .exact, useBLAS: Bool = true
-    ) throws {
+    ) throws(EngineError) {
         try require(tokens > 0, "linear needs at least one token")
         try require(x.count == tokens * w.cols, "x has \(x.count) values, expected \(tokens) x \(w.cols)")
         try require(y.count >= tokens * w.rows, "y holds \(y.count) values, expected \(tokens) x \(w.rows)")
@@ -266,7 +272,8 @@ extension Kernels {
     }
 
     /// Row `index` of a matrix, dequantized into `out` (cols values).
-    public func row(_ w: QuantizedMatrix, _ index: Int, into out: UnsafeMutableBufferPointer<Float>) throws {
+    public func row(_ w: QuantizedMatrix, _ index: Int, into out: UnsafeMutableBufferPointer<Float>) throws(EngineError)
+    {
         try require(index >= 0 && index < w.rows, "row \(index) out of range 0..<\(w.rows)")
         try require(out.count >= w.cols, "output holds \(out.count), need \(w.cols)")
         w.withUnsafeBytes { wb in

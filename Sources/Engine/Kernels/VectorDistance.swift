@@ -3,6 +3,7 @@ import CKernels
 /// Element type of stored vectors.
 public enum VectorType: String, Sendable, CaseIterable {
     case f32, f16
+    /// Bytes per value.
     public var bytes: Int { self == .f32 ? 4 : 2 }
 }
 
@@ -28,7 +29,7 @@ extension Kernels {
     public func distances(
         _ metric: Metric, query: UnsafeBufferPointer<Float>, data: UnsafeBufferPointer<Float>,
         into out: UnsafeMutableBufferPointer<Float>
-    ) throws {
+    ) throws(EngineError) {
         try checkedDistances(
             metric, query: query, rows: UnsafeRawBufferPointer(data), count: data.count, type: .f32, into: out)
     }
@@ -37,7 +38,7 @@ extension Kernels {
     public func distances(
         _ metric: Metric, query: UnsafeBufferPointer<Float>, f16 data: UnsafeBufferPointer<UInt16>,
         into out: UnsafeMutableBufferPointer<Float>
-    ) throws {
+    ) throws(EngineError) {
         try checkedDistances(
             metric, query: query, rows: UnsafeRawBufferPointer(data), count: data.count, type: .f16, into: out)
     }
@@ -46,7 +47,7 @@ extension Kernels {
     private func checkedDistances(
         _ metric: Metric, query: UnsafeBufferPointer<Float>, rows: UnsafeRawBufferPointer, count: Int,
         type: VectorType, into out: UnsafeMutableBufferPointer<Float>
-    ) throws {
+    ) throws(EngineError) {
         let d = query.count
         try require(d > 0 && count % d == 0, "data has \(count) values, not a multiple of the query's \(d)")
         let n = count / d

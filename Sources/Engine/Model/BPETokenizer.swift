@@ -6,17 +6,21 @@ import Foundation
 /// (GPT-2's bytes_to_unicode); merges apply by rank. Control tokens (e.g. <|im_start|>) are
 /// matched verbatim before pre-tokenization.
 public final class BPETokenizer: @unchecked Sendable {
+    /// Id to token string (byte-level: bytes mapped to printable characters as GPT-2 does).
     public let tokens: [String]
     let ids: [String: Int]
     let ranks: [String: Int] // "a b" -> merge rank
     let specials: [(String, Int)] // longest first
     let byteToChar: [Character]
     let charToByte: [Character: UInt8]
+    /// Beginning-of-sequence id, if the model has one.
     public let bosID: Int?
+    /// End-of-sequence id, if the model has one.
     public let eosID: Int?
     /// Whether to isolate each number code point first (SmolLM's pre-tokenizer).
     public let isolateNumbers: Bool
 
+    /// A tokenizer from its vocabulary, merge rules ("a b", rank = order) and special token ids.
     public init(tokens: [String], merges: [String], specialIDs: [Int], bos: Int?, eos: Int?, isolateNumbers: Bool)
         throws
     {
@@ -119,6 +123,7 @@ public final class BPETokenizer: @unchecked Sendable {
     /// Token id of a token string, if present.
     public func id(of token: String) -> Int? { ids[token] }
 
+    /// Token ids of `text` (special tokens matched first, then GPT-2 pre-tokenization and merges).
     public func encode(_ text: String) -> [Int] {
         var out: [Int] = []
         for (piece, special) in splitSpecials(text) {

@@ -3,15 +3,25 @@ import Foundation
 
 /// Hugging Face BERT `config.json` (the fields the encoder needs).
 public struct BertConfig: Codable, Sendable, Equatable {
+    /// Width of the hidden states.
     public var hiddenSize: Int
+    /// Transformer layers.
     public var numHiddenLayers: Int
+    /// Attention heads per layer.
     public var numAttentionHeads: Int
+    /// Width of the MLP hidden layer.
     public var intermediateSize: Int
+    /// Most positions (position-embedding rows).
     public var maxPositionEmbeddings: Int
+    /// Vocabulary size (word-embedding rows).
     public var vocabSize: Int
+    /// Token-type embedding rows.
     public var typeVocabSize: Int
+    /// LayerNorm epsilon.
     public var layerNormEps: Double
+    /// MLP activation (`gelu` is supported).
     public var hiddenAct: String
+    /// Hugging Face model type (`bert`).
     public var modelType: String
     /// Set by `ModelEncryptor.encryptBert`: "permutation" or "rotation" (absent for plain models).
     public var engineEncryption: String?
@@ -34,10 +44,12 @@ public struct BertConfig: Codable, Sendable, Equatable {
 /// A BERT encoder (post-LayerNorm, GELU) with sentence-transformers mean pooling + L2 norm,
 /// loaded from a Hugging Face directory (config.json, model.safetensors, vocab.txt).
 public final class BertModel: @unchecked Sendable {
+    /// The hyper-parameters read from config.json.
     public let config: BertConfig
     /// The model's WordPiece tokenizer (vocab.txt); nil for an encrypted model directory, whose
     /// vocabulary would reveal the key's permutation (its client tokenizes with the plain model's).
     public let textTokenizer: WordPieceTokenizer?
+    /// The directory's WordPiece tokenizer (an encrypted model directory has none: use the client's).
     public var tokenizer: WordPieceTokenizer {
         get throws {
             guard let textTokenizer else {
@@ -65,6 +77,7 @@ public final class BertModel: @unchecked Sendable {
     /// The kernels (and thread count) this model runs with.
     public let kernels: Kernels
 
+    /// Loads a model directory (model.safetensors, config.json, vocab.txt or tokenizer.json).
     public init(directory: String, maxLength: Int = 256, kernels: Kernels? = nil) throws {
         let cfgPath = directory + "/config.json"
         guard let data = FileManager.default.contents(atPath: cfgPath) else {

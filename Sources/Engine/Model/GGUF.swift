@@ -9,6 +9,7 @@ public indirect enum GGUFValue: Sendable, Equatable {
     case string(String)
     case array([GGUFValue])
 
+    /// The value as an integer, if it is one of the integer types.
     public var int: Int? {
         switch self {
         case .uint(let v): return Int(exactly: v)
@@ -16,6 +17,7 @@ public indirect enum GGUFValue: Sendable, Equatable {
         default: return nil
         }
     }
+    /// The value as a double, if it is a float or an integer.
     public var double: Double? {
         switch self {
         case .float(let v): return v
@@ -24,14 +26,17 @@ public indirect enum GGUFValue: Sendable, Equatable {
         default: return nil
         }
     }
+    /// The value as a string, if it is one.
     public var string: String? {
         if case .string(let s) = self { return s }
         return nil
     }
+    /// The elements, if the value is an array.
     public var array: [GGUFValue]? {
         if case .array(let a) = self { return a }
         return nil
     }
+    /// The value as a boolean, if it is one.
     public var bool: Bool? {
         if case .bool(let b) = self { return b }
         return nil
@@ -69,15 +74,21 @@ public enum GGMLType: UInt32, Sendable {
 
 /// One tensor of a GGUF file: ggml dimension order (ne[0] is the row length).
 public struct GGUFTensor: Sendable {
+    /// Tensor name.
     public let name: String
+    /// Dimensions, fastest first (ne[0] is the row length).
     public let dims: [Int]
+    /// Storage type.
     public let type: GGMLType
     /// Byte offset from the start of the file.
     public let offset: Int
+    /// Bytes of data.
     public let byteCount: Int
+    /// Values in the tensor.
     public var elementCount: Int { dims.reduce(1, *) }
     /// Row length (ne[0]) and number of rows (product of the other dims).
     public var rowLength: Int { dims.first ?? 1 }
+    /// Rows (the product of every dimension but the first).
     public var rowCount: Int { dims.dropFirst().reduce(1, *) }
 }
 
@@ -85,18 +96,25 @@ public struct GGUFTensor: Sendable {
 /// Every offset and size is checked against the file; truncation and corruption are thrown
 /// as `EngineError.invalidFile` with the position, unknown tensor types as `unsupported`.
 public final class GGUFFile: @unchecked Sendable {
+    /// The memory-mapped file.
     public let file: MappedFile
+    /// GGUF format version (2 or 3).
     public let version: Int
+    /// Metadata key-value pairs.
     public private(set) var metadata: [String: GGUFValue] = [:]
+    /// Tensor directory by name.
     public private(set) var tensors: [String: GGUFTensor] = [:]
     /// Tensor names in file order.
     public private(set) var tensorOrder: [String] = []
+    /// Alignment of tensor data (`general.alignment`, default 32).
     public let alignment: Int
 
+    /// Maps and parses the file at `path`.
     public convenience init(path: String) throws {
         try self.init(file: MappedFile(path: path))
     }
 
+    /// Parses a mapped file: header, metadata and tensor directory, every size checked against the file.
     public init(file: MappedFile) throws {
         self.file = file
         var r = Reader(file: file)
@@ -212,12 +230,14 @@ public final class GGUFFile: @unchecked Sendable {
         }
         return v
     }
+    /// A float metadata value; throws with the key's name if it is missing.
     public func double(_ key: String) throws -> Double {
         guard let v = metadata[key]?.double else {
             throw EngineError.invalidFile("\(file.path): missing or non-numeric metadata \(key)")
         }
         return v
     }
+    /// A string metadata value; throws with the key's name if it is missing.
     public func string(_ key: String) throws -> String {
         guard let v = metadata[key]?.string else {
             throw EngineError.invalidFile("\(file.path): missing or non-string metadata \(key)")

@@ -1,10 +1,13 @@
 /// Writes GGUF v3 files (metadata, then tensor directory, then aligned tensor data), atomically.
 public struct GGUFWriter {
+    /// Metadata to write, in order.
     public var metadata: [(String, GGUFValue)] = []
+    /// Tensors to write, in order (ggml type codes, raw bytes).
     public var tensors: [(name: String, dims: [Int], type: UInt32, bytes: [UInt8])] = []
     /// Data alignment; must be a power of two (GGUF default 32).
     public var alignment = 32
 
+    /// An empty file.
     public init() {}
 
     /// Adds a tensor of a supported type; `dims` in ggml order (row length first).
@@ -28,6 +31,7 @@ public struct GGUFWriter {
         tensors.append((name, dims, type, bytes))
     }
 
+    /// Writes a GGUF v3 file atomically.
     public func write(to path: String) throws {
         try require(
             alignment > 0 && alignment & (alignment - 1) == 0, "alignment must be a power of two, got \(alignment)")

@@ -16,6 +16,7 @@ public struct GenerationParameters: Sendable {
     /// <|im_end|> when present).
     public var stopTokens: Set<Int>? = nil
 
+    /// Sampling settings; see each property.
     public init(
         maxTokens: Int = 128, temperature: Float = 0, topK: Int = 0, topP: Float = 1, seed: UInt64 = 0,
         stopTokens: Set<Int>? = nil
@@ -38,15 +39,18 @@ public struct GenerationParameters: Sendable {
 
 /// Picks the next token from logits (greedy, or seeded temperature / top-k / top-p sampling).
 public struct Sampler: Sendable {
+    /// The settings this sampler applies.
     public let parameters: GenerationParameters
     var rng: SeededRandom
 
+    /// A sampler; throws on out-of-range settings.
     public init(_ p: GenerationParameters) throws {
         try p.validate()
         parameters = p
         rng = SeededRandom(seed: p.seed)
     }
 
+    /// The next token id for `logits` (greedy, or a seeded draw after temperature, top-k and top-p).
     public mutating func next(_ logits: [Float]) -> Int {
         let p = parameters
         if p.temperature == 0 {
@@ -86,10 +90,14 @@ public struct Sampler: Sendable {
 
 /// A decoder with its tokenizer: prompt in, streamed text out.
 public final class TextGenerator: @unchecked Sendable {
+    /// The decoder.
     public let model: LlamaModel
+    /// Its tokenizer.
     public let tokenizer: BPETokenizer
+    /// The model's chat template source (GGUF `tokenizer.chat_template`), if any.
     public let chatTemplate: String?
 
+    /// A generator over a loaded model and tokenizer.
     public init(model: LlamaModel, tokenizer: BPETokenizer, chatTemplate: String? = nil) {
         self.model = model
         self.tokenizer = tokenizer
@@ -127,6 +135,7 @@ public final class TextGenerator: @unchecked Sendable {
         return try generate(promptIDs: ids, parameters: parameters, onToken: onToken)
     }
 
+    /// Generates from prompt ids; `onToken` receives each new id and the text it completes.
     @discardableResult
     public func generate(
         promptIDs: [Int], parameters: GenerationParameters = .init(),

@@ -24,7 +24,9 @@ public protocol KVCache: AnyObject, Sendable {
 
 /// Dense f32 KV cache, head-major per layer (kvHeads x capacity x headDim): the reference cache.
 public final class DenseKVCache: KVCache, @unchecked Sendable {
+    /// Most positions the cache can hold.
     public let capacity: Int
+    /// Positions filled so far.
     public private(set) var length = 0
     let kvHeads: Int
     let headDim: Int
@@ -40,18 +42,22 @@ public final class DenseKVCache: KVCache, @unchecked Sendable {
         values = keys
     }
 
+    /// Bytes of keys and values held (the whole capacity is allocated up front).
     public var memoryBytes: Int { (keys.count + values.count) * kvHeads * capacity * headDim * 4 }
 
+    /// Drops positions from `newLength` on.
     public func trim(to newLength: Int) throws {
         try require(newLength >= 0 && newLength <= length, "cannot trim a cache of \(length) positions to \(newLength)")
         length = newLength
     }
 
+    /// Marks positions ..< newLength as filled.
     public func advance(to newLength: Int) throws {
         try require(newLength >= length && newLength <= capacity, "cannot advance to \(newLength) of \(capacity)")
         length = newLength
     }
 
+    /// Stores token-major rows (count x kvHeads x headDim) head-major at positions start ..< start + count.
     public func append(layer: Int, keys k: [Float], values v: [Float], at start: Int, count: Int) throws {
         let hd = headDim
         try require(start >= 0 && start + count <= capacity, "positions \(start)..<\(start + count) exceed \(capacity)")
@@ -68,6 +74,7 @@ public final class DenseKVCache: KVCache, @unchecked Sendable {
         }
     }
 
+    /// Causal attention over the layer's f32 keys and values (decode, prefill or polynomial Power-Softmax).
     public func attend(
         layer l: Int, shape: AttentionShape, score: ScoreFunction, q: UnsafeBufferPointer<Float>, start: Int,
         count: Int,

@@ -3,17 +3,28 @@ import Foundation
 
 /// Hyper-parameters of a Llama-family decoder, read from GGUF metadata (`llama.*` keys).
 public struct LlamaConfig: Sendable, Equatable {
+    /// Width of the residual stream.
     public var dim: Int
+    /// Transformer layers.
     public var layers: Int
+    /// Query heads.
     public var heads: Int
+    /// Key/value heads (grouped-query attention).
     public var kvHeads: Int
+    /// Width of the MLP hidden layer.
     public var hidden: Int
+    /// Vocabulary size.
     public var vocab: Int
+    /// Most positions the model was trained for.
     public var contextLength: Int
+    /// RoPE frequency base.
     public var ropeBase: Float
+    /// RMSNorm epsilon.
     public var normEps: Float
+    /// Width of one head.
     public var headDim: Int { dim / heads }
 
+    /// Reads and checks the `llama.*` metadata of a GGUF file.
     public init(gguf f: GGUFFile) throws {
         let arch = try f.string("general.architecture")
         guard arch == "llama" else {
@@ -61,11 +72,14 @@ public enum WeightFormat: String, Sendable, CaseIterable {
 
 /// A Llama-family decoder (RMSNorm, RoPE on adjacent pairs as GGUF stores it, GQA, SwiGLU).
 public final class LlamaModel: @unchecked Sendable {
+    /// The hyper-parameters.
     public let config: LlamaConfig
+    /// How the weights are held (f32 reference or as stored).
     public let format: WeightFormat
     /// Activation numerics for quantized weights: `.exact` (f32 activations, weights
     /// dequantized in registers; equals the f32 path up to rounding) or `.int8` (as llama.cpp).
     public let activations: Numerics
+    /// The kernels (level and threads) the model runs with.
     public let kernels: Kernels
     /// Attention score function: softmax, or Power-Softmax for models trained with it (from the
     /// GGUF keys `engine.attention.score` = "power", `engine.attention.power_p`, `.power_eps`,

@@ -4,17 +4,27 @@ import Foundation
 /// {name: {dtype, shape, data_offsets: [begin, end]}} and the tensor data, memory-mapped.
 /// Offsets are checked against the file; truncation and corruption throw `invalidFile`.
 public final class SafeTensorsFile: @unchecked Sendable {
+    /// One tensor's entry in the header.
     public struct Tensor: Sendable {
+        /// Tensor name.
         public let name: String
+        /// Element type (F32, F16, BF16, ...).
         public let dtype: String
+        /// Shape, slowest first.
         public let shape: [Int]
+        /// Offset of the data from the start of the file.
         public let offset: Int
+        /// Bytes of data.
         public let byteCount: Int
     }
+    /// The memory-mapped file.
     public let file: MappedFile
+    /// Tensor directory by name.
     public private(set) var tensors: [String: Tensor] = [:]
+    /// The header's `__metadata__` strings.
     public private(set) var metadata: [String: String] = [:]
 
+    /// Maps and parses the file at `path`; every entry checked against the file's size.
     public init(path: String) throws {
         file = try MappedFile(path: path)
         let lenBytes = try file.bytes(0, 8)
@@ -100,11 +110,15 @@ public final class SafeTensorsFile: @unchecked Sendable {
 /// Writes a safetensors file (F32 tensors), atomically: 8-byte little-endian header length, a
 /// JSON header padded with spaces to a multiple of 8, then the tensor bytes in header order.
 public struct SafeTensorsWriter {
+    /// The `__metadata__` strings to write.
     public var metadata: [String: String] = [:]
+    /// Tensors to write, in order.
     public private(set) var tensors: [(name: String, shape: [Int], values: [Float])] = []
 
+    /// An empty file.
     public init() {}
 
+    /// Adds an f32 tensor; throws if `values` does not fill `shape`.
     public mutating func add(_ name: String, shape: [Int], _ values: [Float]) throws {
         try require(
             shape.reduce(1, *) == values.count, "tensor \(name): shape \(shape) does not hold \(values.count) values")
@@ -112,6 +126,7 @@ public struct SafeTensorsWriter {
         tensors.append((name, shape, values))
     }
 
+    /// Writes the file atomically.
     public func write(to path: String) throws {
         var header: [String: Any] = [:]
         var off = 0

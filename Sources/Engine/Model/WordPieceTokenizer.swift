@@ -6,18 +6,23 @@ import Foundation
 /// Encoding adds [CLS] ... [SEP] and truncates to `maxLength` (sentence-transformers' default
 /// for all-MiniLM-L6-v2 is 256).
 public final class WordPieceTokenizer: @unchecked Sendable {
+    /// Token string to id.
     public let vocab: [String: Int]
+    /// Id to token string.
     public let tokens: [String]
     public let unkID: Int, clsID: Int, sepID: Int, padID: Int
+    /// Longest encoding in tokens, [CLS] and [SEP] included; longer inputs are cut.
     public var maxLength: Int
     let maxCharsPerWord = 100
 
-    public init(vocabulary: [String], maxLength: Int = 256) throws {
+    /// A tokenizer over `vocabulary` (line order gives the ids); throws if [UNK], [CLS], [SEP] or [PAD] is
+    /// missing.
+    public init(vocabulary: [String], maxLength: Int = 256) throws(EngineError) {
         tokens = vocabulary
         var v: [String: Int] = [:]
         for (i, t) in vocabulary.enumerated() where v[t] == nil { v[t] = i }
         vocab = v
-        func id(_ s: String) throws -> Int {
+        func id(_ s: String) throws(EngineError) -> Int {
             guard let i = v[s] else { throw EngineError.invalidFile("WordPiece vocabulary has no \(s) token") }
             return i
         }
@@ -30,7 +35,7 @@ public final class WordPieceTokenizer: @unchecked Sendable {
     }
 
     /// From a model directory: vocab.txt (one token per line, id = line number).
-    public convenience init(directory: String, maxLength: Int = 256) throws {
+    public convenience init(directory: String, maxLength: Int = 256) throws(EngineError) {
         let path = directory + "/vocab.txt"
         guard let data = FileManager.default.contents(atPath: path) else {
             throw EngineError.io("missing tokenizer: cannot read \(path)")
@@ -41,7 +46,7 @@ public final class WordPieceTokenizer: @unchecked Sendable {
     }
 
     /// From a Hugging Face tokenizer.json whose model is WordPiece (vocabulary: token -> id).
-    public convenience init(tokenizerJSON path: String, maxLength: Int = 256) throws {
+    public convenience init(tokenizerJSON path: String, maxLength: Int = 256) throws(EngineError) {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw EngineError.io("missing tokenizer: cannot read \(path)")
         }

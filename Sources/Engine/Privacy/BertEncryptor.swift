@@ -192,11 +192,15 @@ extension ModelEncryptor {
 /// e = Pi^-1 e' or e = Q e'. Mean pooling and L2 normalisation commute with both, so the server
 /// pools and normalises; cosine similarities are unchanged.
 public final class EncryptedEncoderSession: @unchecked Sendable {
+    /// The plain tokenizer (client side).
     public let tokenizer: WordPieceTokenizer
+    /// The encrypted encoder the server runs.
     public let server: BertModel
+    /// How the hidden dimension was encrypted.
     public let mode: BertEncryption
     let p: [Int], pi: [Int], q: [Float]
 
+    /// A session; throws if the key does not fit the server model.
     public init(tokenizer: WordPieceTokenizer, server: BertModel, key: EncryptionKey) throws {
         guard let m = server.config.engineEncryption.flatMap(BertEncryption.init(rawValue:)) else {
             throw EngineError.invalidArgument(

@@ -4,11 +4,14 @@ import Foundation
 /// un-permutes the returned logits, samples, and detokenizes. Only permuted ids and permuted
 /// logits cross between `client` and `server` here (the HTTP split comes later).
 public final class EncryptedSession: @unchecked Sendable {
+    /// The plain tokenizer (client side).
     public let tokenizer: BPETokenizer
+    /// The encrypted model the server runs.
     public let server: LlamaModel
     let p: [Int]
     let inverse: [Int]
 
+    /// A session; throws if the key was made for another model shape.
     public init(tokenizer: BPETokenizer, server: LlamaModel, key: EncryptionKey) throws {
         try require(
             key.shape == ModelShape(server.config), "the key's model shape differs from the server model's (wrong key)")
@@ -46,7 +49,9 @@ public final class EncryptedSession: @unchecked Sendable {
 /// vocabulary-sized tensors reach the server, which removes the frequency and embedding-matching
 /// attacks (docs/threat-model.md) at the cost of the head's matrix-vector product on the client.
 public final class SplitEncryptedSession: @unchecked Sendable {
+    /// The plain tokenizer (from the client half).
     public let tokenizer: BPETokenizer
+    /// The split server model (no vocabulary tensors).
     public let server: LlamaModel
     let embedding: QuantizedMatrix, head: QuantizedMatrix
     let kernels: Kernels
@@ -68,6 +73,7 @@ public final class SplitEncryptedSession: @unchecked Sendable {
         }
     }
 
+    /// A session over a client half and its server model; throws if they do not belong together.
     public init(client f: GGUFFile, server: LlamaModel, kernels: Kernels) throws {
         guard case .bool(true)? = f.metadata["engine.split_client"] else {
             throw EngineError.invalidArgument("\(f.file.path) is not the client half of a split-encrypted model")
@@ -115,6 +121,7 @@ public final class SplitEncryptedSession: @unchecked Sendable {
         return logits
     }
 
+    /// Generates from a plain prompt; only rotated vectors reach the server.
     @discardableResult
     public func generate(
         prompt: String, parameters: GenerationParameters = .init(),

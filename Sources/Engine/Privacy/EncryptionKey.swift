@@ -4,6 +4,7 @@ import Foundation
 /// Shape of the model a key belongs to; part of the key's identity.
 public struct ModelShape: Sendable, Equatable {
     public var vocab: Int, dim: Int, layers: Int, heads: Int, kvHeads: Int, headDim: Int, hidden: Int
+    /// A shape from its sizes.
     public init(vocab: Int, dim: Int, layers: Int, heads: Int, kvHeads: Int, headDim: Int, hidden: Int) {
         self.vocab = vocab
         self.dim = dim
@@ -13,11 +14,13 @@ public struct ModelShape: Sendable, Equatable {
         self.headDim = headDim
         self.hidden = hidden
     }
+    /// The shape of a Llama-family decoder.
     public init(_ c: LlamaConfig) {
         self.init(
             vocab: c.vocab, dim: c.dim, layers: c.layers, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim,
             hidden: c.hidden)
     }
+    /// The shape of a BERT encoder.
     public init(_ c: BertConfig) {
         let hd = c.hiddenSize / c.numAttentionHeads
         self.init(
@@ -70,10 +73,15 @@ struct KeyStream: RandomNumberGenerator {
 /// permutation and scales) is derived from it with HKDF-SHA256 and labelled streams, so the key
 /// file stores no weights and no derived matrices.
 public struct EncryptionKey: Sendable, Equatable {
+    /// Magic bytes of a key file.
     public static let magic = Array("EEKEY001".utf8)
+    /// Key file format version.
     public static let version: UInt32 = 1
+    /// The 256-bit secret (32 bytes).
     public let secret: [UInt8] // 32 bytes
+    /// SHA-256 of the model's identity (32 bytes): the key only fits that model.
     public let modelID: [UInt8] // 32 bytes: SHA-256 of the model's identity string
+    /// The model shape the key's transforms are drawn for.
     public let shape: ModelShape
 
     /// A fresh key from the system CSPRNG.
@@ -83,6 +91,7 @@ public struct EncryptionKey: Sendable, Equatable {
             secret: (0..<32).map { _ in UInt8.random(in: 0...255, using: &g) }, shape: shape, modelID: modelID)
     }
 
+    /// A key from a given 32-byte secret.
     public init(secret: [UInt8], shape: ModelShape, modelID: [UInt8]) throws {
         try require(secret.count == 32, "the secret must be 32 bytes (256 bits), got \(secret.count)")
         try require(modelID.count == 32, "the model id must be 32 bytes, got \(modelID.count)")
@@ -208,6 +217,7 @@ public struct EncryptionKey: Sendable, Equatable {
 
     /// MLP hidden permutation of a layer, and positive scales for SwiGLU's up/down pair.
     public func mlpPermutation(layer: Int) -> [Int] { permutation(shape.hidden, "mlp/\(layer)") }
+    /// Positive SwiGLU scales of one layer's MLP hidden units.
     public func mlpScales(layer: Int) -> [Double] {
         var s = stream("mlpscale/\(layer)")
         return (0..<shape.hidden).map { _ in exp(s.unit() - 0.5) }
@@ -224,6 +234,7 @@ public struct EncryptionKey: Sendable, Equatable {
     // Total 136 bytes; written atomically with mode 0600.
     static let fileSize = 136
 
+    /// Writes the key file atomically with mode 0600.
     public func write(to path: String) throws {
         var b = Self.magic
         func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { b.append(contentsOf: $0) } }

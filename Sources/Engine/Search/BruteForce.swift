@@ -7,7 +7,7 @@ public enum BruteForce {
     public static func search(
         base: [Float], queries: [Float], dim: Int, k: Int, metric: Metric,
         threads: Int = Threads.defaultCount
-    ) throws -> [Int32] {
+    ) throws(EngineError) -> [Int32] {
         try require(
             dim > 0 && base.count % dim == 0 && queries.count % dim == 0,
             "base and queries must be whole \(dim)-d vectors")

@@ -3,12 +3,15 @@ import CKernels
 /// Product quantizer: d = m * dsub, each sub-vector coded by one of 2^bits centroids
 /// (bits 8: one byte per sub-quantizer, scanned with float tables; bits 4: packed for fast-scan).
 public struct ProductQuantizer: Sendable {
+    /// Dimension of the vectors.
     public let dim: Int
     /// Number of sub-quantizers M.
     public let subquantizers: Int
     /// Bits per sub-code: 4 or 8.
     public let bits: Int
+    /// Centroids per sub-quantizer (2^bits).
     public var ksub: Int { 1 << bits }
+    /// Dimensions per sub-quantizer.
     public var dsub: Int { dim / subquantizers }
     /// Centroids, layout (M, ksub, dsub).
     public let centroids: [Float]
@@ -135,10 +138,15 @@ public struct ProductQuantizer: Sendable {
 
 /// 4-bit PQ codes packed in blocks of 32 vectors for fast-scan (layout in ck_pq.h).
 public struct PackedPQ4Codes: Sendable {
+    /// Codes held.
     public let count: Int
+    /// Sub-quantizers per code.
     public let subquantizers: Int
+    /// The packed blocks (ck_pq.h layout).
     public let bytes: [UInt8]
+    /// Blocks of 32 codes.
     public var blocks: Int { (count + 31) / 32 }
+    /// Sub-quantizers rounded up to the kernel's granularity.
     public var paddedSubquantizers: Int { ck_pq_padded_m4(subquantizers) }
 
     /// Packs n x M codes (values < 16).
@@ -160,9 +168,13 @@ public struct PackedPQ4Codes: Sendable {
 /// A distance table quantized to uint8 for fast-scan: distance ~= bias + sum / scale, each term
 /// within 0.5 / scale of the float table.
 public struct QuantizedPQ4Table: Sendable {
+    /// Table entries, uint8 (padded sub-quantizers x 16).
     public let entries: [UInt8]
+    /// Distance = bias + sum / scale.
     public let scale: Float
+    /// Offset added to every dequantized distance.
     public let bias: Float
+    /// Sub-quantizers of the table.
     public let subquantizers: Int
     /// Largest difference between the fast-scan distance and the float-table distance.
     public var maxError: Float { Float(subquantizers) * 0.5 / scale }

@@ -24,6 +24,7 @@ extension HybridIndex {
         for (i, id) in ids.enumerated() { try placeInsert(id, rows[i]) }
     }
 
+    /// Adds one vector under `id` (see `insert(vectors:ids:)`).
     public func insert(_ vector: [Float], id: UInt64) throws { try insert(vectors: vector, ids: [id]) }
 
     /// Removes ids (a tombstone hides base entries; inserted entries are dropped). Unknown ids
@@ -36,6 +37,7 @@ extension HybridIndex {
 
     /// Inserted vectors held in RAM, and tombstones.
     public var insertedCount: Int { delta.snapshot().location.count }
+    /// Tombstones (deleted or replaced ids of the base index).
     public var tombstoneCount: Int { delta.snapshot().tombstones.count }
 
     func placeInsert(_ id: UInt64, _ v: [Float]) throws {

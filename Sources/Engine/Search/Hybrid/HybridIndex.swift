@@ -13,17 +13,25 @@ import Foundation
 ///  - `delta.log` (`DeltaLayer`): inserts and deletes since the build.
 /// Searches are thread-safe. Built by `HybridIndex.build`, atomically.
 public final class HybridIndex: @unchecked Sendable {
+    /// The index directory.
     public let directory: String
+    /// Dimension of the vectors.
     public let dim: Int
+    /// Distance of the index.
     public let metric: Metric
+    /// What the posting lists hold.
     public let payload: PostingPayload
     /// Codebooks of a `.pq8` or `.pq4` index (in RAM).
     public let pq: ProductQuantizer?
     /// Rotation of a `.binary` index.
     let rotation: SignRotation?
+    /// Vectors in the base index (inserts not counted).
     public let count: Int
+    /// Posting lists.
     public let heads: Int
+    /// Coarse clusters above the heads.
     public let coarse: Int
+    /// Posting entries (vector replicas).
     public let entries: Int
     let layout: PostingListLayout
     let coarseCentroids: [Float]
@@ -36,6 +44,7 @@ public final class HybridIndex: @unchecked Sendable {
     /// Size of heads.bin.
     let headsFileBytes: Int
     let kernels: Kernels
+    /// How posting lists are read.
     public let io: IndexIO
     /// Replication settings of the build, reused when inserting.
     let maxReplicas: Int
@@ -43,6 +52,7 @@ public final class HybridIndex: @unchecked Sendable {
     let rngFactor: Float
     /// Inserts, deletes and their log (`delta.log`); always present (empty when no log exists).
     let delta: DeltaLayer
+    /// Whether inserts and deletes are allowed.
     public let writable: Bool
     /// io_uring rings, one per concurrent search (IndexIO.uring).
     let rings = UringReaders()

@@ -35,12 +35,14 @@ public struct HybridIndexOptions: Sendable {
     public var kmeansIterations: Int = 8
     /// Coarse clusters (the navigation level above the heads): 0 = sqrt(heads).
     public var coarseClusters: Int = 0
+    /// Seed of sampling and k-means: the same seed and input give the same bytes.
     public var seed: UInt64 = 1
     /// Rows per block when the build streams its input (0: about 8 MiB of f32 per block).
     public var blockRows: Int = 0
     /// Progress messages during long builds (nil: silent).
     public var progress: (@Sendable (String) -> Void)? = nil
 
+    /// The defaults above.
     public init() {}
 }
 
@@ -61,9 +63,11 @@ public struct HybridSearchParameters: Sendable {
     /// Only ids for which this returns true are returned (filtered search).
     public var filter: (@Sendable (UInt64) -> Bool)? = nil
 
+    /// Defaults, with `nprobe` lists read.
     public init(nprobe: Int = 32) { self.nprobe = nprobe }
 }
 
+/// When posting-list checksums are verified: on first read (default), on every read, or never.
 public enum ChecksumPolicy: Sendable { case once, always, never }
 
 /// Posting-list payload of a hybrid index.
@@ -92,14 +96,20 @@ public enum IndexIO: String, Sendable, CaseIterable { case mapped, pread, uring 
 /// One search result: a stored vector's external id and its distance to the query (the metric's
 /// convention, smaller is better). Kernel-level scans return `Neighbor` (a position) instead.
 public struct SearchHit: Sendable, Equatable {
+    /// The vector's external id.
     public var id: UInt64
+    /// Its distance to the query.
     public var distance: Float
 }
 
 /// The work one search did (lists and bytes read, candidates scored).
 public struct SearchCost: Sendable {
+    /// Posting lists read.
     public var listsRead = 0
+    /// Bytes read from postings.bin and vectors.bin.
     public var bytesRead = 0
+    /// 4 KiB pages read.
     public var pagesRead = 0
+    /// Entries scored (list entries and inserted vectors).
     public var candidatesScored = 0
 }
