@@ -161,8 +161,6 @@ public final class BertModel: @unchecked Sendable {
     func forward(_ seqs: [[Int]], kernels k: Kernels) throws -> [Float] {
         let c = config
         let d = c.hiddenSize
-        let nh = c.numAttentionHeads
-        let hd = d / nh
         let lengths = seqs.map(\.count)
         let T = lengths.reduce(0, +)
         try require(!seqs.isEmpty && lengths.allSatisfy { $0 > 0 }, "no tokens")
@@ -176,82 +174,115 @@ public final class BertModel: @unchecked Sendable {
                 throw EngineError.invalidArgument("token id \(i) is out of range 0..<\(c.vocabSize)")
             }
         }
-        var starts: [Int] = []
-        var acc = 0
-        for n in lengths {
-            starts.append(acc)
-            acc += n
-        }
-        var x = [Float](repeating: 0, count: T * d)
-        for (si, s) in seqs.enumerated() {
-            for (t, id) in s.enumerated() {
-                let row = starts[si] + t
-                for j in 0..<d { x[row * d + j] = wordEmb[id * d + j] + posEmb[t * d + j] + typeEmb[j] }
-            }
-        }
+        var x = embeddings(seqs, tokens: T)
         try layerNorm(&x, embLN, T, d, k)
-        var q = x
-        var kk = x
-        var v = x
-        var ctx = x
-        var tmp = x
-        var inter = [Float](repeating: 0, count: T * c.intermediateSize)
-        let maxT = lengths.max()!
-        var scores = [Float](repeating: 0, count: maxT * maxT)
-        let scale = 1 / Float(hd).squareRoot()
+        var s = Scratch(tokens: T, dim: d, intermediate: c.intermediateSize, longest: lengths.max()!)
         // OpenBLAS wins once the token count makes real matrix products; below, the row kernels.
         let blas = T >= 128
         for (li, L) in layers.enumerated() {
-            let M = mats[li]
-            try lin(k, M[0], x, L.bq, T, &q, blas)
-            try lin(k, M[1], x, L.bk, T, &kk, blas)
-            try lin(k, M[2], x, L.bv, T, &v, blas)
-            // bidirectional attention per sequence and head with sgemm: S = Q_h K_h^T, softmax, O_h = P V_h
-            for (si, n) in lengths.enumerated() {
-                let base = starts[si] * d
-                for head in 0..<nh {
-                    q.withUnsafeBufferPointer { qp in
-                        kk.withUnsafeBufferPointer { kp in
-                            scores.withUnsafeMutableBufferPointer { sp in
-                                ck_blas_sgemm(
-                                    false, true, n, n, hd, scale, qp.baseAddress! + base + head * hd, d,
-                                    kp.baseAddress! + base + head * hd, d, 0, sp.baseAddress, n)
-                            }
-                        }
-                    }
-                    for r in 0..<n {
-                        var m = -Float.infinity
-                        for j in 0..<n { m = max(m, scores[r * n + j]) }
-                        var z: Float = 0
-                        for j in 0..<n {
-                            let e = expf(scores[r * n + j] - m)
-                            scores[r * n + j] = e
-                            z += e
-                        }
-                        let inv = 1 / z
-                        for j in 0..<n { scores[r * n + j] *= inv }
-                    }
-                    scores.withUnsafeBufferPointer { sp in
-                        v.withUnsafeBufferPointer { vp in
-                            ctx.withUnsafeMutableBufferPointer { cp in
-                                ck_blas_sgemm(
-                                    false, false, n, hd, n, 1, sp.baseAddress, n, vp.baseAddress! + base + head * hd, d,
-                                    0, cp.baseAddress! + base + head * hd, d)
-                            }
-                        }
-                    }
-                }
-            }
-            try lin(k, M[3], ctx, L.bo, T, &tmp, blas)
-            for i in 0..<(T * d) { x[i] += tmp[i] }
-            try layerNorm(&x, L.ln1, T, d, k)
-            try lin(k, M[4], x, L.bi, T, &inter, blas)
-            inter.withUnsafeMutableBufferPointer { k.geluErf($0) } // exact (erf) GELU
-            try lin(k, M[5], inter, L.bd, T, &tmp, blas)
-            for i in 0..<(T * d) { x[i] += tmp[i] }
-            try layerNorm(&x, L.ln2, T, d, k)
+            try attentionBlock(L, mats[li], &x, lengths: lengths, &s, kernels: k, blas: blas)
+            try mlpBlock(L, mats[li], &x, tokens: T, &s, kernels: k, blas: blas)
         }
         return x
+    }
+
+    /// Buffers of one forward call.
+    struct Scratch {
+        var q: [Float], k: [Float], v: [Float], ctx: [Float], tmp: [Float], inter: [Float], scores: [Float]
+        init(tokens T: Int, dim d: Int, intermediate: Int, longest: Int) {
+            q = [Float](repeating: 0, count: T * d)
+            k = q
+            v = q
+            ctx = q
+            tmp = q
+            inter = [Float](repeating: 0, count: T * intermediate)
+            scores = [Float](repeating: 0, count: longest * longest)
+        }
+    }
+
+    /// Word + position + token-type embeddings of every token (sequences concatenated).
+    func embeddings(_ seqs: [[Int]], tokens T: Int) -> [Float] {
+        let d = config.hiddenSize
+        var x = [Float](repeating: 0, count: T * d)
+        var row = 0
+        for s in seqs {
+            for (t, id) in s.enumerated() {
+                for j in 0..<d { x[row * d + j] = wordEmb[id * d + j] + posEmb[t * d + j] + typeEmb[j] }
+                row += 1
+            }
+        }
+        return x
+    }
+
+    /// x = LayerNorm(x + o(attention(q(x), k(x), v(x)))), bidirectional, per sequence and head.
+    func attentionBlock(
+        _ L: Layer, _ M: [QuantizedMatrix], _ x: inout [Float], lengths: [Int], _ s: inout Scratch,
+        kernels k: Kernels, blas: Bool
+    ) throws {
+        let d = config.hiddenSize
+        let T = x.count / d
+        try lin(k, M[0], x, L.bq, T, &s.q, blas)
+        try lin(k, M[1], x, L.bk, T, &s.k, blas)
+        try lin(k, M[2], x, L.bv, T, &s.v, blas)
+        var start = 0
+        for n in lengths {
+            for head in 0..<config.numAttentionHeads { attendHead(&s, start: start, count: n, head: head) }
+            start += n
+        }
+        try lin(k, M[3], s.ctx, L.bo, T, &s.tmp, blas)
+        for i in 0..<(T * d) { x[i] += s.tmp[i] }
+        try layerNorm(&x, L.ln1, T, d, k)
+    }
+
+    /// One head of one sequence with sgemm: S = Q_h K_h^T / sqrt(hd), softmax, O_h = P V_h.
+    func attendHead(_ s: inout Scratch, start: Int, count n: Int, head: Int) {
+        let d = config.hiddenSize
+        let hd = d / config.numAttentionHeads
+        let scale = 1 / Float(hd).squareRoot()
+        let at = start * d + head * hd
+        s.q.withUnsafeBufferPointer { qp in
+            s.k.withUnsafeBufferPointer { kp in
+                s.scores.withUnsafeMutableBufferPointer { sp in
+                    ck_blas_sgemm(
+                        false, true, n, n, hd, scale, qp.baseAddress! + at, d, kp.baseAddress! + at, d, 0,
+                        sp.baseAddress, n)
+                }
+            }
+        }
+        for r in 0..<n {
+            var m = -Float.infinity
+            for j in 0..<n { m = max(m, s.scores[r * n + j]) }
+            var z: Float = 0
+            for j in 0..<n {
+                let e = expf(s.scores[r * n + j] - m)
+                s.scores[r * n + j] = e
+                z += e
+            }
+            let inv = 1 / z
+            for j in 0..<n { s.scores[r * n + j] *= inv }
+        }
+        s.scores.withUnsafeBufferPointer { sp in
+            s.v.withUnsafeBufferPointer { vp in
+                s.ctx.withUnsafeMutableBufferPointer { cp in
+                    ck_blas_sgemm(
+                        false, false, n, hd, n, 1, sp.baseAddress, n, vp.baseAddress! + at, d, 0, cp.baseAddress! + at,
+                        d)
+                }
+            }
+        }
+    }
+
+    /// x = LayerNorm(x + out(GELU(in(x)))) with the exact (erf) GELU.
+    func mlpBlock(
+        _ L: Layer, _ M: [QuantizedMatrix], _ x: inout [Float], tokens T: Int, _ s: inout Scratch, kernels k: Kernels,
+        blas: Bool
+    ) throws {
+        let d = config.hiddenSize
+        try lin(k, M[4], x, L.bi, T, &s.inter, blas)
+        s.inter.withUnsafeMutableBufferPointer { k.geluErf($0) }
+        try lin(k, M[5], s.inter, L.bd, T, &s.tmp, blas)
+        for i in 0..<(T * d) { x[i] += s.tmp[i] }
+        try layerNorm(&x, L.ln2, T, d, k)
     }
 
     /// Sentence embedding: mean of the token states, L2-normalised (sentence-transformers).
