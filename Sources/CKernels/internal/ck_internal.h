@@ -78,6 +78,10 @@ static inline float ck_powi(float x, int p) {
     return r;
 }
 
+/* Hot scan loops start on a 64-byte boundary, so their inner loops sit at the same offset in
+ * every build (their alignment moved throughput by ~7% between otherwise identical binaries). */
+#define CK_HOT __attribute__((aligned(64)))
+
 /* IEEE binary16 <-> binary32, round to nearest even; portable reference used by the serial
  * kernels. F16C instructions produce the same bits. */
 static inline float ck_fp16_to_fp32(uint16_t h) {
