@@ -11,8 +11,13 @@ struct Attack: ParsableCommand {
             Markdown tables.
             """
     )
-    @Option(help: "Residual layer whose states serve as known plaintext pairs.") var layer = 10
-    @Option(help: "Seed for the corpus split.") var seed: UInt64 = 1
+    @Option(parsing: .unconditional, help: "Residual layer whose states serve as known plaintext pairs.") var layer = 10
+    @Option(parsing: .unconditional, help: "Seed for the corpus split.") var seed: UInt64 = 1
+
+    func validate() throws {
+        try checkEnvironment()
+        try checkRange(layer, 0...Limits.layers, "--layer")
+    }
 
     func run() throws {
         configureThreads()
@@ -27,8 +32,8 @@ struct Attack: ParsableCommand {
         // (a) frequency analysis: reference = plain ids of one half, observed = encrypted ids of the other.
         note("attack: tokenizing \(glosses.count) WordNet glosses...")
         let half = glosses.count / 2
-        let reference = glosses[..<half].flatMap { tok.encode($0) }
-        let observedPlain = glosses[half...].flatMap { tok.encode($0) }
+        let reference = try glosses[..<half].flatMap { try tok.encode($0) }
+        let observedPlain = try glosses[half...].flatMap { try tok.encode($0) }
         print(
             """
             ## (a) Token-frequency analysis (SmolLM2 tokenizer, WordNet glosses; reference corpus \
@@ -96,7 +101,7 @@ struct Attack: ParsableCommand {
         var ys: [Float] = []
         var g = 0
         while xs.count < 1800 * d {
-            let ids = Array(tok.encode(glosses[g]).prefix(120))
+            let ids = Array(try tok.encode(glosses[g]).prefix(120))
             g += 1
             _ = try plain.forward(ids, cache: plain.makeCache(capacity: 128)) { l, x in if l == layer { xs += x } }
             _ = try enc.forward(ids.map { P[$0] }, cache: enc.makeCache(capacity: 128)) { l, x in
@@ -127,8 +132,8 @@ struct Attack: ParsableCommand {
         var px: [Float] = []
         var ey: [Float] = []
         while ey.count < 6000 * d {
-            let a = Array(tok.encode(glosses[g]).prefix(120))
-            let b = Array(tok.encode(glosses[g + 1]).prefix(120))
+            let a = Array(try tok.encode(glosses[g]).prefix(120))
+            let b = Array(try tok.encode(glosses[g + 1]).prefix(120))
             g += 2
             _ = try plain.forward(a, cache: plain.makeCache(capacity: 128)) { l, x in if l == layer { px += x } }
             _ = try enc.forward(b.map { P[$0] }, cache: enc.makeCache(capacity: 128)) { l, x in

@@ -20,6 +20,10 @@ struct BenchKernels: ParsableCommand {
     )
     @Flag(help: "Smaller buffers and fewer repetitions (a smoke run, not for quoting).") var quick = false
 
+    func validate() throws {
+        try checkEnvironment()
+    }
+
     func run() throws {
         warnIfDebug("bench kernels")
         configureThreads()
@@ -38,10 +42,18 @@ struct BenchModels: ParsableCommand {
             """
     )
     @Option(help: "Threads to measure (comma-separated).") var threads = "1,2"
-    @Option(help: "Prompt tokens for prefill.") var promptTokens = 128
-    @Option(help: "Tokens to decode.") var decodeTokens = 64
-    @Option(help: "Repetitions (median reported).") var reps = 5
+    @Option(parsing: .unconditional, help: "Prompt tokens for prefill.") var promptTokens = 128
+    @Option(parsing: .unconditional, help: "Tokens to decode.") var decodeTokens = 64
+    @Option(parsing: .unconditional, help: "Repetitions (median reported).") var reps = 5
     @Option(help: "Weights: native (quantized) or f32.") var weights: WeightFormat = .native
+
+    func validate() throws {
+        try checkEnvironment()
+        _ = try checkedList(threads, 1...Limits.threads, "--threads")
+        try checkRange(promptTokens, 1...8192, "--prompt-tokens")
+        try checkRange(decodeTokens, 1...8192, "--decode-tokens")
+        try checkRange(reps, 1...1000, "--reps")
+    }
 
     func run() throws {
         let counts = threads.split(separator: ",").compactMap { Int($0) }
@@ -96,8 +108,8 @@ struct BenchANN: ParsableCommand {
     @Option(help: "Ground truth .ivecs (row indices of the base file, as `engine index groundtruth` writes).") var gt:
         String
     @Option(help: "nprobe values (comma-separated).") var nprobe = "1,2,4,8,16,32,64,128"
-    @Option(help: "Search threads (queries split across them).") var threads = 1
-    @Option(help: "Queries to run (0: all).") var limit = 0
+    @Option(parsing: .unconditional, help: "Search threads (queries split across them).") var threads = 1
+    @Option(parsing: .unconditional, help: "Queries to run (0: all).") var limit = 0
     @Option(
         help:
             """
@@ -105,7 +117,7 @@ struct BenchANN: ParsableCommand {
             io_uring batch per query; pread where unavailable).
             """
     ) var io: IndexIO = .mapped
-    @Option(help: "PQ indexes: candidates re-ranked with full vectors.") var rerank = 100
+    @Option(parsing: .unconditional, help: "PQ indexes: candidates re-ranked with full vectors.") var rerank = 100
     @Option(name: .customLong("coarse-probe"), help: "Coarse clusters whose heads are ranked (0: max(4, nprobe/4)).")
     var coarseProbe = 0
     @Flag(
@@ -116,6 +128,15 @@ struct BenchANN: ParsableCommand {
             and warms the page cache, as a running server would be).
             """
     ) var noWarmup = false
+
+    func validate() throws {
+        try checkEnvironment()
+        _ = try checkedList(nprobe, 1...(1 << 20), "--nprobe")
+        try checkThreads(threads)
+        try checkRange(limit, 0...Int(Int32.max), "--limit")
+        try checkRange(rerank, 1...Limits.neighbors, "--rerank")
+        try checkRange(coarseProbe, 0...(1 << 20), "--coarse-probe")
+    }
 
     func run() throws {
         warnIfDebug("bench ann")

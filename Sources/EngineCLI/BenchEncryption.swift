@@ -11,10 +11,18 @@ struct BenchEncryption: ParsableCommand {
             (medians); key and encryption cost.
             """
     )
-    @Option(help: "Threads.") var threads = 1
-    @Option(help: "Prompt tokens for prefill.") var promptTokens = 128
-    @Option(help: "Tokens to decode.") var decodeTokens = 64
-    @Option(help: "Rounds (median of per-round ratios reported).") var rounds = 7
+    @Option(parsing: .unconditional, help: "Threads.") var threads = 1
+    @Option(parsing: .unconditional, help: "Prompt tokens for prefill.") var promptTokens = 128
+    @Option(parsing: .unconditional, help: "Tokens to decode.") var decodeTokens = 64
+    @Option(parsing: .unconditional, help: "Rounds (median of per-round ratios reported).") var rounds = 7
+
+    func validate() throws {
+        try checkEnvironment()
+        try checkThreads(threads)
+        try checkRange(promptTokens, 1...8192, "--prompt-tokens")
+        try checkRange(decodeTokens, 1...8192, "--decode-tokens")
+        try checkRange(rounds, 1...1000, "--rounds")
+    }
 
     func run() throws {
         warnIfDebug("bench encryption")

@@ -8,6 +8,10 @@ struct Demo: ParsableCommand {
             "The main job: system check, encrypted inference on the real models (SmolLM2 generation, MiniLM "
             + "embeddings), then a memory/disk hybrid index over Fashion-MNIST.")
 
+    func validate() throws {
+        try checkEnvironment()
+    }
+
     func run() throws {
         configureThreads()
         print(SystemInfo())
@@ -51,7 +55,7 @@ struct Demo: ParsableCommand {
             tokenizer: tok, server: server, key: try EncryptionKey.read(path: tmp + "/smollm2.key"))
         let question = "What is the capital of France?"
         let prompt = try ChatTemplate(gguf: f).prompt(user: question)
-        let ids = tok.encode(prompt)
+        let ids = try tok.encode(prompt)
         print("client prompt: \(question.debugDescription) (chat template, \(ids.count) tokens)")
         print("server receives ids: \(session.encryptIDs(ids).map(String.init).joined(separator: " "))")
         print("  (plain ids would be: \(ids.map(String.init).joined(separator: " ")))")

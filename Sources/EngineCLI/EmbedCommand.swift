@@ -8,9 +8,10 @@ struct Embed: ParsableCommand {
     @Option(help: "Model directory (default: all-MiniLM-L6-v2 from scripts/fetch_models.sh).") var model: String?
     @Option(help: "Text file, one sentence per line.") var input: String
     @Option(help: "Output file: .fvecs or .npy (float32).") var output: String
+    @Flag(help: "Replace an existing output (otherwise an existing file is never replaced).") var force = false
     @Flag(help: "Write every token's vector (rows: tokens of all lines in order) instead of one vector per line.")
     var tokens = false
-    @Option(help: "Threads (default: ENGINE_THREADS or all cores).") var threads: Int?
+    @Option(parsing: .unconditional, help: "Threads (default: ENGINE_THREADS or all cores).") var threads: Int?
     @Option(
         help:
             """
@@ -21,6 +22,15 @@ struct Embed: ParsableCommand {
     @Option(
         name: .customLong("tokenizer-model"),
         help: "Plain model directory holding vocab.txt (with --key; default: MiniLM).") var tokenizerModel: String?
+
+    @Flag(name: .customLong("lossy-utf8"), help: "Replace invalid UTF-8 with U+FFFD instead of refusing the input.")
+    var lossyUTF8 = false
+
+    func validate() throws {
+        try checkEnvironment()
+        try checkOutput(output, force: force, inputs: [input, model, key, tokenizerModel])
+        try checkThreads(threads)
+    }
 
     func run() throws {
         let n = threads ?? Threads.defaultCount
@@ -39,7 +49,7 @@ struct Embed: ParsableCommand {
             )
             session = s
         }
-        let lines = try readLines(input)
+        let lines = try readLines(input, lossy: lossyUTF8)
         let d = m.config.hiddenSize
         var out: [Float] = []
         let clock = Stopwatch()

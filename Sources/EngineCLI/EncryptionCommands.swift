@@ -9,8 +9,14 @@ struct Keygen: ParsableCommand {
             + "--secret-file).")
     @Option(help: "Model the key is bound to: a GGUF file or a BERT directory (default: SmolLM2).") var model: String?
     @Option(help: "Key file to write (mode 0600).") var output: String
+    @Flag(help: "Replace an existing output (otherwise an existing file is never replaced).") var force = false
     @Option(name: .customLong("secret-file"), help: "Use these 32 bytes as the secret instead of the CSPRNG.")
     var secretFile: String?
+
+    func validate() throws {
+        try checkEnvironment()
+        try checkOutput(output, force: force, inputs: [model, secretFile])
+    }
 
     func run() throws {
         let path = model ?? DefaultModels.smolLM2
@@ -47,6 +53,7 @@ struct EncryptModel: ParsableCommand {
     @Option(help: "Plain model: GGUF file or BERT directory (default: SmolLM2).") var model: String?
     @Option(help: "Key file from engine keygen.") var key: String
     @Option(help: "Encrypted GGUF file, or directory for a BERT model.") var output: String
+    @Flag(help: "Replace an existing output (otherwise an existing file is never replaced).") var force = false
     @Option(help: "Matrix type of a GGUF output: f32 (exact), f16 or q8_0 (re-quantized after the transforms).")
     var type: MatrixTypeOption = .f32
     @Flag(
@@ -67,6 +74,18 @@ struct EncryptModel: ParsableCommand {
             overhead, weaker; see docs/threat-model.md).
             """
     ) var mode: BertEncryption = .rotation
+
+    func validate() throws {
+        try checkEnvironment()
+        let plain = model ?? DefaultModels.smolLM2
+        try checkOutput(output, force: force, inputs: [plain, key])
+        if let clientOutput {
+            try checkOutput(clientOutput, force: force, inputs: [plain, key], option: "--client-output")
+            guard !sameFile(clientOutput, output) else {
+                throw ValidationError("--client-output and --output name the same file: each half needs its own")
+            }
+        }
+    }
 
     func run() throws {
         configureThreads()
@@ -112,7 +131,13 @@ struct ConvertModel: ParsableCommand {
     )
     @Option(help: "Plain GGUF model (default: SmolLM2).") var model: String?
     @Option(help: "GGUF to write.") var output: String
+    @Flag(help: "Replace an existing output (otherwise an existing file is never replaced).") var force = false
     @Option(help: "Matrix type of the output.") var type: MatrixTypeOption = .q8_0
+
+    func validate() throws {
+        try checkEnvironment()
+        try checkOutput(output, force: force, inputs: [model ?? DefaultModels.smolLM2])
+    }
 
     func run() throws {
         let f = try GGUFFile(path: model ?? DefaultModels.smolLM2)

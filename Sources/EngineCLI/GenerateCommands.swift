@@ -7,11 +7,12 @@ struct Generate: ParsableCommand {
         abstract: "Generate text with a Llama-family GGUF model, streaming to stdout.")
     @Option(help: "GGUF model file (default: SmolLM2-135M-Instruct from scripts/fetch_models.sh).") var model: String?
     @Option(help: "Prompt text.") var prompt: String
-    @Option(name: .customLong("max-tokens"), help: "Tokens to generate.") var maxTokens = 64
-    @Option(help: "Sampling temperature (0 = greedy).") var temperature: Float = 0
-    @Option(name: .customLong("top-k"), help: "Top-k filter (0 = off).") var topK = 0
-    @Option(name: .customLong("top-p"), help: "Top-p (nucleus) filter (1 = off).") var topP: Float = 1
-    @Option(help: "Sampler seed.") var seed: UInt64 = 0
+    @Option(name: .customLong("max-tokens"), parsing: .unconditional, help: "Tokens to generate.") var maxTokens = 64
+    @Option(parsing: .unconditional, help: "Sampling temperature (0 = greedy).") var temperature: Float = 0
+    @Option(name: .customLong("top-k"), parsing: .unconditional, help: "Top-k filter (0 = off).") var topK = 0
+    @Option(name: .customLong("top-p"), parsing: .unconditional, help: "Top-p (nucleus) filter (1 = off).") var topP:
+        Float = 1
+    @Option(parsing: .unconditional, help: "Sampler seed.") var seed: UInt64 = 0
     @Flag(help: "Wrap the prompt in the model's chat template (one user turn).") var chat = false
     @Option(help: "Weights: f32 (dequantized at load, the reference) or native (as stored).") var weights:
         WeightFormat = .native
@@ -19,7 +20,7 @@ struct Generate: ParsableCommand {
         ActivationsOption = .int8
     @Option(help: "Write logits of every prompt position to this .npy file (positions x vocab, float32).") var logits:
         String?
-    @Option(help: "Threads (default: ENGINE_THREADS or all cores).") var threads: Int?
+    @Option(parsing: .unconditional, help: "Threads (default: ENGINE_THREADS or all cores).") var threads: Int?
     @Option(help: "Key file: --model is an encrypted GGUF; the plain tokenizer comes from --tokenizer-model.") var key:
         String?
     @Option(
@@ -27,9 +28,23 @@ struct Generate: ParsableCommand {
     var tokenizerModel: String?
     @Option(help: "Client half of a split-encrypted model (engine encrypt-model --split): --model is its server half.")
     var client: String?
+    @Flag(help: "Replace an existing output (otherwise an existing file is never replaced).") var force = false
 
     var parameters: GenerationParameters {
         GenerationParameters(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP, seed: seed)
+    }
+
+    func validate() throws {
+        try checkEnvironment()
+        try checkRange(maxTokens, 1...Limits.context, "--max-tokens")
+        try checkRange(temperature, 0...100, "--temperature")
+        try checkRange(topK, 0...Limits.vocabulary, "--top-k")
+        try checkRange(topP, 0...1, "--top-p")
+        guard topP > 0 else { throw ValidationError("--top-p must be in (0, 1], got 0") }
+        try checkThreads(threads)
+        if let logits {
+            try checkOutput(logits, force: force, inputs: [model, key, client, tokenizerModel], option: "--logits")
+        }
     }
 
     func run() throws {
@@ -58,7 +73,7 @@ struct Generate: ParsableCommand {
         let gen = try TextGenerator(path: path, format: weights, activations: activations.numerics, kernels: kernels)
         let text = try text(template: ChatTemplate(source: gen.chatTemplate))
         if let logits {
-            let ids = gen.tokenizer.encode(text)
+            let ids = try gen.tokenizer.encode(text)
             let l = try gen.model.forward(ids, cache: gen.model.makeCache(capacity: max(ids.count, 1)), allLogits: true)
             try writeLogits(l, rows: ids.count, vocab: gen.model.config.vocab, to: logits)
         }
@@ -75,7 +90,7 @@ struct Generate: ParsableCommand {
         let plain = try GGUFFile(path: tokenizerModel ?? DefaultModels.smolLM2)
         let session = try EncryptedSession(tokenizer: BPETokenizer(gguf: plain), server: server, key: key)
         let text = try text(template: ChatTemplate(gguf: plain))
-        let ids = session.encryptIDs(session.tokenizer.encode(text))
+        let ids = session.encryptIDs(try session.tokenizer.encode(text))
         note("server sees ids: \(ids.prefix(16).map(String.init).joined(separator: " ")) ...")
         if let logits {
             // the server's logits for every position, un-permuted by the client
@@ -95,7 +110,7 @@ struct Generate: ParsableCommand {
         let text = try text(template: ChatTemplate(gguf: client))
         if let logits {
             // one server step per prompt position: the client's head gives that position's logits
-            let ids = session.tokenizer.encode(text)
+            let ids = try session.tokenizer.encode(text)
             let cache = try server.makeCache(capacity: max(ids.count, 1))
             let rows = try ids.flatMap { try session.step([$0], cache: cache) }
             try writeLogits(rows, rows: ids.count, vocab: server.config.vocab, to: logits)
@@ -119,15 +134,25 @@ struct Tokenize: ParsableCommand {
     @Option(help: "GGUF model file (byte-level BPE) or BERT model directory (WordPiece); default: SmolLM2.")
     var model: String?
     @Option(help: "Text file, one input per line.") var input: String
+    @Flag(name: .customLong("lossy-utf8"), help: "Replace invalid UTF-8 with U+FFFD instead of refusing the input.")
+    var lossyUTF8 = false
+
+    func validate() throws {
+        try checkEnvironment()
+    }
 
     func run() throws {
         let path = model ?? DefaultModels.smolLM2
-        let encode: (String) -> [Int]
+        let encode: (String) throws -> [Int]
         if isDirectory(path) {
             encode = try WordPieceTokenizer(directory: path).encode
         } else {
             encode = try BPETokenizer(gguf: GGUFFile(path: path)).encode
         }
-        for line in try readLines(input) { print(encode(line).map(String.init).joined(separator: " ")) }
+        for (n, line) in try readLines(input, lossy: lossyUTF8).enumerated() {
+            do { print(try encode(line).map(String.init).joined(separator: " ")) } catch {
+                throw EngineError.invalidArgument("\(input) line \(n + 1): \(error)")
+            }
+        }
     }
 }

@@ -14,16 +14,20 @@ struct IndexBuild: ParsableCommand {
     @Option(help: "Base vectors (.fvecs, .bvecs, .npy, or IDX such as Fashion-MNIST's train-images-idx3-ubyte.gz).")
     var input: String
     @Option(help: "Index directory to write (replaced atomically if it holds an index).") var output: String
+    @Flag(help: "Replace an existing output (otherwise an existing file is never replaced).") var force = false
     @Option(help: "Metric: l2, ip or cos.") var metric: Metric = .l2
-    @Option(name: .customLong("head-fraction"), help: "Heads (posting lists) per vector.") var headFraction = 0.03
-    @Option(help: "Most lists per vector (RNG rule).") var replicas = 8
+    @Option(name: .customLong("head-fraction"), parsing: .unconditional, help: "Heads (posting lists) per vector.")
+    var headFraction = 0.03
+    @Option(parsing: .unconditional, help: "Most lists per vector (RNG rule).") var replicas = 8
     @Option(
         name: .customLong("replica-epsilon"),
-        help: "Replica closure: d(x,head) <= (1+eps) d(x,nearest head), squared L2.") var replicaEpsilon: Float = 1.0
+        parsing: .unconditional, help: "Replica closure: d(x,head) <= (1+eps) d(x,nearest head), squared L2.")
+    var replicaEpsilon: Float = 1.0
     @Option(
         name: .customLong("rng-factor"), help: "RNG rule relaxation (reject head h if f x d(h,g) < d(x,h)); default 2.")
     var rngFactor: Float = 2.0
-    @Option(name: .customLong("posting-cap"), help: "Longest posting list (0: 4x the mean).") var postingCap = 0
+    @Option(name: .customLong("posting-cap"), parsing: .unconditional, help: "Longest posting list (0: 4x the mean).")
+    var postingCap = 0
     @Option(
         help:
             """
@@ -33,9 +37,23 @@ struct IndexBuild: ParsableCommand {
     ) var payload: PostingPayload = .f32
     @Option(
         name: .customLong("pq-subquantizers"),
-        help: "PQ sub-quantizers (0: pq8 dim/8, pq4 dim/2 or the next that is <= 256).") var pqSubquantizers = 0
-    @Option(help: "Seed of the build's sampling and k-means (the same seed and input give the same bytes).")
+        parsing: .unconditional, help: "PQ sub-quantizers (0: pq8 dim/8, pq4 dim/2 or the next that is <= 256).")
+    var pqSubquantizers = 0
+    @Option(
+        parsing: .unconditional,
+        help: "Seed of the build's sampling and k-means (the same seed and input give the same bytes).")
     var seed: UInt64 = 1
+
+    func validate() throws {
+        try checkEnvironment()
+        try checkOutput(output, force: force, inputs: [input])
+        try checkRange(headFraction, 1e-6...1, "--head-fraction")
+        try checkRange(replicas, 1...8, "--replicas")
+        try checkRange(replicaEpsilon, 0...1000, "--replica-epsilon")
+        try checkRange(rngFactor, 1...254, "--rng-factor")
+        try checkRange(postingCap, 0...Int(Int32.max), "--posting-cap")
+        try checkRange(pqSubquantizers, 0...Limits.dimension, "--pq-subquantizers")
+    }
 
     func run() throws {
         configureThreads()
@@ -63,10 +81,18 @@ struct IndexSearch: ParsableCommand {
         commandName: "search", abstract: "k nearest neighbours of each query; writes ids as .ivecs.")
     @Option(help: "Index directory.") var index: String
     @Option(help: "Query vectors (.fvecs/.bvecs/.npy/IDX).") var queries: String
-    @Option(help: "Neighbours per query.") var k = 10
-    @Option(help: "Posting lists read per query.") var nprobe = 32
+    @Option(parsing: .unconditional, help: "Neighbours per query.") var k = 10
+    @Option(parsing: .unconditional, help: "Posting lists read per query.") var nprobe = 32
     @Option(help: "Output: .ivecs (int32 ids) or .npy (int64 ids); k per query, -1 pads when fewer were found.")
     var output: String
+    @Flag(help: "Replace an existing output (otherwise an existing file is never replaced).") var force = false
+
+    func validate() throws {
+        try checkEnvironment()
+        try checkOutput(output, force: force, inputs: [index, queries])
+        try checkRange(k, 1...Limits.neighbors, "--k")
+        try checkRange(nprobe, 1...(1 << 20), "--nprobe")
+    }
 
     func run() throws {
         let idx = try HybridIndex(directory: index, kernels: Kernels.selected(threads: 1))
@@ -87,6 +113,10 @@ struct IndexStats: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stats", abstract: "Sizes of an index: vectors, lists, RAM and disk bytes.")
     @Option(help: "Index directory.") var index: String
+    func validate() throws {
+        try checkEnvironment()
+    }
+
     func run() throws { print(Self.describe(try HybridIndex(directory: index, kernels: Kernels.selected()))) }
 
     static func describe(_ i: HybridIndex) -> String {
@@ -108,8 +138,15 @@ struct IndexGroundTruth: ParsableCommand {
     @Option(help: "Base vectors.") var base: String
     @Option(help: "Query vectors.") var queries: String
     @Option(help: "Metric: l2, ip or cos.") var metric: Metric = .l2
-    @Option(help: "Neighbours per query.") var k = 100
+    @Option(parsing: .unconditional, help: "Neighbours per query.") var k = 100
     @Option(help: "Output .ivecs.") var output: String
+    @Flag(help: "Replace an existing output (otherwise an existing file is never replaced).") var force = false
+    func validate() throws {
+        try checkEnvironment()
+        try checkOutput(output, force: force, inputs: [base, queries])
+        try checkRange(k, 1...Limits.neighbors, "--k")
+    }
+
     func run() throws {
         configureThreads()
         let (b, d) = try VectorFile.read(path: base)

@@ -5,6 +5,10 @@ import Foundation
 struct Info: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print detected and selected SIMD levels, BLAS library and threads.")
+    func validate() throws {
+        try checkEnvironment()
+    }
+
     func run() throws {
         configureThreads()
         let info = SystemInfo()
@@ -18,7 +22,11 @@ struct SelfCheckCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "selfcheck",
         abstract: "Compare every SIMD kernel variant with its scalar reference on random data.")
-    @Option(help: "Random seed.") var seed: UInt64 = 42
+    @Option(parsing: .unconditional, help: "Random seed.") var seed: UInt64 = 42
+
+    func validate() throws {
+        try checkEnvironment()
+    }
 
     func run() throws {
         configureThreads()

@@ -77,12 +77,23 @@ func peakRSSMiB() -> Double {
     return Double(u.ru_maxrss) / 1024
 }
 
-/// The lines of a text file (a final newline does not make an extra empty line).
-func readLines(_ path: String) throws -> [String] {
+/// The lines of a text file (a final newline does not make an extra empty line). Invalid UTF-8 is
+/// refused with its line number, unless `lossy` (then it becomes U+FFFD).
+func readLines(_ path: String, lossy: Bool = false) throws -> [String] {
     guard let data = FileManager.default.contents(atPath: path) else {
         throw EngineError.io("cannot read \(path)")
     }
-    var lines = String(decoding: data, as: UTF8.self).components(separatedBy: "\n")
+    var lines: [String] = []
+    for (n, raw) in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
+        if let s = String(validating: raw, as: UTF8.self) {
+            lines.append(s)
+        } else if lossy {
+            lines.append(String(decoding: raw, as: UTF8.self))
+        } else {
+            throw EngineError.invalidArgument(
+                "\(path) line \(n + 1) is not valid UTF-8 (pass --lossy-utf8 to replace invalid bytes with U+FFFD)")
+        }
+    }
     if lines.last == "" { lines.removeLast() }
     return lines
 }
@@ -107,4 +118,77 @@ enum ActivationsOption: String, ExpressibleByArgument, CaseIterable {
 enum MatrixTypeOption: String, ExpressibleByArgument, CaseIterable {
     case f32, f16, q8_0
     var rowType: RowType { [.f32: RowType.f32, .f16: .f16, .q8_0: .q8_0][self]! }
+}
+
+// MARK: option checks
+
+/// Refuses `value` outside `range` with a message naming the option.
+func checkRange<T: Comparable>(_ value: T, _ range: ClosedRange<T>, _ option: String) throws {
+    guard range.contains(value) else {
+        throw ValidationError("\(option) must be in \(range.lowerBound)...\(range.upperBound), got \(value)")
+    }
+}
+
+/// Refuses a non-finite value or one outside `range`.
+func checkRange(_ value: Float, _ range: ClosedRange<Float>, _ option: String) throws {
+    guard value.isFinite, range.contains(value) else {
+        throw ValidationError("\(option) must be a number in \(range.lowerBound)...\(range.upperBound), got \(value)")
+    }
+}
+
+/// `--threads`: 1 ... 4 x cores.
+func checkThreads(_ n: Int?, _ option: String = "--threads") throws {
+    if let n { try checkRange(n, 1...Limits.threads, option) }
+}
+
+/// A comma-separated list of integers, each in `range`.
+func checkedList(_ s: String, _ range: ClosedRange<Int>, _ option: String) throws -> [Int] {
+    let parts = s.split(separator: ",", omittingEmptySubsequences: false)
+    var out: [Int] = []
+    for p in parts {
+        guard let v = Int(p.trimmingCharacters(in: .whitespaces)) else {
+            throw ValidationError("\(option) must be comma-separated integers, got \(s.debugDescription)")
+        }
+        try checkRange(v, range, option)
+        out.append(v)
+    }
+    return out
+}
+
+/// `ENGINE_THREADS`, if set, must be an integer in 1 ... 4 x cores (checked by every command).
+func checkEnvironment() throws {
+    if let s = ProcessInfo.processInfo.environment["ENGINE_THREADS"] {
+        guard let n = Int(s), (1...Limits.threads).contains(n) else {
+            throw ValidationError(
+                "ENGINE_THREADS must be an integer in 1...\(Limits.threads), got \(s.debugDescription)")
+        }
+    }
+}
+
+// MARK: outputs
+
+/// The same file (device and inode) when both exist, else the same normalised path.
+func sameFile(_ a: String, _ b: String) -> Bool {
+    var sa = stat()
+    var sb = stat()
+    if stat(a, &sa) == 0 && stat(b, &sb) == 0 { return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino }
+    let na = URL(fileURLWithPath: a).standardizedFileURL.resolvingSymlinksInPath().path
+    let nb = URL(fileURLWithPath: b).standardizedFileURL.resolvingSymlinksInPath().path
+    return na == nb
+}
+
+/// Refuses an output that is one of the command's inputs, or that exists unless `force`. Returns
+/// the path without trailing slashes.
+@discardableResult
+func checkOutput(_ output: String, force: Bool, inputs: [String?], option: String = "--output") throws -> String {
+    var path = output
+    while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
+    guard !path.isEmpty else { throw ValidationError("\(option) is empty") }
+    for case let input? in inputs where sameFile(path, input) {
+        throw ValidationError("\(option) \(output) is also an input of this command: refusing to overwrite it")
+    }
+    if FileManager.default.fileExists(atPath: path) && !force {
+        throw ValidationError("\(option) \(output) exists: refusing to replace it (pass --force to replace)")
+    }
+    return path
 }

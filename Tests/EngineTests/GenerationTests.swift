@@ -90,7 +90,7 @@ final class GenerationTests: XCTestCase {
         let t = try gen().tokenizer
         XCTAssertEqual(
             ids.split(separator: "\n").map(String.init),
-            [t.encode("hello world"), t.encode("12 apples")].map { $0.map(String.init).joined(separator: " ") })
+            [try t.encode("hello world"), try t.encode("12 apples")].map { $0.map(String.init).joined(separator: " ") })
         let (st3, err) = try runEngine(["generate", "--model", dir + "/missing.gguf", "--prompt", "x"])
         XCTAssertNotEqual(st3, 0)
         XCTAssertTrue(err.contains("cannot open"), err)

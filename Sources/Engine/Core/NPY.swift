@@ -36,7 +36,9 @@ public enum NPY {
         let f = try MappedFile(path: path)
         let n = shape.reduce(1, *)
         let data = try f.bytes(start, n * 4)
-        return (Array(data.bindMemory(to: Float.self)), shape)
+        var out = [Float](repeating: 0, count: n)
+        out.withUnsafeMutableBytes { $0.copyMemory(from: data) } // the data may be unaligned
+        return (out, shape)
     }
 
     /// Shape and data offset of a C-order little-endian float32 .npy file (header checked).
@@ -61,23 +63,80 @@ public enum NPY {
         let hb = h.readData(ofLength: hlen)
         guard hb.count == hlen else { throw EngineError.invalidFile("\(path): truncated .npy header") }
         let header = String(decoding: hb, as: UTF8.self)
-        guard header.contains("'descr': '<f4'") else {
+        let fields = try parseHeader(header, path: path)
+        guard fields["descr"] == "'<f4'" else {
             throw EngineError.unsupported(
-                "\(path): only little-endian float32 (<f4) .npy is supported; header \(header)")
+                "\(path): only little-endian float32 (<f4) .npy is supported; descr is \(fields["descr"] ?? "missing")")
         }
-        guard header.contains("'fortran_order': False") else {
+        guard fields["fortran_order"] == "False" else {
             throw EngineError.unsupported("\(path): Fortran-order arrays are not supported")
         }
-        guard let open = header.range(of: "'shape': ("), let close = header[open.upperBound...].firstIndex(of: ")")
-        else {
+        guard let tuple = fields["shape"], tuple.hasPrefix("("), tuple.hasSuffix(")") else {
             throw EngineError.invalidFile("\(path): no shape in header")
         }
-        let shape = try header[open.upperBound..<close].split(separator: ",").map { s -> Int in
+        let shape = try tuple.dropFirst().dropLast().split(separator: ",").map { s -> Int in
             guard let v = Int(s.trimmingCharacters(in: .whitespaces)), v >= 0 else {
-                throw EngineError.invalidFile("\(path): bad shape \(header)")
+                throw EngineError.invalidFile("\(path): bad shape \(tuple)")
             }
             return v
         }
+        var n = 1
+        for d in shape { n = try CheckedSize.product(n, d, what: "\(path) shape \(shape)") }
+        let size = try CheckedSize.product(n, 4, what: "\(path) shape \(shape)")
+        let fileSize = Int((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? -1)
+        guard fileSize >= 0, size == fileSize - (start + hlen) else {
+            throw EngineError.invalidFile(
+                "\(path): shape \(shape) needs \(size) data bytes, the file has \(fileSize - start - hlen) (truncated?)"
+            )
+        }
         return (shape, start + hlen)
+    }
+
+    /// The top-level entries of a .npy header dict (`{'descr': '<f4', 'fortran_order': False,
+    /// 'shape': (2, 3), }`): key to the value's source text. Quoted strings and parenthesised tuples
+    /// are taken whole, so a key name inside another value is never mistaken for the key.
+    static func parseHeader(_ h: String, path: String) throws -> [String: String] {
+        let c = Array(h.trimmingCharacters(in: .whitespacesAndNewlines))
+        guard c.first == "{", c.last == "}" else { throw EngineError.invalidFile("\(path): header is not a dict") }
+        var out: [String: String] = [:]
+        var i = 1
+        func skipSpace() { while i < c.count - 1 && (c[i] == " " || c[i] == ",") { i += 1 } }
+        func quoted() throws -> String {
+            let q = c[i]
+            var j = i + 1
+            while j < c.count && c[j] != q { j += 1 }
+            guard j < c.count else { throw EngineError.invalidFile("\(path): unterminated string in header") }
+            defer { i = j + 1 }
+            return String(c[i...j])
+        }
+        while true {
+            skipSpace()
+            if i >= c.count - 1 { break }
+            guard c[i] == "'" || c[i] == "\"" else { throw EngineError.invalidFile("\(path): malformed header") }
+            let key = String(try quoted().dropFirst().dropLast())
+            while i < c.count && c[i] == " " { i += 1 }
+            guard i < c.count, c[i] == ":" else { throw EngineError.invalidFile("\(path): malformed header") }
+            i += 1
+            while i < c.count && c[i] == " " { i += 1 }
+            guard i < c.count - 1 else { throw EngineError.invalidFile("\(path): malformed header") }
+            let value: String
+            if c[i] == "'" || c[i] == "\"" {
+                value = try quoted()
+            } else if c[i] == "(" {
+                guard let close = c[i...].firstIndex(of: ")") else {
+                    throw EngineError.invalidFile("\(path): unterminated tuple in header")
+                }
+                value = String(c[i...close])
+                i = close + 1
+            } else {
+                var j = i
+                while j < c.count - 1 && c[j] != "," { j += 1 }
+                value = String(c[i..<j]).trimmingCharacters(in: .whitespaces)
+                i = j
+            }
+            guard out[key] == nil else { throw EngineError.invalidFile("\(path): duplicate header key \(key)") }
+            out[key] = value
+        }
+        return out
     }
 }

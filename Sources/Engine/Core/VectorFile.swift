@@ -39,10 +39,16 @@ public enum VectorFile {
             }
             return (v, shape[1])
         }
+        guard path.hasSuffix(".fvecs") else {
+            throw EngineError.invalidArgument(
+                "\(path): unknown vector file type (expected .fvecs, .bvecs, .npy or an IDX *-idx3-ubyte[.gz] file)")
+        }
         let f = try MappedFile(path: path)
         guard f.count >= 4 else { throw EngineError.invalidFile("\(path): empty or truncated .fvecs") }
         let dim = Int(Int32(littleEndian: try f.bytes(0, 4).loadUnaligned(as: Int32.self)))
-        guard dim > 0 && dim < 1 << 20 else { throw EngineError.invalidFile("\(path): bad dimension \(dim)") }
+        guard dim > 0 && dim <= Limits.dimension else {
+            throw EngineError.invalidFile("\(path): bad dimension \(dim) (at most \(Limits.dimension))")
+        }
         let rec = 4 + 4 * dim
         guard f.count % rec == 0 else {
             throw EngineError.invalidFile(
@@ -66,6 +72,7 @@ public enum VectorFile {
 
     /// Reads .ivecs (e.g. ground-truth neighbour ids): rows of int32.
     public static func readIvecs(path: String) throws -> (values: [Int32], dim: Int) {
+        guard path.hasSuffix(".ivecs") else { throw EngineError.invalidArgument("\(path): expected an .ivecs file") }
         let (v, d) = try readVecs(path: path, elementBytes: 4)
         return (v.map { Int32(bitPattern: $0) }, d)
     }
@@ -114,7 +121,9 @@ public enum VectorFile {
         let f = try MappedFile(path: path)
         guard f.count >= 4 else { throw EngineError.invalidFile("\(path): empty or truncated vector file") }
         let dim = Int(Int32(littleEndian: try f.bytes(0, 4).loadUnaligned(as: Int32.self)))
-        guard dim > 0 && dim < 1 << 20 else { throw EngineError.invalidFile("\(path): bad dimension \(dim)") }
+        guard dim > 0 && dim <= Limits.dimension else {
+            throw EngineError.invalidFile("\(path): bad dimension \(dim) (at most \(Limits.dimension))")
+        }
         let rec = 4 + eb * dim
         guard f.count % rec == 0 else {
             throw EngineError.invalidFile(
@@ -141,9 +150,11 @@ public enum VectorFile {
     }
 
     /// IDX3 unsigned-byte images (magic 0x00000803, big-endian counts): n x (rows * cols) values
-    /// 0...255 as f32. A .gz file is decompressed with `gzip -dc`.
+    /// 0...255 as f32. A .gz file is decompressed with `gzip -dc`, read only as far as the header
+    /// says (so a small file cannot expand into an unbounded allocation).
     public static func readIDX(path: String) throws -> (values: [Float], dim: Int) {
-        let bytes: [UInt8]
+        var process: Process?
+        let input: FileHandle
         if path.hasSuffix(".gz") {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/bin/gzip")
@@ -152,30 +163,53 @@ public enum VectorFile {
             p.standardOutput = pipe
             p.standardError = FileHandle.nullDevice
             do { try p.run() } catch { throw EngineError.io("cannot run gzip to read \(path): \(error)") }
-            let data = pipe.fileHandleForReading.readDataToEndOfFile()
-            p.waitUntilExit()
-            guard p.terminationStatus == 0 else {
-                throw EngineError.invalidFile("\(path): gzip failed (corrupt or truncated)")
-            }
-            bytes = Array(data)
+            process = p
+            input = pipe.fileHandleForReading
         } else {
-            guard let d = FileManager.default.contents(atPath: path) else {
-                throw EngineError.io("cannot read \(path)")
+            guard let h = FileHandle(forReadingAtPath: path) else { throw EngineError.io("cannot read \(path)") }
+            input = h
+        }
+        defer {
+            if let process, process.isRunning { process.terminate() }
+            process?.waitUntilExit()
+        }
+        func read(_ n: Int) throws -> [UInt8] {
+            var out: [UInt8] = []
+            out.reserveCapacity(n)
+            while out.count < n {
+                guard let d = try input.read(upToCount: min(n - out.count, 1 << 20)), !d.isEmpty else { break }
+                out += d
             }
-            bytes = Array(d)
+            return out
         }
+        let head = try read(16)
         func be32(_ o: Int) -> Int {
-            Int(bytes[o]) << 24 | Int(bytes[o + 1]) << 16 | Int(bytes[o + 2]) << 8 | Int(bytes[o + 3])
+            Int(head[o]) << 24 | Int(head[o + 1]) << 16 | Int(head[o + 2]) << 8 | Int(head[o + 3])
         }
-        guard bytes.count >= 16, be32(0) == 0x803 else {
+        guard head.count == 16, be32(0) == 0x803 else {
             throw EngineError.invalidFile("\(path): not an IDX3 unsigned-byte file")
         }
         let n = be32(4)
-        let dim = be32(8) * be32(12)
-        guard n > 0, dim > 0, bytes.count == 16 + n * dim else {
+        let (rows, cols) = (be32(8), be32(12))
+        guard n > 0, rows > 0, cols > 0, rows <= Limits.dimension, cols <= Limits.dimension,
+            rows * cols <= Limits.dimension
+        else {
             throw EngineError.invalidFile(
-                "\(path): \(bytes.count) bytes do not hold \(n) images of \(dim) pixels (truncated?)")
+                "\(path): header claims \(n) images of \(rows) x \(cols) pixels (at most \(Limits.dimension) pixels)")
         }
-        return (bytes[16...].map { Float($0) }, dim)
+        let dim = rows * cols
+        let total = try CheckedSize.product(n, dim, what: "\(path) header")
+        let pixels = try read(total)
+        guard pixels.count == total, try read(1).isEmpty else {
+            throw EngineError.invalidFile(
+                "\(path): the data does not hold exactly \(n) images of \(dim) pixels (truncated or trailing bytes)")
+        }
+        if let process {
+            process.waitUntilExit()
+            guard process.terminationStatus == 0 else {
+                throw EngineError.invalidFile("\(path): gzip failed (corrupt or truncated)")
+            }
+        }
+        return (pixels.map { Float($0) }, dim)
     }
 }

@@ -80,8 +80,9 @@ public final class VectorFileSource: VectorSource, @unchecked Sendable {
             switch kind {
             case .npy:
                 let (shape, start) = try NPY.float32Layout(path: path)
-                guard shape.count == 2, shape[1] > 0 else {
-                    throw EngineError.invalidFile("\(path): expected a 2-D array with columns, shape \(shape)")
+                guard shape.count == 2, shape[1] > 0, shape[1] <= Limits.dimension else {
+                    throw EngineError.invalidFile(
+                        "\(path): expected a 2-D array of 1...\(Limits.dimension) columns, shape \(shape)")
                 }
                 count = shape[0]
                 dim = shape[1]
@@ -100,7 +101,9 @@ public final class VectorFileSource: VectorSource, @unchecked Sendable {
                 var d: Int32 = 0
                 guard pread(fd, &d, 4, 0) == 4 else { throw EngineError.io("cannot read \(path)") }
                 dim = Int(Int32(littleEndian: d))
-                guard dim > 0 && dim < 1 << 20 else { throw EngineError.invalidFile("\(path): bad dimension \(dim)") }
+                guard dim > 0 && dim <= Limits.dimension else {
+                    throw EngineError.invalidFile("\(path): bad dimension \(dim) (at most \(Limits.dimension))")
+                }
                 recordBytes = 4 + (kind == .fvecs ? 4 : 1) * dim
                 dataOffset = 0
                 guard size % recordBytes == 0 else {

@@ -18,7 +18,7 @@ public enum ScoreFunction: Sendable, Equatable {
         case .softmax:
             return ck_attention_params(score: CK_SCORE_SOFTMAX, scale: scale, power: 0, eps: 0, delta: 0)
         case .power(let p, let eps, let delta):
-            try require(p >= 2 && p % 2 == 0, "Power-Softmax exponent must be even and >= 2, got \(p)")
+            try require(p >= 2 && p <= 64 && p % 2 == 0, "Power-Softmax exponent must be even in 2...64, got \(p)")
             try require(eps >= 0 && eps.isFinite, "Power-Softmax eps must be finite and >= 0, got \(eps)")
             try require(delta > 0 && delta.isFinite, "Power-Softmax delta must be finite and > 0, got \(delta)")
             return ck_attention_params(score: CK_SCORE_POWER, scale: scale, power: Int32(p), eps: eps, delta: delta)
@@ -30,7 +30,7 @@ public enum ScoreFunction: Sendable, Equatable {
 
     func polyParams(scale: Float) throws(EngineError) -> ck_attention_poly_params? {
         guard case .powerPolynomial(let p, let eps, let bound, let it) = self else { return nil }
-        try require(p >= 2 && p % 2 == 0, "Power-Softmax exponent must be even and >= 2, got \(p)")
+        try require(p >= 2 && p <= 64 && p % 2 == 0, "Power-Softmax exponent must be even in 2...64, got \(p)")
         try require(eps >= 0 && eps.isFinite, "Power-Softmax eps must be finite and >= 0, got \(eps)")
         try require(bound > 0 && bound.isFinite, "the score bound must be finite and > 0, got \(bound)")
         try require(it >= 1 && it <= 64, "Goldschmidt iterations must be in 1...64, got \(it)")

@@ -281,3 +281,39 @@ extension Kernels {
         }
     }
 }
+
+extension QuantizedMatrix {
+    /// Throws `nonFinite` naming `what` if any value could be NaN or infinite: f32/f16 values, or
+    /// the f16 scales and minimums of quantized blocks (block codes are integers, always finite).
+    public func checkFinite(_ what: @autoclosure () -> String) throws(EngineError) {
+        let (scales, blockBytes): (Int, Int)
+        switch type {
+        case .f32, .f16: (scales, blockBytes) = (0, 0)
+        case .q8_0: (scales, blockBytes) = (1, MemoryLayout<ck_block_q8_0>.size)
+        case .q4_0: (scales, blockBytes) = (1, MemoryLayout<ck_block_q4_0>.size)
+        case .q4_1: (scales, blockBytes) = (2, MemoryLayout<ck_block_q4_1>.size)
+        case .q2_1: (scales, blockBytes) = (2, MemoryLayout<ck_block_q2_1>.size)
+        }
+        let bad: Int? = withUnsafeBytes { b in
+            func f16Bad(_ o: Int) -> Bool {
+                UInt16(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt16.self)) & 0x7C00 == 0x7C00
+            }
+            switch type {
+            case .f32:
+                for i in 0..<(b.count / 4) where !b.loadUnaligned(fromByteOffset: 4 * i, as: Float.self).isFinite {
+                    return i
+                }
+            case .f16:
+                for i in 0..<(b.count / 2) where f16Bad(2 * i) { return i }
+            default:
+                for blk in 0..<(b.count / blockBytes) {
+                    for s in 0..<scales where f16Bad(blk * blockBytes + 2 * s) { return blk * 32 }
+                }
+            }
+            return nil
+        }
+        if let bad {
+            throw EngineError.nonFinite("\(what()) has a non-finite value (or block scale) at element \(bad)")
+        }
+    }
+}

@@ -9,7 +9,10 @@ public final class BPETokenizer: @unchecked Sendable {
     /// Id to token string (byte-level: bytes mapped to printable characters as GPT-2 does).
     public let tokens: [String]
     let ids: [String: Int]
-    let ranks: [String: Int] // "a b" -> merge rank
+    /// Merge table over token ids: (left << 32 | right) -> (rank, merged id).
+    let merges: [UInt64: (rank: Int32, merged: Int32)]
+    /// Token id of each byte's character, -1 where the vocabulary has none.
+    let byteIDs: [Int32]
     let specials: [(String, Int)] // longest first
     let byteToChar: [Character]
     let charToByte: [Character: UInt8]
@@ -29,9 +32,13 @@ public final class BPETokenizer: @unchecked Sendable {
         var ids: [String: Int] = [:]
         for (i, t) in tokens.enumerated() where ids[t] == nil { ids[t] = i }
         self.ids = ids
-        var ranks: [String: Int] = [:]
-        for (i, m) in merges.enumerated() where ranks[m] == nil { ranks[m] = i }
-        self.ranks = ranks
+        try require(
+            tokens.count <= Limits.vocabulary, "vocabulary of \(tokens.count) tokens exceeds \(Limits.vocabulary)")
+        for (i, t) in tokens.enumerated() {
+            // an empty token would match everywhere (special tokens) and never advance the input
+            try require(!t.isEmpty, "token \(i) is empty")
+            try require(t.utf8.count <= Limits.tokenBytes, "token \(i) is longer than \(Limits.tokenBytes) bytes")
+        }
         specials = specialIDs.filter { $0 >= 0 && $0 < tokens.count }.map { (tokens[$0], $0) }.sorted {
             $0.0.count > $1.0.count
         }
@@ -48,6 +55,21 @@ public final class BPETokenizer: @unchecked Sendable {
         }
         byteToChar = b2c
         charToByte = c2b
+        // -1: the vocabulary has no token for this byte (real vocabularies omit some control
+        // bytes); text containing it is refused by `encode` rather than silently shortened
+        let byteIDs = (0..<256).map { b in ids[String(b2c[b])].map { Int32($0) } ?? -1 }
+        self.byteIDs = byteIDs
+        var table: [UInt64: (rank: Int32, merged: Int32)] = [:]
+        table.reserveCapacity(merges.count)
+        for (rank, m) in merges.enumerated() {
+            let halves = m.split(separator: " ", omittingEmptySubsequences: false)
+            guard halves.count == 2, let a = ids[String(halves[0])], let b = ids[String(halves[1])],
+                let c = ids[String(halves[0]) + String(halves[1])]
+            else { continue } // a merge whose parts or result are not tokens can never apply
+            let key = UInt64(a) << 32 | UInt64(b)
+            if table[key] == nil { table[key] = (Int32(rank), Int32(c)) }
+        }
+        self.merges = table
         bosID = bos
         eosID = eos
         self.isolateNumbers = isolateNumbers
@@ -124,14 +146,15 @@ public final class BPETokenizer: @unchecked Sendable {
     public func id(of token: String) -> Int? { ids[token] }
 
     /// Token ids of `text` (special tokens matched first, then GPT-2 pre-tokenization and merges).
-    public func encode(_ text: String) -> [Int] {
+    /// Throws if the text holds a byte the vocabulary has no token for (it would be dropped).
+    public func encode(_ text: String) throws(EngineError) -> [Int] {
         var out: [Int] = []
         for (piece, special) in splitSpecials(text) {
             if let s = special {
                 out.append(s)
                 continue
             }
-            for word in preTokenize(piece) { bpe(word, into: &out) }
+            for word in preTokenize(piece) { try bpe(word, into: &out) }
         }
         return out
     }
@@ -277,30 +300,96 @@ public final class BPETokenizer: @unchecked Sendable {
         }
     }
 
-    func bpe(_ word: [Unicode.Scalar], into out: inout [Int]) {
-        var parts: [String] = []
-        for b in String(String.UnicodeScalarView(word)).utf8 { parts.append(String(byteToChar[Int(b)])) }
-        if parts.count > 1 {
+    /// Merges the word's bytes by rank: the lowest-ranked adjacent pair first, the leftmost among
+    /// equal ranks, as the reference implementation does; a heap of candidate pairs over a linked
+    /// list keeps it O(n log n) in the word's length (a naive rescan is quadratic).
+    func bpe(_ word: [Unicode.Scalar], into out: inout [Int]) throws(EngineError) {
+        var sym = String(String.UnicodeScalarView(word)).utf8.map { byteIDs[Int($0)] }
+        if let bad = sym.firstIndex(of: -1) {
+            let byte = Array(String(String.UnicodeScalarView(word)).utf8)[bad]
+            throw EngineError.invalidArgument(
+                "the text contains byte 0x\(String(byte, radix: 16)), which this vocabulary has no token for")
+        }
+        let n = sym.count
+        if n > 1 {
+            var next = Array(1...n) // n marks the end
+            var prev = Array(-1..<(n - 1))
+            var alive = [Bool](repeating: true, count: n)
+            var heap = PairHeap()
+            func consider(_ i: Int) {
+                let j = next[i]
+                guard j < n,
+                    let m = merges[UInt64(UInt32(bitPattern: sym[i])) << 32 | UInt64(UInt32(bitPattern: sym[j]))]
+                else { return }
+                heap.push(rank: m.rank, left: Int32(i), leftID: sym[i], rightID: sym[j])
+            }
+            for i in 0..<(n - 1) { consider(i) }
+            while let e = heap.pop() {
+                let i = Int(e.left)
+                let j = next[i]
+                // stale: the left or right symbol changed since this pair was pushed
+                guard alive[i], j < n, sym[i] == e.leftID, sym[j] == e.rightID,
+                    let m = merges[UInt64(UInt32(bitPattern: sym[i])) << 32 | UInt64(UInt32(bitPattern: sym[j]))],
+                    m.rank == e.rank
+                else { continue }
+                sym[i] = m.merged
+                alive[j] = false
+                next[i] = next[j]
+                if next[j] < n { prev[next[j]] = i }
+                if prev[i] >= 0 { consider(prev[i]) }
+                consider(i)
+            }
+            var i = 0
+            while i < n {
+                out.append(Int(sym[i]))
+                i = next[i]
+            }
+            return
+        }
+        out += sym.map { Int($0) }
+    }
+}
+
+/// A binary min-heap of merge candidates ordered by (rank, left position).
+struct PairHeap {
+    struct Entry {
+        var rank: Int32
+        var left: Int32
+        var leftID: Int32
+        var rightID: Int32
+    }
+    private var a: [Entry] = []
+
+    private static func less(_ x: Entry, _ y: Entry) -> Bool { x.rank != y.rank ? x.rank < y.rank : x.left < y.left }
+
+    mutating func push(rank: Int32, left: Int32, leftID: Int32, rightID: Int32) {
+        a.append(Entry(rank: rank, left: left, leftID: leftID, rightID: rightID))
+        var c = a.count - 1
+        while c > 0 {
+            let p = (c - 1) / 2
+            guard Self.less(a[c], a[p]) else { break }
+            a.swapAt(c, p)
+            c = p
+        }
+    }
+
+    mutating func pop() -> Entry? {
+        guard let top = a.first else { return nil }
+        let last = a.removeLast()
+        if !a.isEmpty {
+            a[0] = last
+            var c = 0
             while true {
-                var best = Int.max
-                var at = -1
-                for k in 0..<(parts.count - 1) {
-                    if let r = ranks[parts[k] + " " + parts[k + 1]], r < best {
-                        best = r
-                        at = k
-                    }
-                }
-                if at < 0 { break }
-                parts[at] += parts[at + 1]
-                parts.remove(at: at + 1)
+                let l = 2 * c + 1
+                let r = l + 1
+                var m = c
+                if l < a.count && Self.less(a[l], a[m]) { m = l }
+                if r < a.count && Self.less(a[r], a[m]) { m = r }
+                if m == c { break }
+                a.swapAt(c, m)
+                c = m
             }
         }
-        for p in parts {
-            if let id = ids[p] {
-                out.append(id)
-            } else {
-                for ch in p { if let id = ids[String(ch)] { out.append(id) } }
-            } // every byte char is in a byte-level vocabulary
-        }
+        return top
     }
 }

@@ -25,6 +25,8 @@ public struct BertConfig: Codable, Sendable, Equatable {
     public var modelType: String
     /// Set by `ModelEncryptor.encryptBert`: "permutation" or "rotation" (absent for plain models).
     public var engineEncryption: String?
+    /// Key check value of an encrypted model (`EncryptionKey.checkValue`).
+    public var engineKeyCheck: String?
 
     enum CodingKeys: String, CodingKey {
         case hiddenSize = "hidden_size"
@@ -38,6 +40,7 @@ public struct BertConfig: Codable, Sendable, Equatable {
         case hiddenAct = "hidden_act"
         case modelType = "model_type"
         case engineEncryption = "engine_encryption"
+        case engineKeyCheck = "engine_key_check"
     }
 }
 
@@ -54,7 +57,11 @@ public final class BertModel: @unchecked Sendable {
         get throws {
             guard let textTokenizer else {
                 throw EngineError.unsupported(
-                    "this model directory has no tokenizer (an encrypted model): pass token ids")
+                    """
+                    this is an encrypted model: embed text through its key's client (engine embed --key), or \
+                    pass token ids
+                    """
+                )
             }
             return textTokenizer
         }
@@ -93,11 +100,24 @@ public final class BertModel: @unchecked Sendable {
         guard c.hiddenAct == "gelu" else {
             throw EngineError.unsupported("\(cfgPath): hidden_act '\(c.hiddenAct)'; supported: gelu")
         }
-        guard c.hiddenSize % c.numAttentionHeads == 0 else {
-            throw EngineError.invalidFile("\(cfgPath): hidden_size not divisible by heads")
+        guard (1...Limits.heads).contains(c.numAttentionHeads), (1...Limits.dimension).contains(c.hiddenSize),
+            c.hiddenSize % c.numAttentionHeads == 0, (1...Limits.layers).contains(c.numHiddenLayers),
+            (1...(8 * Limits.dimension)).contains(c.intermediateSize), (1...Limits.vocabulary).contains(c.vocabSize),
+            (1...Limits.context).contains(c.maxPositionEmbeddings), (1...1024).contains(c.typeVocabSize)
+        else {
+            throw EngineError.invalidFile(
+                """
+                \(cfgPath): inconsistent shape (hidden_size \(c.hiddenSize), heads \(c.numAttentionHeads), layers \
+                \(c.numHiddenLayers), intermediate \(c.intermediateSize), vocabulary \(c.vocabSize), positions \
+                \(c.maxPositionEmbeddings), token types \(c.typeVocabSize))
+                """)
+        }
+        guard c.layerNormEps.isFinite, c.layerNormEps > 0, c.layerNormEps < 1 else {
+            throw EngineError.invalidFile("\(cfgPath): layer_norm_eps \(c.layerNormEps) outside (0, 1)")
         }
         config = c
-        if c.engineEncryption != nil && !FileManager.default.fileExists(atPath: directory + "/vocab.txt") {
+        if c.engineEncryption != nil {
+            // an encrypted model is only meaningful through its key's client (permuted ids)
             textTokenizer = nil
         } else {
             let tok = try WordPieceTokenizer(directory: directory, maxLength: min(maxLength, c.maxPositionEmbeddings))
@@ -111,7 +131,16 @@ public final class BertModel: @unchecked Sendable {
         let prefix = st.tensors["embeddings.word_embeddings.weight"] != nil ? "" : "bert."
         let d = c.hiddenSize
         let h = c.intermediateSize
-        func t(_ n: String, _ shape: [Int]) throws -> [Float] { try st.floats(prefix + n, shape: shape) }
+        func t(_ n: String, _ shape: [Int]) throws -> [Float] {
+            let v = try st.floats(prefix + n, shape: shape)
+            try requireFinite(v, "\(directory)/model.safetensors: \(prefix + n)")
+            return v
+        }
+        // the file must hold exactly the layers config.json declares
+        guard st.tensors[prefix + "encoder.layer.\(c.numHiddenLayers).attention.self.query.weight"] == nil else {
+            throw EngineError.invalidFile(
+                "\(directory): model.safetensors has more than the \(c.numHiddenLayers) layers config.json declares")
+        }
         wordEmb = try t("embeddings.word_embeddings.weight", [c.vocabSize, d])
         posEmb = try t("embeddings.position_embeddings.weight", [c.maxPositionEmbeddings, d])
         typeEmb = try t("embeddings.token_type_embeddings.weight", [c.typeVocabSize, d])

@@ -129,18 +129,22 @@ public final class GGUFFile: @unchecked Sendable {
         version = Int(v)
         let nTensors = try r.u64()
         let nKV = try r.u64()
-        guard nTensors < 1 << 24, nKV < 1 << 24 else {
+        guard nTensors <= UInt64(Limits.tensors), nKV < 1 << 24 else {
             throw EngineError.invalidFile(
                 "\(file.path): implausible counts (\(nTensors) tensors, \(nKV) keys): corrupt header")
         }
         for _ in 0..<nKV {
             let key = try r.string()
             let type = try r.u32()
-            metadata[key] = try r.value(type: type, key: key)
+            guard metadata[key] == nil else {
+                throw EngineError.invalidFile("\(file.path): duplicate metadata key \(key)")
+            }
+            metadata[key] = try r.value(type: type, key: key, depth: 0)
         }
         alignment = metadata["general.alignment"]?.int ?? 32
-        guard alignment > 0 && alignment & (alignment - 1) == 0 else {
-            throw EngineError.invalidFile("\(file.path): general.alignment \(alignment) is not a power of two")
+        guard alignment > 0 && alignment <= Limits.alignment && alignment & (alignment - 1) == 0 else {
+            throw EngineError.invalidFile(
+                "\(file.path): general.alignment \(alignment) is not a power of two up to \(Limits.alignment)")
         }
         var infos: [(String, [Int], UInt32, Int)] = []
         for _ in 0..<nTensors {
@@ -159,7 +163,11 @@ public final class GGUFFile: @unchecked Sendable {
             }
             let t = try r.u32()
             let off = try r.u64()
-            infos.append((name, dims, t, Int(clamping: off)))
+            guard off <= UInt64(file.count) else {
+                throw EngineError.invalidFile(
+                    "\(file.path): tensor \(name) offset \(off) is beyond the file's end (truncated?)")
+            }
+            infos.append((name, dims, t, Int(off)))
         }
         let dataStart = (r.pos + alignment - 1) / alignment * alignment
         for (name, dims, t, off) in infos {
@@ -171,18 +179,20 @@ public final class GGUFFile: @unchecked Sendable {
                     """
                 )
             }
-            let n = dims.reduce(1, *)
+            let what = "\(file.path): tensor \(name)"
+            var n = 1
+            for d in dims { n = try CheckedSize.product(n, d, what: what) }
             guard type.rowType.isQuantized == false || dims[0] % 32 == 0 else {
                 throw EngineError.invalidFile(
                     "\(file.path): tensor \(name) of type \(type) has row length \(dims[0]), not a multiple of 32")
             }
-            let bytes = ck_qmatmul_row_bytes(type.rowType.c, dims[0]) * (n / dims[0])
-            let start = dataStart + off
+            let bytes = try CheckedSize.product(ck_qmatmul_row_bytes(type.rowType.c, dims[0]), n / dims[0], what: what)
+            let start = try CheckedSize.sum(dataStart, off, what: what)
             guard off % alignment == 0 else {
                 throw EngineError.invalidFile(
                     "\(file.path): tensor \(name) offset \(off) is not aligned to \(alignment)")
             }
-            guard start + bytes <= file.count else {
+            guard bytes <= file.count && start <= file.count - bytes else {
                 throw EngineError.invalidFile(
                     """
                     \(file.path): tensor \(name) needs bytes \(start)..<\(start + bytes) but the file has \
@@ -193,6 +203,11 @@ public final class GGUFFile: @unchecked Sendable {
             guard tensors[name] == nil else { throw EngineError.invalidFile("\(file.path): duplicate tensor \(name)") }
             tensors[name] = GGUFTensor(name: name, dims: dims, type: type, offset: start, byteCount: bytes)
             tensorOrder.append(name)
+        }
+        // tensor data must not overlap (a crafted directory could alias one tensor's bytes to another's)
+        let spans = tensors.values.sorted { $0.offset < $1.offset }
+        for (a, b) in zip(spans, spans.dropFirst()) where a.offset + a.byteCount > b.offset {
+            throw EngineError.invalidFile("\(file.path): tensors \(a.name) and \(b.name) overlap")
         }
     }
 
@@ -261,13 +276,24 @@ public final class GGUFFile: @unchecked Sendable {
         mutating func u64() throws -> UInt64 { UInt64(littleEndian: try take(8).loadUnaligned(as: UInt64.self)) }
         mutating func string() throws -> String {
             let n = try u64()
-            guard n < 1 << 30 else {
+            guard n <= UInt64(Limits.headerBytes) else {
                 throw EngineError.invalidFile("\(file.path): string length \(n) at byte \(pos - 8): corrupt")
             }
             let b = try take(Int(n))
             return String(decoding: b, as: UTF8.self)
         }
-        mutating func value(type: UInt32, key: String) throws -> GGUFValue {
+        /// Smallest encoding of one value of `type` (bounds array lengths by the bytes left).
+        static func minBytes(_ type: UInt32) -> Int {
+            switch type {
+            case 0, 1, 7: return 1
+            case 2, 3: return 2
+            case 4, 5, 6: return 4
+            case 9: return 12
+            default: return 8
+            }
+        }
+
+        mutating func value(type: UInt32, key: String, depth: Int) throws -> GGUFValue {
             switch type {
             case 0: return .uint(UInt64(try u8()))
             case 1: return .int(Int64(Int8(bitPattern: try u8())))
@@ -284,15 +310,17 @@ public final class GGUFFile: @unchecked Sendable {
             case 9:
                 let et = try u32()
                 let n = try u64()
-                guard n < 1 << 26 else {
-                    throw EngineError.invalidFile("\(file.path): array of \(n) elements for \(key): corrupt")
+                guard n <= UInt64(Limits.metadataArray), Int(n) <= (file.count - pos) / Self.minBytes(et) else {
+                    throw EngineError.invalidFile(
+                        "\(file.path): array of \(n) elements for \(key) does not fit the file: corrupt")
                 }
-                guard et != 9 || n < 1 << 16 else {
-                    throw EngineError.invalidFile("\(file.path): nested array too large for \(key)")
+                guard et != 9 || depth + 1 < Limits.metadataDepth else {
+                    throw EngineError.invalidFile(
+                        "\(file.path): metadata \(key) nests arrays deeper than \(Limits.metadataDepth): corrupt")
                 }
                 var a: [GGUFValue] = []
                 a.reserveCapacity(Int(n))
-                for _ in 0..<n { a.append(try value(type: et, key: key)) }
+                for _ in 0..<n { a.append(try value(type: et, key: key, depth: depth + 1)) }
                 return .array(a)
             case 10: return .uint(try u64())
             case 11: return .int(Int64(bitPattern: try u64()))

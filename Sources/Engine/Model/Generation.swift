@@ -109,6 +109,10 @@ public final class TextGenerator: @unchecked Sendable {
         path: String, format: WeightFormat = .native, activations: Numerics = .int8, kernels: Kernels
     ) throws {
         let f = try GGUFFile(path: path)
+        if f.metadata["engine.key_check"] != nil {
+            throw EngineError.invalidArgument(
+                "\(path) is an encrypted model: generate through its key's client (engine generate --key)")
+        }
         try self.init(
             model: LlamaModel(gguf: f, format: format, activations: activations, kernels: kernels),
             tokenizer: BPETokenizer(gguf: f), chatTemplate: f.metadata["tokenizer.chat_template"]?.string)
@@ -130,7 +134,7 @@ public final class TextGenerator: @unchecked Sendable {
         prompt: String, parameters: GenerationParameters = .init(),
         onToken: (Int, String) -> Void = { _, _ in }
     ) throws -> [Int] {
-        let ids = tokenizer.encode(prompt)
+        let ids = try tokenizer.encode(prompt)
         try require(!ids.isEmpty, "the prompt is empty")
         return try generate(promptIDs: ids, parameters: parameters, onToken: onToken)
     }
@@ -169,7 +173,7 @@ func decodeLoop(
     try require(
         promptIDs.count <= model.config.contextLength,
         "the prompt has \(promptIDs.count) tokens but the context holds \(model.config.contextLength)")
-    let cap = min(model.config.contextLength, promptIDs.count + parameters.maxTokens)
+    let cap = min(model.config.contextLength, promptIDs.count + min(parameters.maxTokens, model.config.contextLength))
     let cache = try model.makeCache(capacity: max(cap, 1))
     var logits = try step(promptIDs, cache)
     var out: [Int] = []

@@ -53,10 +53,28 @@ public struct LlamaConfig: Sendable, Equatable {
                     "\(f.file.path): token_embd.weight is \(emb.rowCount)x\(emb.rowLength), expected \(vocab)x\(dim)")
             }
         }
-        guard dim > 0, heads > 0, kvHeads > 0, heads % kvHeads == 0, dim % heads == 0, layers > 0, hidden > 0 else {
+        guard (1...Limits.dimension).contains(dim), (1...Limits.heads).contains(heads), kvHeads > 0,
+            heads % kvHeads == 0, dim % heads == 0, (dim / heads) % 2 == 0, (1...Limits.layers).contains(layers),
+            (1...(8 * Limits.dimension)).contains(hidden), (1...Limits.vocabulary).contains(vocab)
+        else {
             throw EngineError.invalidFile(
-                "\(f.file.path): inconsistent shape (dim \(dim), heads \(heads), kv heads \(kvHeads), layers \(layers))"
-            )
+                """
+                \(f.file.path): inconsistent shape (dim \(dim), heads \(heads), kv heads \(kvHeads), layers \(layers), \
+                hidden \(hidden), vocabulary \(vocab))
+                """)
+        }
+        guard (1...Limits.context).contains(contextLength) else {
+            throw EngineError.invalidFile(
+                "\(f.file.path): context length \(contextLength) outside 1...\(Limits.context)")
+        }
+        guard ropeBase.isFinite, ropeBase > 1, normEps.isFinite, normEps > 0, normEps < 1 else {
+            throw EngineError.invalidFile(
+                "\(f.file.path): rope base \(ropeBase) or norm epsilon \(normEps) out of range (base > 1, 0 < eps < 1)")
+        }
+        // the file must hold exactly `layers` blocks: a config that disagrees with its tensors is refused
+        guard f.tensors["blk.\(layers).attn_q.weight"] == nil else {
+            throw EngineError.invalidFile(
+                "\(f.file.path): the file has more than the \(layers) layers its metadata declares")
         }
     }
 }
@@ -74,6 +92,8 @@ public enum WeightFormat: String, Sendable, CaseIterable {
 public final class LlamaModel: @unchecked Sendable {
     /// The hyper-parameters.
     public let config: LlamaConfig
+    /// Key check value of an encrypted model (GGUF `engine.key_check`; nil for a plain model).
+    public let keyCheck: String?
     /// How the weights are held (f32 reference or as stored).
     public let format: WeightFormat
     /// Activation numerics for quantized weights: `.exact` (f32 activations, weights
@@ -106,6 +126,7 @@ public final class LlamaModel: @unchecked Sendable {
     ) throws {
         let c = try LlamaConfig(gguf: f)
         config = c
+        keyCheck = f.metadata["engine.key_check"]?.string
         if let score {
             self.score = score
         } else if let name = f.metadata["engine.attention.score"]?.string {
@@ -130,6 +151,7 @@ public final class LlamaModel: @unchecked Sendable {
                 throw EngineError.invalidFile(
                     "\(f.file.path): \(name) is \(m.rows)x\(m.cols), expected \(rows)x\(cols)")
             }
+            try m.checkFinite("\(f.file.path): \(name)")
             if format == .f32 && m.type != .f32 {
                 return try QuantizedMatrix(f32: m.dequantized(kernels: kernels), rows: rows, cols: cols)
             }
@@ -140,6 +162,7 @@ public final class LlamaModel: @unchecked Sendable {
             guard m.rows * m.cols == n else {
                 throw EngineError.invalidFile("\(f.file.path): \(name) has \(m.rows * m.cols) values, expected \(n)")
             }
+            try m.checkFinite("\(f.file.path): \(name)")
             return m.dequantized(kernels: kernels)
         }
         let kvDim = c.kvHeads * c.headDim

@@ -27,9 +27,12 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// Maps and parses the file at `path`; every entry checked against the file's size.
     public init(path: String) throws {
         file = try MappedFile(path: path)
-        let lenBytes = try file.bytes(0, 8)
-        let n = Int(UInt64(littleEndian: lenBytes.loadUnaligned(as: UInt64.self)))
-        guard n > 1, n < 100 << 20, 8 + n <= file.count else {
+        guard file.count >= 8 else {
+            throw EngineError.invalidFile("\(path): \(file.count) bytes: not a safetensors file")
+        }
+        let raw = UInt64(littleEndian: try file.bytes(0, 8).loadUnaligned(as: UInt64.self))
+        let n = raw <= UInt64(Limits.headerBytes) ? Int(raw) : -1
+        guard n > 1, n <= file.count - 8 else {
             throw EngineError.invalidFile(
                 "\(path): header length \(n) does not fit the file (\(file.count) bytes; truncated or not safetensors)")
         }
@@ -59,20 +62,31 @@ public final class SafeTensorsFile: @unchecked Sendable {
             case "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2": size = 1
             default: throw EngineError.unsupported("\(path): tensor \(name) has dtype \(dtype)")
             }
-            let count = shape.reduce(1, *)
-            guard shape.allSatisfy({ $0 >= 0 }), offs[0] >= 0, offs[1] - offs[0] == count * size else {
+            let what = "\(path): tensor \(name)"
+            guard shape.count <= 8, shape.allSatisfy({ $0 >= 0 }), offs[0] >= 0, offs[1] >= offs[0] else {
+                throw EngineError.invalidFile("\(what) has shape \(shape) and offsets \(offs): corrupt")
+            }
+            var count = 1
+            for d in shape { count = try CheckedSize.product(count, d, what: what) }
+            let bytes = try CheckedSize.product(count, size, what: what)
+            guard offs[1] - offs[0] == bytes else {
                 throw EngineError.invalidFile("\(path): tensor \(name) offsets \(offs) do not match \(dtype) \(shape)")
             }
-            guard dataStart + offs[1] <= file.count else {
+            guard offs[1] <= file.count - dataStart else {
                 throw EngineError.invalidFile(
                     """
-                    \(path): tensor \(name) ends at byte \(dataStart + offs[1]) but the file has \(file.count) \
+                    \(path): tensor \(name) ends at data byte \(offs[1]) but the file has \(file.count - dataStart) \
                     (truncated?)
                     """
                 )
             }
             tensors[name] = Tensor(
-                name: name, dtype: dtype, shape: shape, offset: dataStart + offs[0], byteCount: count * size)
+                name: name, dtype: dtype, shape: shape, offset: dataStart + offs[0], byteCount: bytes)
+        }
+        // tensor data must not overlap (a crafted header could alias one tensor's bytes to another's)
+        let spans = tensors.values.filter { $0.byteCount > 0 }.sorted { $0.offset < $1.offset }
+        for (a, b) in zip(spans, spans.dropFirst()) where a.offset + a.byteCount > b.offset {
+            throw EngineError.invalidFile("\(path): tensors \(a.name) and \(b.name) overlap")
         }
     }
 

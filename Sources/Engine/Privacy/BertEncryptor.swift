@@ -181,6 +181,7 @@ extension ModelEncryptor {
             throw EngineError.invalidFile("\(cfgPath): not a JSON object")
         }
         cfg["engine_encryption"] = mode.rawValue
+        cfg["engine_key_check"] = key.checkValue
         let w = try AtomicFileWriter(path: output + "/config.json")
         try w.write(Array(try JSONSerialization.data(withJSONObject: cfg, options: [.prettyPrinted, .sortedKeys])))
         try w.commit()
@@ -202,6 +203,7 @@ public final class EncryptedEncoderSession: @unchecked Sendable {
 
     /// A session; throws if the key does not fit the server model.
     public init(tokenizer: WordPieceTokenizer, server: BertModel, key: EncryptionKey) throws {
+        try key.verify(modelCheck: server.config.engineKeyCheck, model: "the server model")
         guard let m = server.config.engineEncryption.flatMap(BertEncryption.init(rawValue:)) else {
             throw EngineError.invalidArgument(
                 "the server model is not an encrypted BERT (config.json has no engine_encryption)")

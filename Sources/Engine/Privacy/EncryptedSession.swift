@@ -15,6 +15,7 @@ public final class EncryptedSession: @unchecked Sendable {
     public init(tokenizer: BPETokenizer, server: LlamaModel, key: EncryptionKey) throws {
         try require(
             key.shape == ModelShape(server.config), "the key's model shape differs from the server model's (wrong key)")
+        try key.verify(modelCheck: server.keyCheck, model: "the server model")
         self.tokenizer = tokenizer
         self.server = server
         p = key.vocabularyPermutation
@@ -80,6 +81,10 @@ public final class SplitEncryptedSession: @unchecked Sendable {
         }
         let c = try LlamaConfig(gguf: f)
         try require(c == server.config, "the client half and the server model have different shapes (another model)")
+        guard let check = f.metadata["engine.key_check"]?.string, check == server.keyCheck else {
+            throw EngineError.invalidArgument(
+                "the client half and the server model were encrypted with different keys (or one is not encrypted)")
+        }
         tokenizer = try BPETokenizer(gguf: f)
         embedding = try f.matrix("token_embd.weight")
         head = try f.matrix("output.weight")

@@ -133,6 +133,28 @@ public struct EncryptionKey: Sendable, Equatable {
 
     func stream(_ purpose: String) -> KeyStream { KeyStream(key: subkey(purpose), label: purpose) }
 
+    /// The key check value an encrypted model carries (GGUF `engine.key_check`, config.json
+    /// `engine_key_check`): HMAC-SHA256 of the model id under a subkey derived for this purpose
+    /// only, hex. It tells the client whether a model was encrypted with this key, and reveals
+    /// nothing else about the key.
+    public var checkValue: String {
+        let mac = HMAC<SHA256>.authenticationCode(
+            for: Data(modelID + Array("engine-ee-v1 key check".utf8)), using: subkey("key-check"))
+        return mac.map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Throws unless `stored` (a model's key check value) is this key's: a wrong key, a plain model
+    /// used with a key, or an encrypted model used without one would otherwise give fluent garbage.
+    public func verify(modelCheck stored: String?, model: String) throws {
+        guard let stored else {
+            throw EngineError.invalidArgument(
+                "\(model) is not an encrypted model (no key check value): run it without a key")
+        }
+        guard stored == checkValue else {
+            throw EngineError.invalidArgument("\(model) was encrypted with another key: this key does not fit it")
+        }
+    }
+
     /// A uniformly random permutation of 0..<n (Fisher-Yates on the `purpose` stream).
     func permutation(_ n: Int, _ purpose: String) -> [Int] {
         var s = stream(purpose)
@@ -235,17 +257,17 @@ public struct EncryptionKey: Sendable, Equatable {
     static let fileSize = 136
 
     /// Writes the key file atomically with mode 0600.
-    public func write(to path: String) throws {
+    /// `replace`: whether an existing file at `path` may be replaced (default: refuse).
+    public func write(to path: String, replace: Bool = false) throws {
         var b = Self.magic
         func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { b.append(contentsOf: $0) } }
         u32(Self.version)
         for f in shape.fields { u32(UInt32(f)) }
         b += modelID + secret
         b += Array(SHA256.hash(data: Data(b)))
-        let w = try AtomicFileWriter(path: path)
+        let w = try AtomicFileWriter(path: path, mode: 0o600, replace: replace)
         try w.write(b)
         try w.commit()
-        chmod(path, 0o600)
     }
 
     /// Reads and verifies a key file; with `forModel`, also checks that it belongs to that model.

@@ -65,6 +65,7 @@ public enum ModelEncryptor {
         out.metadata = f.metadata.filter { !$0.key.hasPrefix("tokenizer.") && $0.key != "general.alignment" }
             .sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         out.metadata.append(("engine.encrypted", .bool(true)))
+        out.metadata.append(("engine.key_check", .string(key.checkValue)))
         let ones = [Float](repeating: 1, count: d)
         func add(_ name: String, _ v: [Float], rows: Int, cols: Int) throws {
             let m =
@@ -192,6 +193,7 @@ public enum ModelEncryptor {
             ($0.key, $0.value)
         }
         out.metadata.append(("engine.split_client", .bool(true)))
+        out.metadata.append(("engine.key_check", .string(key.checkValue)))
         for (name, v) in [("token_embd.weight", embQ), ("output.weight", headQ)] {
             let m =
                 type == .f32
