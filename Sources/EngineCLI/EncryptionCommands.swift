@@ -40,7 +40,7 @@ struct Keygen: ParsableCommand {
         } else {
             key = try EncryptionKey(shape: shape, modelID: id)
         }
-        try key.write(to: output)
+        try key.write(to: output, replace: force)
         note("wrote key for \(path) to \(output) in \(fixed(clock.seconds, 3)) s")
     }
 }

@@ -5,7 +5,7 @@ import Foundation
 struct Index: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Memory/disk hybrid vector index (SPANN-style): build, search, stats.",
-        subcommands: [IndexBuild.self, IndexSearch.self, IndexStats.self, IndexGroundTruth.self])
+        subcommands: [IndexBuild.self, IndexSearch.self, IndexStats.self, IndexGroundTruth.self, IndexRepair.self])
 }
 
 struct IndexBuild: ParsableCommand {
@@ -155,5 +155,21 @@ struct IndexGroundTruth: ParsableCommand {
         try VectorFile.writeIvecs(
             BruteForce.search(base: b, queries: q, dim: d, k: k, metric: metric), dim: k, to: output)
         note("wrote ground truth \(q.count / d) x \(k) to \(output)")
+    }
+}
+
+struct IndexRepair: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "repair",
+        abstract: "Rewrite an index's delta.log keeping every record that verifies (after corruption in its middle).")
+    @Option(help: "Index directory.") var index: String
+
+    func validate() throws { try checkEnvironment() }
+
+    func run() throws {
+        let idx = try HybridIndex(directory: index, writable: true, repair: true, kernels: Kernels.selected())
+        note(
+            "\(index)/delta.log: \(idx.repairedBytes) corrupt bytes skipped; \(idx.insertedCount) inserted vectors "
+                + "and \(idx.tombstoneCount) tombstones kept")
     }
 }

@@ -31,7 +31,7 @@ public struct Kernels: @unchecked Sendable {
         self.opsTable = o
         self.vecTable = v
         self.isa = isa
-        self.threads = max(1, threads)
+        self.threads = min(max(1, threads), 4 * Threads.cores) // more threads only add contention
     }
 
     /// Kernels at the selected level (detected, or `CK_ISA`).

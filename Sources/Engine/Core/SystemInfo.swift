@@ -49,5 +49,5 @@ public struct SystemInfo: Sendable, CustomStringConvertible {
 /// Applies the thread policy: OpenBLAS gets the same pool size as Engine, and Engine never
 /// calls BLAS from inside its own parallel regions, so cores are not oversubscribed.
 public func configureThreads(_ n: Int = Threads.defaultCount) {
-    ck_blas_set_threads(Int32(max(1, n)))
+    ck_blas_set_threads(Int32(min(max(1, n), 4 * Threads.cores)))
 }

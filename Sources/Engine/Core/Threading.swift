@@ -16,9 +16,10 @@ public enum Threads {
     /// Cores available to this process.
     public static var cores: Int { max(1, ProcessInfo.processInfo.activeProcessorCount) }
 
-    /// Default thread count: `ENGINE_THREADS` if set to a positive integer, otherwise all cores.
+    /// Default thread count: `ENGINE_THREADS` if set to an integer in 1...4 x cores, otherwise all cores.
     public static var defaultCount: Int {
-        if let s = ProcessEnvironment.value("ENGINE_THREADS"), let n = Int(s), n > 0 { return n }
+        // out of range (0, negative, 3e9): ignored here, refused with a message by the CLI
+        if let s = ProcessEnvironment.value("ENGINE_THREADS"), let n = Int(s), n > 0, n <= 4 * cores { return n }
         return cores
     }
 

@@ -185,26 +185,32 @@ public final class BPETokenizer: @unchecked Sendable {
         return tokens[id].map { charToByte[$0] ?? 0x3f }
     }
 
+    /// The text cut into plain pieces and special tokens (longest match first), scanning bytes:
+    /// only a byte that starts some special token is compared, so plain text costs one pass.
     func splitSpecials(_ text: String) -> [(String, Int?)] {
         guard !specials.isEmpty else { return [(text, nil)] }
+        let bytes = Array(text.utf8)
+        let specialBytes = specials.map { (Array($0.0.utf8), $0.1) }
+        var starts = [Bool](repeating: false, count: 256)
+        for (b, _) in specialBytes { starts[Int(b[0])] = true }
         var out: [(String, Int?)] = []
-        var rest = Substring(text)
-        var plain = ""
-        outer: while !rest.isEmpty {
-            if rest.first == "<" || rest.first == "[" || true {
-                for (s, id) in specials where rest.hasPrefix(s) {
-                    if !plain.isEmpty {
-                        out.append((plain, nil))
-                        plain = ""
+        var plainStart = 0
+        var i = 0
+        outer: while i < bytes.count {
+            if starts[Int(bytes[i])] {
+                for (sb, id) in specialBytes where sb.count <= bytes.count - i && sb[0] == bytes[i] {
+                    if bytes[i..<(i + sb.count)].elementsEqual(sb) {
+                        if plainStart < i { out.append((String(decoding: bytes[plainStart..<i], as: UTF8.self), nil)) }
+                        out.append((String(decoding: sb, as: UTF8.self), id))
+                        i += sb.count
+                        plainStart = i
+                        continue outer
                     }
-                    out.append((s, id))
-                    rest = rest.dropFirst(s.count)
-                    continue outer
                 }
             }
-            plain.append(rest.removeFirst())
+            i += 1
         }
-        if !plain.isEmpty { out.append((plain, nil)) }
+        if plainStart < bytes.count { out.append((String(decoding: bytes[plainStart...], as: UTF8.self), nil)) }
         return out
     }
 

@@ -14,6 +14,9 @@ public enum BruteForce {
         let n = base.count / dim
         let m = queries.count / dim
         try require(n >= 1 && m >= 1 && k >= 1, "need a non-empty base, queries and k >= 1")
+        try require(k <= Limits.neighbors, "k must be at most \(Limits.neighbors), got \(k)")
+        try requireFinite(base, "base vectors")
+        try requireFinite(queries, "query vectors")
         let kk = min(k, n)
         func normalized(_ v: [Float]) -> [Float] {
             var v = v

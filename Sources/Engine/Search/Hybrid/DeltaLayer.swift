@@ -44,8 +44,10 @@ final class DeltaLayer: @unchecked Sendable {
     private var state = State()
     private let lock = NSLock()
     private var fd: Int32 = -1
-    /// Bytes of torn or corrupt tail dropped when the log was replayed.
+    /// Bytes of torn tail dropped when the log was replayed.
     private(set) var droppedTailBytes = 0
+    /// Bytes of corrupt records skipped by a repair.
+    private(set) var skippedBytes = 0
 
     init(path: String, dim: Int, writable: Bool, kernels: Kernels) throws {
         self.path = path
@@ -68,42 +70,75 @@ final class DeltaLayer: @unchecked Sendable {
         lock.unlock()
     }
 
-    /// Applies every complete record in order; drops (and, if writable, truncates) a bad tail.
-    func replay(_ apply: (UInt64, [Float]?) throws -> Void) throws {
+    /// Length of a valid record at o (tag known, fits, CRC matches), else nil.
+    func recordLength(_ b: UnsafeRawBufferPointer, at o: Int) -> Int? {
+        guard o + 16 <= b.count else { return nil }
+        let tag = UInt32(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt32.self))
+        let len = tag == Self.insTag ? 12 + 4 * dim : tag == Self.delTag ? 12 : -1
+        guard len > 0, o + len + 4 <= b.count else { return nil }
+        let crc = UInt32(littleEndian: b.loadUnaligned(fromByteOffset: o + len, as: UInt32.self))
+        guard crc == kernels.crc32c(UnsafeRawBufferPointer(rebasing: b[o..<(o + len)])) else { return nil }
+        return len + 4
+    }
+
+    /// The first valid record at or after `from`, if any.
+    func nextValid(_ b: UnsafeRawBufferPointer, from: Int) -> Int? {
+        var p = from
+        while p + 16 <= b.count {
+            if recordLength(b, at: p) != nil { return p }
+            p += 1
+        }
+        return nil
+    }
+
+    /// Applies every valid record in order. A bad record with nothing valid after it is a torn
+    /// tail (a crash mid-append): dropped, and truncated away when writable. A bad record followed
+    /// by valid ones is corruption in the middle: the log is refused (applying only the records
+    /// before it would bring back deleted ids), unless `repair`, which applies every record it can
+    /// verify, reports what it skipped, and rewrites the log with those records alone.
+    func replay(repair: Bool = false, _ apply: (UInt64, [Float]?) throws -> Void) throws {
         if let data = FileManager.default.contents(atPath: path) {
             let b = [UInt8](data)
+            var kept: [Range<Int>] = []
+            var skipped = 0
             var o = 0
-            while o < b.count {
-                guard o + 16 <= b.count else { break }
-                let tag = b.withUnsafeBytes {
-                    UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: o, as: UInt32.self))
-                }
-                let len = tag == Self.insTag ? 12 + 4 * dim : tag == Self.delTag ? 12 : -1
-                guard len > 0, o + len + 4 <= b.count else { break }
-                let crc = b.withUnsafeBytes {
-                    UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: o + len, as: UInt32.self))
-                }
-                guard crc == b.withUnsafeBytes({ kernels.crc32c(UnsafeRawBufferPointer(rebasing: $0[o..<(o + len)])) })
-                else { break }
-                let id = b.withUnsafeBytes {
-                    UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: o + 4, as: UInt64.self))
-                }
-                if tag == Self.insTag {
-                    let v = b.withUnsafeBytes { r in
-                        (0..<dim).map {
+            try b.withUnsafeBytes { r in
+                while o < r.count {
+                    guard let len = recordLength(r, at: o) else {
+                        guard let next = nextValid(r, from: o + 1) else { break } // torn tail
+                        guard repair else {
+                            throw EngineError.invalidFile(
+                                """
+                                \(path): corrupt record at byte \(o), valid records follow at byte \(next): \
+                                refusing to open (repair keeps every record that verifies: engine index repair)
+                                """)
+                        }
+                        skipped += next - o
+                        o = next
+                        continue
+                    }
+                    let id = UInt64(littleEndian: r.loadUnaligned(fromByteOffset: o + 4, as: UInt64.self))
+                    if len > 16 {
+                        let v = (0..<dim).map {
                             Float(
                                 bitPattern: UInt32(
                                     littleEndian: r.loadUnaligned(fromByteOffset: o + 12 + 4 * $0, as: UInt32.self)))
                         }
+                        try apply(id, v)
+                    } else {
+                        try apply(id, nil)
                     }
-                    try apply(id, v)
-                } else {
-                    try apply(id, nil)
+                    kept.append(o..<(o + len))
+                    o += len
                 }
-                o += len + 4
             }
             droppedTailBytes = b.count - o
-            if writable && droppedTailBytes > 0 {
+            skippedBytes = skipped
+            if repair && (skipped > 0 || droppedTailBytes > 0) {
+                let w = try AtomicFileWriter(path: path)
+                for range in kept { try w.write(Array(b[range])) }
+                try w.commit()
+            } else if writable && droppedTailBytes > 0 {
                 guard truncate(path, off_t(o)) == 0 else {
                     throw EngineError.io("cannot truncate the torn tail of \(path)")
                 }

@@ -207,6 +207,10 @@ struct HeadsFile: Equatable {
         guard coarseStart.first == 0, coarseStart.last == UInt32(heads),
             zip(coarseStart, coarseStart.dropFirst()).allSatisfy({ $0 <= $1 })
         else { throw fail("coarse-to-head table is inconsistent") }
+        let listEntries = lists.reduce(0) { $0 + Int($1.count) }
+        guard listEntries == entries, count >= 1, count <= entries else {
+            throw fail("header counts (\(count) vectors, \(entries) entries) disagree with the lists (\(listEntries))")
+        }
         let layout = PostingListLayout(payload: pl, dim: dim, codeWidth: width)
         for (h, e) in lists.enumerated() {
             guard e.offset <= UInt64(postingsBytes), Int(e.bytes) == layout.bytes(count: Int(e.count)),

@@ -71,4 +71,7 @@ extension HybridIndex {
             }
         }
     }
+
+    /// Bytes of corrupt delta-log records a repair skipped (0 unless opened with `repair`).
+    public var repairedBytes: Int { delta.skippedBytes }
 }

@@ -62,8 +62,11 @@ public final class HybridIndex: @unchecked Sendable {
     /// Opens an index. `writable`: inserts and deletes are allowed and appended to
     /// `delta.log` (fsync'ed per call); otherwise the log, if any, is replayed read-only.
     /// `io`: how posting lists are read; `.uring` falls back to `.pread` where io_uring is unavailable.
+    /// `repair`: a delta log with a corrupt record in its middle (refused otherwise) is rewritten
+    /// with every record that verifies.
     public init(
-        directory: String, io: IndexIO = .mapped, writable: Bool = false, kernels: Kernels = .default
+        directory: String, io: IndexIO = .mapped, writable: Bool = false, repair: Bool = false,
+        kernels: Kernels = .default
     ) throws {
         self.directory = directory
         self.kernels = kernels
@@ -116,7 +119,7 @@ public final class HybridIndex: @unchecked Sendable {
         verified = .allocate(capacity: heads)
         verified.initialize(repeating: 0, count: heads)
         delta = try DeltaLayer(path: directory + "/delta.log", dim: dim, writable: writable, kernels: kernels)
-        try delta.replay { id, vector in
+        try delta.replay(repair: repair) { id, vector in
             if let vector { try self.placeInsert(id, vector) } else { self.placeDelete(id) }
         }
     }
@@ -163,6 +166,8 @@ public final class HybridIndex: @unchecked Sendable {
     ) {
         try require(query.count == dim, "query has \(query.count) values, the index holds \(dim)-d vectors")
         try require(k >= 1, "k must be >= 1, got \(k)")
+        // never more neighbours than vectors: a huge k must not become a huge allocation
+        let limit = min(k, count + delta.snapshot().location.count)
         try require(p.nprobe >= 1, "nprobe must be >= 1, got \(p.nprobe)")
         try query.withUnsafeBufferPointer { try requireFinite($0, "query") }
         var q = query
@@ -173,13 +178,13 @@ public final class HybridIndex: @unchecked Sendable {
         }
         let probed = rankHeads(q, p)
         var cost = SearchCost()
-        var top = TopK(k: k)
+        var top = TopK(k: limit)
         var seen = IDSet(expected: probed.reduce(0) { $0 + Int(lists[$1].count) })
         let live = delta.snapshot()
         let ring = io == .uring ? try rings.take() : nil
         defer { if let ring { rings.put(ring) } }
         var scanner = try makeScanner(q)
-        var approx = TopK(k: scanner.approximate ? max(k, p.rerank) : 1)
+        var approx = TopK(k: scanner.approximate ? max(limit, min(p.rerank, count)) : 1)
         var approxRow: [UInt64: UInt32] = [:]
         // lists in file order; empty ones are skipped
         let order = probed.sorted { lists[$0].offset < lists[$1].offset }.filter { lists[$0].count > 0 }

@@ -269,12 +269,7 @@ extension IndexBuilder {
     func commit() throws {
         var old: String? = nil
         if FileManager.default.fileExists(atPath: directory) {
-            guard
-                FileManager.default.fileExists(atPath: directory + "/heads.bin")
-                    || (try? FileManager.default.contentsOfDirectory(atPath: directory).isEmpty) == true
-            else {
-                throw EngineError.invalidArgument("\(directory) exists and is not an index: refusing to replace it")
-            }
+            try Self.requireReplaceableIndex(directory, kernels: kernels)
             old = directory + ".old-\(getpid())"
             guard rename(directory, old!) == 0 else {
                 throw EngineError.io("cannot move the previous index aside: \(String(cString: strerror(errno)))")
@@ -288,5 +283,30 @@ extension IndexBuilder {
         committed = true
         if let old { try? FileManager.default.removeItem(atPath: old) }
         say("index: written to \(directory): \(postingsBytes) bytes of posting lists (\(elapsed()))")
+    }
+
+    /// Files an index directory may hold.
+    static let indexFiles: Set<String> = ["heads.bin", "postings.bin", "vectors.bin", "delta.log"]
+
+    /// An existing directory is replaced only if it is empty or a complete index of ours: nothing
+    /// but index files, and a heads.bin that verifies. Anything else is refused untouched.
+    static func requireReplaceableIndex(_ directory: String, kernels: Kernels) throws {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        if names.isEmpty {
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDir), isDir.boolValue else {
+                throw EngineError.invalidArgument("\(directory) exists and is not a directory: refusing to replace it")
+            }
+            return
+        }
+        let foreign = names.filter { !indexFiles.contains($0) }
+        guard foreign.isEmpty, names.contains("heads.bin"), names.contains("postings.bin"),
+            (try? HeadsFile(path: directory + "/heads.bin", kernels: kernels)) != nil
+        else {
+            let what =
+                foreign.isEmpty ? "an incomplete or damaged index" : "other files (\(foreign.sorted().prefix(3)))"
+            throw EngineError.invalidArgument(
+                "\(directory) exists and holds \(what): refusing to replace it (remove it or choose another output)")
+        }
     }
 }
