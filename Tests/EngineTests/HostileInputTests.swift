@@ -148,9 +148,8 @@ final class HostileInputTests: XCTestCase {
         let huge = try file(
             #"{"a": {"dtype": "F32", "shape": [4611686018427387904, 8], "data_offsets": [0, 32]}}"#, data: 32)
         refuses("size overflows") { _ = try SafeTensorsFile(path: huge) }
-        let overlap = try file(
-            #"{"a": {"dtype": "F32", "shape": [8], "data_offsets": [0, 32]}, "b": {"dtype": "F32", "shape": [8], "data_offsets": [0, 32]}}"#,
-            data: 32)
+        let entry = #"{"dtype": "F32", "shape": [8], "data_offsets": [0, 32]}"#
+        let overlap = try file("{\"a\": \(entry), \"b\": \(entry)}", data: 32)
         refuses("overlap") { _ = try SafeTensorsFile(path: overlap) }
     }
 
