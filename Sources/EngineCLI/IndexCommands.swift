@@ -98,14 +98,18 @@ struct IndexSearch: ParsableCommand {
         let idx = try HybridIndex(directory: index, kernels: Kernels.selected(threads: 1))
         let (q, d) = try VectorFile.read(path: queries)
         try EngineError.require(d == idx.dim, "queries are \(d)-d, the index holds \(idx.dim)-d vectors")
-        var out = [UInt64?](repeating: nil, count: (q.count / d) * k)
-        for i in 0..<(q.count / d) {
+        // rows never wider than the index holds (a huge --k must not become a huge allocation)
+        let k = min(self.k, idx.count + idx.insertedCount)
+        let m = q.count / d
+        try EngineError.require(m * k <= 1 << 28, "\(m) queries x k \(k) ids are more than one output should hold")
+        var out = [UInt64?](repeating: nil, count: m * k)
+        for i in 0..<m {
             let r = try idx.search(
                 Array(q[(i * d)..<((i + 1) * d)]), k: k, parameters: HybridSearchParameters(nprobe: nprobe))
             for (t, h) in r.neighbors.enumerated() { out[i * k + t] = h.id }
         }
         try VectorFile.writeNeighborIDs(out, k: k, to: output)
-        note("wrote \(q.count / d) x \(k) ids to \(output)")
+        note("wrote \(m) x \(k) ids to \(output)\(k < self.k ? " (k capped at the \(k) vectors the index holds)" : "")")
     }
 }
 
