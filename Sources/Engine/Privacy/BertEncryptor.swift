@@ -175,16 +175,47 @@ extension ModelEncryptor {
             try norm(p + "output.LayerNorm")
         }
 
-        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
-        try out.write(to: output + "/model.safetensors")
         guard var cfg = try JSONSerialization.jsonObject(with: cfgData) as? [String: Any] else {
             throw EngineError.invalidFile("\(cfgPath): not a JSON object")
         }
         cfg["engine_encryption"] = mode.rawValue
         cfg["engine_key_check"] = key.checkValue
-        let w = try AtomicFileWriter(path: output + "/config.json")
+        // written into a temporary sibling directory, renamed into place when complete
+        var path = output
+        while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
+        let tmp = path + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        var done = false
+        defer { if !done { try? FileManager.default.removeItem(atPath: tmp) } }
+        try out.write(to: tmp + "/model.safetensors")
+        let w = try AtomicFileWriter(path: tmp + "/config.json")
         try w.write(Array(try JSONSerialization.data(withJSONObject: cfg, options: [.prettyPrinted, .sortedKeys])))
         try w.commit()
+        try replaceModelDirectory(path, with: tmp)
+        done = true
+    }
+
+    /// Moves `tmp` to `path`. An existing `path` is replaced only if it holds nothing but an
+    /// encrypted model's two files; anything else is refused untouched.
+    static func replaceModelDirectory(_ path: String, with tmp: String) throws {
+        var old: String?
+        if FileManager.default.fileExists(atPath: path) {
+            let names = Set((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? ["?"])
+            guard names.isSubset(of: ["config.json", "model.safetensors"]) else {
+                throw EngineError.invalidArgument(
+                    "\(path) exists and holds other files: refusing to replace it (remove it or choose another output)")
+            }
+            old = path + ".old-\(getpid())"
+            guard rename(path, old!) == 0 else {
+                throw EngineError.io("cannot move the previous \(path) aside: \(String(cString: strerror(errno)))")
+            }
+        }
+        guard rename(tmp, path) == 0 else {
+            let e = String(cString: strerror(errno))
+            if let old { rename(old, path) }
+            throw EngineError.io("cannot rename \(tmp) to \(path): \(e)")
+        }
+        if let old { try? FileManager.default.removeItem(atPath: old) }
     }
 }
 
