@@ -1,6 +1,8 @@
 // swift-tools-version: 6.1
-// libFuzzer harnesses for Engine's parsers. Built apart from the shipped package, with the
-// sanitizers on the whole graph:
+// libFuzzer harnesses for Engine's parsers, built apart from the shipped package. The library's
+// own sources are compiled here a second time (Sources/Vendored/* are symlinks to ../Sources), so
+// that `swift build --sanitize=fuzzer --sanitize=address` instruments them too: coverage feedback
+// comes from the parsers, not only from the harnesses.
 //   swift build -c release --sanitize=fuzzer --sanitize=address --package-path Fuzz
 // then run one harness on its seed corpus (see scripts/fuzz.sh).
 import PackageDescription
@@ -11,18 +13,24 @@ let harnesses = [
 
 let package = Package(
     name: "EngineFuzz",
-    dependencies: [.package(name: "Engine", path: "..")],
+    dependencies: [.package(url: "https://github.com/apple/swift-crypto", exact: "3.12.3")],
     targets: [
         .target(
-            name: "FuzzSupport", dependencies: [.product(name: "Engine", package: "Engine")],
-            path: "Sources/FuzzSupport")
+            name: "CKernels", path: "Sources/Vendored/CKernels",
+            cSettings: [.headerSearchPath("internal"), .define("_GNU_SOURCE")],
+            linkerSettings: [.linkedLibrary("openblas"), .linkedLibrary("lapacke"), .linkedLibrary("m")]),
+        .target(
+            name: "Engine", dependencies: ["CKernels", .product(name: "Crypto", package: "swift-crypto")],
+            path: "Sources/Vendored/Engine"),
+        .target(name: "FuzzSupport", dependencies: ["Engine"], path: "Sources/FuzzSupport"),
     ]
         + harnesses.map {
             .executableTarget(
                 name: $0,
-                dependencies: ["FuzzSupport", .product(name: "Engine", package: "Engine")],
+                dependencies: ["FuzzSupport", "Engine"],
                 path: "Sources/\($0)",
                 // libFuzzer provides main; the harness file defines only LLVMFuzzerTestOneInput
                 swiftSettings: [.unsafeFlags(["-parse-as-library"])])
-        }
+        },
+    cLanguageStandard: .c11
 )
