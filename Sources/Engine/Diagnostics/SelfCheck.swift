@@ -1,3 +1,4 @@
+import Foundation
 import CKernels
 
 /// Compares every SIMD level this CPU has with the scalar reference on random data.
@@ -28,7 +29,7 @@ public enum SelfCheck {
     }
 
     /// Number of kernel families compared per SIMD level.
-    public static let familyCount = 8
+    public static let familyCount = 9
 
     /// Runs all checks with a fixed seed.
     public static func run(seed: UInt64 = 42) throws -> [Outcome] {
@@ -205,8 +206,10 @@ public enum SelfCheck {
         var b = x
         a.withUnsafeMutableBufferPointer { ref.geluErf($0) }
         b.withUnsafeMutableBufferPointer { k.geluErf($0) }
-        let gelu = (0..<x.count).map {
-            abs(Double(a[$0]) - Double(b[$0])) / (abs(Double(x[$0])) + abs(Double(a[$0])) + 1e-30)
+        var gelu: [Double] = []
+        for i in x.indices {
+            let scale = abs(Double(x[i])) + abs(Double(a[i])) + 1e-30
+            gelu.append(abs(Double(a[i]) - Double(b[i])) / scale)
         }
         let d = 77
         let rows = rng.uniform(13 * d, -3, 3)
@@ -224,6 +227,60 @@ public enum SelfCheck {
         return [
             Outcome(family: "ops gelu", isa: k.isa, maxError: gelu.max() ?? 0, tolerance: 4e-7),
             Outcome(family: "ops layernorm", isa: k.isa, maxError: ln.max() ?? 0, tolerance: 8 * 77 * 0x1p-24),
+            try llamaOps(ref, k, &rng),
         ]
+    }
+
+    /// RMSNorm, RoPE and the SiLU gate (the Llama ops): error relative to the magnitude each output
+    /// is made of; bounds as in OpsTests (RMSNorm 2 (d + 4) u, RoPE 4 u, SiLU 8 u), the largest taken.
+    static func llamaOps(_ ref: Kernels, _ k: Kernels, _ rng: inout SeededRandom) throws -> Outcome {
+        let (rows, d) = (3, 77)
+        let x = rng.uniform(rows * d, -4, 4)
+        let g = rng.uniform(d, 0.5, 1.5)
+        var na = [Float](repeating: 0, count: x.count)
+        var nb = na
+        try ref.rmsNorm(x, g, eps: 1e-5, into: &na, dim: d)
+        try k.rmsNorm(x, g, eps: 1e-5, into: &nb, dim: d)
+        var worst = 0.0
+        let normBound = Double(2 * (d + 4))
+        for (a, b) in zip(na, nb) {
+            let diff = abs(Double(a) - Double(b))
+            worst = max(worst, diff / max(1e-30, abs(Double(a))) / normBound)
+        }
+        let (heads, hd) = (3, 22)
+        let angles = rng.uniform(rows * hd / 2, -50, 50)
+        let c = angles.map { Foundation.cos($0) }
+        let s = angles.map { Foundation.sin($0) }
+        let q = rng.uniform(rows * heads * hd, -2, 2)
+        func rope(_ kern: Kernels) throws -> [Float] {
+            var y = q
+            try y.withUnsafeMutableBufferPointer { yp in
+                try c.withUnsafeBufferPointer { cp in
+                    try s.withUnsafeBufferPointer {
+                        try kern.rope(
+                            yp, rows: rows, heads: heads, headDim: hd, rowStride: heads * hd, cos: cp, sin: $0)
+                    }
+                }
+            }
+            return y
+        }
+        let (ra, rb) = (try rope(ref), try rope(k))
+        for i in q.indices {
+            let p = i - i % 2
+            worst = max(worst, abs(Double(ra[i]) - Double(rb[i])) / (abs(Double(q[p])) + abs(Double(q[p + 1]))) / 4)
+        }
+        let gate = rng.uniform(211, -20, 20)
+        let up = rng.uniform(211, -2, 2)
+        var sa = gate
+        var sb = gate
+        try up.withUnsafeBufferPointer { u in
+            try sa.withUnsafeMutableBufferPointer { try ref.siluMul($0, u) }
+            try sb.withUnsafeMutableBufferPointer { try k.siluMul($0, u) }
+        }
+        for i in gate.indices {
+            worst = max(worst, abs(Double(sa[i]) - Double(sb[i])) / max(1e-30, abs(Double(sa[i]))) / 8)
+        }
+        // each term above is the difference divided by its own bound: 1 u of headroom means within it
+        return Outcome(family: "ops rmsnorm/rope/silu", isa: k.isa, maxError: worst, tolerance: 0x1p-24)
     }
 }
