@@ -175,6 +175,15 @@ final class HostileInputTests: XCTestCase {
         refuses("truncated") { _ = try VectorFile.read(path: short) }
     }
 
+    /// The fuzzer's finding: a 33-byte IDX file whose header claims 2.9M images of 2 x 11,776
+    /// pixels made the reader reserve 68 GB before reading.
+    func testIDXHeaderClaimingMoreThanTheFileHoldsIsRefused() throws {
+        let crash = try write(
+            [0, 0, 8, 3, 0, 0x2c, 0, 0, 0, 0, 0, 2, 0, 0, 0x2e, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 4, 5, 6, 7],
+            "crash-idx3-ubyte")
+        refuses("more than a 33-byte file can hold") { _ = try VectorFile.read(path: crash) }
+    }
+
     func testIDXHeaderClaimingAHugeImageIsRefused() throws {
         // a small gzip whose header claims one 46,341 x 46,341 image (2.1 GB)
         let raw = try write(
@@ -282,12 +291,21 @@ final class HostileInputTests: XCTestCase {
                 tokens: byteTokens + [""], merges: [], specialIDs: [256], bos: nil, eos: nil, isolateNumbers: false)
         }
         let tok = try BPETokenizer(gguf: GGUFFile(path: TestModels.smolLM2))
-        let word = String(repeating: "abcdefghij", count: 100_000) // 1 MB, one pre-token
-        let clock = DispatchTime.now().uptimeNanoseconds
-        let ids = try tok.encode(word)
-        let seconds = Double(DispatchTime.now().uptimeNanoseconds - clock) * 1e-9
-        XCTAssertEqual(try tok.decode(ids), word)
-        XCTAssertLessThan(seconds, 1.0, "1 MB single word took \(seconds) s")
+        func encodeTime(_ n: Int) throws -> Double {
+            let word = String(repeating: "abcdefghij", count: n) // one pre-token
+            let clock = DispatchTime.now().uptimeNanoseconds
+            let ids = try tok.encode(word)
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - clock) * 1e-9
+            XCTAssertEqual(try tok.decode(ids), word)
+            return seconds
+        }
+        let small = try encodeTime(10_000) // 100 KB
+        let large = try encodeTime(100_000) // 1 MB
+        // linear: 10x the text, about 10x the time (a quadratic merge loop gives ~100x); the
+        // absolute bound is for release builds, scaled by ENGINE_TEST_TIME_SCALE under sanitizers
+        let scale = Double(ProcessInfo.processInfo.environment["ENGINE_TEST_TIME_SCALE"] ?? "") ?? 1
+        XCTAssertLessThan(large / small, 25, "100 KB in \(small) s, 1 MB in \(large) s")
+        XCTAssertLessThan(large, 1.0 * scale, "1 MB single word took \(large) s")
         refuses("has no token for") { _ = try tok.encode("a\u{04}b") }
     }
 

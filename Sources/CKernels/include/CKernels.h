@@ -12,4 +12,5 @@
 #include "ck_membw.h"
 #include "ck_vec.h"
 #include "ck_uring.h"
+#include "ck_atomic.h"
 #endif

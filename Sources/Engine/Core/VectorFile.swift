@@ -175,8 +175,7 @@ public enum VectorFile {
         }
         func read(_ n: Int) throws -> [UInt8] {
             var out: [UInt8] = []
-            out.reserveCapacity(n)
-            while out.count < n {
+            while out.count < n { // grows with what arrives, never by what a header claims
                 guard let d = try input.read(upToCount: min(n - out.count, 1 << 20)), !d.isEmpty else { break }
                 out += d
             }
@@ -199,6 +198,12 @@ public enum VectorFile {
         }
         let dim = rows * cols
         let total = try CheckedSize.product(n, dim, what: "\(path) header")
+        // the data cannot exceed what the file can hold: its size, or deflate's ~1032:1 for .gz
+        let fileSize = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        guard total <= (process == nil ? fileSize - 16 : 1032 * fileSize) else {
+            throw EngineError.invalidFile(
+                "\(path): header claims \(n) images of \(dim) pixels, more than a \(fileSize)-byte file can hold")
+        }
         let pixels = try read(total)
         guard pixels.count == total, try read(1).isEmpty else {
             throw EngineError.invalidFile(

@@ -238,11 +238,11 @@ public final class HybridIndex: @unchecked Sendable {
 
     /// Checks list h's CRC-32C as the policy asks (`.once`: the first time this process reads it).
     func verify(_ raw: UnsafeRawPointer, list h: Int, policy: ChecksumPolicy) throws {
-        guard policy == .always || (policy == .once && verified[h] == 0) else { return }
+        guard policy == .always || (policy == .once && ck_atomic_flag_get(verified, h) == 0) else { return }
         guard kernels.crc32c(UnsafeRawBufferPointer(start: raw, count: Int(lists[h].bytes))) == lists[h].crc else {
             throw EngineError.invalidFile("\(postings.path): posting list \(h) fails its checksum (corrupt file)")
         }
-        verified[h] = 1 // a benign race: concurrent verifiers write the same value
+        ck_atomic_flag_set(verified, h, 1) // concurrent verifiers may set it together (atomic)
     }
 
     /// Inserted vectors of the probed heads (held in RAM), scored exactly.
