@@ -21,7 +21,10 @@ let package = Package(
             linkerSettings: [.linkedLibrary("openblas"), .linkedLibrary("lapacke"), .linkedLibrary("m")]),
         .target(
             name: "Engine", dependencies: ["CKernels", .product(name: "Crypto", package: "swift-crypto")],
-            path: "Sources/Vendored/Engine"),
+            path: "Sources/Vendored/Engine",
+            // coverage for libFuzzer's guidance: --sanitize=fuzzer alone did not instrument this
+            // target's Swift code in fresh builds (only the C kernels' counters appeared)
+            swiftSettings: [.unsafeFlags(["-sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp"])]),
         .target(name: "FuzzSupport", dependencies: ["Engine"], path: "Sources/FuzzSupport"),
     ]
         + harnesses.map {
