@@ -198,24 +198,14 @@ extension ModelEncryptor {
     /// Moves `tmp` to `path`. An existing `path` is replaced only if it holds nothing but an
     /// encrypted model's two files; anything else is refused untouched.
     static func replaceModelDirectory(_ path: String, with tmp: String) throws {
-        var old: String?
         if FileManager.default.fileExists(atPath: path) {
             let names = Set((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? ["?"])
             guard names.isSubset(of: ["config.json", "model.safetensors"]) else {
                 throw EngineError.invalidArgument(
                     "\(path) exists and holds other files: refusing to replace it (remove it or choose another output)")
             }
-            old = path + ".old-\(getpid())"
-            guard rename(path, old!) == 0 else {
-                throw EngineError.io("cannot move the previous \(path) aside: \(String(cString: strerror(errno)))")
-            }
         }
-        guard rename(tmp, path) == 0 else {
-            let e = String(cString: strerror(errno))
-            if let old { rename(old, path) }
-            throw EngineError.io("cannot rename \(tmp) to \(path): \(e)")
-        }
-        if let old { try? FileManager.default.removeItem(atPath: old) }
+        try swapDirectoryIntoPlace(tmp, at: path)
     }
 }
 

@@ -167,7 +167,8 @@ public final class HybridIndex: @unchecked Sendable {
         try require(query.count == dim, "query has \(query.count) values, the index holds \(dim)-d vectors")
         try require(k >= 1, "k must be >= 1, got \(k)")
         // never more neighbours than vectors: a huge k must not become a huge allocation
-        let limit = min(k, count + delta.snapshot().location.count)
+        let live = delta.snapshot()
+        let limit = min(k, count + live.location.count)
         try require(p.nprobe >= 1, "nprobe must be >= 1, got \(p.nprobe)")
         try query.withUnsafeBufferPointer { try requireFinite($0, "query") }
         var q = query
@@ -180,7 +181,6 @@ public final class HybridIndex: @unchecked Sendable {
         var cost = SearchCost()
         var top = TopK(k: limit)
         var seen = IDSet(expected: probed.reduce(0) { $0 + Int(lists[$1].count) })
-        let live = delta.snapshot()
         let ring = io == .uring ? try rings.take() : nil
         defer { if let ring { rings.put(ring) } }
         var scanner = try makeScanner(q)

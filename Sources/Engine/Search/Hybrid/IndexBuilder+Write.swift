@@ -267,21 +267,11 @@ extension IndexBuilder {
     /// Renames the finished directory into place; a previous index there is moved aside first
     /// and removed once the new one is in place.
     func commit() throws {
-        var old: String? = nil
         if FileManager.default.fileExists(atPath: directory) {
             try Self.requireReplaceableIndex(directory, kernels: kernels)
-            old = directory + ".old-\(getpid())"
-            guard rename(directory, old!) == 0 else {
-                throw EngineError.io("cannot move the previous index aside: \(String(cString: strerror(errno)))")
-            }
         }
-        guard rename(tmp, directory) == 0 else {
-            let e = String(cString: strerror(errno))
-            if let old { rename(old, directory) }
-            throw EngineError.io("cannot rename \(tmp) to \(directory): \(e)")
-        }
+        try swapDirectoryIntoPlace(tmp, at: directory)
         committed = true
-        if let old { try? FileManager.default.removeItem(atPath: old) }
         say("index: written to \(directory): \(postingsBytes) bytes of posting lists (\(elapsed()))")
     }
 

@@ -115,7 +115,7 @@ struct PQ4Scanner: ListScanner {
     }
 
     mutating func makeTable(_ v: [Float]) throws {
-        let (pq, metric, kernels) = (self.pq, self.metric == .l2 ? Metric.l2 : self.metric, self.kernels)
+        let (pq, metric, kernels) = (self.pq, self.metric, self.kernels)
         try v.withUnsafeBufferPointer { vp in
             try table.withUnsafeMutableBufferPointer {
                 try pq.distanceTable(query: vp, metric: metric, kernels: kernels, into: $0)
