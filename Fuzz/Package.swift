@@ -17,7 +17,12 @@ let package = Package(
     targets: [
         .target(
             name: "CKernels", path: "Sources/Vendored/CKernels",
-            cSettings: [.headerSearchPath("internal"), .define("_GNU_SOURCE")],
+            cSettings: [
+                .headerSearchPath("internal"), .define("_GNU_SOURCE"),
+                // UndefinedBehaviorSanitizer on the C kernels (Swift code traps on overflow by itself;
+                // swift build has no --sanitize=undefined): any report aborts, so libFuzzer keeps it
+                .unsafeFlags(["-fsanitize=undefined", "-fno-sanitize-recover=undefined"]),
+            ],
             linkerSettings: [.linkedLibrary("openblas"), .linkedLibrary("lapacke"), .linkedLibrary("m")]),
         .target(
             name: "Engine", dependencies: ["CKernels", .product(name: "Crypto", package: "swift-crypto")],
@@ -33,7 +38,8 @@ let package = Package(
                 dependencies: ["FuzzSupport", "Engine"],
                 path: "Sources/\($0)",
                 // libFuzzer provides main; the harness file defines only LLVMFuzzerTestOneInput
-                swiftSettings: [.unsafeFlags(["-parse-as-library"])])
+                swiftSettings: [.unsafeFlags(["-parse-as-library"])],
+                linkerSettings: [.unsafeFlags(["-Xclang-linker", "-fsanitize=undefined"])])
         },
     cLanguageStandard: .c11
 )

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer harnesses (Fuzz/, sanitizers: fuzzer + address) and runs each on a fresh
-# seed corpus for SECONDS (default 60). Findings (crash-*, leak-*, timeout-*) are kept under
+# Builds the libFuzzer harnesses (Fuzz/, sanitizers: fuzzer + address; UBSan on the C kernels)
+# and runs each on a fresh seed corpus for SECONDS (default 60). Findings (crash-*, leak-*, timeout-*) are kept under
 # .build-fuzz/findings/<harness>/ and fail the run.
 #   bash scripts/fuzz.sh [SECONDS] [HARNESS...]
 set -euo pipefail

@@ -157,6 +157,7 @@ func checkedList(_ s: String, _ range: ClosedRange<Int>, _ option: String) throw
 
 /// `ENGINE_THREADS`, if set, must be an integer in 1 ... 4 x cores (checked by every command).
 func checkEnvironment() throws {
+    do { try Limits.applyEnvironment() } catch { throw ValidationError(error.description) }
     if let s = ProcessInfo.processInfo.environment["ENGINE_THREADS"] {
         guard let n = Int(s), (1...Limits.threads).contains(n) else {
             throw ValidationError(

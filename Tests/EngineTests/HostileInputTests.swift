@@ -351,6 +351,48 @@ final class HostileInputTests: XCTestCase {
         XCTAssertTrue(out.contains("ENGINE_THREADS must be an integer in"), out)
     }
 
+    /// The adjustable limits: raised or lowered within their ceilings in code and through
+    /// `ENGINE_LIMIT_*`, refused outside them or under an unknown name, and obeyed by the checks.
+    func testLimitsAreAdjustableWithinTheirCeilings() throws {
+        defer { for l in Limits.Adjustable.allCases { try? Limits.set(l, to: l.defaultValue) } }
+        XCTAssertEqual(Limits.neighbors, 1 << 16)
+        for bad in [0, -1, (1 << 16) * 16 + 1, Int.max] {
+            XCTAssertThrowsError(try Limits.set(.neighbors, to: bad)) { error in
+                XCTAssertTrue("\(error)".contains("limit neighbors must be in 1...1048576"), "\(error)")
+            }
+        }
+        try Limits.set(.neighbors, to: 3)
+        XCTAssertEqual(Limits.neighbors, 3)
+        let base: [Float] = (0..<40).map { Float($0) }
+        XCTAssertThrowsError(try BruteForce.search(base: base, queries: [0, 0, 0, 0], dim: 4, k: 5, metric: .l2)) {
+            XCTAssertTrue("\($0)".contains("k must be at most 3, got 5"), "\($0)")
+        }
+        XCTAssertEqual(try BruteForce.search(base: base, queries: [0, 0, 0, 0], dim: 4, k: 3, metric: .l2), [0, 1, 2])
+        XCTAssertThrowsError(try Limits.applyEnvironment(["ENGINE_LIMIT_BOGUS": "5"])) {
+            XCTAssertTrue("\($0)".contains("unknown limit ENGINE_LIMIT_BOGUS"), "\($0)")
+        }
+        XCTAssertThrowsError(try Limits.applyEnvironment(["ENGINE_LIMIT_CONTEXT": "1e9"])) {
+            XCTAssertTrue("\($0)".contains("ENGINE_LIMIT_CONTEXT must be an integer in 1...16777216"), "\($0)")
+        }
+        try Limits.applyEnvironment(["ENGINE_LIMIT_CONTEXT": "4194304", "PATH": "/bin"])
+        XCTAssertEqual(Limits.context, 4_194_304)
+
+        // the command: --k beyond the default is refused, accepted once the limit is raised
+        let search = [
+            "index", "search", "--index", dir + "/none", "--queries", "q.fvecs", "--output", dir + "/o.ivecs",
+        ]
+        var (st, out) = try engine(search + ["--k", "70000"])
+        XCTAssertNotEqual(st, 0)
+        XCTAssertTrue(out.contains("--k must be in 1...65536"), out)
+        (st, out) = try engine(search + ["--k", "70000"], env: ["ENGINE_LIMIT_NEIGHBORS": "100000"])
+        XCTAssertNotEqual(st, 0)
+        XCTAssertFalse(out.contains("--k must be in"), out) // got past validation: the index is missing
+        XCTAssertTrue(out.contains("none"), out)
+        (st, out) = try engine(search + ["--k", "10"], env: ["ENGINE_LIMIT_NEIGHBORS": "99999999"])
+        XCTAssertNotEqual(st, 0)
+        XCTAssertTrue(out.contains("ENGINE_LIMIT_NEIGHBORS must be an integer in 1...1048576"), out)
+    }
+
     func testNoCommandReplacesAFileItDidNotCreate() throws {
         let victim = dir + "/victim.txt"
         try Data("precious".utf8).write(to: URL(fileURLWithPath: victim))
