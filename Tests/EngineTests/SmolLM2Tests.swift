@@ -175,6 +175,47 @@ final class SmolLM2Tests: XCTestCase {
         }
     }
 
+    /// Continuous batching: sequences at different stages (a chunked prefill, decode steps, a new
+    /// prompt) run through one `forward(batch:)` per step give exactly the logits each gets alone
+    /// with the same chunks (tolerance 0): the quantized row kernels run each row with the same
+    /// arithmetic whatever the number of rows, for int8 and for f32 activations. (Dense f32
+    /// weights go to OpenBLAS sgemm for several rows, which does not promise that.)
+    func testBatchedStepEqualsOneSequenceAtATime() throws {
+        let (_, prompts) = try Self.loadFixture()
+        for path in [Path.nativeInt8, .nativeExact] {
+            let m = try model(path)
+            let a = prompts[0].ids
+            let b = prompts[1].ids
+            let c = prompts[2].ids
+            let k = b.count / 2
+            // one step per row: which chunk of which sequence runs
+            let steps: [[(Int, [Int])]] = [
+                [(0, a), (1, Array(b[..<k]))],
+                [(0, [17]), (1, Array(b[k...])), (2, c)],
+                [(0, [260]), (1, [17]), (2, [1000])],
+                [(1, [42]), (2, [7])],
+            ]
+            let batched = try (0..<3).map { _ in try m.makeCache(capacity: 64) }
+            let alone = try (0..<3).map { _ in try m.makeCache(capacity: 64) }
+            for (n, step) in steps.enumerated() {
+                let got = try m.forward(batch: step.map { (tokens: $0.1, cache: batched[$0.0] as any KVCache) })
+                for (i, (seq, tokens)) in step.enumerated() {
+                    let ref = try m.forward(tokens, cache: alone[seq])
+                    XCTAssertEqual(got[i], ref, "\(path) step \(n) sequence \(seq)")
+                }
+            }
+            for i in 0..<3 { XCTAssertEqual(batched[i].length, alone[i].length) }
+            let x = try m.makeCache(capacity: 4)
+            assertThrowsEngineError(isInvalidArgument, "one cache twice") {
+                _ = try m.forward(batch: [(tokens: [1], cache: x), (tokens: [2], cache: x)])
+            }
+            assertThrowsEngineError(isInvalidArgument, "beyond the context") {
+                _ = try m.forward(batch: [(tokens: [1, 2, 3, 4, 5], cache: x)])
+            }
+            XCTAssertEqual(x.length, 0)
+        }
+    }
+
     func testBadInput() throws {
         let m = try model(.nativeInt8)
         let cache = try m.makeCache(capacity: 8)

@@ -271,16 +271,81 @@ public final class LlamaModel: @unchecked Sendable {
     /// The transformer layers over the residual stream x (T x dim) at positions cache.length..<+T;
     /// appends keys and values and advances the cache.
     func layersForward(_ x: inout [Float], T: Int, cache: any KVCache, onResidual: ((Int, [Float]) -> Void)?) throws {
-        let start = cache.length
+        try layersForward(
+            &x, segments: [Segment(cache: cache, start: cache.length, rows: 0..<T)], onResidual: onResidual)
+    }
+
+    /// Rows of a batch that belong to one sequence: they run at positions start ..< start + rows.count
+    /// of its own cache.
+    struct Segment {
+        let cache: any KVCache
+        let start: Int
+        let rows: Range<Int>
+    }
+
+    /// The layers over rows of several sequences at once: every linear layer reads its weights once
+    /// for all rows; rotary positions, cache appends and attention are per sequence.
+    func layersForward(_ x: inout [Float], segments: [Segment], onResidual: ((Int, [Float]) -> Void)?) throws {
+        let T = segments.last!.rows.upperBound
         var s = Scratch(config, tokens: T)
-        let rope = RotaryTable(base: config.ropeBase, headDim: config.headDim, positions: start..<(start + T))
+        let rope = RotaryTable(
+            base: config.ropeBase, headDim: config.headDim,
+            positions: segments.flatMap { $0.start..<($0.start + $0.rows.count) })
         onResidual?(-1, x)
         for (l, L) in layers.enumerated() {
-            try attentionBlock(L, layer: l, &x, tokens: T, start: start, cache: cache, rope: rope, &s)
+            try attentionBlock(L, layer: l, &x, tokens: T, segments: segments, rope: rope, &s)
             try mlpBlock(L, &x, tokens: T, &s)
             onResidual?(l, x)
         }
-        try cache.advance(to: start + T)
+        for g in segments { try g.cache.advance(to: g.start + g.rows.count) }
+    }
+
+    /// One forward step over several sequences, each with its own cache (continuous batching):
+    /// `batch[i].tokens` run at the next positions of `batch[i].cache`. Returns each sequence's
+    /// last-position logits. Every row is computed as `forward` computes it alone (the kernels
+    /// treat rows independently), so results equal one call per sequence.
+    public func forward(batch: [(tokens: [Int], cache: any KVCache)]) throws -> [[Float]] {
+        let c = config
+        try require(!batch.isEmpty, "forward needs at least one sequence")
+        var segments: [Segment] = []
+        var row = 0
+        for (i, b) in batch.enumerated() {
+            try require(!b.tokens.isEmpty, "sequence \(i) of the batch has no tokens")
+            for t in b.tokens where t < 0 || t >= c.vocab {
+                throw EngineError.invalidArgument("token id \(t) is out of range 0..<\(c.vocab)")
+            }
+            guard b.cache.length + b.tokens.count <= b.cache.capacity else {
+                throw EngineError.invalidArgument(
+                    "\(b.cache.length + b.tokens.count) positions exceed the context of \(b.cache.capacity)")
+            }
+            for g in segments where g.cache === b.cache {
+                throw EngineError.invalidArgument("one cache appears twice in a batch")
+            }
+            segments.append(Segment(cache: b.cache, start: b.cache.length, rows: row..<(row + b.tokens.count)))
+            row += b.tokens.count
+        }
+        guard let embedding, let output else {
+            throw EngineError.unsupported("this is the server half of a split-encrypted model: it takes hidden states")
+        }
+        let d = c.dim
+        let tokens = batch.flatMap(\.tokens)
+        var x = [Float](repeating: 0, count: tokens.count * d)
+        try x.withUnsafeMutableBufferPointer { xp in
+            for (i, t) in tokens.enumerated() {
+                try kernels.row(embedding, t, into: UnsafeMutableBufferPointer(rebasing: xp[(i * d)..<((i + 1) * d)]))
+            }
+        }
+        try layersForward(&x, segments: segments, onResidual: nil)
+        var last = [Float](repeating: 0, count: segments.count * d)
+        for (i, g) in segments.enumerated() {
+            let r = g.rows.upperBound - 1
+            for j in 0..<d { last[i * d + j] = x[r * d + j] }
+        }
+        var normed = [Float](repeating: 0, count: segments.count * d)
+        try norm(last, outputNorm, into: &normed)
+        var logits = [Float](repeating: 0, count: segments.count * c.vocab)
+        try lin(output, normed, segments.count, &logits)
+        return (0..<segments.count).map { Array(logits[($0 * c.vocab)..<(($0 + 1) * c.vocab)]) }
     }
 
     /// Buffers of one forward call (T tokens).
@@ -297,10 +362,11 @@ public final class LlamaModel: @unchecked Sendable {
         }
     }
 
-    /// x += o(attention(rope(q(n(x))), rope(k(n(x))), v(n(x)))), keys and values appended to the cache.
+    /// x += o(attention(rope(q(n(x))), rope(k(n(x))), v(n(x)))), keys and values appended to each
+    /// sequence's cache.
     func attentionBlock(
-        _ L: Layer, layer l: Int, _ x: inout [Float], tokens T: Int, start: Int, cache: any KVCache,
-        rope: RotaryTable, _ s: inout Scratch
+        _ L: Layer, layer l: Int, _ x: inout [Float], tokens T: Int, segments: [Segment], rope: RotaryTable,
+        _ s: inout Scratch
     ) throws {
         let c = config
         let shape = try AttentionShape(heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim)
@@ -310,11 +376,23 @@ public final class LlamaModel: @unchecked Sendable {
         try lin(L.wv, s.h, T, &s.v)
         try rope.apply(&s.q, rows: T, heads: c.heads, kernels: kernels)
         try rope.apply(&s.k, rows: T, heads: c.kvHeads, kernels: kernels)
-        try cache.append(layer: l, keys: s.k, values: s.v, at: start, count: T)
-        try s.q.withUnsafeBufferPointer { qp in
-            try s.att.withUnsafeMutableBufferPointer { op in
-                try cache.attend(
-                    layer: l, shape: shape, score: score, q: qp, start: start, count: T, into: op, kernels: kernels)
+        let kv = c.kvHeads * c.headDim
+        let qd = c.heads * c.headDim
+        for g in segments {
+            let n = g.rows.count
+            if segments.count == 1 {
+                try g.cache.append(layer: l, keys: s.k, values: s.v, at: g.start, count: n)
+            } else {
+                let r = (g.rows.lowerBound * kv)..<(g.rows.upperBound * kv)
+                try g.cache.append(layer: l, keys: Array(s.k[r]), values: Array(s.v[r]), at: g.start, count: n)
+            }
+            let r = (g.rows.lowerBound * qd)..<(g.rows.upperBound * qd)
+            try s.q.withUnsafeBufferPointer { qp in
+                try s.att.withUnsafeMutableBufferPointer { op in
+                    try g.cache.attend(
+                        layer: l, shape: shape, score: score, q: UnsafeBufferPointer(rebasing: qp[r]), start: g.start,
+                        count: n, into: UnsafeMutableBufferPointer(rebasing: op[r]), kernels: kernels)
+                }
             }
         }
         try lin(L.wo, s.att, T, &s.h)
@@ -372,7 +450,7 @@ struct RotaryTable {
     let cos: [Float]
     let sin: [Float]
 
-    init(base: Float, headDim: Int, positions: Range<Int>) {
+    init(base: Float, headDim: Int, positions: some Collection<Int>) {
         self.headDim = headDim
         let half = headDim / 2
         let invFreq = (0..<half).map { i in Foundation.pow(Double(base), -Double(2 * i) / Double(headDim)) }
