@@ -5,11 +5,18 @@ let package = Package(
     name: "Engine",
     products: [
         .library(name: "Engine", targets: ["Engine"]),
+        .library(name: "EngineServer", targets: ["EngineServer"]),
         .executable(name: "engine", targets: ["EngineCLI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", exact: "3.12.3"),
+        // engine serve: HTTP server, graceful shutdown, logging, Prometheus metrics
+        .package(url: "https://github.com/hummingbird-project/hummingbird", exact: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", exact: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
     ],
     targets: [
         // C11 kernels. SIMD bodies use per-function `target` attributes, so no
@@ -39,11 +46,26 @@ let package = Package(
             dependencies: ["Engine", "CKernels"],
             path: "Sources/EngineTools"
         ),
+        // `engine serve`: OpenAI-compatible, encrypted and search endpoints over the library.
+        .target(
+            name: "EngineServer",
+            dependencies: [
+                "Engine",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            path: "Sources/EngineServer"
+        ),
         .executableTarget(
             name: "EngineCLI",
             dependencies: [
                 "Engine",
                 "EngineTools",
+                "EngineServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/EngineCLI"

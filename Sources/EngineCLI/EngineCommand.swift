@@ -3,13 +3,13 @@ import Engine
 import Foundation
 
 @main
-struct EngineCommand: ParsableCommand {
+struct EngineCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "engine",
         abstract: "Encrypted transformer inference and memory/disk hybrid vector search.",
         subcommands: [
             Demo.self, Generate.self, Embed.self, Tokenize.self, Keygen.self, EncryptModel.self, ConvertModel.self,
-            Attack.self, Index.self, Info.self, SelfCheckCommand.self, Bench.self,
+            Attack.self, Index.self, Serve.self, Info.self, SelfCheckCommand.self, Bench.self,
         ],
         defaultSubcommand: Info.self
     )

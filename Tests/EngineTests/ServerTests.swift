@@ -1,0 +1,339 @@
+import Engine
+import Foundation
+import XCTest
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// A real `engine serve` process on an ephemeral loopback port, stopped with SIGTERM by its pid.
+final class ServerProcess: @unchecked Sendable {
+    let process = Process()
+    let port: Int
+    let apiKey: String?
+    private let output = Pipe()
+
+    init(_ args: [String], apiKey: String? = nil) throws {
+        self.apiKey = apiKey
+        process.executableURL = engineExecutable()
+        process.arguments = ["serve", "--port", "0"] + args
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // the port comes on stdout once the server accepts connections
+        var text = ""
+        let deadline = Date().addingTimeInterval(180)
+        var found: Int?
+        while found == nil && Date() < deadline && process.isRunning {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            text += String(decoding: chunk, as: UTF8.self)
+            if let r = text.range(of: #"listening on http://127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
+                found = Int(text[r].split(separator: ":").last!)
+            }
+        }
+        guard let found else {
+            if process.isRunning { process.terminate() }
+            throw EngineError.io("engine serve did not start: \(text)")
+        }
+        port = found
+    }
+
+    /// SIGTERM, then the exit status (graceful shutdown must exit 0).
+    func stop() -> Int32 {
+        if process.isRunning { kill(process.processIdentifier, SIGTERM) }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+
+    /// A request; returns the status and body.
+    func request(
+        _ method: String, _ path: String, body: Data? = nil, headers: [String: String] = [:], auth: Bool = true
+    ) throws -> (Int, Data) {
+        var r = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+        r.httpMethod = method
+        r.httpBody = body
+        r.timeoutInterval = 300
+        if body != nil { r.setValue("application/json", forHTTPHeaderField: "Content-Type") }
+        if auth, let apiKey { r.setValue("Bearer \(apiKey)", forHTTPHeaderField: "Authorization") }
+        for (k, v) in headers { r.setValue(v, forHTTPHeaderField: k) }
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var result: (Int, Data)?
+        nonisolated(unsafe) var failure: (any Error)?
+        URLSession.shared.dataTask(with: r) { data, response, error in
+            if let error { failure = error }
+            result = ((response as? HTTPURLResponse)?.statusCode ?? 0, data ?? Data())
+            done.signal()
+        }.resume()
+        done.wait()
+        if let failure { throw failure }
+        return result!
+    }
+
+    /// POST of a JSON object; returns the status and the decoded JSON object.
+    func post(_ path: String, _ object: [String: Any], auth: Bool = true) throws -> (Int, [String: Any]) {
+        let (st, data) = try request("POST", path, body: try JSONSerialization.data(withJSONObject: object), auth: auth)
+        return (
+            st,
+            (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [
+                "raw": String(decoding: data, as: UTF8.self)
+            ]
+        )
+    }
+
+    /// The `data:` payloads of a server-sent-event body, JSON-decoded, and whether it ended with [DONE].
+    static func events(_ data: Data) -> ([[String: Any]], Bool) {
+        var out: [[String: Any]] = []
+        var done = false
+        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") where line.hasPrefix("data: ") {
+            let payload = line.dropFirst(6)
+            if payload == "[DONE]" {
+                done = true
+                continue
+            }
+            if let o = try? JSONSerialization.jsonObject(with: Data(payload.utf8)) as? [String: Any] { out.append(o) }
+        }
+        return (out, done)
+    }
+}
+
+/// `engine serve` as a client sees it: each test talks HTTP to a real server process and compares
+/// with the same computation done in this process.
+final class ServerTests: XCTestCase {
+    nonisolated(unsafe) static var plain: ServerProcess?
+    nonisolated(unsafe) static var dir = ""
+    static let apiKey = "test-key-0123456789abcdef"
+    nonisolated(unsafe) static var generator: TextGenerator?
+    nonisolated(unsafe) static var index: HybridIndex?
+
+    /// One plain server for the class: SmolLM2, MiniLM, and a small f32 index, with an API key.
+    override class func setUp() {
+        super.setUp()
+        dir = NSTemporaryDirectory() + "engine-server-\(UUID().uuidString)"
+        do {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try apiKey.write(toFile: dir + "/api.key", atomically: true, encoding: .utf8)
+            var rng = SeededRandom(seed: 5)
+            let n = 2000
+            let d = 384
+            let base = (0..<(n * d)).map { _ in rng.nextGaussian() }
+            var o = HybridIndexOptions()
+            o.metric = .cosine
+            _ = try HybridIndex.build(vectors: base, dim: d, ids: nil, directory: dir + "/idx", options: o)
+            plain = try ServerProcess(
+                [
+                    "--model", TestModels.smolLM2, "--embedding-model", TestModels.miniLM, "--index", "docs=\(dir)/idx",
+                    "--api-key-file", dir + "/api.key", "--parallel", "4",
+                ], apiKey: apiKey)
+            generator = try TextGenerator(path: TestModels.smolLM2, kernels: Kernels.selected())
+        } catch {
+            print("ServerTests setup failed: \(error)")
+        }
+    }
+
+    override class func tearDown() {
+        if let plain { XCTAssertEqual(plain.stop(), 0, "graceful shutdown exits 0") }
+        plain = nil
+        try? FileManager.default.removeItem(atPath: dir)
+        super.tearDown()
+    }
+
+    func server() throws -> ServerProcess {
+        guard let s = Self.plain else { throw XCTSkip("the server did not start (see setup output)") }
+        return s
+    }
+
+    func localText(_ prompt: String, maxTokens: Int, temperature: Float = 0, seed: UInt64 = 0) throws -> String {
+        var text = ""
+        try Self.generator!.generate(
+            prompt: prompt, parameters: .init(maxTokens: maxTokens, temperature: temperature, seed: seed)
+        ) { _, s in text += s }
+        return text
+    }
+
+    /// Greedy and seeded completions equal a local run of the same model (the scheduler's batched
+    /// steps compute each sequence exactly as it is computed alone).
+    func testCompletionsEqualLocalRuns() throws {
+        let s = try server()
+        for (prompt, temperature, seed) in [("The capital of France is", 0.0, 0), ("Once upon a time", 0.8, 7)] {
+            let (st, o) = try s.post(
+                "/v1/completions",
+                ["prompt": prompt, "max_tokens": 24, "temperature": temperature, "seed": seed])
+            XCTAssertEqual(st, 200, "\(o)")
+            let choice = (o["choices"] as! [[String: Any]])[0]
+            let local = try localText(prompt, maxTokens: 24, temperature: Float(temperature), seed: UInt64(seed))
+            XCTAssertEqual(choice["text"] as? String, local, prompt)
+            let usage = o["usage"] as! [String: Int]
+            XCTAssertEqual(usage["prompt_tokens"], try Self.generator!.tokenizer.encode(prompt).count)
+            XCTAssertEqual(usage["completion_tokens"], 24)
+            XCTAssertEqual(choice["finish_reason"] as? String, "length")
+        }
+    }
+
+    /// Four streams at once (one batch of four sequences): each gets its own prompt's text, equal
+    /// to a local run, as server-sent events ending in [DONE].
+    func testConcurrentStreamsEachGetTheirOwnText() throws {
+        let s = try server()
+        let prompts = ["The capital of France is", "My favourite colour is", "def fibonacci(n):", "1, 2, 3, 4,"]
+        nonisolated(unsafe) var got = [String](repeating: "", count: prompts.count)
+        nonisolated(unsafe) var done = [Bool](repeating: false, count: prompts.count)
+        let lock = NSLock()
+        DispatchQueue.concurrentPerform(iterations: prompts.count) { i in
+            let body = try! JSONSerialization.data(withJSONObject: [
+                "prompt": prompts[i], "max_tokens": 32, "temperature": 0, "stream": true,
+            ])
+            let (st, data) = try! s.request("POST", "/v1/completions", body: body)
+            let (events, finished) = ServerProcess.events(data)
+            let text = events.compactMap { (($0["choices"] as? [[String: Any]])?.first?["text"] as? String) }.joined()
+            lock.withLock {
+                got[i] = st == 200 ? text : "status \(st)"
+                done[i] = finished
+            }
+        }
+        for (i, p) in prompts.enumerated() {
+            XCTAssertEqual(got[i], try localText(p, maxTokens: 32), p)
+            XCTAssertTrue(done[i], "stream \(i) ends with [DONE]")
+        }
+    }
+
+    /// Chat completions use the model's template; stop strings cut the text.
+    func testChatCompletionAndStopStrings() throws {
+        let s = try server()
+        let (st, o) = try s.post(
+            "/v1/chat/completions",
+            [
+                "messages": [["role": "user", "content": "What is the capital of France?"]], "max_tokens": 30,
+                "temperature": 0,
+            ])
+        XCTAssertEqual(st, 200, "\(o)")
+        let message = ((o["choices"] as! [[String: Any]])[0]["message"] as! [String: Any])["content"] as! String
+        let local = try localText(
+            try Self.generator!.chatPrompt(user: "What is the capital of France?"), maxTokens: 30)
+        XCTAssertEqual(message, local)
+        // a stop string taken from the local text: the answer ends right before it
+        let words = local.split(separator: " ")
+        guard words.count > 3 else { return }
+        let stop = " " + words[2]
+        let (st2, o2) = try s.post(
+            "/v1/chat/completions",
+            [
+                "messages": [["role": "user", "content": "What is the capital of France?"]], "max_tokens": 30,
+                "temperature": 0, "stop": [stop],
+            ])
+        XCTAssertEqual(st2, 200)
+        let cut = (o2["choices"] as! [[String: Any]])[0]
+        XCTAssertEqual(
+            (cut["message"] as! [String: Any])["content"] as? String,
+            String(local[..<local.range(of: stop)!.lowerBound]))
+        XCTAssertEqual(cut["finish_reason"] as? String, "stop")
+    }
+
+    /// Embeddings (float and base64) equal the in-process model's.
+    func testEmbeddingsEqualLocal() throws {
+        let s = try server()
+        let texts = ["A man is eating food.", "The new movie is awesome", "hello"]
+        let local = try BertModel(directory: TestModels.miniLM, kernels: Kernels.selected()).embed(texts)
+        for format in ["float", "base64"] {
+            let (st, o) = try s.post("/v1/embeddings", ["input": texts, "encoding_format": format])
+            XCTAssertEqual(st, 200, "\(o)")
+            let data = o["data"] as! [[String: Any]]
+            XCTAssertEqual(data.count, 3)
+            for (i, item) in data.enumerated() {
+                let v: [Float]
+                if format == "float" {
+                    v = (item["embedding"] as! [NSNumber]).map { $0.floatValue }
+                } else {
+                    let bytes = Data(base64Encoded: item["embedding"] as! String)!
+                    v = bytes.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+                }
+                // the same batch of three runs in both places: identical up to JSON's shortest
+                // float printing, which round-trips exactly
+                XCTAssertEqual(v, Array(local[(i * 384)..<((i + 1) * 384)]), "\(format) \(i)")
+            }
+        }
+    }
+
+    /// Search through HTTP returns the in-process index's neighbours; inserts, deletes and stats.
+    func testSearchInsertDeleteStats() throws {
+        let s = try server()
+        let idx = try HybridIndex(directory: Self.dir + "/idx")
+        var rng = SeededRandom(seed: 99)
+        let q = (0..<384).map { _ in rng.nextGaussian() }
+        let want = try idx.search(q, k: 5).neighbors
+        var (st, o) = try s.post("/v1/indexes/docs/search", ["vector": q, "k": 5])
+        XCTAssertEqual(st, 200, "\(o)")
+        var hits = (o["results"] as! [[[String: Any]]])[0]
+        XCTAssertEqual(hits.map { ($0["id"] as! NSNumber).uint64Value }, want.map(\.id))
+        // allow-list
+        (st, o) = try s.post("/v1/indexes/docs/search", ["vector": q, "k": 5, "allow": [want[2].id, 12345]])
+        hits = (o["results"] as! [[[String: Any]]])[0]
+        XCTAssertEqual(hits.map { ($0["id"] as! NSNumber).uint64Value }, [want[2].id])
+        // insert the query itself under a new id: it becomes the nearest; delete it again
+        (st, o) = try s.post("/v1/indexes/docs/insert", ["ids": [777_777], "vectors": [q]])
+        XCTAssertEqual(st, 200, "\(o)")
+        (st, o) = try s.post("/v1/indexes/docs/search", ["vector": q, "k": 1])
+        XCTAssertEqual(((o["results"] as! [[[String: Any]]])[0][0]["id"] as! NSNumber).uint64Value, 777_777)
+        let (sst, sdata) = try s.request("GET", "/v1/indexes/docs")
+        XCTAssertEqual(sst, 200)
+        let stats = try JSONSerialization.jsonObject(with: sdata) as! [String: Any]
+        XCTAssertEqual(stats["inserted"] as? Int, 1)
+        XCTAssertEqual(stats["count"] as? Int, 2000)
+        (st, o) = try s.post("/v1/indexes/docs/delete", ["ids": [777_777]])
+        XCTAssertEqual(st, 200, "\(o)")
+        (st, o) = try s.post("/v1/indexes/docs/search", ["vector": q, "k": 5])
+        XCTAssertEqual(
+            ((o["results"] as! [[[String: Any]]])[0]).map { ($0["id"] as! NSNumber).uint64Value }, want.map(\.id))
+        // text queries are embedded by the server's model
+        (st, o) = try s.post("/v1/indexes/docs/search", ["text": "hello", "k": 3])
+        XCTAssertEqual(st, 200, "\(o)")
+    }
+
+    /// Bearer-token authentication: /health is open, everything else needs the key.
+    func testAuthentication() throws {
+        let s = try server()
+        XCTAssertEqual(try s.request("GET", "/health", auth: false).0, 200)
+        XCTAssertEqual(try s.request("GET", "/v1/models", auth: false).0, 401)
+        XCTAssertEqual(
+            try s.request("GET", "/v1/models", headers: ["Authorization": "Bearer wrong"], auth: false).0, 401)
+        XCTAssertEqual(try s.request("GET", "/metrics", auth: false).0, 401)
+        let (st, data) = try s.request("GET", "/v1/models")
+        XCTAssertEqual(st, 200)
+        XCTAssertTrue(String(decoding: data, as: UTF8.self).contains("SmolLM2"))
+    }
+
+    /// Bad requests get a 4xx status and a JSON error that says what was wrong.
+    func testBadRequestsAreRefusedWithAMessage() throws {
+        let s = try server()
+        func check(_ method: String, _ path: String, _ body: String?, _ status: Int, _ fragment: String) throws {
+            let (st, data) = try s.request(method, path, body: body.map { Data($0.utf8) })
+            let what = "\(path) \((body ?? "").prefix(80))"
+            XCTAssertEqual(st, status, what)
+            let text = String(decoding: data, as: UTF8.self)
+            XCTAssertTrue(text.contains(fragment), "\(what): \(text.prefix(300))")
+            XCTAssertNotNil(try? JSONSerialization.jsonObject(with: data), "JSON error body: \(text)")
+        }
+        try check("POST", "/v1/completions", "{not json", 400, "malformed request body")
+        try check("POST", "/v1/completions", #"{"prompt":"x","temperature":NaN}"#, 400, "malformed request body")
+        try check("POST", "/v1/completions", #"{"prompt":"x","model":"gpt-4"}"#, 404, "not found")
+        try check("POST", "/v1/completions", #"{"prompt":"x","max_tokens":-1}"#, 400, "max_tokens must be in")
+        try check("POST", "/v1/completions", #"{"prompt":"x","top_p":0}"#, 400, "top_p must be in")
+        try check("POST", "/v1/completions", #"{"prompt":"x","n":3}"#, 400, "n must be 1")
+        try check("POST", "/v1/completions", nil, 400, "no body")
+        try check("POST", "/v1/encrypted/completions", #"{"prompt_ids":[1,2]}"#, 400, "not encrypted")
+        try check("POST", "/v1/embeddings", #"{"input":[]}"#, 400, "input must hold")
+        try check("POST", "/v1/indexes/nope/search", #"{"vector":[1]}"#, 404, "not found")
+        try check("POST", "/v1/indexes/docs/search", #"{"vector":[1,2,3]}"#, 400, "has 3 values")
+        try check("POST", "/v1/indexes/docs/search", #"{"vector":[1e39]}"#, 400, "malformed request body")
+        let zeros = "[" + Array(repeating: "0.5", count: 384).joined(separator: ",") + "]"
+        try check("POST", "/v1/indexes/docs/search", "{\"vectors\":[\(zeros)],\"k\":0}", 400, "k must be in")
+        try check(
+            "POST", "/v1/indexes/docs/search", "{\"vectors\":[\(zeros)],\"nprobe\":100000}", 400, "nprobe must be")
+        try check("GET", "/v1/nothing", nil, 404, "Not Found")
+        let big = "{\"prompt\":\"" + String(repeating: "a", count: 9 << 20) + "\"}"
+        try check("POST", "/v1/completions", big, 413, "larger than")
+        let long = String(repeating: "hello ", count: 9000)
+        try check("POST", "/v1/completions", "{\"prompt\":\"\(long)\"}", 400, "the context holds 8192")
+    }
+}
