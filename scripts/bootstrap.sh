@@ -11,5 +11,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 echo "bootstrap: system packages present (${need[*]})"
+# The official OpenAI client, for the server's compatibility test (ServerTests).
+python3 -c "import openai" 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check openai==3.63.0
 # Real models for the equivalence tests and the demo (cached outside the repository).
 bash "$(dirname "$0")/fetch_models.sh"

