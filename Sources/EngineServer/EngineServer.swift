@@ -147,7 +147,8 @@ public final class EngineServer: @unchecked Sendable {
         }
         if let e = encoder {
             s.append(
-                "embedding model \(e.name): \(e.encrypted ? "encrypted" : "plain") encoder, d = \(e.model.config.hiddenSize)"
+                "embedding model \(e.name): \(e.encrypted ? "encrypted" : "plain") encoder, "
+                    + "d = \(e.model.config.hiddenSize)"
             )
         }
         for (n, i) in indexes.sorted(by: { $0.key < $1.key }) {
@@ -257,7 +258,8 @@ public final class EngineServer: @unchecked Sendable {
         }
         if d.encrypted && !encrypted {
             throw APIError.badRequest(
-                "model \(d.name) is encrypted: send permuted token ids to /v1/encrypted/completions through its key's client"
+                "model \(d.name) is encrypted: send permuted token ids to /v1/encrypted/completions "
+                    + "through its key's client"
             )
         }
         if !d.encrypted && encrypted {
