@@ -50,6 +50,9 @@ struct CompletionRequest: Decodable, SamplingRequest {
     var stop: StringOrArray?
     var logprobs: Int?
     var echo: Bool?
+    /// Not OpenAI's: keep generating past end-of-sequence tokens (as llama.cpp's server and vLLM
+    /// offer), so load tests get the same number of tokens from every request.
+    var ignore_eos: Bool?
 }
 
 struct ChatMessage: Decodable {

@@ -34,6 +34,8 @@ public struct ServerOptions: Sendable {
     public var maxBodyBytes = 8 << 20
     /// Most inputs in one embedding or search request.
     public var maxInputs = 2048
+    /// Largest `max_tokens` a request may ask for (nil: the model's context).
+    public var maxTokensLimit: Int?
     /// Kernel threads.
     public var threads = Threads.defaultCount
     /// Shut down when the parent process exits (for supervisors).
@@ -291,9 +293,12 @@ public final class EngineServer: @unchecked Sendable {
         -> GenerationParameters
     {
         if let n = r.n, n != 1 { throw APIError.badRequest("n must be 1 (one choice per request), got \(n)") }
-        let maxTokens = r.max_completion_tokens ?? r.max_tokens ?? min(defaultMaxTokens, context)
-        guard (0...context).contains(maxTokens) else {
-            throw APIError.badRequest("max_tokens must be in 0...\(context) (the model's context), got \(maxTokens)")
+        let limit = min(context, options.maxTokensLimit ?? context)
+        let maxTokens = r.max_completion_tokens ?? r.max_tokens ?? min(defaultMaxTokens, limit)
+        guard (0...limit).contains(maxTokens) else {
+            throw APIError.badRequest(
+                "max_tokens must be in 0...\(limit) (\(limit == context ? "the model's context" : "--max-tokens")), "
+                    + "got \(maxTokens)")
         }
         let temperature = r.temperature ?? 1
         guard temperature.isFinite, (0...100).contains(temperature) else {

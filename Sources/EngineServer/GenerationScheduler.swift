@@ -156,6 +156,7 @@ public final class GenerationScheduler: @unchecked Sendable {
                 condition.unlock()
                 return
             }
+            for s in active + pending where s.cancelled { s.continuation.finish() }
             active.removeAll { $0.cancelled }
             pending.removeAll { $0.cancelled }
             while active.count < slots && !pending.isEmpty { active.append(pending.removeFirst()) }
@@ -236,6 +237,7 @@ public final class GenerationScheduler: @unchecked Sendable {
         condition.withLock {
             active.removeAll { $0 === s }
             s.cache = nil
+            activeGauge.record(active.count)
         }
     }
 }

@@ -89,7 +89,7 @@ extension EngineServer {
         let ids = try text.tokenizer.encode(prompts[0])
         return try await generate(
             d, ids: ids, request: r, defaultMaxTokens: 16, stop: try stopStrings(r.stop), chat: false,
-            stream: r.stream ?? false)
+            stream: r.stream ?? false, ignoreEOS: r.ignore_eos ?? false)
     }
 
     func chatCompletions(_ req: Request) async throws -> Response {
@@ -107,12 +107,13 @@ extension EngineServer {
 
     func generate(
         _ d: Decoder, ids: [Int], request r: some SamplingRequest, defaultMaxTokens: Int, stop: [String], chat: Bool,
-        stream: Bool
+        stream: Bool, ignoreEOS: Bool = false
     ) async throws -> Response {
         let text = d.text!
         let ctx = d.model.config.contextLength
-        let p = try parameters(r, defaultMaxTokens: defaultMaxTokens, context: ctx, stops: text.defaultStops)
-        let events = try d.scheduler.submit(prompt: ids, parameters: p, stops: text.defaultStops)
+        let stops = ignoreEOS ? [] : text.defaultStops
+        let p = try parameters(r, defaultMaxTokens: defaultMaxTokens, context: ctx, stops: stops)
+        let events = try d.scheduler.submit(prompt: ids, parameters: p, stops: stops)
         let id = requestID(chat ? "chatcmpl" : "cmpl")
         let created = Int(Date().timeIntervalSince1970)
         let name = d.name
