@@ -46,10 +46,17 @@ struct BenchModels: ParsableCommand {
     @Option(parsing: .unconditional, help: "Tokens to decode.") var decodeTokens = 64
     @Option(parsing: .unconditional, help: "Repetitions (median reported).") var reps = 5
     @Option(help: "Weights: native (quantized) or f32.") var weights: WeightFormat = .native
+    @Option(
+        help:
+            """
+            Sequences decoded together (comma-separated): aggregate decode tokens/s of one             forward(batch:) step per token, as engine serve's continuous batching runs them.
+            """)
+    var batch = "1"
 
     func validate() throws {
         try checkEnvironment()
         _ = try checkedList(threads, 1...Limits.threads, "--threads")
+        _ = try checkedList(batch, 1...256, "--batch")
         try checkRange(promptTokens, 1...8192, "--prompt-tokens")
         try checkRange(decodeTokens, 1...8192, "--decode-tokens")
         try checkRange(reps, 1...1000, "--reps")
@@ -81,6 +88,26 @@ struct BenchModels: ParsableCommand {
             print(
                 #"{"engine": "engine", "model": "smollm2", "weights": "\#(weights.rawValue)", "threads": \#(t), "#
                     + #""prefill_tps": \#(median(pre)), "decode_tps": \#(median(dec))}"#)
+            for b in batch.split(separator: ",").compactMap({ Int($0) }) where b > 1 {
+                var agg: [Double] = []
+                for _ in 0..<reps {
+                    let caches = try (0..<b).map { _ in try m.makeCache(capacity: 32 + decodeTokens + 1) }
+                    // different short prompts per sequence, then greedy decode steps for all at once
+                    var logits = try m.forward(
+                        batch: (0..<b).map { i in
+                            (tokens: (0..<32).map { 100 + (i * 977 + $0 * 37) % 40000 }, cache: caches[i])
+                        })
+                    var clock = Stopwatch()
+                    for _ in 0..<decodeTokens {
+                        let next = logits.map { l in l.indices.max { l[$0] < l[$1] }! }
+                        logits = try m.forward(batch: (0..<b).map { (tokens: [next[$0]], cache: caches[$0]) })
+                    }
+                    agg.append(Double(b * decodeTokens) / clock.lap())
+                }
+                print(
+                    #"{"engine": "engine", "model": "smollm2", "threads": \#(t), "batch": \#(b), "#
+                        + #""aggregate_decode_tps": \#(median(agg))}"#)
+            }
             let bert = try BertModel(directory: DefaultModels.miniLM, kernels: k)
             var b1: [Double] = []
             var b32: [Double] = []
