@@ -49,7 +49,8 @@ struct BenchModels: ParsableCommand {
     @Option(
         help:
             """
-            Sequences decoded together (comma-separated): aggregate decode tokens/s of one             forward(batch:) step per token, as engine serve's continuous batching runs them.
+            Sequences decoded together (comma-separated): aggregate decode tokens/s of one \
+            forward(batch:) step per token, as engine serve's continuous batching runs them.
             """)
     var batch = "1"
 
