@@ -129,7 +129,8 @@ public final class GenerationScheduler: @unchecked Sendable {
             prompt: prompt, sampler: sampler, stops: stops, maxTokens: parameters.maxTokens, continuation: continuation)
         let refusal: APIError? = condition.withLock {
             if stopping { return APIError(.serviceUnavailable, "the server is shutting down", retryAfter: 1) }
-            if active.count >= slots && pending.count >= queueLimit {
+            // admitted but not yet running counts too: a burst must not all land in the queue
+            if active.count + pending.count >= slots + queueLimit {
                 return APIError(
                     .serviceUnavailable,
                     "all \(slots) generation slots are busy and \(queueLimit) requests are waiting; retry later",

@@ -331,6 +331,72 @@ final class ServerTests: XCTestCase {
         print(out.trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
+    /// Overload: beyond the slots and the queue, requests are refused at once with 503, a JSON
+    /// error and Retry-After (never a hang); the admitted ones complete; a client that goes away
+    /// mid-stream frees its slot (the server answers again afterwards).
+    func testOverloadIsRefusedWithRetryAfter() throws {
+        let s = try ServerProcess(["--model", TestModels.smolLM2, "--parallel", "1", "--queue", "1"])
+        defer { XCTAssertEqual(s.stop(), 0) }
+        let body = try JSONSerialization.data(withJSONObject: [
+            "prompt": "Once upon a time", "max_tokens": 48, "temperature": 0, "ignore_eos": true,
+        ])
+        // a burst of 8 at once (asynchronous tasks: concurrentPerform would run only as many as
+        // there are cores): 1 runs, 1 waits, the rest are refused at once
+        var r = URLRequest(url: URL(string: "http://127.0.0.1:\(s.port)/v1/completions")!)
+        r.httpMethod = "POST"
+        r.httpBody = body
+        r.timeoutInterval = 120
+        let lock = NSLock()
+        nonisolated(unsafe) var results: [(Int, String?, String)] = []
+        let group = DispatchGroup()
+        let session = URLSession(
+            configuration: {
+                let c = URLSessionConfiguration.ephemeral
+                c.httpMaximumConnectionsPerHost = 16
+                return c
+            }())
+        for _ in 0..<8 {
+            group.enter()
+            session.dataTask(with: r) { data, response, _ in
+                let h = response as? HTTPURLResponse
+                lock.withLock {
+                    results.append(
+                        (
+                            h?.statusCode ?? 0, h?.value(forHTTPHeaderField: "Retry-After"),
+                            String(decoding: data ?? Data(), as: UTF8.self)
+                        ))
+                }
+                group.leave()
+            }.resume()
+        }
+        group.wait()
+        let statuses = results.map(\.0)
+        XCTAssertEqual(statuses.filter { $0 == 200 }.count + statuses.filter { $0 == 503 }.count, 8, "\(statuses)")
+        XCTAssertGreaterThanOrEqual(statuses.filter { $0 == 200 }.count, 2, "\(statuses)")
+        XCTAssertGreaterThanOrEqual(statuses.filter { $0 == 503 }.count, 1, "\(statuses)")
+        let retryAfter = results.filter { $0.0 == 503 }.map(\.1)
+        for (st, _, text) in results where st == 503 { XCTAssertTrue(text.contains("retry later"), text) }
+        XCTAssertFalse(retryAfter.contains { $0 == nil }, "every 503 carries Retry-After: \(retryAfter)")
+        XCTAssertEqual(try s.request("GET", "/health").0, 200)
+        // a client that goes away mid-stream frees the only slot: a long stream is cancelled after
+        // half a second, and the next request is served at once instead of after 4,000 tokens
+        var long = URLRequest(url: URL(string: "http://127.0.0.1:\(s.port)/v1/completions")!)
+        long.httpMethod = "POST"
+        long.httpBody = try JSONSerialization.data(withJSONObject: [
+            "prompt": "Once", "max_tokens": 4000, "ignore_eos": true, "stream": true,
+        ])
+        let task = session.dataTask(with: long) { _, _, _ in }
+        task.resume()
+        Thread.sleep(forTimeInterval: 0.5)
+        task.cancel()
+        let t0 = Date()
+        let (st, _) = try s.request(
+            "POST", "/v1/completions",
+            body: try JSONSerialization.data(withJSONObject: ["prompt": "Hi", "max_tokens": 4, "temperature": 0]))
+        XCTAssertEqual(st, 200)
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 10, "the cancelled stream kept its slot")
+    }
+
     /// Bearer-token authentication: /health is open, everything else needs the key.
     func testAuthentication() throws {
         let s = try server()
