@@ -397,6 +397,32 @@ final class ServerTests: XCTestCase {
         XCTAssertLessThan(Date().timeIntervalSince(t0), 10, "the cancelled stream kept its slot")
     }
 
+    /// `--exit-with-parent`: a server whose supervisor dies shuts down instead of running orphaned.
+    func testServerExitsWithItsParent() throws {
+        let pidFile = Self.dir + "/child.pid"
+        // the parent: a shell that starts the server, records its pid, and exits two seconds later
+        let (st, _) = try runProcess(
+            "/bin/sh",
+            [
+                "-c",
+                "\"$0\" serve --port 0 --embedding-model \"$1\" --exit-with-parent > \"$2.out\" 2>&1 & echo $! > \"$2\"; sleep 2",
+                engineExecutable().path, TestModels.miniLM, pidFile,
+            ])
+        XCTAssertEqual(st, 0)
+        let pid = pid_t(
+            try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines))!
+        var alive = true
+        for _ in 0..<100 where alive {
+            Thread.sleep(forTimeInterval: 0.1)
+            alive = kill(pid, 0) == 0
+        }
+        if alive { kill(pid, SIGKILL) }
+        XCTAssertFalse(alive, "the server outlived its parent by more than 10 s")
+        let log = try String(contentsOfFile: pidFile + ".out", encoding: .utf8)
+        XCTAssertTrue(log.contains("listening on"), "it was serving while its parent lived: \(log)")
+        XCTAssertTrue(log.contains("stopped"), "and shut down gracefully: \(log)")
+    }
+
     /// Bearer-token authentication: /health is open, everything else needs the key.
     func testAuthentication() throws {
         let s = try server()
