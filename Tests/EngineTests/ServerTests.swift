@@ -405,7 +405,8 @@ final class ServerTests: XCTestCase {
             "/bin/sh",
             [
                 "-c",
-                "\"$0\" serve --port 0 --embedding-model \"$1\" --exit-with-parent > \"$2.out\" 2>&1 & echo $! > \"$2\"; sleep 2",
+                "\"$0\" serve --port 0 --embedding-model \"$1\" --exit-with-parent > \"$2.out\" 2>&1 & "
+                    + "echo $! > \"$2\"; sleep 2",
                 engineExecutable().path, TestModels.miniLM, pidFile,
             ])
         XCTAssertEqual(st, 0)
