@@ -6,6 +6,7 @@ let package = Package(
     products: [
         .library(name: "Engine", targets: ["Engine"]),
         .library(name: "EngineServer", targets: ["EngineServer"]),
+        .library(name: "EngineClient", targets: ["EngineClient"]),
         .executable(name: "engine", targets: ["EngineCLI"]),
     ],
     dependencies: [
@@ -17,6 +18,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
+        // EngineClient: the HTTP client of engine serve (plain and encrypted)
+        .package(url: "https://github.com/swift-server/async-http-client", exact: "1.37.0"),
     ],
     targets: [
         // C11 kernels. SIMD bodies use per-function `target` attributes, so no
@@ -60,12 +63,19 @@ let package = Package(
             ],
             path: "Sources/EngineServer"
         ),
+        // Client of `engine serve`: OpenAI-style calls, and the encrypted client that holds the key.
+        .target(
+            name: "EngineClient",
+            dependencies: ["Engine", .product(name: "AsyncHTTPClient", package: "async-http-client")],
+            path: "Sources/EngineClient"
+        ),
         .executableTarget(
             name: "EngineCLI",
             dependencies: [
                 "Engine",
                 "EngineTools",
                 "EngineServer",
+                "EngineClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/EngineCLI"
@@ -73,7 +83,7 @@ let package = Package(
         .testTarget(
             name: "EngineTests",
             dependencies: [
-                "Engine", "EngineTools", "CKernels", .product(name: "Crypto", package: "swift-crypto"),
+                "Engine", "EngineTools", "EngineClient", "CKernels", .product(name: "Crypto", package: "swift-crypto"),
             ],
             path: "Tests/EngineTests",
             exclude: ["Fixtures"]

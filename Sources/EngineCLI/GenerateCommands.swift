@@ -1,8 +1,9 @@
 import ArgumentParser
 import Engine
+import EngineClient
 import Foundation
 
-struct Generate: ParsableCommand {
+struct Generate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate text with a Llama-family GGUF model, streaming to stdout.")
     @Option(help: "GGUF model file (default: SmolLM2-135M-Instruct from scripts/fetch_models.sh).") var model: String?
@@ -29,6 +30,15 @@ struct Generate: ParsableCommand {
     @Option(help: "Client half of a split-encrypted model (engine encrypt-model --split): --model is its server half.")
     var client: String?
     @Flag(help: "Replace an existing output (otherwise an existing file is never replaced).") var force = false
+    @Option(
+        help:
+            """
+            Generate on an engine serve at this URL (e.g. http://127.0.0.1:8080) instead of in this \
+            process; with --key the server holds the encrypted model and sees only permuted ids.
+            """)
+    var server: String?
+    @Option(name: .customLong("api-key-file"), help: "With --server: file holding the server's bearer token.")
+    var apiKeyFile: String?
 
     var parameters: GenerationParameters {
         GenerationParameters(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP, seed: seed)
@@ -45,9 +55,22 @@ struct Generate: ParsableCommand {
         if let logits {
             try checkOutput(logits, force: force, inputs: [model, key, client, tokenizerModel], option: "--logits")
         }
+        if let server {
+            guard server.hasPrefix("http://") || server.hasPrefix("https://") else {
+                throw ValidationError("--server must be an http:// or https:// URL, got \(server.debugDescription)")
+            }
+            guard model == nil && client == nil && logits == nil else {
+                throw ValidationError(
+                    "--server runs on the server's model: --model, --client and --logits do not apply")
+            }
+        }
     }
 
-    func run() throws {
+    func run() async throws {
+        if let server {
+            try await runRemote(server)
+            return
+        }
         let n = threads ?? Threads.defaultCount
         configureThreads(n)
         let kernels = try Kernels.selected(threads: n)
@@ -62,6 +85,36 @@ struct Generate: ParsableCommand {
         } else {
             try runPlain(path: path, kernels: kernels, threads: n)
         }
+    }
+
+    /// Generation on a server: plain text, or with --key only permuted ids cross the network.
+    func runRemote(_ url: String) async throws {
+        var apiKey: String?
+        if let apiKeyFile {
+            guard let data = FileManager.default.contents(atPath: apiKeyFile) else {
+                throw ValidationError("cannot read --api-key-file \(apiKeyFile)")
+            }
+            apiKey = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let client = EngineClient(baseURL: url, apiKey: apiKey)
+        let clock = Stopwatch()
+        var count = 0
+        if let key {
+            let plain = try GGUFFile(path: tokenizerModel ?? DefaultModels.smolLM2)
+            let remote = try await EncryptedGenerationClient(
+                client: client, tokenizer: BPETokenizer(gguf: plain), key: EncryptionKey.read(path: key))
+            let text = try text(template: ChatTemplate(gguf: plain))
+            count = try await remote.generate(prompt: text, parameters: parameters) { _, s in emit(s) }.count
+        } else {
+            for try await piece in client.completion(prompt: prompt, parameters: parameters, chat: chat) {
+                emit(piece)
+                count += 1
+            }
+        }
+        print("")
+        note(
+            "[\(key == nil ? "plain" : "encrypted") generation on \(url): \(count) \(key == nil ? "pieces" : "tokens") "
+                + "in \(fixed(clock.seconds, 2)) s]")
     }
 
     /// The prompt as sent: wrapped in the chat template of the file that holds the tokenizer.

@@ -234,6 +234,8 @@ struct ModelList: Encodable {
         var owned_by = "engine"
         /// What the model serves: "generation", "encrypted-generation", "embedding", "encrypted-embedding".
         var kind: String
+        /// An encrypted model's key check value: a client verifies its key against it before sending.
+        var key_check: String? = nil
     }
     var object = "list"
     var data: [Model]

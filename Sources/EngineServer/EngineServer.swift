@@ -223,10 +223,16 @@ public final class EngineServer: @unchecked Sendable {
     func modelList() -> ModelList {
         var m: [ModelList.Model] = []
         if let d = decoder {
-            m.append(.init(id: d.name, created: created, kind: d.encrypted ? "encrypted-generation" : "generation"))
+            m.append(
+                .init(
+                    id: d.name, created: created, kind: d.encrypted ? "encrypted-generation" : "generation",
+                    key_check: d.model.keyCheck))
         }
         if let e = encoder {
-            m.append(.init(id: e.name, created: created, kind: e.encrypted ? "encrypted-embedding" : "embedding"))
+            m.append(
+                .init(
+                    id: e.name, created: created, kind: e.encrypted ? "encrypted-embedding" : "embedding",
+                    key_check: e.model.config.engineKeyCheck))
         }
         return ModelList(data: m)
     }

@@ -1,4 +1,5 @@
 import Engine
+import EngineClient
 import EngineTools
 import Foundation
 import XCTest
@@ -424,6 +425,45 @@ final class ServerTests: XCTestCase {
         XCTAssertTrue(log.contains("stopped"), "and shut down gracefully: \(log)")
     }
 
+    /// The Swift client (EngineClient, async-http-client) and `engine generate --server`: the same
+    /// text, vectors and neighbours as local runs.
+    func testSwiftClientAndCLIClientMode() async throws {
+        let s = try server()
+        let client = EngineClient(baseURL: "http://127.0.0.1:\(s.port)/", apiKey: Self.apiKey)
+        let models = try await client.models()
+        XCTAssertEqual(Set(models.map(\.kind)), ["generation", "embedding"])
+        var text = ""
+        for try await piece in client.completion(
+            prompt: "The capital of France is", parameters: .init(maxTokens: 20))
+        {
+            text += piece
+        }
+        XCTAssertEqual(text, try localText("The capital of France is", maxTokens: 20))
+        let texts = ["A man is eating food.", "hello"]
+        let vectors = try await client.embeddings(texts)
+        let local = try BertModel(directory: TestModels.miniLM, kernels: Kernels.selected()).embed(texts)
+        XCTAssertEqual(vectors.flatMap { $0 }, local)
+        let hits = try await client.search(index: "docs", vectors: vectors, k: 3)
+        let idx = try HybridIndex(directory: Self.dir + "/idx")
+        for (i, v) in vectors.enumerated() { XCTAssertEqual(hits[i], try idx.search(v, k: 3).neighbors) }
+        do {
+            _ = try await EngineClient(baseURL: "http://127.0.0.1:\(s.port)", apiKey: "wrong").models()
+            XCTFail("a wrong API key was accepted")
+        } catch let e as EngineClientError {
+            XCTAssertEqual(e.status, 401)
+        }
+        // the CLI's client mode prints what a local run prints
+        try Self.apiKey.write(toFile: Self.dir + "/cli.key", atomically: true, encoding: .utf8)
+        let remote = try runProcess(
+            engineExecutable().path,
+            [
+                "generate", "--server", "http://127.0.0.1:\(s.port)", "--api-key-file", Self.dir + "/cli.key",
+                "--prompt", "Once upon a time", "--max-tokens", "24",
+            ])
+        XCTAssertEqual(remote.0, 0, remote.1)
+        XCTAssertTrue(remote.1.hasPrefix(try localText("Once upon a time", maxTokens: 24)), remote.1)
+    }
+
     /// Bearer-token authentication: /health is open, everything else needs the key.
     func testAuthentication() throws {
         let s = try server()
@@ -646,5 +686,41 @@ final class EncryptedServerTests: XCTestCase {
         }
         print("blind search: \(same)/\(total) top-10 ids agree, \(identicalLists)/\(blind.count) lists identical")
         XCTAssertGreaterThanOrEqual(Double(same) / Double(total), 0.99)
+    }
+
+    /// The encrypted Swift client (EncryptedGenerationClient) and `engine generate --server --key`
+    /// give the in-process session's tokens; a wrong key is refused before anything is sent.
+    func testEncryptedSwiftClientAndCLI() async throws {
+        let s = try running()
+        let url = "http://127.0.0.1:\(s.port)"
+        let key = try EncryptionKey.read(path: Self.dir + "/llm.key")
+        let plain = try GGUFFile(path: TestModels.smolLM2)
+        let tokenizer = try BPETokenizer(gguf: plain)
+        let session = try EncryptedSession(
+            tokenizer: tokenizer, server: LlamaModel(path: Self.dir + "/enc.gguf", kernels: Kernels.selected()),
+            key: key)
+        let prompt = try ChatTemplate(gguf: plain).prompt(user: "What is the capital of France?")
+        var want = ""
+        try session.generate(prompt: prompt, parameters: .init(maxTokens: 24)) { _, t, _ in want += t }
+        let remote = try await EncryptedGenerationClient(
+            client: EngineClient(baseURL: url), tokenizer: tokenizer, key: key)
+        var got = ""
+        try await remote.generate(prompt: prompt, parameters: .init(maxTokens: 24)) { _, t in got += t }
+        XCTAssertEqual(got, want)
+        let (st, out) = try runEngine([
+            "generate", "--server", url, "--key", Self.dir + "/llm.key", "--chat", "--prompt",
+            "What is the capital of France?", "--max-tokens", "24",
+        ])
+        XCTAssertEqual(st, 0, out)
+        XCTAssertTrue(out.hasPrefix(want), out)
+        // another key for the same model: refused by the key check, before any id is sent
+        let other = try EncryptionKey(shape: key.shape, modelID: EncryptionKey.modelID(gguf: plain))
+        do {
+            _ = try await EncryptedGenerationClient(
+                client: EngineClient(baseURL: url), tokenizer: tokenizer, key: other)
+            XCTFail("a wrong key was accepted")
+        } catch {
+            XCTAssertTrue("\(error)".contains("another key"), "\(error)")
+        }
     }
 }

@@ -100,6 +100,12 @@ public struct SearchHit: Sendable, Equatable {
     public var id: UInt64
     /// Its distance to the query.
     public var distance: Float
+
+    /// A hit.
+    public init(id: UInt64, distance: Float) {
+        self.id = id
+        self.distance = distance
+    }
 }
 
 /// The work one search did (lists and bytes read, candidates scored).
