@@ -1,8 +1,9 @@
 import ArgumentParser
 import Engine
+import EngineClient
 import Foundation
 
-struct Embed: ParsableCommand {
+struct Embed: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Sentence (or token) embeddings with a BERT model directory (safetensors + config.json + vocab.txt).")
     @Option(help: "Model directory (default: all-MiniLM-L6-v2 from scripts/fetch_models.sh).") var model: String?
@@ -25,14 +26,55 @@ struct Embed: ParsableCommand {
 
     @Flag(name: .customLong("lossy-utf8"), help: "Replace invalid UTF-8 with U+FFFD instead of refusing the input.")
     var lossyUTF8 = false
+    @Option(help: "Embed on an engine serve at this URL (plain embedding model) instead of in this process.")
+    var server: String?
+    @Option(name: .customLong("api-key-file"), help: "With --server: file holding the server's bearer token.")
+    var apiKeyFile: String?
 
     func validate() throws {
         try checkEnvironment()
         try checkOutput(output, force: force, inputs: [input, model, key, tokenizerModel])
         try checkThreads(threads)
+        if let server {
+            guard server.hasPrefix("http://") || server.hasPrefix("https://") else {
+                throw ValidationError("--server must be an http:// or https:// URL, got \(server.debugDescription)")
+            }
+            guard model == nil && key == nil && !tokens else {
+                throw ValidationError(
+                    "--server embeds with the server's plain model: --model, --key and --tokens do not apply")
+            }
+        }
     }
 
-    func run() throws {
+    func run() async throws {
+        if let server {
+            var apiKey: String?
+            if let apiKeyFile {
+                guard let data = FileManager.default.contents(atPath: apiKeyFile) else {
+                    throw ValidationError("cannot read --api-key-file \(apiKeyFile)")
+                }
+                apiKey = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            let client = EngineClient(baseURL: server, apiKey: apiKey)
+            let lines = try readLines(input, lossy: lossyUTF8)
+            let clock = Stopwatch()
+            var out: [Float] = []
+            var d = 0
+            // 32 lines per request: the batches a local run makes, so the vectors are the same
+            for c in stride(from: 0, to: lines.count, by: 32) {
+                let v = try await client.embeddings(Array(lines[c..<min(lines.count, c + 32)]))
+                d = v.first?.count ?? d
+                out += v.flatMap { $0 }
+                if lines.count > 1024 && (c / 32) % 32 == 31 { note("embed: \(c + 32)/\(lines.count)") }
+            }
+            guard d > 0 else { throw ValidationError("\(input) has no lines") }
+            try VectorFile.write(out, dim: d, to: output)
+            note(
+                "wrote \(out.count / d) x \(d) to \(output) (\(lines.count) lines on \(server) in "
+                    + "\(fixed(clock.seconds, 2)) s)"
+            )
+            return
+        }
         let n = threads ?? Threads.defaultCount
         configureThreads(n)
         let m = try BertModel(directory: model ?? DefaultModels.miniLM, kernels: Kernels.selected(threads: n))

@@ -462,6 +462,21 @@ final class ServerTests: XCTestCase {
             ])
         XCTAssertEqual(remote.0, 0, remote.1)
         XCTAssertTrue(remote.1.hasPrefix(try localText("Once upon a time", maxTokens: 24)), remote.1)
+        // engine embed --server writes the vectors a local engine embed writes
+        let lines = (0..<40).map { "Line \($0) of a small text about the weather." }
+        try (lines.joined(separator: "\n") + "\n").write(
+            toFile: Self.dir + "/lines.txt", atomically: true, encoding: .utf8)
+        let e1 = try runEngine([
+            "embed", "--server", "http://127.0.0.1:\(s.port)", "--api-key-file", Self.dir + "/cli.key", "--input",
+            Self.dir + "/lines.txt", "--output", Self.dir + "/remote.npy",
+        ])
+        XCTAssertEqual(e1.0, 0, e1.1)
+        let e2 = try runEngine(["embed", "--input", Self.dir + "/lines.txt", "--output", Self.dir + "/local.npy"])
+        XCTAssertEqual(e2.0, 0, e2.1)
+        let (a, sa) = try NPY.readFloat32(path: Self.dir + "/remote.npy")
+        let (b, sb) = try NPY.readFloat32(path: Self.dir + "/local.npy")
+        XCTAssertEqual(sa, sb)
+        XCTAssertEqual(a, b, "same batches of 32, same vectors")
     }
 
     /// Bearer-token authentication: /health is open, everything else needs the key.
