@@ -137,7 +137,10 @@ final class QMatmulTests: XCTestCase {
                     }
                     for i in 0..<a.count {
                         XCTAssertEqual(a[i].d, aRef[i].d)
-                        XCTAssertEqual(a[i].sum, aRef[i].sum)
+                        // d x (sum of the codes): the codes are equal, the product rounded the same way
+                        XCTAssertEqual(a[i].dsum, aRef[i].dsum)
+                        let codeSum = withUnsafeBytes(of: a[i].qs) { $0.reduce(0) { $0 + Int(Int8(bitPattern: $1)) } }
+                        XCTAssertEqual(a[i].dsum, a[i].d * Float(codeSum))
                         XCTAssertTrue(
                             withUnsafeBytes(of: a[i].qs) { p in
                                 withUnsafeBytes(of: aRef[i].qs) { Array(p) == Array($0) }

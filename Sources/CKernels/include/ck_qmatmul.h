@@ -45,10 +45,12 @@ typedef struct ck_block_q2_1 {
     uint16_t m;
     uint8_t qs[CK_QK / 4];
 } ck_block_q2_1;
-/** Activation block: q in [-127, 127], x_j ~= d * q_j, sum = sum_j q_j (exact). */
+/** Activation block: q in [-127, 127], x_j ~= d * q_j; dsum = d * sum_j q_j (the integer sum is
+ * exact, the product rounded once), kept as a float so the min/offset correction of 4- and 2-bit
+ * weight blocks costs one multiply-add per block instead of a conversion and two multiplies. */
 typedef struct ck_block_q8a {
     float d;
-    int32_t sum;
+    float dsum;
     int8_t qs[CK_QK];
 } ck_block_q8a;
 

@@ -184,7 +184,7 @@ void ck_qmatmul_quantize_q8a_serial(const float *restrict x, size_t n, ck_block_
             sum += q;
         }
         y[b].d = d;
-        y[b].sum = sum;
+        y[b].dsum = d * (float)sum;
     }
 }
 
@@ -284,14 +284,14 @@ void ck_qmatmul_dot_rows_q8a_serial(ck_rtype t, const void *restrict w, size_t r
                         codes[j + 16] = blk->qs[j] >> 4;
                     }
                     s += ck_fp16_to_fp32(blk->d) * da * (float)idot(aq[b].qs, codes, 0) +
-                         ck_fp16_to_fp32(blk->m) * da * (float)aq[b].sum;
+                         ck_fp16_to_fp32(blk->m) * aq[b].dsum;
                     break;
                 }
                 case CK_RT_Q2_1: {
                     const ck_block_q2_1 *blk = (const ck_block_q2_1 *)row + b;
                     for (int j = 0; j < CK_QK; j++) codes[j] = (blk->qs[j % 8] >> (2 * (j / 8))) & 3;
                     s += ck_fp16_to_fp32(blk->d) * da * (float)idot(aq[b].qs, codes, 0) +
-                         ck_fp16_to_fp32(blk->m) * da * (float)aq[b].sum;
+                         ck_fp16_to_fp32(blk->m) * aq[b].dsum;
                     break;
                 }
                 default:
