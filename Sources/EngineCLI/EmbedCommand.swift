@@ -26,7 +26,12 @@ struct Embed: AsyncParsableCommand {
 
     @Flag(name: .customLong("lossy-utf8"), help: "Replace invalid UTF-8 with U+FFFD instead of refusing the input.")
     var lossyUTF8 = false
-    @Option(help: "Embed on an engine serve at this URL (plain embedding model) instead of in this process.")
+    @Option(
+        help:
+            """
+            Embed on an engine serve at this URL instead of in this process; with --key the server \
+            holds the encrypted model and sees only permuted ids.
+            """)
     var server: String?
     @Option(name: .customLong("api-key-file"), help: "With --server: file holding the server's bearer token.")
     var apiKeyFile: String?
@@ -39,9 +44,8 @@ struct Embed: AsyncParsableCommand {
             guard server.hasPrefix("http://") || server.hasPrefix("https://") else {
                 throw ValidationError("--server must be an http:// or https:// URL, got \(server.debugDescription)")
             }
-            guard model == nil && key == nil && !tokens else {
-                throw ValidationError(
-                    "--server embeds with the server's plain model: --model, --key and --tokens do not apply")
+            guard model == nil && !tokens else {
+                throw ValidationError("--server embeds with the server's model: --model and --tokens do not apply")
             }
         }
     }
@@ -56,13 +60,21 @@ struct Embed: AsyncParsableCommand {
                 apiKey = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             }
             let client = EngineClient(baseURL: server, apiKey: apiKey)
+            var encrypted: EncryptedEmbeddingClient?
+            if let key {
+                encrypted = try await EncryptedEmbeddingClient(
+                    client: client, tokenizer: WordPieceTokenizer(directory: tokenizerModel ?? DefaultModels.miniLM),
+                    key: EncryptionKey.read(path: key))
+            }
             let lines = try readLines(input, lossy: lossyUTF8)
             let clock = Stopwatch()
             var out: [Float] = []
             var d = 0
             // 32 lines per request: the batches a local run makes, so the vectors are the same
             for c in stride(from: 0, to: lines.count, by: 32) {
-                let v = try await client.embeddings(Array(lines[c..<min(lines.count, c + 32)]))
+                let part = Array(lines[c..<min(lines.count, c + 32)])
+                let v: [[Float]]
+                if let encrypted { v = try await encrypted.embed(part) } else { v = try await client.embeddings(part) }
                 d = v.first?.count ?? d
                 out += v.flatMap { $0 }
                 if lines.count > 1024 && (c / 32) % 32 == 31 { note("embed: \(c + 32)/\(lines.count)") }

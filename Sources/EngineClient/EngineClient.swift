@@ -23,6 +23,8 @@ public struct ServedModel: Decodable, Sendable {
     public let kind: String
     /// The key check value of an encrypted model (lets a client refuse a wrong key before sending).
     public let key_check: String?
+    /// An encrypted encoder's hidden-dimension transform (`rotation` or `permutation`).
+    public let encryption: String?
 }
 
 /// The client of `engine serve` (async-http-client). Plain calls carry text and vectors; the
@@ -293,5 +295,36 @@ public final class EncryptedGenerationClient: Sendable {
         }
         if !pending.isEmpty { onToken(out.last ?? 0, String(decoding: pending, as: UTF8.self)) }
         return out
+    }
+}
+
+/// The client of an encrypted encoder on a server: tokenizes and permutes with the key, sends
+/// only permuted ids, and decrypts the vectors that come back.
+public final class EncryptedEmbeddingClient: Sendable {
+    /// The HTTP client.
+    public let client: EngineClient
+    /// The plain tokenizer.
+    public let tokenizer: WordPieceTokenizer
+    /// The key's transforms.
+    public let cipher: EncoderCipher
+
+    /// A client; fails if the server's encoder was encrypted with another key or is not encrypted.
+    public init(client: EngineClient, tokenizer: WordPieceTokenizer, key: EncryptionKey) async throws {
+        guard let m = try await client.models().first(where: { $0.kind == "encrypted-embedding" }) else {
+            throw EngineClientError(status: 0, message: "the server has no encrypted embedding model")
+        }
+        try key.verify(modelCheck: m.key_check, model: "the server's model \(m.id)")
+        guard let mode = m.encryption.flatMap(BertEncryption.init(rawValue:)) else {
+            throw EngineClientError(status: 0, message: "the server did not say how its encoder is encrypted")
+        }
+        self.client = client
+        self.tokenizer = tokenizer
+        cipher = try EncoderCipher(key: key, mode: mode)
+    }
+
+    /// Plain sentence vectors of `texts`, computed by the server on permuted ids.
+    public func embed(_ texts: [String]) async throws -> [[Float]] {
+        let encrypted = try await client.encryptedEmbeddings(texts.map { cipher.encryptIDs(tokenizer.encode($0)) })
+        return encrypted.map { cipher.decrypt($0[...]) }
     }
 }

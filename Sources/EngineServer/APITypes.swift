@@ -236,6 +236,8 @@ struct ModelList: Encodable {
         var kind: String
         /// An encrypted model's key check value: a client verifies its key against it before sending.
         var key_check: String? = nil
+        /// An encrypted encoder's hidden-dimension transform (`rotation` or `permutation`).
+        var encryption: String? = nil
     }
     var object = "list"
     var data: [Model]

@@ -232,7 +232,7 @@ public final class EngineServer: @unchecked Sendable {
             m.append(
                 .init(
                     id: e.name, created: created, kind: e.encrypted ? "encrypted-embedding" : "embedding",
-                    key_check: e.model.config.engineKeyCheck))
+                    key_check: e.model.config.engineKeyCheck, encryption: e.model.config.engineEncryption))
         }
         return ModelList(data: m)
     }

@@ -738,4 +738,39 @@ final class EncryptedServerTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("another key"), "\(error)")
         }
     }
+
+    /// The encrypted embedding client (EncryptedEmbeddingClient) and `engine embed --server --key`
+    /// give the vectors of the in-process encrypted session; a wrong key is refused before sending.
+    func testEncryptedEmbeddingClientAndCLI() async throws {
+        let s = try running()
+        let url = "http://127.0.0.1:\(s.port)"
+        let key = try EncryptionKey.read(path: Self.dir + "/bert.key")
+        let tok = try WordPieceTokenizer(directory: TestModels.miniLM)
+        let session = try EncryptedEncoderSession(
+            tokenizer: tok, server: BertModel(directory: Self.dir + "/encbert", kernels: Kernels.selected()), key: key)
+        let texts = (0..<40).map { "Sentence \($0) about rivers, bread and trains." }
+        let want = try session.embed(texts)
+        let remote = try await EncryptedEmbeddingClient(client: EngineClient(baseURL: url), tokenizer: tok, key: key)
+        // one request per 32 texts, the session's batches: the same computation
+        var got: [Float] = []
+        for c in stride(from: 0, to: texts.count, by: 32) {
+            got += try await remote.embed(Array(texts[c..<min(texts.count, c + 32)])).flatMap { $0 }
+        }
+        XCTAssertEqual(got, want)
+        try (texts.joined(separator: "\n") + "\n").write(toFile: Self.dir + "/t.txt", atomically: true, encoding: .utf8)
+        let (st, out) = try runEngine([
+            "embed", "--server", url, "--key", Self.dir + "/bert.key", "--input", Self.dir + "/t.txt", "--output",
+            Self.dir + "/t.npy",
+        ])
+        XCTAssertEqual(st, 0, out)
+        XCTAssertEqual(try NPY.readFloat32(path: Self.dir + "/t.npy").0, want)
+        let other = try EncryptionKey(
+            shape: key.shape, modelID: EncryptionKey.modelID(bert: TestModels.miniLM))
+        do {
+            _ = try await EncryptedEmbeddingClient(client: EngineClient(baseURL: url), tokenizer: tok, key: other)
+            XCTFail("a wrong key was accepted")
+        } catch {
+            XCTAssertTrue("\(error)".contains("another key"), "\(error)")
+        }
+    }
 }

@@ -209,34 +209,20 @@ extension ModelEncryptor {
     }
 }
 
-/// The client side of equivariant encryption for an encoder: tokenizes with the plain
-/// tokenizer, sends permuted ids, and maps the server's (encrypted) sentence vectors back:
-/// e = Pi^-1 e' or e = Q e'. Mean pooling and L2 normalisation commute with both, so the server
-/// pools and normalises; cosine similarities are unchanged.
-public final class EncryptedEncoderSession: @unchecked Sendable {
-    /// The plain tokenizer (client side).
-    public let tokenizer: WordPieceTokenizer
-    /// The encrypted encoder the server runs.
-    public let server: BertModel
+/// What the client of an encrypted encoder needs from its key, without the model: the vocabulary
+/// permutation for ids going out and the inverse hidden transform for vectors coming back. A
+/// remote client (engine serve) builds it from the key and the mode the server reports.
+public struct EncoderCipher: Sendable {
     /// How the hidden dimension was encrypted.
     public let mode: BertEncryption
     let p: [Int], pi: [Int], q: [Float]
 
-    /// A session; throws if the key does not fit the server model.
-    public init(tokenizer: WordPieceTokenizer, server: BertModel, key: EncryptionKey) throws {
-        try key.verify(modelCheck: server.config.engineKeyCheck, model: "the server model")
-        guard let m = server.config.engineEncryption.flatMap(BertEncryption.init(rawValue:)) else {
-            throw EngineError.invalidArgument(
-                "the server model is not an encrypted BERT (config.json has no engine_encryption)")
-        }
-        try require(
-            key.shape == ModelShape(server.config), "the key's model shape differs from the server model's (wrong key)")
-        self.tokenizer = tokenizer
-        self.server = server
-        mode = m
+    /// The cipher of `key` for an encoder encrypted in `mode`.
+    public init(key: EncryptionKey, mode: BertEncryption) throws {
+        self.mode = mode
         p = key.vocabularyPermutation
         pi = key.hiddenPermutation
-        q = m == .rotation ? try key.onesFixingRotation().map { Float($0) } : []
+        q = mode == .rotation ? try key.onesFixingRotation().map { Float($0) } : []
     }
 
     /// What the server sees for a plain id sequence.
@@ -253,6 +239,41 @@ public final class EncryptedEncoderSession: @unchecked Sendable {
             return acc
         }
     }
+}
+
+/// The client side of equivariant encryption for an encoder: tokenizes with the plain
+/// tokenizer, sends permuted ids, and maps the server's (encrypted) sentence vectors back:
+/// e = Pi^-1 e' or e = Q e'. Mean pooling and L2 normalisation commute with both, so the server
+/// pools and normalises; cosine similarities are unchanged.
+public final class EncryptedEncoderSession: @unchecked Sendable {
+    /// The plain tokenizer (client side).
+    public let tokenizer: WordPieceTokenizer
+    /// The encrypted encoder the server runs.
+    public let server: BertModel
+    /// The key's transforms.
+    public let cipher: EncoderCipher
+    /// How the hidden dimension was encrypted.
+    public var mode: BertEncryption { cipher.mode }
+
+    /// A session; throws if the key does not fit the server model.
+    public init(tokenizer: WordPieceTokenizer, server: BertModel, key: EncryptionKey) throws {
+        try key.verify(modelCheck: server.config.engineKeyCheck, model: "the server model")
+        guard let m = server.config.engineEncryption.flatMap(BertEncryption.init(rawValue:)) else {
+            throw EngineError.invalidArgument(
+                "the server model is not an encrypted BERT (config.json has no engine_encryption)")
+        }
+        try require(
+            key.shape == ModelShape(server.config), "the key's model shape differs from the server model's (wrong key)")
+        self.tokenizer = tokenizer
+        self.server = server
+        cipher = try EncoderCipher(key: key, mode: m)
+    }
+
+    /// What the server sees for a plain id sequence.
+    public func encryptIDs(_ ids: [Int]) -> [Int] { cipher.encryptIDs(ids) }
+
+    /// A plain vector from an encrypted one (dim values).
+    public func decrypt(_ e: ArraySlice<Float>) -> [Float] { cipher.decrypt(e) }
 
     /// Sentence embeddings (n x dim) of `texts`, computed by the server on permuted ids.
     public func embed(_ texts: [String], batch: Int = 32) throws -> [Float] {
