@@ -66,18 +66,26 @@ public final class EmbeddingBatcher: @unchecked Sendable {
                 throw APIError.badRequest("input \(i): token id \(t) is out of range 0..<\(vocab)")
             }
         }
-        return try await withCheckedThrowingContinuation { (c: CheckedContinuation<[Float], any Error>) in
+        // the vectors come back through a lock-protected box (visible to ThreadSanitizer), the
+        // continuation only wakes the request
+        let box = ResultBox<[Float]>()
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
             let refusal: APIError? = condition.withLock {
                 if stopping { return APIError(.serviceUnavailable, "the server is shutting down", retryAfter: 1) }
                 if pending.count >= queueLimit {
                     return APIError(.serviceUnavailable, "\(queueLimit) embedding requests are waiting", retryAfter: 1)
                 }
-                pending.append(Job(ids: ids) { c.resume(with: $0) })
+                pending.append(
+                    Job(ids: ids) {
+                        box.set($0)
+                        c.resume()
+                    })
                 condition.broadcast()
                 return nil
             }
             if let refusal { c.resume(throwing: refusal) }
         }
+        return try box.take()
     }
 
     private func run() {

@@ -322,10 +322,31 @@ public final class EngineServer: @unchecked Sendable {
     }
 
     /// Blocking work (index search, inserts) off the event loops.
+    ///
+    /// The result travels through a lock rather than the continuation itself: the ordering is the
+    /// same, but ThreadSanitizer sees a lock and not the concurrency runtime's atomics.
     func blocking<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { c in
-            DispatchQueue.global().async { c.resume(with: Result { try work() }) }
+        let box = ResultBox<T>()
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            DispatchQueue.global().async {
+                box.set(Result { try work() })
+                c.resume()
+            }
         }
+        return try box.take()
+    }
+}
+
+/// A result handed from one thread to another under a lock.
+final class ResultBox<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Result<T, any Error>?
+
+    func set(_ r: Result<T, any Error>) { lock.withLock { value = r } }
+
+    func take() throws -> T {
+        guard let r = lock.withLock({ value }) else { throw APIError(.internalServerError, "no result") }
+        return try r.get()
     }
 }
 
