@@ -52,13 +52,7 @@ struct Embed: AsyncParsableCommand {
 
     func run() async throws {
         if let server {
-            var apiKey: String?
-            if let apiKeyFile {
-                guard let data = FileManager.default.contents(atPath: apiKeyFile) else {
-                    throw ValidationError("cannot read --api-key-file \(apiKeyFile)")
-                }
-                apiKey = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            }
+            let apiKey = try readAPIKey(apiKeyFile)
             let client = EngineClient(baseURL: server, apiKey: apiKey)
             var encrypted: EncryptedEmbeddingClient?
             if let key {

@@ -89,13 +89,7 @@ struct Generate: AsyncParsableCommand {
 
     /// Generation on a server: plain text, or with --key only permuted ids cross the network.
     func runRemote(_ url: String) async throws {
-        var apiKey: String?
-        if let apiKeyFile {
-            guard let data = FileManager.default.contents(atPath: apiKeyFile) else {
-                throw ValidationError("cannot read --api-key-file \(apiKeyFile)")
-            }
-            apiKey = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        }
+        let apiKey = try readAPIKey(apiKeyFile)
         let client = EngineClient(baseURL: url, apiKey: apiKey)
         let clock = Stopwatch()
         var count = 0

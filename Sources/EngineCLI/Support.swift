@@ -193,3 +193,12 @@ func checkOutput(_ output: String, force: Bool, inputs: [String?], option: Strin
     }
     return path
 }
+
+/// The bearer token in `--api-key-file` (trimmed), or nil without one.
+func readAPIKey(_ path: String?) throws -> String? {
+    guard let path else { return nil }
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw ValidationError("cannot read --api-key-file \(path)")
+    }
+    return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+}

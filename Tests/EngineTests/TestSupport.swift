@@ -51,26 +51,17 @@ func engineExecutable() -> URL {
 
 /// Runs the engine executable with extra environment; returns (exit status, stdout+stderr).
 func runEngine(_ args: [String], env: [String: String] = [:]) throws -> (Int32, String) {
+    try runProcess(engineExecutable().path, args, env: env)
+}
+
+/// Runs a program; returns (exit status, stdout+stderr).
+func runProcess(_ path: String, _ args: [String], env: [String: String] = [:]) throws -> (Int32, String) {
     let p = Process()
-    p.executableURL = engineExecutable()
+    p.executableURL = URL(fileURLWithPath: path)
     p.arguments = args
     var e = ProcessInfo.processInfo.environment
     for (k, v) in env { e[k] = v }
     p.environment = e
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    p.standardError = pipe
-    try p.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
-}
-
-/// Runs a program; returns (exit status, stdout+stderr).
-func runProcess(_ path: String, _ args: [String]) throws -> (Int32, String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: path)
-    p.arguments = args
     let pipe = Pipe()
     p.standardOutput = pipe
     p.standardError = pipe
