@@ -18,12 +18,12 @@ let package = Package(
     ],
     targets: [
         .executableTarget(
-            name: "KernelBenchmarks",
+            name: "EngineBenchmarks",
             dependencies: [
                 .product(name: "Engine", package: root),
                 .product(name: "Benchmark", package: "benchmark"),
             ],
-            path: "Benchmarks/KernelBenchmarks",
+            path: "Benchmarks/EngineBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
     ]

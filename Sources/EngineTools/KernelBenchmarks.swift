@@ -76,7 +76,7 @@ public enum KernelBenchmarks {
         let tRead2 = buf.withUnsafeBufferPointer { b in
             median(reps: reps) {
                 Threads.parallelFor(2, threads: 2) { p in
-                    let r = Threads.ranges(n, parts: 2)[p]
+                    let r = Threads.range(n, parts: 2, index: p)
                     sink(ck_membw_stream_read_f32(b.baseAddress! + r.lowerBound, r.count))
                 }
             }

@@ -40,3 +40,18 @@ final class DispatchTests: XCTestCase {
         for o in outcomes { XCTAssertTrue(o.passed, o.description) }
     }
 }
+
+/// The non-allocating range split the kernels use inside parallel bodies.
+final class ThreadRangeTests: XCTestCase {
+    func testRangeEqualsTheRangesArrayAndIsEmptyPastTheEnd() {
+        for n in [0, 1, 2, 7, 64, 1000, 4097] {
+            for parts in [1, 2, 3, 8, 5000] {
+                let all = Threads.ranges(n, parts: parts)
+                XCTAssertEqual(all.map(\.count).reduce(0, +), n)
+                for (i, r) in all.enumerated() { XCTAssertEqual(Threads.range(n, parts: parts, index: i), r) }
+                XCTAssertTrue(Threads.range(n, parts: parts, index: all.count).isEmpty)
+                XCTAssertTrue(Threads.range(n, parts: parts, index: -1).isEmpty)
+            }
+        }
+    }
+}

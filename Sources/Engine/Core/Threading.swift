@@ -44,7 +44,15 @@ public enum Threads {
 
     /// Splits 0..<n into `parts` contiguous ranges of nearly equal size.
     public static func ranges(_ n: Int, parts: Int) -> [Range<Int>] {
+        (0..<max(1, min(parts, n))).map { range(n, parts: parts, index: $0) }
+    }
+
+    /// Part `index` of `ranges(n, parts:)` without building the array (kernels call this inside
+    /// `parallelFor` bodies and must not allocate); empty past the last part.
+    @inline(__always)
+    public static func range(_ n: Int, parts: Int, index i: Int) -> Range<Int> {
         let p = max(1, min(parts, n))
-        return (0..<p).map { i in (n * i / p)..<(n * (i + 1) / p) }
+        guard i >= 0 && i < p else { return n..<n }
+        return (n * i / p)..<(n * (i + 1) / p)
     }
 }

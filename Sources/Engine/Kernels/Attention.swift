@@ -122,47 +122,49 @@ extension Kernels {
         // Split long contexts so both cores stream the cache; short ones are not worth it.
         let chunks = (T >= 2048 && threads > 1) ? max(1, min(threads * 2 / max(1, min(kvh, threads)), T / 1024)) : 1
         let units = kvh * chunks
-        let ranges = Threads.ranges(T, parts: chunks)
-        let maxChunk = ranges.map(\.count).max()!
+        let maxChunk = Threads.range(T, parts: chunks, index: 0).count + 1
         let scratchBytes = ck_attention_decode_scratch_bytes(maxChunk, g, d)
-        var po = [Float](repeating: 0, count: units * g * d)
-        var pm = [Float](repeating: 0, count: units * g)
-        var pl = pm
-        var status = [ck_status](repeating: CK_OK, count: units)
         let qb = q.baseAddress!
         let kbase = keys.baseAddress!
         let vbase = values.baseAddress!
-        po.withUnsafeMutableBufferPointer { po in
-            pm.withUnsafeMutableBufferPointer { pm in
-                pl.withUnsafeMutableBufferPointer { pl in
-                    status.withUnsafeMutableBufferPointer { stp in
-                        // Threads pay from ~32k cached values on (hand-off through the spinning pool).
-                        let t = T * kvh * d >= 1 << 15 ? threads : 1
-                        Threads.parallelFor(units, threads: t) { u in
-                            let head = u / chunks
-                            let r = ranges[u % chunks]
-                            withUnsafeTemporaryAllocation(byteCount: scratchBytes, alignment: 64) { scratch in
-                                stp[u] = ck_attention_decode_partial(
-                                    table, &p, qb + head * g * d, g, d,
-                                    keyType.c, kbase + (head * cap + r.lowerBound) * kb, kb,
-                                    valueType.c, vbase + (head * cap + r.lowerBound) * vbytes, vbytes,
-                                    r.count, int8Scores, scratch.baseAddress!,
-                                    po.baseAddress! + u * g * d, pm.baseAddress! + u * g, pl.baseAddress! + u * g)
-                            }
-                        }
-                    }
-                    if status.contains(where: { $0 != CK_OK }) { return }
-                    // Gather each head's chunks (stored head-major, chunk-minor) and merge.
-                    for head in 0..<kvh {
-                        let base = head * chunks
-                        ck_attention_merge(
-                            &p, g, d, chunks, po.baseAddress! + base * g * d, pm.baseAddress! + base * g,
-                            pl.baseAddress! + base * g, out.baseAddress! + head * g * d)
+        // Per-unit partial states and scores live in per-thread scratch (ThreadScratch):
+        // a decode step allocates nothing once the scratch has grown to its size.
+        let floats = units * (g * d + 2 * g)
+        let stateBytes = floats * 4 + units * MemoryLayout<ck_status>.stride
+        let bad: ck_status = ThreadScratch.with(slot: 0, bytes: stateBytes) { raw in
+            let po = raw.bindMemory(to: Float.self, capacity: floats)
+            let pm = po + units * g * d
+            let pl = pm + units * g
+            do {
+                let stp = UnsafeMutableBufferPointer(
+                    start: (raw + floats * 4).bindMemory(to: ck_status.self, capacity: units), count: units)
+                stp.initialize(repeating: CK_OK)
+                // Threads pay from ~32k cached values on (hand-off through the spinning pool).
+                let t = T * kvh * d >= 1 << 15 ? threads : 1
+                Threads.parallelFor(units, threads: t) { u in
+                    let head = u / chunks
+                    let r = Threads.range(T, parts: chunks, index: u % chunks)
+                    ThreadScratch.with(slot: 1, bytes: scratchBytes) { scratch in
+                        stp[u] = ck_attention_decode_partial(
+                            table, &p, qb + head * g * d, g, d,
+                            keyType.c, kbase + (head * cap + r.lowerBound) * kb, kb,
+                            valueType.c, vbase + (head * cap + r.lowerBound) * vbytes, vbytes,
+                            r.count, int8Scores, scratch,
+                            po + u * g * d, pm + u * g, pl + u * g)
                     }
                 }
+                if let bad = stp.first(where: { $0 != CK_OK }) { return bad }
+                // Gather each head's chunks (stored head-major, chunk-minor) and merge.
+                for head in 0..<kvh {
+                    let base = head * chunks
+                    ck_attention_merge(
+                        &p, g, d, chunks, po + base * g * d, pm + base * g, pl + base * g,
+                        out.baseAddress! + head * g * d)
+                }
+                return CK_OK
             }
         }
-        if let bad = status.first(where: { $0 != CK_OK }) {
+        if bad != CK_OK {
             try EngineError.check(bad, "attention decode arguments")
         }
     }

@@ -39,7 +39,7 @@ extension Kernels {
         // Below ~64k codes one core finishes faster than threads can be woken.
         let parts = n >= 1 << 16 ? threads : 1
         Threads.parallelFor(parts, threads: parts) { p in
-            let r = Threads.ranges(n, parts: parts)[p]
+            let r = Threads.range(n, parts: parts, index: p)
             fn(q, c + r.lowerBound * w, r.count, w, o + r.lowerBound)
         }
     }
@@ -62,7 +62,7 @@ extension Kernels {
         let o = out.baseAddress!
         let parts = min(threads, m)
         Threads.parallelFor(parts, threads: parts) { p in
-            let r = Threads.ranges(m, parts: parts)[p]
+            let r = Threads.range(m, parts: parts, index: p)
             fn(q + r.lowerBound * w, r.count, c, n, w, o + r.lowerBound * n)
         }
     }

@@ -169,18 +169,19 @@ extension Kernels {
         w.withUnsafeBytes { wb in
             let base = wb.baseAddress!
             if useInt8 {
-                withUnsafeTemporaryAllocation(of: ck_block_q8a.self, capacity: cols / 32) { a in
-                    t.quantize_q8a!(x.baseAddress!, cols, a.baseAddress!)
+                ThreadScratch.with(slot: 0, bytes: cols / 32 * MemoryLayout<ck_block_q8a>.stride) { raw in
+                    let a = raw.assumingMemoryBound(to: ck_block_q8a.self)
+                    t.quantize_q8a!(x.baseAddress!, cols, a)
                     Threads.parallelFor(parts, threads: parts) { p in
-                        let r = Threads.ranges(rows, parts: parts)[p]
+                        let r = Threads.range(rows, parts: parts, index: p)
                         t.dot_rows_q8a!(
-                            w.type.c, base + r.lowerBound * stride, r.count, cols, stride, a.baseAddress!, 1,
+                            w.type.c, base + r.lowerBound * stride, r.count, cols, stride, a, 1,
                             y.baseAddress! + r.lowerBound, rows)
                     }
                 }
             } else {
                 Threads.parallelFor(parts, threads: parts) { p in
-                    let r = Threads.ranges(rows, parts: parts)[p]
+                    let r = Threads.range(rows, parts: parts, index: p)
                     t.dot_rows_f32!(
                         w.type.c, base + r.lowerBound * stride, r.count, cols, stride, x.baseAddress!, 1,
                         y.baseAddress! + r.lowerBound, rows)
@@ -251,18 +252,19 @@ extension Kernels {
             let parts = tokens * rows * cols >= 1 << 18 ? max(1, min(threads, rows / 64)) : 1
             if numerics == .int8 && w.type.isQuantized {
                 let nb = cols / 32
-                withUnsafeTemporaryAllocation(of: ck_block_q8a.self, capacity: tokens * nb) { a in
-                    t.quantize_q8a!(x.baseAddress!, tokens * cols, a.baseAddress!)
+                ThreadScratch.with(slot: 0, bytes: tokens * nb * MemoryLayout<ck_block_q8a>.stride) { raw in
+                    let a = raw.assumingMemoryBound(to: ck_block_q8a.self)
+                    t.quantize_q8a!(x.baseAddress!, tokens * cols, a)
                     Threads.parallelFor(parts, threads: parts) { p in
-                        let r = Threads.ranges(rows, parts: parts)[p]
+                        let r = Threads.range(rows, parts: parts, index: p)
                         t.dot_rows_q8a!(
-                            w.type.c, base + r.lowerBound * stride, r.count, cols, stride, a.baseAddress!, tokens,
+                            w.type.c, base + r.lowerBound * stride, r.count, cols, stride, a, tokens,
                             y.baseAddress! + r.lowerBound, rows)
                     }
                 }
             } else {
                 Threads.parallelFor(parts, threads: parts) { p in
-                    let r = Threads.ranges(rows, parts: parts)[p]
+                    let r = Threads.range(rows, parts: parts, index: p)
                     t.dot_rows_f32!(
                         w.type.c, base + r.lowerBound * stride, r.count, cols, stride, x.baseAddress!, tokens,
                         y.baseAddress! + r.lowerBound, rows)

@@ -211,7 +211,7 @@ extension Kernels {
         let fn = pqTable.pointee.scan8!
         let parts = n >= 1 << 16 ? threads : 1
         Threads.parallelFor(parts, threads: parts) { p in
-            let r = Threads.ranges(n, parts: parts)[p]
+            let r = Threads.range(n, parts: parts, index: p)
             fn(codes.baseAddress! + r.lowerBound * m, r.count, m, table.baseAddress!, out.baseAddress! + r.lowerBound)
         }
     }
@@ -232,7 +232,7 @@ extension Kernels {
         codes.bytes.withUnsafeBufferPointer { cb in
             table.entries.withUnsafeBufferPointer { tb in
                 Threads.parallelFor(parts, threads: parts) { p in
-                    let r = Threads.ranges(nb, parts: parts)[p]
+                    let r = Threads.range(nb, parts: parts, index: p)
                     fn(
                         cb.baseAddress! + r.lowerBound * 16 * mp, r.count, mp, tb.baseAddress!,
                         out.baseAddress! + r.lowerBound * 32)
