@@ -14,6 +14,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", exact: "3.12.3"),
         // engine serve: HTTP server, graceful shutdown, logging, Prometheus metrics
         .package(url: "https://github.com/hummingbird-project/hummingbird", exact: "2.28.1"),
+        // engine serve's split-encryption endpoint and its client: WebSocket with binary frames
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", exact: "2.8.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", exact: "2.13.0"),
         .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
@@ -56,6 +58,7 @@ let package = Package(
                 "Engine",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -66,7 +69,10 @@ let package = Package(
         // Client of `engine serve`: OpenAI-style calls, and the encrypted client that holds the key.
         .target(
             name: "EngineClient",
-            dependencies: ["Engine", .product(name: "AsyncHTTPClient", package: "async-http-client")],
+            dependencies: [
+                "Engine", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+            ],
             path: "Sources/EngineClient"
         ),
         .executableTarget(
@@ -84,6 +90,7 @@ let package = Package(
             name: "EngineTests",
             dependencies: [
                 "Engine", "EngineTools", "EngineClient", "CKernels", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
             ],
             path: "Tests/EngineTests",
             exclude: ["Fixtures"]

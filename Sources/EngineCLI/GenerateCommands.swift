@@ -34,7 +34,8 @@ struct Generate: AsyncParsableCommand {
         help:
             """
             Generate on an engine serve at this URL (e.g. http://127.0.0.1:8080) instead of in this \
-            process; with --key the server holds the encrypted model and sees only permuted ids.
+            process; with --key the server holds the encrypted model and sees only permuted ids; with \
+            --client (a split model's client half) only rotated vectors cross, over a WebSocket.
             """)
     var server: String?
     @Option(name: .customLong("api-key-file"), help: "With --server: file holding the server's bearer token.")
@@ -59,9 +60,11 @@ struct Generate: AsyncParsableCommand {
             guard server.hasPrefix("http://") || server.hasPrefix("https://") else {
                 throw ValidationError("--server must be an http:// or https:// URL, got \(server.debugDescription)")
             }
-            guard model == nil && client == nil && logits == nil else {
-                throw ValidationError(
-                    "--server runs on the server's model: --model, --client and --logits do not apply")
+            guard model == nil && logits == nil else {
+                throw ValidationError("--server runs on the server's model: --model and --logits do not apply")
+            }
+            guard client == nil || key == nil else {
+                throw ValidationError("--client (split encryption) and --key (encrypted ids) are two different modes")
             }
         }
     }
@@ -93,7 +96,15 @@ struct Generate: AsyncParsableCommand {
         let client = EngineClient(baseURL: url, apiKey: apiKey)
         let clock = Stopwatch()
         var count = 0
-        if let key {
+        if let half = self.client {
+            let file = try GGUFFile(path: half)
+            let n = threads ?? Threads.defaultCount
+            let remote = try await EncryptedSplitClient(
+                client: EngineClient(baseURL: url, apiKey: apiKey),
+                half: SplitClientHalf(client: file, kernels: Kernels.selected(threads: n)))
+            let text = try text(template: ChatTemplate(gguf: file))
+            count = try await remote.generate(prompt: text, parameters: parameters) { _, s in emit(s) }.count
+        } else if let key {
             let plain = try GGUFFile(path: tokenizerModel ?? DefaultModels.smolLM2)
             let remote = try await EncryptedGenerationClient(
                 client: client, tokenizer: BPETokenizer(gguf: plain), key: EncryptionKey.read(path: key))
@@ -106,9 +117,9 @@ struct Generate: AsyncParsableCommand {
             }
         }
         print("")
-        note(
-            "[\(key == nil ? "plain" : "encrypted") generation on \(url): \(count) \(key == nil ? "pieces" : "tokens") "
-                + "in \(fixed(clock.seconds, 2)) s]")
+        let mode = self.client != nil ? "split-encrypted" : key == nil ? "plain" : "encrypted"
+        let unit = key == nil && self.client == nil ? "pieces" : "tokens"
+        note("[\(mode) generation on \(url): \(count) \(unit) in \(fixed(clock.seconds, 2)) s]")
     }
 
     /// The prompt as sent: wrapped in the chat template of the file that holds the tokenizer.

@@ -27,6 +27,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("queue"), help: "Requests that may wait for a slot; more get 503 + Retry-After.")
     var queue = 64
     @Option(name: .customLong("max-body-bytes"), help: "Largest request body.") var maxBodyBytes = 8 << 20
+    @Option(
+        help: "Positions one sequence may use, prompt and output (default: the model's); bounds KV cache memory.")
+    var context: Int?
     @Option(name: .customLong("max-tokens"), help: "Largest max_tokens a request may ask for (default: the context).")
     var maxTokens: Int?
     @Option(parsing: .unconditional, help: "Kernel threads (default: ENGINE_THREADS or all cores).") var threads: Int?
@@ -40,6 +43,7 @@ struct Serve: AsyncParsableCommand {
         try checkRange(queue, 0...100_000, "--queue")
         try checkRange(maxBodyBytes, 1024...(1 << 30), "--max-body-bytes")
         if let maxTokens { try checkRange(maxTokens, 1...Limits.context, "--max-tokens") }
+        if let context { try checkRange(context, 1...Limits.context, "--context") }
         try checkThreads(threads)
         for i in index where !i.contains("=") {
             throw ValidationError("--index takes NAME=DIR, got \(i.debugDescription)")
@@ -61,6 +65,7 @@ struct Serve: AsyncParsableCommand {
         o.queueLimit = queue
         o.maxBodyBytes = maxBodyBytes
         o.maxTokensLimit = maxTokens
+        o.context = context
         o.threads = threads ?? Threads.defaultCount
         o.exitWithParent = exitWithParent
         if let apiKeyFile {

@@ -1,6 +1,7 @@
 import Engine
 import Foundation
 import Hummingbird
+import HummingbirdWebSocket
 import Logging
 import Metrics
 import Prometheus
@@ -34,6 +35,9 @@ public struct ServerOptions: Sendable {
     public var maxBodyBytes = 8 << 20
     /// Most inputs in one embedding or search request.
     public var maxInputs = 2048
+    /// Positions one sequence may use, prompt and generation (nil: the model's context). Bounds
+    /// each sequence's KV cache memory.
+    public var context: Int?
     /// Largest `max_tokens` a request may ask for (nil: the model's context).
     public var maxTokensLimit: Int?
     /// Kernel threads.
@@ -61,6 +65,8 @@ public final class EngineServer: @unchecked Sendable {
         /// Tokenizer and template of a plain model; nil for an encrypted one.
         let text: TextGenerator?
         let scheduler: GenerationScheduler
+        /// The server half of a split-encrypted model: served over the WebSocket only.
+        let split: Bool
         var encrypted: Bool { text == nil }
     }
 
@@ -85,12 +91,17 @@ public final class EngineServer: @unchecked Sendable {
 
     let decoder: Decoder?
     let encoder: Encoder?
+    /// Bearer authentication (nil: none), shared by the HTTP routes and the WebSocket upgrade.
+    let auth: BearerAuthMiddleware<BasicRequestContext>?
+    /// Open split sessions (at most `options.parallel`).
+    let splitSessions = SessionCounter()
     let indexes: [String: OpenIndex]
     let created = Int(Date().timeIntervalSince1970)
 
     /// Loads everything `options` names; throws on a missing or invalid file before anything listens.
     public init(options: ServerOptions) throws {
         self.options = options
+        auth = options.apiKey.map { BearerAuthMiddleware(key: $0) }
         kernels = try Kernels.selected(threads: options.threads)
         configureThreads(options.threads)
         var log = Logger(label: "engine.serve")
@@ -105,6 +116,8 @@ public final class EngineServer: @unchecked Sendable {
         if let path = options.model {
             let f = try GGUFFile(path: path)
             let model = try LlamaModel(gguf: f, kernels: kernels)
+            let split: Bool
+            if case .bool(true)? = f.metadata["engine.split"] { split = true } else { split = false }
             var text: TextGenerator?
             if model.keyCheck == nil {
                 text = TextGenerator(
@@ -112,8 +125,9 @@ public final class EngineServer: @unchecked Sendable {
                     chatTemplate: f.metadata["tokenizer.chat_template"]?.string)
             }
             let name = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
-            let scheduler = GenerationScheduler(model: model, slots: options.parallel, queueLimit: options.queueLimit)
-            decoder = Decoder(name: name, model: model, text: text, scheduler: scheduler)
+            let scheduler = GenerationScheduler(
+                model: model, slots: options.parallel, queueLimit: options.queueLimit, context: options.context)
+            decoder = Decoder(name: name, model: model, text: text, scheduler: scheduler, split: split)
         } else {
             decoder = nil
         }
@@ -144,8 +158,9 @@ public final class EngineServer: @unchecked Sendable {
         var s: [String] = []
         if let d = decoder {
             s.append(
-                "model \(d.name): \(d.encrypted ? "encrypted" : "plain") decoder, \(d.model.config.layers) layers, "
-                    + "context \(d.model.config.contextLength), \(options.parallel) slots")
+                "model \(d.name): \(d.split ? "split-encrypted" : d.encrypted ? "encrypted" : "plain") decoder, "
+                    + "\(d.model.config.layers) layers, "
+                    + "context \(d.scheduler.context), \(options.parallel) slots")
         }
         if let e = encoder {
             s.append(
@@ -172,13 +187,16 @@ public final class EngineServer: @unchecked Sendable {
         router.add(middleware: ErrorMiddleware())
         router.add(middleware: MetricsMiddleware())
         router.add(middleware: LogRequestsMiddleware(.info))
-        if let key = options.apiKey { router.add(middleware: BearerAuthMiddleware(key: key)) }
+        if let auth { router.add(middleware: auth) }
         routes(router)
         let onListening = options.onListening
         let host = options.host
         let logger = self.logger
         let app = Application(
             router: router,
+            server: .http1WebSocketUpgrade(
+                configuration: .init(ws: .init(maxFrameSize: options.maxBodyBytes)),
+                shouldUpgrade: { request, _, _ in self.shouldUpgrade(request) }),
             configuration: .init(address: .hostname(host, port: options.port), serverName: "engine"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? 0
@@ -213,6 +231,8 @@ public final class EngineServer: @unchecked Sendable {
         router.post("/v1/embeddings") { req, ctx in try await self.embeddings(req) }
         router.post("/v1/encrypted/completions") { req, ctx in try await self.encryptedCompletions(req) }
         router.post("/v1/encrypted/embeddings") { req, ctx in try await self.encryptedEmbeddings(req) }
+        // Reached only when the WebSocket upgrade was refused: says why.
+        router.get("/v1/encrypted/split") { req, _ -> Response in throw self.splitRefusal(req) }
         router.get("/v1/indexes") { _, _ in try self.json(["indexes": self.indexes.keys.sorted()]) }
         router.get("/v1/indexes/{name}") { req, ctx in try self.indexStats(ctx) }
         router.post("/v1/indexes/{name}/search") { req, ctx in try await self.search(req, ctx) }
@@ -225,7 +245,8 @@ public final class EngineServer: @unchecked Sendable {
         if let d = decoder {
             m.append(
                 .init(
-                    id: d.name, created: created, kind: d.encrypted ? "encrypted-generation" : "generation",
+                    id: d.name, created: created,
+                    kind: d.split ? "encrypted-split" : d.encrypted ? "encrypted-generation" : "generation",
                     key_check: d.model.keyCheck))
         }
         if let e = encoder {
@@ -263,6 +284,11 @@ public final class EngineServer: @unchecked Sendable {
         if let named, named != d.name {
             throw APIError.notFound(
                 "model \(named.debugDescription) not found; this server has \(d.name.debugDescription)")
+        }
+        if d.split {
+            throw APIError.badRequest(
+                "model \(d.name) is the server half of a split-encrypted model: connect a WebSocket to "
+                    + "/v1/encrypted/split through its client half")
         }
         if d.encrypted && !encrypted {
             throw APIError.badRequest(
@@ -365,10 +391,16 @@ struct BearerAuthMiddleware<Context: RequestContext>: RouterMiddleware {
             throw APIError(
                 .unauthorized, "missing bearer token (Authorization: Bearer <key>)", type: "authentication_error")
         }
-        let given = sha256(Array(h.dropFirst(7).utf8))
+        guard accepts(h) else { throw APIError(.unauthorized, "invalid bearer token", type: "authentication_error") }
+        return try await next(request, context)
+    }
+
+    /// Whether an Authorization header value carries the key (constant time in the key's content).
+    func accepts(_ header: String?) -> Bool {
+        guard let header, header.hasPrefix("Bearer ") else { return false }
+        let given = sha256(Array(header.dropFirst(7).utf8))
         var diff: UInt8 = 0
         for i in 0..<digest.count { diff |= digest[i] ^ given[i] }
-        guard diff == 0 else { throw APIError(.unauthorized, "invalid bearer token", type: "authentication_error") }
-        return try await next(request, context)
+        return diff == 0
     }
 }

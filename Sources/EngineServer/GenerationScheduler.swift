@@ -30,6 +30,8 @@ public enum FinishReason: String, Sendable {
 public final class GenerationScheduler: @unchecked Sendable {
     /// The decoder.
     public let model: LlamaModel
+    /// Positions a sequence may use (the model\'s context, or less with `engine serve --context`).
+    public let context: Int
     /// Sequences decoded together.
     public let slots: Int
     /// Requests that may wait for a slot before new ones are refused.
@@ -74,8 +76,9 @@ public final class GenerationScheduler: @unchecked Sendable {
     private let batchRecorder = Recorder(label: "engine_decode_batch_rows")
 
     /// A scheduler over `model`; call `start()` before submitting.
-    public init(model: LlamaModel, slots: Int, queueLimit: Int) {
+    public init(model: LlamaModel, slots: Int, queueLimit: Int, context: Int? = nil) {
         self.model = model
+        self.context = min(context ?? model.config.contextLength, model.config.contextLength)
         self.slots = max(1, slots)
         self.queueLimit = max(0, queueLimit)
     }
@@ -114,7 +117,7 @@ public final class GenerationScheduler: @unchecked Sendable {
     public func submit(prompt: [Int], parameters: GenerationParameters, stops: Set<Int>) throws(APIError)
         -> AsyncStream<GenerationEvent>
     {
-        let ctx = model.config.contextLength
+        let ctx = context
         guard !prompt.isEmpty else { throw .badRequest("the prompt is empty") }
         guard prompt.count <= ctx else {
             throw .badRequest("the prompt has \(prompt.count) tokens but the context holds \(ctx)")
@@ -177,7 +180,7 @@ public final class GenerationScheduler: @unchecked Sendable {
         for s in batch {
             if s.cache == nil {
                 // as TextGenerator sizes it: the prompt plus what may be generated, within the context
-                let ctx = model.config.contextLength
+                let ctx = context
                 let cap = min(ctx, s.prompt.count + min(s.maxTokens, ctx))
                 do { s.cache = try model.makeCache(capacity: max(cap, 1)) } catch {
                     finish(s, error: error)

@@ -101,7 +101,7 @@ extension EngineServer {
             messages: r.messages.map { (role: $0.role, content: $0.content?.text ?? "") })
         let ids = try text.tokenizer.encode(prompt)
         return try await generate(
-            d, ids: ids, request: r, defaultMaxTokens: d.model.config.contextLength, stop: try stopStrings(r.stop),
+            d, ids: ids, request: r, defaultMaxTokens: d.scheduler.context, stop: try stopStrings(r.stop),
             chat: true, stream: r.stream ?? false)
     }
 
@@ -110,7 +110,7 @@ extension EngineServer {
         stream: Bool, ignoreEOS: Bool = false
     ) async throws -> Response {
         let text = d.text!
-        let ctx = d.model.config.contextLength
+        let ctx = d.scheduler.context
         let stops = ignoreEOS ? [] : text.defaultStops
         let p = try parameters(r, defaultMaxTokens: defaultMaxTokens, context: ctx, stops: stops)
         let events = try d.scheduler.submit(prompt: ids, parameters: p, stops: stops)
@@ -207,7 +207,7 @@ extension EngineServer {
         for t in stops where t < 0 || t >= vocab {
             throw APIError.badRequest("stop id \(t) is out of range 0..<\(vocab)")
         }
-        let p = try parameters(r, defaultMaxTokens: 16, context: d.model.config.contextLength, stops: stops)
+        let p = try parameters(r, defaultMaxTokens: 16, context: d.scheduler.context, stops: stops)
         let events = try d.scheduler.submit(prompt: r.prompt_ids, parameters: p, stops: stops)
         let id = requestID("enc")
         let created = Int(Date().timeIntervalSince1970)

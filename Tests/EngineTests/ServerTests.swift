@@ -1,5 +1,8 @@
 import Engine
 import EngineClient
+import HummingbirdWSClient
+import Logging
+import NIOCore
 import EngineTools
 import Foundation
 import XCTest
@@ -771,6 +774,150 @@ final class EncryptedServerTests: XCTestCase {
             XCTFail("a wrong key was accepted")
         } catch {
             XCTAssertTrue("\(error)".contains("another key"), "\(error)")
+        }
+    }
+}
+
+/// Split encryption over the WebSocket (`/v1/encrypted/split`): the server holds only the split
+/// server half (no vocabulary tensors), the client the rotated embedding table and head.
+final class SplitServerTests: XCTestCase {
+    nonisolated(unsafe) static var server: ServerProcess?
+    nonisolated(unsafe) static var dir = ""
+
+    override class func setUp() {
+        super.setUp()
+        dir = NSTemporaryDirectory() + "engine-splitserver-\(UUID().uuidString)"
+        do {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            for args in [
+                ["keygen", "--output", dir + "/llm.key"],
+                ["keygen", "--output", dir + "/other.key"],
+                [
+                    "encrypt-model", "--key", dir + "/llm.key", "--type", "q8_0", "--split", "--client-output",
+                    dir + "/client.gguf", "--output", dir + "/server.gguf",
+                ],
+                [
+                    "encrypt-model", "--key", dir + "/other.key", "--type", "q8_0", "--split", "--client-output",
+                    dir + "/other-client.gguf", "--output", dir + "/other-server.gguf",
+                ],
+            ] {
+                let (st, out) = try runEngine(args)
+                guard st == 0 else { throw EngineError.io("\(args[0]) failed: \(out)") }
+            }
+            server = try ServerProcess(["--model", dir + "/server.gguf", "--parallel", "2", "--context", "512"])
+        } catch {
+            print("SplitServerTests setup failed: \(error)")
+        }
+    }
+
+    override class func tearDown() {
+        if let server { XCTAssertEqual(server.stop(), 0) }
+        server = nil
+        try? FileManager.default.removeItem(atPath: dir)
+        super.tearDown()
+    }
+
+    func running() throws -> ServerProcess {
+        guard let s = Self.server else { throw EngineError.io("the server did not start (see the setup output)") }
+        return s
+    }
+
+    /// Greedy and seeded generation through the WebSocket equal the in-process split session on
+    /// the same two files (same kernels, same sampler): exactly the same tokens.
+    func testSplitGenerationOverWebSocketEqualsTheInProcessSession() async throws {
+        let s = try running()
+        let k = try Kernels.selected()
+        let local = try SplitEncryptedSession(
+            client: GGUFFile(path: Self.dir + "/client.gguf"),
+            server: LlamaModel(path: Self.dir + "/server.gguf", kernels: k), kernels: k)
+        let remote = try await EncryptedSplitClient(
+            client: EngineClient(baseURL: "http://127.0.0.1:\(s.port)"),
+            half: SplitClientHalf(client: GGUFFile(path: Self.dir + "/client.gguf"), kernels: k))
+        let stops = local.half.defaultStops
+        for (prompt, temperature, seed) in [
+            (
+                "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n", Float(0),
+                UInt64(0)
+            ),
+            ("Once upon a time", 0.9, 7),
+        ] {
+            let p = GenerationParameters(maxTokens: 24, temperature: temperature, seed: seed)
+            let want = try local.generate(prompt: prompt, parameters: p).filter { !stops.contains($0) }
+            let got = try await remote.generate(prompt: prompt, parameters: p)
+            XCTAssertEqual(got, want, prompt)
+            XCTAssertFalse(got.isEmpty)
+        }
+        // a client half made with another key is refused before anything is sent
+        do {
+            _ = try await EncryptedSplitClient(
+                client: EngineClient(baseURL: "http://127.0.0.1:\(s.port)"),
+                half: SplitClientHalf(client: GGUFFile(path: Self.dir + "/other-client.gguf"), kernels: k))
+            XCTFail("a client half of another key was accepted")
+        } catch let e as EngineClientError {
+            XCTAssertTrue(e.message.contains("another key"), e.message)
+        }
+    }
+
+    /// What the endpoint refuses: a plain GET (426), the HTTP completion endpoints (400), and on
+    /// the socket a message that is not whole rows, NaN, an unknown control message, and a
+    /// prompt past the context; each answered with a JSON error message, then the close.
+    func testSplitEndpointRefusesMalformedMessages() async throws {
+        let s = try running()
+        let (st, o) = try s.request("GET", "/v1/encrypted/split")
+        XCTAssertEqual(st, 426, String(decoding: o, as: UTF8.self))
+        let (st2, o2) = try s.post("/v1/encrypted/completions", ["prompt_ids": [1, 2]])
+        XCTAssertEqual(st2, 400)
+        XCTAssertTrue("\(o2)".contains("split"), "\(o2)")
+        let dim = 576
+        func floats(_ v: [Float]) -> ByteBuffer {
+            var b = ByteBuffer()
+            for x in v { b.writeInteger(x.bitPattern, endianness: .little) }
+            return b
+        }
+        let cases: [(String, WebSocketMessage, String)] = [
+            ("partial row", .binary(floats([Float](repeating: 0.1, count: dim + 3))), "multiple of"),
+            ("NaN", .binary(floats([Float](repeating: .nan, count: dim))), "not finite"),
+            ("unknown control", .text(#"{"type": "delete-everything"}"#), "unknown control"),
+            ("past the context", .binary(floats([Float](repeating: 0.01, count: dim * 300))), "exceed the context"),
+        ]
+        for (what, message, expected) in cases {
+            let reply = Replies()
+            try await WebSocketClient.connect(
+                url: "ws://127.0.0.1:\(s.port)/v1/encrypted/split", logger: Logger(label: "test")
+            ) { inbound, outbound, _ in
+                var it = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
+                if case .text(let hello)? = try await it.next() { reply.add(hello) }
+                // "past the context": two messages of 300 rows exceed the server's --context 512
+                do {
+                    for _ in 0..<(what == "past the context" ? 2 : 1) {
+                        try await outbound.write(message.outbound)
+                        guard let r = try await it.next() else { break }
+                        if case .text(let t) = r { reply.add(t) }
+                    }
+                } catch { reply.add("client: \(error)") }
+            }
+            let texts = reply.all
+            XCTAssertTrue(texts.first?.contains("split.session") == true, "\(what): \(texts)")
+            XCTAssertTrue(
+                texts.dropFirst().contains { $0.contains(expected) && $0.contains("error") }, "\(what): \(texts)")
+        }
+    }
+}
+
+/// Text messages a test WebSocket handler received.
+final class Replies: @unchecked Sendable {
+    private let lock = NSLock()
+    private var texts: [String] = []
+    func add(_ t: String) { lock.withLock { texts.append(t) } }
+    var all: [String] { lock.withLock { texts } }
+}
+
+extension WebSocketMessage {
+    /// The same message as an outbound frame.
+    var outbound: WebSocketOutboundWriter.OutboundFrame {
+        switch self {
+        case .text(let t): return .text(t)
+        case .binary(let b): return .binary(b)
         }
     }
 }

@@ -44,18 +44,89 @@ public final class EncryptedSession: @unchecked Sendable {
     }
 }
 
+/// The client's half of a split-encrypted decoder (`ModelEncryptor.clientHalf`): the rotated
+/// embedding table E Q, the output head, and the tokenizer. It turns plain ids into the rotated
+/// input vectors a split server takes, and a rotated final state from the server into plain
+/// logits. Used in-process by `SplitEncryptedSession` and over a WebSocket by EngineClient's
+/// split client.
+public final class SplitClientHalf: @unchecked Sendable {
+    /// The plain tokenizer.
+    public let tokenizer: BPETokenizer
+    /// The model's shape (equal to the server half's).
+    public let config: LlamaConfig
+    /// The key check value of the key the model was encrypted with.
+    public let keyCheck: String
+    let embedding: QuantizedMatrix, head: QuantizedMatrix
+    let kernels: Kernels
+
+    /// Reads a client half; throws if `f` is not one.
+    public init(client f: GGUFFile, kernels: Kernels) throws {
+        guard case .bool(true)? = f.metadata["engine.split_client"] else {
+            throw EngineError.invalidArgument("\(f.file.path) is not the client half of a split-encrypted model")
+        }
+        guard let check = f.metadata["engine.key_check"]?.string else {
+            throw EngineError.invalidArgument("\(f.file.path) has no key check value (not encrypted)")
+        }
+        let c = try LlamaConfig(gguf: f)
+        tokenizer = try BPETokenizer(gguf: f)
+        embedding = try f.matrix("token_embd.weight")
+        head = try f.matrix("output.weight")
+        try require(
+            embedding.rows == c.vocab && embedding.cols == c.dim && head.rows == c.vocab && head.cols == c.dim,
+            "client tensors do not match the configuration")
+        config = c
+        keyCheck = check
+        self.kernels = kernels
+    }
+
+    /// The rotated input vectors (ids.count x dim) of plain ids.
+    public func inputs(_ ids: [Int]) throws -> [Float] {
+        let d = config.dim
+        for t in ids where t < 0 || t >= config.vocab {
+            throw EngineError.invalidArgument("token id \(t) is out of range 0..<\(config.vocab)")
+        }
+        var x = [Float](repeating: 0, count: ids.count * d)
+        try x.withUnsafeMutableBufferPointer { xp in
+            for (i, t) in ids.enumerated() {
+                try kernels.row(embedding, t, into: UnsafeMutableBufferPointer(rebasing: xp[(i * d)..<((i + 1) * d)]))
+            }
+        }
+        return x
+    }
+
+    /// Plain logits from the server's rotated final state (the last position's dim values).
+    public func logits(finalState h: [Float]) throws -> [Float] {
+        let d = config.dim
+        try require(h.count == d, "a final state has \(d) values, got \(h.count)")
+        try h.withUnsafeBufferPointer { try requireFinite($0, "final state") }
+        var normed = [Float](repeating: 0, count: d)
+        // The output norm's weight was folded into the head at encryption: only the RMS scaling here.
+        try kernels.rmsNorm(h, [Float](repeating: 1, count: d), eps: config.normEps, into: &normed, dim: d)
+        var logits = [Float](repeating: 0, count: config.vocab)
+        try normed.withUnsafeBufferPointer { np in
+            try logits.withUnsafeMutableBufferPointer { lp in
+                try kernels.linear(head, x: np, tokens: 1, into: lp, numerics: .exact)
+            }
+        }
+        return logits
+    }
+
+    /// The stop tokens generation ends on by default (end of text, end of turn).
+    public var defaultStops: Set<Int> { defaultStopTokens(tokenizer) }
+}
+
 /// The client of a split-encrypted decoder: it holds the rotated embedding table and output head
 /// (`ModelEncryptor.clientHalf`) and the tokenizer; the server (`engine.split` GGUF) receives
 /// only rotated input vectors x Q and returns rotated final hidden states. Neither token ids nor
 /// vocabulary-sized tensors reach the server, which removes the frequency and embedding-matching
 /// attacks (docs/threat-model.md) at the cost of the head's matrix-vector product on the client.
 public final class SplitEncryptedSession: @unchecked Sendable {
+    /// The client half.
+    public let half: SplitClientHalf
     /// The plain tokenizer (from the client half).
-    public let tokenizer: BPETokenizer
+    public var tokenizer: BPETokenizer { half.tokenizer }
     /// The split server model (no vocabulary tensors).
     public let server: LlamaModel
-    let embedding: QuantizedMatrix, head: QuantizedMatrix
-    let kernels: Kernels
     /// Traffic and client work so far, updated by concurrent `step` calls under `lock`.
     private var counters = (sent: 0, received: 0, seconds: 0.0)
     private let lock = NSLock()
@@ -76,52 +147,27 @@ public final class SplitEncryptedSession: @unchecked Sendable {
 
     /// A session over a client half and its server model; throws if they do not belong together.
     public init(client f: GGUFFile, server: LlamaModel, kernels: Kernels) throws {
-        guard case .bool(true)? = f.metadata["engine.split_client"] else {
-            throw EngineError.invalidArgument("\(f.file.path) is not the client half of a split-encrypted model")
-        }
-        let c = try LlamaConfig(gguf: f)
-        try require(c == server.config, "the client half and the server model have different shapes (another model)")
-        guard let check = f.metadata["engine.key_check"]?.string, check == server.keyCheck else {
+        let h = try SplitClientHalf(client: f, kernels: kernels)
+        try require(
+            h.config == server.config, "the client half and the server model have different shapes (another model)")
+        guard h.keyCheck == server.keyCheck else {
             throw EngineError.invalidArgument(
                 "the client half and the server model were encrypted with different keys (or one is not encrypted)")
         }
-        tokenizer = try BPETokenizer(gguf: f)
-        embedding = try f.matrix("token_embd.weight")
-        head = try f.matrix("output.weight")
-        try require(
-            embedding.rows == c.vocab && embedding.cols == c.dim && head.rows == c.vocab && head.cols == c.dim,
-            "client tensors do not match the configuration")
+        half = h
         self.server = server
-        self.kernels = kernels
     }
 
     /// Plain logits for plain ids run at the cache's next positions (last position only).
     public func step(_ ids: [Int], cache: any KVCache) throws -> [Float] {
-        let c = server.config
-        let d = c.dim
-        for t in ids where t < 0 || t >= c.vocab {
-            throw EngineError.invalidArgument("token id \(t) is out of range 0..<\(c.vocab)")
-        }
+        let d = server.config.dim
         var t0 = DispatchTime.now().uptimeNanoseconds
-        var x = [Float](repeating: 0, count: ids.count * d)
-        try x.withUnsafeMutableBufferPointer { xp in
-            for (i, t) in ids.enumerated() {
-                try kernels.row(embedding, t, into: UnsafeMutableBufferPointer(rebasing: xp[(i * d)..<((i + 1) * d)]))
-            }
-        }
+        let x = try half.inputs(ids)
         count(sent: x.count * 4, seconds: Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
         let h = try server.forwardHidden(x, cache: cache)
         count(received: d * 4) // only the last position's state is needed
         t0 = DispatchTime.now().uptimeNanoseconds
-        var normed = [Float](repeating: 0, count: d)
-        try kernels.rmsNorm(
-            Array(h[(h.count - d)...]), [Float](repeating: 1, count: d), eps: c.normEps, into: &normed, dim: d)
-        var logits = [Float](repeating: 0, count: c.vocab)
-        try normed.withUnsafeBufferPointer { np in
-            try logits.withUnsafeMutableBufferPointer { lp in
-                try kernels.linear(head, x: np, tokens: 1, into: lp, numerics: .exact)
-            }
-        }
+        let logits = try half.logits(finalState: Array(h[(h.count - d)...]))
         count(seconds: Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
         return logits
     }
