@@ -30,6 +30,10 @@ struct Serve: AsyncParsableCommand {
     @Option(
         help: "Positions one sequence may use, prompt and output (default: the model's); bounds KV cache memory.")
     var context: Int?
+    @Option(
+        name: .customLong("prefill-chunk"),
+        help: "Most prompt tokens one decode step carries (chunked prefill keeps running streams at pace).")
+    var prefillChunk = 128
     @Option(name: .customLong("max-tokens"), help: "Largest max_tokens a request may ask for (default: the context).")
     var maxTokens: Int?
     @Option(parsing: .unconditional, help: "Kernel threads (default: ENGINE_THREADS or all cores).") var threads: Int?
@@ -44,6 +48,7 @@ struct Serve: AsyncParsableCommand {
         try checkRange(maxBodyBytes, 1024...(1 << 30), "--max-body-bytes")
         if let maxTokens { try checkRange(maxTokens, 1...Limits.context, "--max-tokens") }
         if let context { try checkRange(context, 1...Limits.context, "--context") }
+        try checkRange(prefillChunk, 1...Limits.context, "--prefill-chunk")
         try checkThreads(threads)
         for i in index where !i.contains("=") {
             throw ValidationError("--index takes NAME=DIR, got \(i.debugDescription)")
@@ -66,6 +71,7 @@ struct Serve: AsyncParsableCommand {
         o.maxBodyBytes = maxBodyBytes
         o.maxTokensLimit = maxTokens
         o.context = context
+        o.prefillChunk = prefillChunk
         o.threads = threads ?? Threads.defaultCount
         o.exitWithParent = exitWithParent
         if let apiKeyFile {

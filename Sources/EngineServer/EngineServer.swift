@@ -38,6 +38,9 @@ public struct ServerOptions: Sendable {
     /// Positions one sequence may use, prompt and generation (nil: the model's context). Bounds
     /// each sequence's KV cache memory.
     public var context: Int?
+    /// Most prompt tokens one decode step carries (chunked prefill: running streams wait at most
+    /// one chunk's time per step for a new prompt).
+    public var prefillChunk = 128
     /// Largest `max_tokens` a request may ask for (nil: the model's context).
     public var maxTokensLimit: Int?
     /// Kernel threads.
@@ -126,7 +129,8 @@ public final class EngineServer: @unchecked Sendable {
             }
             let name = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
             let scheduler = GenerationScheduler(
-                model: model, slots: options.parallel, queueLimit: options.queueLimit, context: options.context)
+                model: model, slots: options.parallel, queueLimit: options.queueLimit, context: options.context,
+                prefillChunk: options.prefillChunk)
             decoder = Decoder(name: name, model: model, text: text, scheduler: scheduler, split: split)
         } else {
             decoder = nil

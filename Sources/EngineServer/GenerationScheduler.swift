@@ -19,14 +19,18 @@ public enum FinishReason: String, Sendable {
 }
 
 /// Continuous batching over one decoder: up to `slots` sequences run together, each with its own
-/// KV cache; every step runs one `LlamaModel.forward(batch:)` in which a newly admitted sequence
-/// brings its whole prompt and every other sequence its last token, so the weights are read once
-/// per step for all of them. Requests wait in a bounded queue and join at the next step; a
-/// sequence whose consumer goes away (client disconnected) is dropped before the next step.
+/// KV cache; every step runs one `LlamaModel.forward(batch:)` in which every decoding sequence
+/// brings its last token and sequences still in their prompt bring its next piece, so the weights
+/// are read once per step for all of them. Prefill is chunked: a step carries at most
+/// `prefillChunk` prompt tokens in all (the first waiting prompt always gets its share), so a long
+/// new prompt delays the running streams by one chunk's time per step instead of its whole
+/// length. Requests wait in a bounded queue and join at the next step; a sequence whose consumer
+/// goes away (client disconnected) is dropped before the next step.
 ///
-/// The quantized kernels compute each row of a batch exactly as they compute it alone, and a
-/// prompt is prefilled in one piece as `TextGenerator` does, so a request's tokens equal a local
-/// run's whatever else shares the batch.
+/// The quantized kernels compute each row of a batch exactly as they compute it alone, and
+/// attention over a chunk against the cached positions computes what the whole prompt would, so a
+/// request's tokens equal a local run's whatever else shares the batch and however its prompt is
+/// cut (ServerTests checks both with native quantized weights).
 public final class GenerationScheduler: @unchecked Sendable {
     /// The decoder.
     public let model: LlamaModel
@@ -36,6 +40,8 @@ public final class GenerationScheduler: @unchecked Sendable {
     public let slots: Int
     /// Requests that may wait for a slot before new ones are refused.
     public let queueLimit: Int
+    /// Most prompt tokens one step carries (chunked prefill).
+    public let prefillChunk: Int
 
     final class Sequence: @unchecked Sendable {
         let prompt: [Int]
@@ -46,6 +52,8 @@ public final class GenerationScheduler: @unchecked Sendable {
         var cache: DenseKVCache?
         var last: Int?
         var generated = 0
+        /// Prompt tokens already in the cache.
+        var prefilled = 0
         /// Set (under the scheduler's lock) when the consumer went away.
         var cancelled = false
 
@@ -76,8 +84,9 @@ public final class GenerationScheduler: @unchecked Sendable {
     private let batchRecorder = Recorder(label: "engine_decode_batch_rows")
 
     /// A scheduler over `model`; call `start()` before submitting.
-    public init(model: LlamaModel, slots: Int, queueLimit: Int, context: Int? = nil) {
+    public init(model: LlamaModel, slots: Int, queueLimit: Int, context: Int? = nil, prefillChunk: Int = 128) {
         self.model = model
+        self.prefillChunk = max(1, prefillChunk)
         self.context = min(context ?? model.config.contextLength, model.config.contextLength)
         self.slots = max(1, slots)
         self.queueLimit = max(0, queueLimit)
@@ -177,6 +186,7 @@ public final class GenerationScheduler: @unchecked Sendable {
     private func step(_ batch: [Sequence]) {
         var rows: [(tokens: [Int], cache: any KVCache)] = []
         var ready: [Sequence] = []
+        var budget = prefillChunk
         for s in batch {
             if s.cache == nil {
                 // as TextGenerator sizes it: the prompt plus what may be generated, within the context
@@ -186,8 +196,14 @@ public final class GenerationScheduler: @unchecked Sendable {
                     finish(s, error: error)
                     continue
                 }
-                promptCounter.increment(by: s.prompt.count)
-                rows.append((tokens: s.prompt, cache: s.cache!))
+            }
+            if s.prefilled < s.prompt.count {
+                guard budget > 0 else { continue } // waits for the next step
+                let n = min(budget, s.prompt.count - s.prefilled)
+                rows.append((tokens: Array(s.prompt[s.prefilled..<(s.prefilled + n)]), cache: s.cache!))
+                s.prefilled += n
+                budget -= n
+                promptCounter.increment(by: n)
             } else {
                 rows.append((tokens: [s.last!], cache: s.cache!))
             }
@@ -202,7 +218,7 @@ public final class GenerationScheduler: @unchecked Sendable {
         }
         stepTimer.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - t0))
         batchRecorder.record(rows.count)
-        for (s, l) in zip(ready, logits) {
+        for (s, l) in zip(ready, logits) where s.prefilled == s.prompt.count && s.cache != nil {
             let cache = s.cache!
             // the loop of TextGenerator: sample while tokens are wanted and the cache has room
             guard s.generated < s.maxTokens && cache.length < cache.capacity else {

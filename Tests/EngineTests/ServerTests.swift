@@ -131,6 +131,8 @@ final class ServerTests: XCTestCase {
                 [
                     "--model", TestModels.smolLM2, "--embedding-model", TestModels.miniLM, "--index", "docs=\(dir)/idx",
                     "--api-key-file", dir + "/api.key", "--parallel", "4",
+                    // chunked prefill in small pieces: most test prompts span several steps
+                    "--prefill-chunk", "8",
                 ], apiKey: apiKey)
             generator = try TextGenerator(path: TestModels.smolLM2, kernels: Kernels.selected())
         } catch {
@@ -158,11 +160,18 @@ final class ServerTests: XCTestCase {
         return text
     }
 
-    /// Greedy and seeded completions equal a local run of the same model (the scheduler's batched
-    /// steps compute each sequence exactly as it is computed alone).
+    /// Greedy and seeded completions equal a local run of the same model (TextGenerator, whole-prompt
+    /// prefill): the scheduler's batched steps compute each sequence exactly as it is computed
+    /// alone, though the server feeds prompts in chunks of 8 tokens (`--prefill-chunk 8`; the long
+    /// prompt spans five steps).
     func testCompletionsEqualLocalRuns() throws {
         let s = try server()
-        for (prompt, temperature, seed) in [("The capital of France is", 0.0, 0), ("Once upon a time", 0.8, 7)] {
+        let long =
+            "In a small village at the edge of a great forest there lived an old clockmaker who repaired "
+            + "every clock in the valley, and one winter morning a stranger knocked on his door carrying"
+        for (prompt, temperature, seed) in [
+            ("The capital of France is", 0.0, 0), ("Once upon a time", 0.8, 7), (long, 0.0, 0),
+        ] {
             let (st, o) = try s.post(
                 "/v1/completions",
                 ["prompt": prompt, "max_tokens": 24, "temperature": temperature, "seed": seed])
@@ -181,7 +190,10 @@ final class ServerTests: XCTestCase {
     /// to a local run, as server-sent events ending in [DONE].
     func testConcurrentStreamsEachGetTheirOwnText() throws {
         let s = try server()
-        let prompts = ["The capital of France is", "My favourite colour is", "def fibonacci(n):", "1, 2, 3, 4,"]
+        let prompts = [
+            "The capital of France is", "My favourite colour is", "def fibonacci(n):",
+            "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,",
+        ]
         nonisolated(unsafe) var got = [String](repeating: "", count: prompts.count)
         nonisolated(unsafe) var done = [Bool](repeating: false, count: prompts.count)
         let lock = NSLock()
