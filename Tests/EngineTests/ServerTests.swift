@@ -160,6 +160,78 @@ final class ServerTests: XCTestCase {
         return text
     }
 
+    /// SIGTERM while four streams decode and an index insert is in flight: the server stops
+    /// accepting, lets every stream run to its end (all tokens, then [DONE]), answers the insert,
+    /// and exits 0; the index then opens and holds the inserted vector (nothing half-written).
+    func testSIGTERMUnderLoadLetsStreamsFinish() throws {
+        let dir = NSTemporaryDirectory() + "engine-sigterm-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var rng = SeededRandom(seed: 5)
+        _ = try HybridIndex.build(
+            vectors: (0..<(500 * 16)).map { _ in rng.nextGaussian() }, dim: 16, ids: nil, directory: dir,
+            options: HybridIndexOptions())
+        let s = try ServerProcess(["--model", TestModels.smolLM2, "--index", "v=\(dir)", "--parallel", "4"])
+        let lock = NSLock()
+        nonisolated(unsafe) var streams: [(Int, Int, Bool)] = []
+        nonisolated(unsafe) var insert: Int = 0
+        let group = DispatchGroup()
+        let session = URLSession(
+            configuration: {
+                let c = URLSessionConfiguration.ephemeral
+                c.httpMaximumConnectionsPerHost = 16
+                c.timeoutIntervalForRequest = 300
+                return c
+            }())
+        for i in 0..<4 {
+            group.enter()
+            var r = URLRequest(url: URL(string: "http://127.0.0.1:\(s.port)/v1/completions")!)
+            r.httpMethod = "POST"
+            r.httpBody = try JSONSerialization.data(withJSONObject: [
+                "prompt": "Story \(i):", "max_tokens": 96, "temperature": 0, "stream": true, "ignore_eos": true,
+            ])
+            session.dataTask(with: r) { data, response, _ in
+                let (events, done) = ServerProcess.events(data ?? Data())
+                let tokens = events.filter { (($0["choices"] as? [[String: Any]])?.first?["text"]) != nil }.count
+                lock.withLock { streams.append(((response as? HTTPURLResponse)?.statusCode ?? 0, tokens, done)) }
+                group.leave()
+            }.resume()
+        }
+        // SIGTERM only once all four are decoding (the scheduler's gauge)
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            let metrics = String(decoding: try s.request("GET", "/metrics").1, as: UTF8.self)
+            if metrics.contains("engine_generation_active_sequences 4") { break }
+            usleep(20_000)
+        }
+        group.enter()
+        DispatchQueue.global().async {
+            let body = try! JSONSerialization.data(withJSONObject: [
+                "vectors": [[Float](repeating: 0.5, count: 16)], "ids": [777_777],
+            ])
+            let st = (try? s.request("POST", "/v1/indexes/v/insert", body: body).0) ?? 0
+            lock.withLock { insert = st }
+            group.leave()
+        }
+        usleep(20_000)
+        let t0 = Date()
+        XCTAssertEqual(s.stop(), 0, "graceful shutdown under load exits 0")
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 120)
+        group.wait()
+        XCTAssertEqual(streams.count, 4)
+        for (st, tokens, done) in streams {
+            XCTAssertEqual(st, 200)
+            XCTAssertTrue(done, "each stream ends with [DONE]")
+            XCTAssertGreaterThanOrEqual(tokens, 90, "each stream ran to its end (96 tokens in pieces)")
+        }
+        let reopened = try HybridIndex(directory: dir)
+        if insert == 200 {
+            XCTAssertEqual(reopened.insertedCount, 1, "the answered insert is in the index")
+            XCTAssertEqual(try reopened.search([Float](repeating: 0.5, count: 16), k: 1).neighbors.first?.id, 777_777)
+        } else {
+            XCTAssertEqual(insert, 0, "the insert was either answered or never accepted, got \(insert)")
+        }
+    }
+
     /// Greedy and seeded completions equal a local run of the same model (TextGenerator, whole-prompt
     /// prefill): the scheduler's batched steps compute each sequence exactly as it is computed
     /// alone, though the server feeds prompts in chunks of 8 tokens (`--prefill-chunk 8`; the long
