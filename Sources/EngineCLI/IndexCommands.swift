@@ -5,7 +5,10 @@ import Foundation
 struct Index: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Memory/disk hybrid vector index (SPANN-style): build, search, stats.",
-        subcommands: [IndexBuild.self, IndexSearch.self, IndexStats.self, IndexGroundTruth.self, IndexRepair.self])
+        subcommands: [
+            IndexBuild.self, IndexSearch.self, IndexStats.self, IndexGroundTruth.self, IndexRepair.self,
+            IndexPartition.self,
+        ])
 }
 
 struct IndexBuild: ParsableCommand {
@@ -43,10 +46,11 @@ struct IndexBuild: ParsableCommand {
         parsing: .unconditional,
         help: "Seed of the build's sampling and k-means (the same seed and input give the same bytes).")
     var seed: UInt64 = 1
+    @Option(help: "External ids: a .npy of int64, one per input vector (default: row numbers).") var ids: String?
 
     func validate() throws {
         try checkEnvironment()
-        try checkOutput(output, force: force, inputs: [input])
+        try checkOutput(output, force: force, inputs: [input] + (ids.map { [$0] } ?? []))
         try checkRange(headFraction, 1e-6...1, "--head-fraction")
         try checkRange(replicas, 1...8, "--replicas")
         try checkRange(replicaEpsilon, 0...1000, "--replica-epsilon")
@@ -70,7 +74,17 @@ struct IndexBuild: ParsableCommand {
         o.seed = seed
         o.progress = { note($0 + " [RSS \(Int(currentRSSMiB())) MiB]") }
         let clock = Stopwatch()
-        let idx = try HybridIndex.build(source: src, directory: output, options: o, kernels: Kernels.selected())
+        var external: [UInt64]?
+        if let ids {
+            let (v, shape) = try NPY.readInt64(path: ids)
+            guard shape == [src.count] else {
+                throw ValidationError("--ids holds shape \(shape), the input has \(src.count) vectors")
+            }
+            guard v.allSatisfy({ $0 >= 0 }) else { throw ValidationError("--ids holds a negative id") }
+            external = v.map { UInt64($0) }
+        }
+        let idx = try HybridIndex.build(
+            source: src, ids: external, directory: output, options: o, kernels: Kernels.selected())
         note("built in \(clock.text), peak memory \(Int(peakRSSMiB())) MiB")
         print(IndexStats.describe(idx))
     }
@@ -175,5 +189,64 @@ struct IndexRepair: ParsableCommand {
         note(
             "\(index)/delta.log: \(idx.repairedBytes) corrupt bytes skipped; \(idx.insertedCount) inserted vectors "
                 + "and \(idx.tombstoneCount) tombstones kept")
+    }
+}
+
+struct IndexPartition: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "partition",
+        abstract: "Split vectors into shards for a sharded index (whole coarse clusters per shard, a routing table).",
+        discussion: """
+            Writes OUTPUT/shard-K/base.npy and ids.npy per shard (build each with `engine index build \
+            --input OUTPUT/shard-K/base.npy --ids OUTPUT/shard-K/ids.npy --output ...`), and \
+            OUTPUT/routing.json with OUTPUT/centroids.npy: the coarse centroids and the shard owning each, \
+            which a router uses to send a query only to the shards owning its nearest clusters.
+            """)
+    @Option(help: "Base vectors (.fvecs, .bvecs, .npy, or IDX).") var input: String
+    @Option(parsing: .unconditional, help: "Number of shards.") var shards = 3
+    @Option(help: "Output directory (must not exist).") var output: String
+    @Option(help: "Metric of the indexes to be built: l2, ip or cos (cos routes on normalised vectors).")
+    var metric: Metric = .l2
+    @Option(name: .customLong("coarse-clusters"), parsing: .unconditional, help: "Coarse clusters (0: automatic).")
+    var coarseClusters = 0
+    @Option(
+        name: .customLong("boundary-epsilon"), parsing: .unconditional,
+        help: "Replicate a vector into its second-nearest cluster's shard when d2 <= (1 + e) d1 (squared L2).")
+    var boundaryEpsilon: Float = 0.1
+    @Option(
+        name: .customLong("max-replicated"), parsing: .unconditional,
+        help: "Largest fraction of the vectors replicated into a second shard.")
+    var maxReplicated = 0.1
+    @Option(parsing: .unconditional, help: "Seed of sampling and k-means.") var seed: UInt64 = 1
+
+    func validate() throws {
+        try checkEnvironment()
+        try checkRange(shards, 1...4096, "--shards")
+        try checkRange(coarseClusters, 0...(1 << 24), "--coarse-clusters")
+        try checkRange(boundaryEpsilon, 0...100, "--boundary-epsilon")
+        try checkRange(maxReplicated, 0...1, "--max-replicated")
+        guard !FileManager.default.fileExists(atPath: output) else {
+            throw ValidationError("\(output) exists; a partition is written to a new directory")
+        }
+    }
+
+    func run() throws {
+        configureThreads()
+        let src = try VectorFile.source(path: input)
+        var o = ShardPartitionOptions()
+        o.shards = shards
+        o.metric = metric
+        o.coarseClusters = coarseClusters
+        o.boundaryEpsilon = boundaryEpsilon
+        o.maxReplicatedFraction = maxReplicated
+        o.seed = seed
+        o.progress = { note($0) }
+        let clock = Stopwatch()
+        let r = try ShardPartitioner.partition(source: src, directory: output, options: o, kernels: Kernels.selected())
+        note("partitioned in \(clock.text)")
+        print(
+            "\(src.count) vectors into \(shards) shards (\(r.vectorsPerShard.map(String.init).joined(separator: ", ")) "
+                + "vectors), \(r.replicated) replicated into a second shard, \(r.routing.clusters) coarse clusters; "
+                + "routing table \(output)/routing.json")
     }
 }

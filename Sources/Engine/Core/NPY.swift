@@ -17,6 +17,14 @@ public enum NPY {
         raw: UnsafeRawBufferPointer, descr: String, count: Int, shape: [Int], to path: String
     ) throws {
         try require(shape.reduce(1, *) == count, "shape \(shape) does not match \(count) values")
+        let w = try AtomicFileWriter(path: path)
+        try w.write(header(descr: descr, shape: shape))
+        try w.write(raw)
+        try w.commit()
+    }
+
+    /// The magic, version and header dict of a format 1.0 file, padded to 64 bytes.
+    static func header(descr: String, shape: [Int]) -> [UInt8] {
         let dims = shape.map(String.init).joined(separator: ", ") + (shape.count == 1 ? "," : "")
         var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': (\(dims)), }"
         let total = 10 + header.utf8.count + 1
@@ -24,10 +32,7 @@ public enum NPY {
         var bytes: [UInt8] = [0x93] + Array("NUMPY".utf8) + [1, 0]
         let hl = UInt16(header.utf8.count)
         bytes += [UInt8(hl & 0xff), UInt8(hl >> 8)] + Array(header.utf8)
-        let w = try AtomicFileWriter(path: path)
-        try w.write(bytes)
-        try w.write(raw)
-        try w.commit()
+        return bytes
     }
 
     /// Reads a C-order little-endian float32 array; returns values and shape.
@@ -43,6 +48,22 @@ public enum NPY {
 
     /// Shape and data offset of a C-order little-endian float32 .npy file (header checked).
     public static func float32Layout(path: String) throws -> (shape: [Int], dataOffset: Int) {
+        try layout(path: path, descr: "<f4", itemSize: 4)
+    }
+
+    /// Reads a C-order little-endian int64 array; returns values and shape.
+    public static func readInt64(path: String) throws -> (values: [Int64], shape: [Int]) {
+        let (shape, start) = try layout(path: path, descr: "<i8", itemSize: 8)
+        let f = try MappedFile(path: path)
+        let n = shape.reduce(1, *)
+        let data = try f.bytes(start, n * 8)
+        var out = [Int64](repeating: 0, count: n)
+        out.withUnsafeMutableBytes { $0.copyMemory(from: data) }
+        return (out.map { Int64(littleEndian: $0) }, shape)
+    }
+
+    /// Shape and data offset of a C-order .npy file of `descr` elements (header and size checked).
+    static func layout(path: String, descr: String, itemSize: Int) throws -> (shape: [Int], dataOffset: Int) {
         guard let h = FileHandle(forReadingAtPath: path) else { throw EngineError.io("cannot open \(path)") }
         defer { try? h.close() }
         let head = [UInt8](h.readData(ofLength: 12))
@@ -64,9 +85,9 @@ public enum NPY {
         guard hb.count == hlen else { throw EngineError.invalidFile("\(path): truncated .npy header") }
         let header = String(decoding: hb, as: UTF8.self)
         let fields = try parseHeader(header, path: path)
-        guard fields["descr"] == "'<f4'" else {
+        guard fields["descr"] == "'\(descr)'" else {
             throw EngineError.unsupported(
-                "\(path): only little-endian float32 (<f4) .npy is supported; descr is \(fields["descr"] ?? "missing")")
+                "\(path): expected a \(descr) .npy array; descr is \(fields["descr"] ?? "missing")")
         }
         guard fields["fortran_order"] == "False" else {
             throw EngineError.unsupported("\(path): Fortran-order arrays are not supported")
@@ -82,7 +103,7 @@ public enum NPY {
         }
         var n = 1
         for d in shape { n = try CheckedSize.product(n, d, what: "\(path) shape \(shape)") }
-        let size = try CheckedSize.product(n, 4, what: "\(path) shape \(shape)")
+        let size = try CheckedSize.product(n, itemSize, what: "\(path) shape \(shape)")
         let fileSize = Int((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? -1)
         guard fileSize >= 0, size == fileSize - (start + hlen) else {
             throw EngineError.invalidFile(
@@ -138,5 +159,36 @@ public enum NPY {
             out[key] = value
         }
         return out
+    }
+}
+
+/// A .npy file written row by row when its shape is known up front (atomic: nothing appears at
+/// `path` unless every row was written and `commit` was called).
+public final class NPYStreamWriter {
+    let writer: AtomicFileWriter
+    let expected: Int
+    let start: Int
+
+    /// A float32 (`<f4`) or int64 (`<i8`) array of `shape`.
+    public init(path: String, descr: String, shape: [Int]) throws {
+        try require(descr == "<f4" || descr == "<i8", "unsupported .npy element type \(descr)")
+        var n = 1
+        for d in shape { n = try CheckedSize.product(n, d, what: "\(path) shape \(shape)") }
+        expected = try CheckedSize.product(n, descr == "<f4" ? 4 : 8, what: "\(path) shape \(shape)")
+        writer = try AtomicFileWriter(path: path)
+        let h = NPY.header(descr: descr, shape: shape)
+        start = h.count
+        try writer.write(h)
+    }
+
+    /// Appends raw little-endian element bytes.
+    public func write(_ bytes: UnsafeRawBufferPointer) throws { try writer.write(bytes) }
+
+    /// Moves the file into place; throws unless exactly the shape's bytes were written.
+    public func commit() throws {
+        try require(
+            writer.bytesWritten - start == expected,
+            "\(writer.path): \(writer.bytesWritten - start) data bytes written, the shape needs \(expected)")
+        try writer.commit()
     }
 }
