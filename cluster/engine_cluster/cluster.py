@@ -40,14 +40,17 @@ class ShardReplica:
         return self.proc.stop()
 
 
-def start_replicas(engine, index_dirs, replicas=2, spread=True, threads=1):
+def start_replicas(engine, index_dirs, replicas=2, spread=True, threads=1, pin=None):
     """Actors for every shard x replica; with `spread`, a shard's replicas are on different nodes
-    (STRICT_SPREAD: the placement group waits until the cluster has that many nodes)."""
+    (STRICT_SPREAD: the placement group waits until the cluster has that many nodes). `pin`, if
+    given, names for shard s and replica r a custom node resource (`ray start --resources`) its
+    bundle must hold: pin(s, r) -> "node2" places that replica on the node started with it."""
     actors = []
     for shard, index_dir in enumerate(index_dirs):
         opts = {}
         if spread:
-            pg = placement_group([{"CPU": 0.1}] * replicas, strategy="STRICT_SPREAD")
+            bundles = [{"CPU": 0.1, **({pin(shard, r): 0.01} if pin else {})} for r in range(replicas)]
+            pg = placement_group(bundles, strategy="STRICT_SPREAD")
             ray.get(pg.ready(), timeout=120)
         row = []
         for r in range(replicas):

@@ -1,0 +1,60 @@
+"""Ray side: shard builds as tasks, shard replicas as actors (each supervising one `engine serve`),
+replicas of a shard on different nodes (a placement group per replica set, STRICT_SPREAD)."""
+import os
+import subprocess
+
+import ray
+from ray.util.placement_group import placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from .supervisor import EngineProcess
+
+
+@ray.remote(num_cpus=1)
+def build_shard(engine, partition_dir, shard, output, extra_args=()):
+    """`engine index build` of one shard of a partition, on whichever node Ray picks."""
+    d = os.path.join(partition_dir, f"shard-{shard}")
+    r = subprocess.run(
+        [engine, "index", "build", "--input", f"{d}/base.npy", "--ids", f"{d}/ids.npy", "--output", output,
+         *extra_args], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"shard {shard} build failed: {r.stderr.strip()[-500:]}")
+    return output
+
+
+@ray.remote(num_cpus=0.1, max_restarts=0)
+class ShardReplica:
+    """One replica of one shard: an `engine serve --index shard=DIR` process on this actor's node."""
+
+    def __init__(self, engine, shard, index_dir, host=None, threads=1):
+        self.shard = shard
+        host = host or ray.util.get_node_ip_address()
+        self.proc = EngineProcess(engine, ["--index", f"shard={index_dir}", "--read-only-indexes",
+                                           "--threads", str(threads)], host=host)
+
+    def info(self):
+        return {"shard": self.shard, "url": self.proc.url, "pid": self.proc.pid,
+                "node": ray.get_runtime_context().get_node_id(), "alive": self.proc.alive()}
+
+    def stop(self):
+        return self.proc.stop()
+
+
+def start_replicas(engine, index_dirs, replicas=2, spread=True, threads=1):
+    """Actors for every shard x replica; with `spread`, a shard's replicas are on different nodes
+    (STRICT_SPREAD: the placement group waits until the cluster has that many nodes)."""
+    actors = []
+    for shard, index_dir in enumerate(index_dirs):
+        opts = {}
+        if spread:
+            pg = placement_group([{"CPU": 0.1}] * replicas, strategy="STRICT_SPREAD")
+            ray.get(pg.ready(), timeout=120)
+        row = []
+        for r in range(replicas):
+            if spread:
+                opts = {"scheduling_strategy": PlacementGroupSchedulingStrategy(
+                    placement_group=pg, placement_group_bundle_index=r)}
+            row.append(ShardReplica.options(**opts).remote(engine, shard, index_dir, threads=threads))
+        actors.append(row)
+    infos = [[ray.get(a.info.remote(), timeout=300) for a in row] for row in actors]
+    return actors, infos
