@@ -102,6 +102,37 @@ check(not res["partial"], "all shards answered")
 check(rs >= r1 - 0.005, f"sharded recall {rs:.4f} within 0.005 of the single index {r1:.4f}")
 check(np.mean(res["shards"]) < 3, "queries routed, not broadcast")
 
+if address:
+    # the router as a Ray Serve deployment: the same answers over HTTP, bad requests refused
+    import json
+    import urllib.error
+    import urllib.request
+
+    from ray import serve
+
+    from engine_cluster.serve_app import SearchRouter
+
+    # proxy and router on node 1 (the faults below take nodes 2 and 3)
+    serve.start(proxy_location="HeadOnly", http_options={"host": "10.77.0.11", "port": 8011})
+    router = SearchRouter.options(ray_actor_options={"num_cpus": 0.1, "resources": {"node1": 0.01}})
+    serve.run(router.bind(part, [[i["url"] for i in row] for row in infos]), route_prefix="/search", name="search")
+
+    def post(body):
+        req = urllib.request.Request("http://10.77.0.11:8011/search", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, json.load(r)
+        except urllib.error.HTTPError as e:
+            return e.code, json.load(e)
+
+    st, out = post({"vectors": [q.tolist() for q in queries[:100]], "k": 10, "nprobe": 32, "probes": 4})
+    check(st == 200 and [[h["id"] for h in r] for r in out["results"]] == ids[:100],
+          "Serve router: the same answers over HTTP")
+    st1, _ = post({"vectors": [[1.0, 2.0]], "k": 10})
+    st2, _ = post({"vectors": [q.tolist() for q in queries[:1]], "k": 0})
+    check(st1 == 400 and st2 == 400, f"Serve router: wrong dimension and k=0 refused ({st1}, {st2})")
+
 
 
 def cut(node, up):
@@ -150,6 +181,8 @@ else:
     res4, ids4 = sharded(queries[:200])
     check(not res4["partial"] and recall(ids4) == recall(ids[:200]), "node 3 back: complete again")
 
+if address:
+    serve.shutdown()
 for row in actors:
     for a in row:
         try:
