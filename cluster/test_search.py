@@ -102,6 +102,38 @@ check(not res["partial"], "all shards answered")
 check(rs >= r1 - 0.005, f"sharded recall {rs:.4f} within 0.005 of the single index {r1:.4f}")
 check(np.mean(res["shards"]) < 3, "queries routed, not broadcast")
 
+# bad input: a routing table whose shards do not match the replicas
+from engine_cluster.routing import RoutingError  # noqa: E402
+
+urls = [[i["url"] for i in row] for row in infos]
+try:
+    ShardedSearcher(routing, [urls[1], urls[0], urls[2]])
+    check(False, "swapped shards refused")
+except RoutingError as e:
+    check("does not hold shard 0" in str(e), f"swapped shards refused: {e}")
+# a shard index that fails its checksum: the replica does not start, and says why
+bad = os.path.join(work, "corrupt.idx")
+subprocess.run(["rm", "-rf", bad])
+subprocess.run(["cp", "-r", dirs[0], bad], check=True)
+with open(os.path.join(bad, "heads.bin"), "r+b") as f:
+    f.seek(200)
+    b = f.read(1)
+    f.seek(200)
+    f.write(bytes([b[0] ^ 0xFF]))
+try:
+    from engine_cluster.cluster import ShardReplica  # noqa: E402
+    ray.get(ShardReplica.remote(engine, 0, bad).info.remote(), timeout=120)
+    check(False, "a corrupt shard index is refused")
+except ray.exceptions.RayActorError as e:
+    check("checksum" in str(e) or "corrupt" in str(e), f"a corrupt shard index is refused ({str(e)[-160:]!r})")
+if address:
+    # more replicas on different nodes than there are nodes: a clear error, not a hang
+    try:
+        start_replicas(engine, dirs[:1], replicas=4, spread=True, timeout=10)
+        check(False, "4 replicas on 3 nodes refused")
+    except RuntimeError as e:
+        check("cannot be placed" in str(e), "4 replicas on 3 nodes refused with a clear error")
+
 if address:
     # the router as a Ray Serve deployment: the same answers over HTTP, bad requests refused
     import json

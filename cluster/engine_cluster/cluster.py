@@ -40,7 +40,7 @@ class ShardReplica:
         return self.proc.stop()
 
 
-def start_replicas(engine, index_dirs, replicas=2, spread=True, threads=1, pin=None):
+def start_replicas(engine, index_dirs, replicas=2, spread=True, threads=1, pin=None, timeout=120):
     """Actors for every shard x replica; with `spread`, a shard's replicas are on different nodes
     (STRICT_SPREAD: the placement group waits until the cluster has that many nodes). `pin`, if
     given, names for shard s and replica r a custom node resource (`ray start --resources`) its
@@ -51,7 +51,13 @@ def start_replicas(engine, index_dirs, replicas=2, spread=True, threads=1, pin=N
         if spread:
             bundles = [{"CPU": 0.1, **({pin(shard, r): 0.01} if pin else {})} for r in range(replicas)]
             pg = placement_group(bundles, strategy="STRICT_SPREAD")
-            ray.get(pg.ready(), timeout=120)
+            try:
+                ray.get(pg.ready(), timeout=timeout)
+            except ray.exceptions.GetTimeoutError:
+                ray.util.remove_placement_group(pg)
+                raise RuntimeError(
+                    f"shard {shard}: {replicas} replicas on different nodes cannot be placed within {timeout} s "
+                    f"(the cluster has {len([n for n in ray.nodes() if n['Alive']])} live nodes; a node never joined?)")
         row = []
         for r in range(replicas):
             if spread:

@@ -9,16 +9,39 @@ import urllib.request
 
 
 class ShardedSearcher:
-    def __init__(self, routing, replicas, deadline=2.0, index_name="shard", api_key=None):
-        """`replicas`: for each shard, the base URLs of the `engine serve` processes holding it."""
+    def __init__(self, routing, replicas, deadline=2.0, index_name="shard", api_key=None, verify=True):
+        """`replicas`: for each shard, the base URLs of the `engine serve` processes holding it.
+        With `verify`, every replica that answers must hold its shard as the routing table
+        describes it (dimension, metric, vector count); a mismatch raises RoutingError."""
+        from .routing import RoutingError
         if len(replicas) != routing.shards:
-            raise ValueError(f"{len(replicas)} replica lists for {routing.shards} shards")
+            raise RoutingError(f"{len(replicas)} replica lists for the {routing.shards} shards of the routing table")
         self.routing = routing
         self.replicas = [list(r) for r in replicas]
         self.deadline = deadline
         self.index_name = index_name
         self.api_key = api_key
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=32)
+        if verify:
+            for shard, urls in enumerate(self.replicas):
+                for url in urls:
+                    try:
+                        st = self._get(f"{url}/v1/indexes/{index_name}")
+                    except (urllib.error.URLError, OSError, ValueError):
+                        continue  # down now: a failover candidate, checked by its answers' absence
+                    want = routing.vectors_per_shard[shard]
+                    if st.get("dimension") != routing.dim or st.get("metric") != routing.metric or \
+                            st.get("count") != want:
+                        raise RoutingError(
+                            f"{url} does not hold shard {shard} of this routing table: it has {st.get('count')} "
+                            f"{st.get('dimension')}-d {st.get('metric')} vectors, the table says {want} "
+                            f"{routing.dim}-d {routing.metric}")
+
+    def _get(self, url):
+        req = urllib.request.Request(
+            url, headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})
+        with urllib.request.urlopen(req, timeout=self.deadline) as r:
+            return json.load(r)
 
     def _post(self, url, body):
         req = urllib.request.Request(
