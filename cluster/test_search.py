@@ -214,6 +214,51 @@ else:
     check(not res4["partial"] and recall(ids4) == recall(ids[:200]), "node 3 back: complete again")
 
 if address:
+    # inference replicas on Serve: an encrypted model; the key stays with the client (the
+    # `engine generate --server --key` process here); a replica killed mid-stream, the client
+    # locates another and gets the same greedy text as a local run
+    from engine_cluster.inference import ModelReplica
+
+    key, enc = os.path.join(work, "llm.key"), os.path.join(work, "enc.gguf")
+    if not os.path.exists(enc):
+        run("keygen", "--output", key)
+        run("encrypt-model", "--key", key, "--type", "q8_0", "--output", enc)
+    serve.run(ModelReplica.options(ray_actor_options={"num_cpus": 0.1, "resources": {"node3": 0.01}})
+              .bind(engine, enc), route_prefix="/locate", name="models")
+
+    def locate(avoid=None):
+        for _ in range(60):
+            with urllib.request.urlopen("http://10.77.0.11:8011/locate", timeout=30) as r:
+                u = json.load(r)
+            if u["url"] != avoid:
+                try:
+                    urllib.request.urlopen(u["url"] + "/health", timeout=2).read()
+                    return u
+                except OSError:
+                    pass
+            time.sleep(0.5)
+        raise RuntimeError("no live inference replica")
+
+    prompt = "Write a short story about a lighthouse keeper."
+    local = subprocess.run([engine, "generate", "--model", enc, "--key", key, "--prompt", prompt,
+                            "--max-tokens", "160", "--chat", "--threads", "1"], capture_output=True, text=True).stdout
+    first = locate()
+    client = subprocess.Popen([engine, "generate", "--server", first["url"], "--key", key, "--prompt", prompt,
+                               "--max-tokens", "160", "--chat"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    time.sleep(0.6)
+    os.kill(first["pid"], signal.SIGKILL)  # the replica's engine serve, mid-stream
+    _, err = client.communicate(timeout=120)
+    died = client.returncode != 0
+    second = locate(avoid=first["url"])
+    retry = subprocess.run([engine, "generate", "--server", second["url"], "--key", key, "--prompt", prompt,
+                            "--max-tokens", "160", "--chat"], capture_output=True, text=True, timeout=300)
+    check(died and retry.returncode == 0 and retry.stdout == local and len(local) > 20,
+          f"inference replica killed mid-stream (client failed: {died}); retried on {second['url']}: "
+          f"same text as a local run ({len(local)} characters)")
+    serve.delete("models")
+
+if address:
     serve.shutdown()
 for row in actors:
     for a in row:
