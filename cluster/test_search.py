@@ -161,6 +161,23 @@ if address:
     st, out = post({"vectors": [q.tolist() for q in queries[:100]], "k": 10, "nprobe": 32, "probes": 4})
     check(st == 200 and [[h["id"] for h in r] for r in out["results"]] == ids[:100],
           "Serve router: the same answers over HTTP")
+    # router restart: its replica killed; Serve starts another; answers in between are errors
+    # (never short lists presented as complete), and afterwards the same answers again
+    named = [a for a in ray.util.list_named_actors(all_namespaces=True) if "SearchRouter" in a["name"]]
+    ray.kill(ray.get_actor(named[0]["name"], namespace=named[0]["namespace"]), no_restart=True)
+    statuses, deadline = [], time.time() + 120
+    while time.time() < deadline:
+        try:
+            st, out = post({"vectors": [q.tolist() for q in queries[:100]], "k": 10, "nprobe": 32, "probes": 4})
+        except OSError:
+            st, out = 0, None
+        statuses.append(st)
+        if st == 200:
+            break
+        time.sleep(0.5)
+    same = st == 200 and [[h["id"] for h in r] for r in out["results"]] == ids[:100] and not out["partial"]
+    check(same and all(x in (0, 200, 500, 502, 503, 504) for x in statuses),
+          f"Serve router restarted: same answers again (statuses while it restarted: {sorted(set(statuses))})")
     st1, _ = post({"vectors": [[1.0, 2.0]], "k": 10})
     st2, _ = post({"vectors": [q.tolist() for q in queries[:1]], "k": 0})
     check(st1 == 400 and st2 == 400, f"Serve router: wrong dimension and k=0 refused ({st1}, {st2})")
