@@ -34,8 +34,10 @@ struct Generate: AsyncParsableCommand {
         help:
             """
             Generate on an engine serve at this URL (e.g. http://127.0.0.1:8080) instead of in this \
-            process; with --key the server holds the encrypted model and sees only permuted ids; with \
-            --client (a split model's client half) only rotated vectors cross, over a WebSocket.
+            process; with --key the server holds the encrypted model and sees only permuted ids (a \
+            comma-separated list of replicas: when a stream breaks, it starts over on the next, and the \
+            text is not repeated); with --client (a split model's client half) only rotated vectors \
+            cross, over a WebSocket.
             """)
     var server: String?
     @Option(name: .customLong("api-key-file"), help: "With --server: file holding the server's bearer token.")
@@ -57,8 +59,12 @@ struct Generate: AsyncParsableCommand {
             try checkOutput(logits, force: force, inputs: [model, key, client, tokenizerModel], option: "--logits")
         }
         if let server {
-            guard server.hasPrefix("http://") || server.hasPrefix("https://") else {
-                throw ValidationError("--server must be an http:// or https:// URL, got \(server.debugDescription)")
+            let urls = server.split(separator: ",")
+            for u in urls where !(u.hasPrefix("http://") || u.hasPrefix("https://")) {
+                throw ValidationError("--server takes http:// or https:// URLs, got \(String(u).debugDescription)")
+            }
+            guard urls.count == 1 || key != nil else {
+                throw ValidationError("several --server URLs (replicas to fail over to) need --key")
             }
             guard model == nil && logits == nil else {
                 throw ValidationError("--server runs on the server's model: --model and --logits do not apply")
@@ -91,9 +97,11 @@ struct Generate: AsyncParsableCommand {
     }
 
     /// Generation on a server: plain text, or with --key only permuted ids cross the network.
-    func runRemote(_ url: String) async throws {
+    func runRemote(_ urls: String) async throws {
         let apiKey = try readAPIKey(apiKeyFile)
-        let client = EngineClient(baseURL: url, apiKey: apiKey)
+        let replicas = urls.split(separator: ",").map { EngineClient(baseURL: String($0), apiKey: apiKey) }
+        let url = replicas[0].baseURL
+        let client = replicas[0]
         let clock = Stopwatch()
         var count = 0
         if let half = self.client {
@@ -109,7 +117,9 @@ struct Generate: AsyncParsableCommand {
             let remote = try await EncryptedGenerationClient(
                 client: client, tokenizer: BPETokenizer(gguf: plain), key: EncryptionKey.read(path: key))
             let text = try text(template: ChatTemplate(gguf: plain))
-            count = try await remote.generate(prompt: text, parameters: parameters) { _, s in emit(s) }.count
+            count = try await remote.generate(
+                prompt: text, parameters: parameters, fallbacks: Array(replicas.dropFirst())
+            ) { _, s in emit(s) }.count
         } else {
             for try await piece in client.completion(prompt: prompt, parameters: parameters, chat: chat) {
                 emit(piece)

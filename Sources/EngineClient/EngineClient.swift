@@ -250,6 +250,7 @@ public final class EncryptedGenerationClient: Sendable {
     public let tokenizer: BPETokenizer
     let permutation: [Int]
     let inverse: [Int]
+    let keyCheck: String
 
     /// A client; fails if the server's encrypted model was encrypted with another key (its key
     /// check value, from `/v1/models`, does not match) or the server has no encrypted model.
@@ -260,6 +261,7 @@ public final class EncryptedGenerationClient: Sendable {
         try key.verify(modelCheck: m.key_check, model: "the server's model \(m.id)")
         self.client = client
         self.tokenizer = tokenizer
+        keyCheck = key.checkValue
         permutation = key.vocabularyPermutation
         var inv = [Int](repeating: 0, count: permutation.count)
         for (t, e) in permutation.enumerated() { inv[e] = t }
@@ -268,9 +270,17 @@ public final class EncryptedGenerationClient: Sendable {
 
     /// Generates from a plain prompt; `onToken(id, text)` gets each plain id and the text it
     /// completes. Returns the plain ids (without the stop token).
+    ///
+    /// `fallbacks`: other servers holding the same encrypted model (replicas). When the stream
+    /// breaks (the server died, the connection dropped, the stream ended without `[DONE]`), the
+    /// generation starts over on the next one whose key check matches; tokens already delivered
+    /// are not delivered again, and must come back identical (greedy or seeded sampling is
+    /// deterministic; a divergent retry throws rather than splice two different texts). A
+    /// refusal of the request itself (4xx) is not retried.
     @discardableResult
     public func generate(
-        prompt: String, parameters: GenerationParameters = .init(), onToken: (Int, String) -> Void = { _, _ in }
+        prompt: String, parameters: GenerationParameters = .init(), fallbacks: [EngineClient] = [],
+        onToken: (Int, String) -> Void = { _, _ in }
     ) async throws -> [Int] {
         let ids = try tokenizer.encode(prompt)
         guard !ids.isEmpty else { throw EngineClientError(status: 0, message: "the prompt is empty") }
@@ -279,22 +289,50 @@ public final class EncryptedGenerationClient: Sendable {
             ?? [tokenizer.eosID, tokenizer.id(of: "<|im_end|>")].compactMap { $0 }
         var out: [Int] = []
         var pending: [UInt8] = []
-        for try await e in client.encryptedCompletion(
-            promptIDs: ids.map { permutation[$0] }, stopIDs: stops.map { permutation[$0] }, parameters: parameters)
-        {
-            guard e >= 0 && e < inverse.count else {
-                throw EngineClientError(status: 200, message: "the server sent id \(e), outside the vocabulary")
+        var lastError: (any Error)?
+        for (attempt, server) in ([client] + fallbacks).enumerated() {
+            if attempt > 0 {
+                // a replica must hold the model of this key
+                guard let m = try? await server.models().first(where: { $0.kind == "encrypted-generation" }),
+                    m.key_check == keyCheck
+                else { continue }
             }
-            let id = inverse[e]
-            out.append(id)
-            pending += tokenizer.bytes(of: id)
-            if let s = String(validating: pending, as: UTF8.self) {
-                onToken(id, s)
-                pending = []
+            var received = 0
+            do {
+                for try await e in server.encryptedCompletion(
+                    promptIDs: ids.map { permutation[$0] }, stopIDs: stops.map { permutation[$0] },
+                    parameters: parameters)
+                {
+                    guard e >= 0 && e < inverse.count else {
+                        throw EngineClientError(status: 200, message: "the server sent id \(e), outside the vocabulary")
+                    }
+                    let id = inverse[e]
+                    received += 1
+                    if received <= out.count {
+                        guard out[received - 1] == id else {
+                            throw EngineClientError(
+                                status: 0,
+                                message: "the generation retried on \(server.baseURL) diverged at token \(received) "
+                                    + "(sampling without a seed is not repeatable)")
+                        }
+                        continue
+                    }
+                    out.append(id)
+                    pending += tokenizer.bytes(of: id)
+                    if let s = String(validating: pending, as: UTF8.self) {
+                        onToken(id, s)
+                        pending = []
+                    }
+                }
+                if !pending.isEmpty { onToken(out.last ?? 0, String(decoding: pending, as: UTF8.self)) }
+                return out
+            } catch let e as EngineClientError where (400..<500).contains(e.status) || e.message.contains("diverged") {
+                throw e
+            } catch {
+                lastError = error
             }
         }
-        if !pending.isEmpty { onToken(out.last ?? 0, String(decoding: pending, as: UTF8.self)) }
-        return out
+        throw lastError ?? EngineClientError(status: 0, message: "no server with this key's model answered")
     }
 }
 

@@ -792,6 +792,45 @@ final class EncryptedServerTests: XCTestCase {
 
     /// The encrypted Swift client (EncryptedGenerationClient) and `engine generate --server --key`
     /// give the in-process session's tokens; a wrong key is refused before anything is sent.
+    /// Replica failover: a generation streams from server A, which is killed (SIGKILL) right
+    /// after the first token; the client starts over on replica B (same encrypted model), skips
+    /// what it already delivered, and the text equals the in-process session's, nothing repeated.
+    func testEncryptedGenerationFailsOverToAReplica() async throws {
+        let b = try running()
+        let a = try ServerProcess(["--model", Self.dir + "/enc.gguf", "--threads", "1"])
+        defer { _ = a.stop() }
+        let key = try EncryptionKey.read(path: Self.dir + "/llm.key")
+        let tokenizer = try BPETokenizer(gguf: GGUFFile(path: TestModels.smolLM2))
+        let session = try EncryptedSession(
+            tokenizer: tokenizer, server: LlamaModel(path: Self.dir + "/enc.gguf", kernels: Kernels.selected()),
+            key: key)
+        let p = GenerationParameters(maxTokens: 96, temperature: 0)
+        var want = ""
+        try session.generate(prompt: "Once upon a time", parameters: p) { _, t, _ in want += t }
+        let remote = try await EncryptedGenerationClient(
+            client: EngineClient(baseURL: "http://127.0.0.1:\(a.port)"), tokenizer: tokenizer, key: key)
+        func generatedOnB() throws -> Double {
+            let m = String(decoding: try b.request("GET", "/metrics").1, as: UTF8.self)
+            let line = m.split(separator: "\n").first { $0.hasPrefix("engine_generated_tokens_total ") }
+            return line.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
+        }
+        let before = try generatedOnB()
+        var got = ""
+        var pieces = 0
+        let pid = a.process.processIdentifier
+        try await remote.generate(
+            prompt: "Once upon a time", parameters: p, fallbacks: [EngineClient(baseURL: "http://127.0.0.1:\(b.port)")]
+        ) { _, t in
+            got += t
+            pieces += 1
+            if pieces == 1 { kill(pid, SIGKILL) } // replica A dies mid-stream
+        }
+        XCTAssertFalse(a.process.isRunning, "replica A was killed during the stream")
+        XCTAssertGreaterThanOrEqual(try generatedOnB() - before, 90, "replica B generated the whole text again")
+        XCTAssertEqual(got, want, "the same text, nothing repeated")
+        XCTAssertGreaterThan(want.count, 50)
+    }
+
     func testEncryptedSwiftClientAndCLI() async throws {
         let s = try running()
         let url = "http://127.0.0.1:\(s.port)"
