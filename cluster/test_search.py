@@ -13,18 +13,22 @@ flagged partial; node 3 back: complete again.
 usage: python3 cluster/test_search.py ENGINE WORKDIR [RAY_ADDRESS NODES]
 (prints `cluster: N passed, M failed` last)
 """
+import gzip
+import json
 import os
 import signal
 import struct
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import numpy as np
 import ray
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_cluster.cluster import build_shard, start_replicas  # noqa: E402
+from engine_cluster.cluster import build_shard, start_replicas, stop_replicas  # noqa: E402
 from engine_cluster.routing import Routing  # noqa: E402
 from engine_cluster.search import ShardedSearcher  # noqa: E402
 
@@ -42,7 +46,6 @@ def check(ok, what):
 
 
 def idx_images(path, limit):
-    import gzip
     with gzip.open(path, "rb") as f:
         _, n, r, c = struct.unpack(">IIII", f.read(16))
         n = min(n, limit)
@@ -136,10 +139,6 @@ if address:
 
 if address:
     # the router as a Ray Serve deployment: the same answers over HTTP, bad requests refused
-    import json
-    import urllib.error
-    import urllib.request
-
     from ray import serve
 
     from engine_cluster.serve_app import SearchRouter
@@ -276,12 +275,7 @@ if address:
 
 if address:
     serve.shutdown()
-for row in actors:
-    for a in row:
-        try:
-            ray.get(a.stop.remote(), timeout=10)
-        except Exception:
-            pass
+stop_replicas(actors, timeout=10)
 ray.shutdown()
 print(f"cluster: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

@@ -212,12 +212,7 @@ public final class GenerationScheduler: @unchecked Sendable {
         guard !rows.isEmpty else { return }
         let t0 = DispatchTime.now().uptimeNanoseconds
         let logits: [[Float]]
-        do {
-            // one sequence: the single-sequence path (the same arithmetic, less bookkeeping)
-            logits =
-                rows.count == 1
-                ? [try model.forward(rows[0].tokens, cache: rows[0].cache)] : try model.forward(batch: rows)
-        } catch {
+        do { logits = try model.forward(batch: rows) } catch {
             for s in ready { finish(s, error: error) }
             return
         }

@@ -45,10 +45,9 @@ extension EngineServer {
 
     /// Why `/v1/encrypted/split` was not upgraded (the router's answer to a plain GET).
     func splitRefusal(_ request: Request) -> APIError {
-        guard let d = decoder, d.split else {
+        guard decoder?.split == true else {
             return .notFound("this server has no split-encrypted model (start it with --model <server half>.gguf)")
         }
-        _ = d
         if request.headers[.upgrade]?.lowercased() != "websocket" {
             return APIError(.upgradeRequired, "connect with a WebSocket client (Upgrade: websocket)")
         }

@@ -12,7 +12,7 @@ import time
 import ray
 from ray import serve
 
-from .cluster import build_shard, start_replicas
+from .cluster import build_shard, start_replicas, stop_replicas
 from .routing import Routing
 from .serve_app import SearchRouter
 
@@ -57,12 +57,7 @@ def main():
     except KeyboardInterrupt:
         pass
     serve.shutdown()
-    for row in actors:
-        for actor in row:
-            try:
-                ray.get(actor.stop.remote(), timeout=30)
-            except Exception:
-                pass
+    stop_replicas(actors)
     return 0
 
 

@@ -67,3 +67,13 @@ def start_replicas(engine, index_dirs, replicas=2, spread=True, threads=1, pin=N
         actors.append(row)
     infos = [[ray.get(a.info.remote(), timeout=300) for a in row] for row in actors]
     return actors, infos
+
+
+def stop_replicas(actors, timeout=30):
+    """Stops every replica's `engine serve` (actors whose node is gone are skipped)."""
+    for row in actors:
+        for actor in row:
+            try:
+                ray.get(actor.stop.remote(), timeout=timeout)
+            except Exception:
+                pass

@@ -307,6 +307,9 @@ public final class LlamaModel: @unchecked Sendable {
     public func forward(batch: [(tokens: [Int], cache: any KVCache)]) throws -> [[Float]] {
         let c = config
         try require(!batch.isEmpty, "forward needs at least one sequence")
+        // one sequence: the single-sequence path (the same arithmetic, without the batch's
+        // segment bookkeeping and logit copies)
+        if batch.count == 1 { return [try forward(batch[0].tokens, cache: batch[0].cache)] }
         var segments: [Segment] = []
         var row = 0
         for (i, b) in batch.enumerated() {
