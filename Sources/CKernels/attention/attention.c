@@ -65,6 +65,40 @@ ck_status ck_attention_decode_partial(const ck_attention_kernels *kern, const ck
     return CK_OK;
 }
 
+size_t ck_attention_kivi_scratch_bytes(size_t groups, size_t g, size_t d) {
+    return (groups * CK_KIVI_G * g + 2 * g * d) * sizeof(float) + 64;
+}
+
+ck_status ck_attention_kivi_partial(const ck_attention_kernels *kern, const ck_attention_params *p, const float *q,
+                                    size_t g, size_t d, int bits, const void *kgroups, size_t groups, ck_rtype vt,
+                                    const void *v, size_t vstride, void *scratch, float *o, float *m, float *l) {
+    ck_status st = check_params(p);
+    if (st != CK_OK) return st;
+    size_t gb = ck_kivi_group_bytes(bits, d);
+    if (g == 0 || d == 0 || gb == 0 || d % CK_QK) return CK_ERR_ARGUMENT;
+    memset(o, 0, g * d * sizeof(float));
+    const size_t T = groups * CK_KIVI_G;
+    if (T == 0) {
+        for (size_t i = 0; i < g; i++) {
+            m[i] = p->score == CK_SCORE_SOFTMAX ? -INFINITY : 0;
+            l[i] = 0;
+        }
+        return CK_OK;
+    }
+    float *s = scratch;    /* g x T scores, then weights */
+    float *qs = s + g * T; /* g x d scaled queries */
+    float *qp = qs + g * d;
+    for (size_t i = 0; i < g * d; i++) qs[i] = q[i] * p->scale;
+    for (size_t b = 0; b < groups; b++)
+        kern->kivi_scores(bits, d, (const uint8_t *)kgroups + b * gb, qs, g, qp, s + b * CK_KIVI_G, T);
+    for (size_t i = 0; i < g; i++) {
+        m[i] = kern->row_max(p, s + i * T, T);
+        l[i] = kern->row_weights(p, s + i * T, T, m[i]);
+    }
+    kern->rows->wsum_rows(vt, v, T, d, vstride, s, T, g, o);
+    return CK_OK;
+}
+
 void ck_attention_merge(const ck_attention_params *p, size_t g, size_t d, size_t parts, const float *o, const float *m,
                         const float *l, float *out) {
     for (size_t i = 0; i < g; i++) {

@@ -41,6 +41,11 @@ typedef struct ck_attention_kernels {
     float (*row_max)(const ck_attention_params *p, const float *s, size_t len);
     /** Replaces s[0..len) by its unnormalised weights relative to m; returns their sum. */
     float (*row_weights)(const ck_attention_params *p, float *s, size_t len, float m);
+    /** Scores of g queries (qs: g x d, already scaled) against one KIVI key group (32 tokens):
+     *  s[j*lds + t] = sum_c qs[j][c] * (scale[c] * code[t][c] + min[c]), t < 32. qp: g x d floats
+     *  of scratch. bits is 4 or 2. */
+    void (*kivi_scores)(int bits, size_t d, const void *group, const float *qs, size_t g, float *qp, float *s,
+                        size_t lds);
 } ck_attention_kernels;
 
 const ck_attention_kernels *ck_attention_kernels_for(ck_isa level);
@@ -75,6 +80,32 @@ ck_status ck_attention_prefill(const ck_attention_kernels *kern, const ck_attent
                                size_t ldq, size_t T, size_t row0, size_t row1, size_t g, size_t d, size_t pos0,
                                const float *k, size_t ldk, const float *v, size_t ldv, float *o, size_t ldo,
                                void *scratch);
+
+/** KIVI key groups. Keys of one KV head are quantized per channel over groups of CK_KIVI_G
+ *  consecutive tokens, asymmetric with b = 4 or 2 bits: k[t][c] ~= scale[c] * code[t][c] + min[c],
+ *  code in [0, 2^b - 1]. A group is laid out as
+ *    uint16 (IEEE half) scale[d], uint16 min[d],
+ *    then per channel c the codes of the 32 tokens, channel after channel:
+ *      b = 4: 16 bytes, byte i = token i (bits 0-3) | token i + 16 (bits 4-7);
+ *      b = 2:  8 bytes, byte i = tokens i, i + 8, i + 16, i + 24 at bits 0, 2, 4, 6.
+ *  so a SIMD register holds one channel of 16 (or 8) tokens and scores need no horizontal sums.
+ *  Values of a KIVI cache are quantized per token (Q4_1 / Q2_1 rows: asymmetric blocks of 32
+ *  channels), read by the row kernels. Quantization rounds to nearest against the stored (half)
+ *  scale and minimum; a channel whose 32 values are equal gets scale 0 and codes 0. */
+#define CK_KIVI_G 32
+/** Bytes of one key group of d channels (0 if bits is not 4 or 2). */
+size_t ck_kivi_group_bytes(int bits, size_t d);
+/** Quantizes 32 key rows (row t at k + t*ldk floats, d values, all finite) into one group. */
+ck_status ck_kivi_quantize_keys(int bits, size_t d, const float *k, size_t ldk, void *group);
+/** Dequantizes one group into k (32 x d, row-major). */
+ck_status ck_kivi_dequantize_keys(int bits, size_t d, const void *group, float *k);
+/** Bytes of scratch for ck_attention_kivi_partial over `groups` groups. */
+size_t ck_attention_kivi_scratch_bytes(size_t groups, size_t g, size_t d);
+/** Like ck_attention_decode_partial over T = 32 * groups tokens whose keys are KIVI groups
+ *  (consecutive, ck_kivi_group_bytes apart) and whose values are rows of type vt at vstride. */
+ck_status ck_attention_kivi_partial(const ck_attention_kernels *kern, const ck_attention_params *p, const float *q,
+                                    size_t g, size_t d, int bits, const void *kgroups, size_t groups, ck_rtype vt,
+                                    const void *v, size_t vstride, void *scratch, float *o, float *m, float *l);
 
 /** Polynomial-only Power-Softmax (the form an HE evaluator can run): with a public bound B on
  *  |x| (x = scale * q.k), w_t = (x_t / B)^p * r where r ~ 1 / (eps + sum_s (x_s / B)^p) comes

@@ -15,6 +15,8 @@ public struct GenerationParameters: Sendable {
     /// Generation stops after any of these ids (default: the model's end-of-sequence token and
     /// <|im_end|> when present).
     public var stopTokens: Set<Int>? = nil
+    /// The KV cache's type and options (default: dense f32).
+    public var kvCache: KVCacheConfig = .f32
 
     /// Sampling settings; see each property.
     public init(
@@ -174,7 +176,7 @@ func decodeLoop(
         promptIDs.count <= model.config.contextLength,
         "the prompt has \(promptIDs.count) tokens but the context holds \(model.config.contextLength)")
     let cap = min(model.config.contextLength, promptIDs.count + min(parameters.maxTokens, model.config.contextLength))
-    let cache = try model.makeCache(capacity: max(cap, 1))
+    let cache = try model.makeCache(capacity: max(cap, 1), config: parameters.kvCache)
     var logits = try step(promptIDs, cache)
     var out: [Int] = []
     var pending: [UInt8] = []

@@ -206,6 +206,27 @@ public final class LlamaModel: @unchecked Sendable {
         return DenseKVCache(layers: config.layers, kvHeads: config.kvHeads, headDim: config.headDim, capacity: cap)
     }
 
+    /// A fresh KV cache of the given type for up to `capacity` positions (default: the model's
+    /// context length).
+    public func makeCache(capacity: Int? = nil, config kv: KVCacheConfig) throws -> any KVCache {
+        let cap = capacity ?? config.contextLength
+        try require(
+            cap > 0 && cap <= config.contextLength, "cache capacity \(cap) must be in 1...\(config.contextLength)")
+        try kv.validate(capacity: cap, headDim: config.headDim)
+        switch kv.type {
+        case .f32:
+            return DenseKVCache(layers: config.layers, kvHeads: config.kvHeads, headDim: config.headDim, capacity: cap)
+        case .f16, .q8_0, .q4_0:
+            return try RowKVCache(
+                layers: config.layers, kvHeads: config.kvHeads, headDim: config.headDim, capacity: cap,
+                type: kv.type.rowType!, kernels: kernels)
+        case .q4, .q2:
+            return try KIVIKVCache(
+                layers: config.layers, kvHeads: config.kvHeads, headDim: config.headDim, capacity: cap, config: kv,
+                kernels: kernels)
+        }
+    }
+
     /// Runs `tokens` at positions cache.length ..< cache.length + T, appends their keys and values
     /// to the cache and returns logits (T x vocab if `allLogits`, else only the last position).
     /// `onResidual(layer, x)`, if given, sees the residual stream (T x dim) after each layer

@@ -1,0 +1,456 @@
+import CKernels
+
+/// The storage type of a KV cache.
+public enum KVCacheType: String, CaseIterable, Sendable, CustomStringConvertible {
+    /// Dense f32 (the reference).
+    case f32
+    /// Dense IEEE half.
+    case f16
+    /// Blocks of 32 int8 values with an f16 scale (GGUF Q8_0), per token.
+    case q8_0
+    /// Blocks of 32 4-bit values with an f16 scale (GGUF Q4_0, llama.cpp's q4_0 cache), per token.
+    case q4_0
+    /// KIVI 4-bit: keys per channel in groups of 32 tokens, values per token (Q4_1 blocks), both
+    /// asymmetric (f16 scale and minimum); the most recent tokens in f16.
+    case q4
+    /// KIVI 2-bit, arranged like `q4` (values in Q2_1 blocks).
+    case q2
+
+    public var description: String { rawValue }
+
+    /// Parses a name as the CLI and the server accept it.
+    public static func named(_ s: String) throws(EngineError) -> KVCacheType {
+        guard let t = KVCacheType(rawValue: s.lowercased()) else {
+            throw EngineError.invalidArgument(
+                "unknown KV cache type '\(s)' (expected one of: \(allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        return t
+    }
+
+    /// Whether the type keeps a recent window in f16 (`KVCacheConfig.window`).
+    public var isKIVI: Bool { self == .q4 || self == .q2 }
+
+    /// Bits of the quantized codes for the KIVI types.
+    var kiviBits: Int32 { self == .q4 ? 4 : 2 }
+
+    /// Row type of the dense types.
+    var rowType: RowType? {
+        switch self {
+        case .f32: .f32
+        case .f16: .f16
+        case .q8_0: .q8_0
+        case .q4_0: .q4_0
+        case .q4, .q2: nil
+        }
+    }
+
+    /// Bytes one token takes in one layer of `kvHeads` heads of `headDim` values, keys and
+    /// values, once quantized (the KIVI window's f16 tokens not counted).
+    public func bytesPerToken(kvHeads: Int, headDim: Int) -> Int {
+        if let r = rowType { return 2 * kvHeads * ck_qmatmul_row_bytes(r.c, headDim) }
+        let bits = Int(kiviBits)
+        let keys = ck_kivi_group_bytes(kiviBits, headDim) / Int(CK_KIVI_G)
+        let values = ck_qmatmul_row_bytes(bits == 4 ? RowType.q4_1.c : RowType.q2_1.c, headDim)
+        return kvHeads * (keys + values)
+    }
+}
+
+/// A KV cache's type and options.
+public struct KVCacheConfig: Sendable, Equatable {
+    /// Storage type.
+    public var type: KVCacheType
+    /// KIVI types: the most recent tokens kept in f16 (at least this many, fewer than this many
+    /// plus 32, once the cache holds that many).
+    public var window: Int
+
+    /// Default window of the KIVI types (as in the KIVI paper's residual length).
+    public static let defaultWindow = 128
+
+    public init(type: KVCacheType = .f32, window: Int = KVCacheConfig.defaultWindow) {
+        self.type = type
+        self.window = window
+    }
+
+    /// The dense f32 cache.
+    public static let f32 = KVCacheConfig()
+
+    /// Throws unless the options fit a cache of `capacity` positions and `headDim` values per head.
+    public func validate(capacity: Int, headDim: Int) throws(EngineError) {
+        try require(window >= 0, "the KV window must be non-negative, got \(window)")
+        if type.isKIVI {
+            try require(
+                window <= capacity,
+                "the KV window (\(window) tokens) is larger than the context (\(capacity) tokens)")
+        }
+        if type != .f32 && type != .f16 {
+            try require(headDim % 32 == 0, "\(type) caches need a head size that is a multiple of 32, got \(headDim)")
+        }
+    }
+}
+
+/// Per-token caches of one row type (f16, q8_0, q4_0; f32 works too), head-major per layer.
+/// Attention reads the stored rows directly (the decode kernel, one query row at a time for
+/// prefill, so a prompt processed at once sees exactly the cache a token-by-token pass sees).
+public final class RowKVCache: KVCache, @unchecked Sendable {
+    public let capacity: Int
+    public private(set) var length = 0
+    public let type: RowType
+    let kvHeads: Int
+    let headDim: Int
+    let rowBytes: Int
+    let kernels: Kernels
+    var keys: [[UInt8]]
+    var values: [[UInt8]]
+
+    /// A cache of `layers` layers for up to `capacity` positions, rows of `type`.
+    public init(layers: Int, kvHeads: Int, headDim: Int, capacity: Int, type: RowType, kernels: Kernels) throws {
+        try require(layers > 0 && kvHeads > 0 && headDim > 0 && capacity > 0, "cache dimensions must be positive")
+        self.capacity = capacity
+        self.type = type
+        self.kvHeads = kvHeads
+        self.headDim = headDim
+        self.rowBytes = try type.rowBytes(headDim)
+        self.kernels = kernels
+        let bytes = try CheckedSize.product(kvHeads, capacity, rowBytes, what: "KV cache layer")
+        keys = Array(repeating: [UInt8](repeating: 0, count: bytes), count: layers)
+        values = keys
+    }
+
+    public var memoryBytes: Int { (keys.count + values.count) * kvHeads * capacity * rowBytes }
+
+    public func trim(to newLength: Int) throws {
+        try require(newLength >= 0 && newLength <= length, "cannot trim a cache of \(length) positions to \(newLength)")
+        length = newLength
+    }
+
+    public func advance(to newLength: Int) throws {
+        try require(newLength >= length && newLength <= capacity, "cannot advance to \(newLength) of \(capacity)")
+        length = newLength
+    }
+
+    public func append(layer: Int, keys k: [Float], values v: [Float], at start: Int, count: Int) throws {
+        let hd = headDim
+        try require(layer >= 0 && layer < keys.count, "layer \(layer) out of range")
+        try require(start >= 0 && start + count <= capacity, "positions \(start)..<\(start + count) exceed \(capacity)")
+        try require(k.count >= count * kvHeads * hd && v.count >= count * kvHeads * hd, "too few key/value values")
+        let quantize = kernels.qmatmulTable.pointee.quantize!
+        let (rb, cap, c) = (rowBytes, capacity, type.c)
+        k.withUnsafeBufferPointer { kp in
+            v.withUnsafeBufferPointer { vp in
+                keys[layer].withUnsafeMutableBytes { kc in
+                    values[layer].withUnsafeMutableBytes { vc in
+                        for t in 0..<count {
+                            for h in 0..<kvHeads {
+                                let src = (t * kvHeads + h) * hd
+                                let dst = (h * cap + start + t) * rb
+                                quantize(c, kp.baseAddress! + src, hd, kc.baseAddress! + dst)
+                                quantize(c, vp.baseAddress! + src, hd, vc.baseAddress! + dst)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    public func attend(
+        layer l: Int, shape: AttentionShape, score: ScoreFunction, q: UnsafeBufferPointer<Float>, start: Int,
+        count: Int, into out: UnsafeMutableBufferPointer<Float>, kernels k: Kernels
+    ) throws {
+        if case .powerPolynomial = score {
+            throw EngineError.invalidArgument("the polynomial Power-Softmax evaluation needs an f32 KV cache")
+        }
+        let row = shape.heads * shape.headDim
+        try require(q.count >= count * row && out.count >= count * row, "q/out hold fewer than \(count) rows")
+        try keys[l].withUnsafeBytes { kc in
+            try values[l].withUnsafeBytes { vc in
+                for i in 0..<count {
+                    try k.attentionDecode(
+                        shape: shape, score: score, q: UnsafeBufferPointer(rebasing: q[(i * row)..<((i + 1) * row)]),
+                        keys: kc, keyType: type, values: vc, valueType: type, length: start + i + 1,
+                        capacity: capacity, into: UnsafeMutableBufferPointer(rebasing: out[(i * row)..<((i + 1) * row)])
+                    )
+                }
+            }
+        }
+    }
+}
+
+/// KIVI-style cache (q4, q2): per layer and KV head, keys quantized per channel in groups of 32
+/// tokens (`ck_kivi_*` layout) and values per token (Q4_1 / Q2_1 rows), plus the most recent
+/// tokens in f16. With L positions filled, tokens below q(L) = 32 * floor((L - R) / 32) (0 when
+/// L < R) are read quantized, the rest from the f16 window: at least R, fewer than R + 32.
+/// Row i of a prompt processed at once attends with the boundary q(start + i + 1), exactly what
+/// a token-by-token pass would see.
+public final class KIVIKVCache: KVCache, @unchecked Sendable {
+    public let capacity: Int
+    public private(set) var length = 0
+    public let type: KVCacheType
+    public let window: Int
+    let layers: Int
+    let kvHeads: Int
+    let headDim: Int
+    let bits: Int32
+    let groupBytes: Int
+    let valueType: RowType
+    let valueRowBytes: Int
+    let kernels: Kernels
+    /// per layer: kvHeads x maxGroups x groupBytes
+    var keyGroups: [[UInt8]]
+    /// per layer: kvHeads x capacity x valueRowBytes
+    var valueRows: [[UInt8]]
+    /// per layer, f16 keys and values of positions windowStart ..< windowStart + windowCap
+    /// (kvHeads x windowCap x headDim each)
+    var windowKeys: [[UInt16]]
+    var windowValues: [[UInt16]]
+    var windowCap: Int
+    /// First position held in the f16 window (a multiple of 32).
+    private(set) var windowStart = 0
+    /// per layer: groups quantized so far
+    var quantizedGroups: [Int]
+
+    public init(layers: Int, kvHeads: Int, headDim: Int, capacity: Int, config: KVCacheConfig, kernels: Kernels) throws
+    {
+        try require(config.type.isKIVI, "\(config.type) is not a KIVI cache type")
+        try require(layers > 0 && kvHeads > 0 && headDim > 0 && capacity > 0, "cache dimensions must be positive")
+        try config.validate(capacity: capacity, headDim: headDim)
+        self.capacity = capacity
+        self.type = config.type
+        self.window = config.window
+        self.layers = layers
+        self.kvHeads = kvHeads
+        self.headDim = headDim
+        self.bits = config.type.kiviBits
+        self.groupBytes = ck_kivi_group_bytes(bits, headDim)
+        self.valueType = bits == 4 ? .q4_1 : .q2_1
+        self.valueRowBytes = try valueType.rowBytes(headDim)
+        self.kernels = kernels
+        let maxGroups = capacity / Int(CK_KIVI_G)
+        let kb = try CheckedSize.product(kvHeads, max(1, maxGroups), groupBytes, what: "KV cache layer")
+        let vb = try CheckedSize.product(kvHeads, capacity, valueRowBytes, what: "KV cache layer")
+        keyGroups = Array(repeating: [UInt8](repeating: 0, count: kb), count: layers)
+        valueRows = Array(repeating: [UInt8](repeating: 0, count: vb), count: layers)
+        windowCap = min(capacity, config.window + Int(CK_KIVI_G) + 64)
+        let wb = try CheckedSize.product(kvHeads, windowCap, headDim, what: "KV cache window")
+        windowKeys = Array(repeating: [UInt16](repeating: 0, count: wb), count: layers)
+        windowValues = windowKeys
+        quantizedGroups = Array(repeating: 0, count: layers)
+    }
+
+    /// Positions below this are read quantized when `filled` positions are in the cache.
+    func quantizedEnd(_ filled: Int) -> Int {
+        let g = Int(CK_KIVI_G)
+        return filled < window ? 0 : g * ((filled - window) / g)
+    }
+
+    public var memoryBytes: Int {
+        (keyGroups.first?.count ?? 0) * layers + (valueRows.first?.count ?? 0) * layers + 2 * layers * kvHeads
+            * windowCap * headDim * 2
+    }
+
+    public func trim(to newLength: Int) throws {
+        try require(newLength >= 0 && newLength <= length, "cannot trim a cache of \(length) positions to \(newLength)")
+        // Positions that a shorter cache would read from f16 are gone from the window once quantized.
+        try require(
+            quantizedEnd(newLength) >= windowStart,
+            "cannot trim a \(type) KV cache to \(newLength) positions: its f16 window starts at \(windowStart)")
+        length = newLength
+        let groups = quantizedEnd(newLength) / Int(CK_KIVI_G)
+        for l in 0..<layers { quantizedGroups[l] = min(quantizedGroups[l], groups) }
+    }
+
+    public func advance(to newLength: Int) throws {
+        try require(newLength >= length && newLength <= capacity, "cannot advance to \(newLength) of \(capacity)")
+        length = newLength
+        let newStart = quantizedEnd(newLength)
+        if newStart > windowStart {
+            let shift = newStart - windowStart
+            let keep = newLength - newStart
+            for l in 0..<layers {
+                for h in 0..<kvHeads {
+                    let base = h * windowCap * headDim
+                    windowKeys[l].withUnsafeMutableBufferPointer { p in
+                        (p.baseAddress! + base).update(
+                            from: p.baseAddress! + base + shift * headDim, count: keep * headDim)
+                    }
+                    windowValues[l].withUnsafeMutableBufferPointer { p in
+                        (p.baseAddress! + base).update(
+                            from: p.baseAddress! + base + shift * headDim, count: keep * headDim)
+                    }
+                }
+            }
+            windowStart = newStart
+        }
+    }
+
+    /// Grows the f16 window so it holds positions windowStart ..< end.
+    private func reserveWindow(_ end: Int) throws {
+        let need = end - windowStart
+        if need <= windowCap { return }
+        let newCap = min(capacity, max(need, windowCap * 2))
+        let wb = try CheckedSize.product(kvHeads, newCap, headDim, what: "KV cache window")
+        for l in 0..<layers {
+            for arr in [0, 1] {
+                let old = arr == 0 ? windowKeys[l] : windowValues[l]
+                var a = [UInt16](repeating: 0, count: wb)
+                for h in 0..<kvHeads {
+                    for i in 0..<(windowCap * headDim) {
+                        a[h * newCap * headDim + i] = old[h * windowCap * headDim + i]
+                    }
+                }
+                if arr == 0 { windowKeys[l] = a } else { windowValues[l] = a }
+            }
+        }
+        windowCap = newCap
+    }
+
+    public func append(layer l: Int, keys k: [Float], values v: [Float], at start: Int, count: Int) throws {
+        let hd = headDim
+        try require(l >= 0 && l < layers, "layer \(l) out of range")
+        try require(
+            start >= windowStart && start + count <= capacity,
+            "positions \(start)..<\(start + count) exceed \(capacity)")
+        try require(k.count >= count * kvHeads * hd && v.count >= count * kvHeads * hd, "too few key/value values")
+        try reserveWindow(start + count)
+        let wc = windowCap
+        let ws = windowStart
+        for t in 0..<count {
+            for h in 0..<kvHeads {
+                let src = (t * kvHeads + h) * hd
+                let dst = (h * wc + start + t - ws) * hd
+                for c in 0..<hd {
+                    windowKeys[l][dst + c] = ck_f32_to_f16_bits(k[src + c])
+                    windowValues[l][dst + c] = ck_f32_to_f16_bits(v[src + c])
+                }
+            }
+        }
+        // Quantize the groups the rows of this step will read quantized (q(start + count)).
+        let G = Int(CK_KIVI_G)
+        let target = quantizedEnd(start + count) / G
+        let maxGroups = capacity / G
+        var rows = [Float](repeating: 0, count: G * hd)
+        let quantizeRow = kernels.qmatmulTable.pointee.quantize!
+        while quantizedGroups[l] < target {
+            let grp = quantizedGroups[l]
+            for h in 0..<kvHeads {
+                // keys: the group's 32 f16 rows, per channel
+                for t in 0..<G {
+                    let w = (h * wc + grp * G + t - ws) * hd
+                    for c in 0..<hd { rows[t * hd + c] = ck_f16_bits_to_f32(windowKeys[l][w + c]) }
+                }
+                let st = rows.withUnsafeBufferPointer { r in
+                    keyGroups[l].withUnsafeMutableBytes { kg in
+                        ck_kivi_quantize_keys(
+                            bits, hd, r.baseAddress!, hd, kg.baseAddress! + (h * maxGroups + grp) * groupBytes)
+                    }
+                }
+                try EngineError.check(st, "KIVI key quantization (keys must be finite and within the f16 range)")
+                // values: per token
+                for t in 0..<G {
+                    let w = (h * wc + grp * G + t - ws) * hd
+                    for c in 0..<hd { rows[c] = ck_f16_bits_to_f32(windowValues[l][w + c]) }
+                    rows.withUnsafeBufferPointer { r in
+                        valueRows[l].withUnsafeMutableBytes { vr in
+                            quantizeRow(
+                                valueType.c, r.baseAddress!, hd,
+                                vr.baseAddress! + (h * capacity + grp * G + t) * valueRowBytes)
+                        }
+                    }
+                }
+            }
+            quantizedGroups[l] += 1
+        }
+    }
+
+    public func attend(
+        layer l: Int, shape: AttentionShape, score: ScoreFunction, q: UnsafeBufferPointer<Float>, start: Int,
+        count: Int, into out: UnsafeMutableBufferPointer<Float>, kernels k: Kernels
+    ) throws {
+        if case .powerPolynomial = score {
+            throw EngineError.invalidArgument("the polynomial Power-Softmax evaluation needs an f32 KV cache")
+        }
+        var p = try score.params(scale: shape.defaultScale)
+        let (h, kvh, d, g) = (shape.heads, shape.kvHeads, shape.headDim, shape.group)
+        try require(kvh == kvHeads && d == headDim, "attention shape does not match the cache")
+        try require(q.count >= count * h * d && out.count >= count * h * d, "q/out hold fewer than \(count) rows")
+        try require(start >= windowStart && start + count <= capacity, "positions out of range")
+        try requireFinite(UnsafeBufferPointer(rebasing: q[0..<(count * h * d)]), "q")
+        let G = Int(CK_KIVI_G)
+        let maxGroups = capacity / G
+        let lastGroups = quantizedEnd(start + count) / G
+        try require(lastGroups <= quantizedGroups[l], "the layer's keys were not appended before attention")
+        // Long contexts split the quantized groups so both cores stream the cache.
+        let chunks = (lastGroups * G >= 2048 && k.threads > 1) ? 2 : 1
+        let parts = chunks + 1
+        let units = count * kvh
+        let floats = units * parts * (g * d + 2 * g)
+        let stateBytes = floats * 4 + units * parts * MemoryLayout<ck_status>.stride
+        let scratchBytes = max(
+            ck_attention_kivi_scratch_bytes(lastGroups / chunks + 1, g, d),
+            ck_attention_decode_scratch_bytes(window + G + count, g, d))
+        let table = k.attentionTable
+        let (gb, vrb, wc, ws, bitsC, vt) = (groupBytes, valueRowBytes, windowCap, windowStart, bits, valueType.c)
+        let qb = q.baseAddress!
+        let ob = out.baseAddress!
+        let bad: ck_status = keyGroups[l].withUnsafeBytes { kg in
+            valueRows[l].withUnsafeBytes { vr in
+                windowKeys[l].withUnsafeBytes { wk in
+                    windowValues[l].withUnsafeBytes { wv in
+                        ThreadScratch.with(slot: 0, bytes: stateBytes) { raw in
+                            let po = raw.bindMemory(to: Float.self, capacity: floats)
+                            let pm = po + units * parts * g * d
+                            let pl = pm + units * parts * g
+                            let stp = UnsafeMutableBufferPointer(
+                                start: (raw + floats * 4).bindMemory(to: ck_status.self, capacity: units * parts),
+                                count: units * parts)
+                            stp.initialize(repeating: CK_OK)
+                            let work = units * parts
+                            let t = (start + count) * kvh * d * count >= 1 << 15 ? k.threads : 1
+                            let params = p
+                            Threads.parallelFor(work, threads: t) { w in
+                                var p = params
+                                let u = w / parts
+                                let part = w % parts
+                                let row = u / kvh
+                                let head = u % kvh
+                                let filled = start + row + 1
+                                let qEnd = self.quantizedEnd(filled)
+                                let qrow = qb + row * h * d + head * g * d
+                                let so = po + w * g * d
+                                ThreadScratch.with(slot: 1, bytes: scratchBytes) { scratch in
+                                    if part < chunks {
+                                        let r = Threads.range(qEnd / G, parts: chunks, index: part)
+                                        stp[w] = ck_attention_kivi_partial(
+                                            table, &p, qrow, g, d, bitsC,
+                                            kg.baseAddress! + (head * maxGroups + r.lowerBound) * gb, r.count, vt,
+                                            vr.baseAddress! + (head * self.capacity + r.lowerBound * G) * vrb, vrb,
+                                            scratch, so, pm + w * g, pl + w * g)
+                                    } else {
+                                        let off = (head * wc + qEnd - ws) * d * 2
+                                        stp[w] = ck_attention_decode_partial(
+                                            table, &p, qrow, g, d, RowType.f16.c, wk.baseAddress! + off, d * 2,
+                                            RowType.f16.c, wv.baseAddress! + off, d * 2, filled - qEnd, false,
+                                            scratch, so, pm + w * g, pl + w * g)
+                                    }
+                                }
+                            }
+                            if let bad = stp.first(where: { $0 != CK_OK }) { return bad }
+                            for u in 0..<units {
+                                let row = u / kvh
+                                let head = u % kvh
+                                ck_attention_merge(
+                                    &p, g, d, parts, po + u * parts * g * d, pm + u * parts * g, pl + u * parts * g,
+                                    ob + row * h * d + head * g * d)
+                            }
+                            return CK_OK
+                        }
+                    }
+                }
+            }
+        }
+        if bad != CK_OK { try EngineError.check(bad, "KIVI attention arguments") }
+    }
+}
+
+@inline(__always) func ck_f32_to_f16_bits(_ x: Float) -> UInt16 { Float16(x).bitPattern }
+@inline(__always) func ck_f16_bits_to_f32(_ b: UInt16) -> Float { Float(Float16(bitPattern: b)) }
