@@ -114,7 +114,8 @@ CK_TARGET_AVX2 void ck_attention_kivi_scores_avx2(int bits, size_t d, const void
         }
         for (size_t j = 0; j < nj; j++) {
             float *sj = s + (j0 + j) * lds;
-            for (int k = 0; k < 4; k++) _mm256_storeu_ps(sj + 8 * k, _mm256_add_ps(_mm256_loadu_ps(sj + 8 * k), a[j][k]));
+            for (int k = 0; k < 4; k++)
+                _mm256_storeu_ps(sj + 8 * k, _mm256_add_ps(_mm256_loadu_ps(sj + 8 * k), a[j][k]));
         }
     }
 }

@@ -48,8 +48,8 @@ CK_TARGET_AVX512 float ck_attention_row_weights_avx512(const ck_attention_params
 
 /* KIVI key scores: one register holds one channel of 16 tokens, so each channel costs an
  * unpack (shared by every query of the group) and one FMA per 16 tokens per query. */
-CK_TARGET_AVX512 void ck_attention_kivi_scores_avx512(int bits, size_t d, const void *group, const float *qs,
-                                                      size_t g, float *qp, float *s, size_t lds) {
+CK_TARGET_AVX512 void ck_attention_kivi_scores_avx512(int bits, size_t d, const void *group, const float *qs, size_t g,
+                                                      float *qp, float *s, size_t lds) {
     const uint16_t *scale = group, *mins = scale + d;
     const uint8_t *codes = (const uint8_t *)(mins + d);
     const size_t cb = (size_t)CK_KIVI_G * (size_t)bits / 8;

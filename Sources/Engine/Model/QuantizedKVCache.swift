@@ -16,6 +16,7 @@ public enum KVCacheType: String, CaseIterable, Sendable, CustomStringConvertible
     /// KIVI 2-bit, arranged like `q4` (values in Q2_1 blocks).
     case q2
 
+    /// The type's name.
     public var description: String { rawValue }
 
     /// Parses a name as the CLI and the server accept it.
@@ -66,6 +67,7 @@ public struct KVCacheConfig: Sendable, Equatable {
     /// Default window of the KIVI types (as in the KIVI paper's residual length).
     public static let defaultWindow = 128
 
+    /// A cache for `layers` layers of `kvHeads` heads of `headDim` values, `capacity` positions.
     public init(type: KVCacheType = .f32, window: Int = KVCacheConfig.defaultWindow) {
         self.type = type
         self.window = window
@@ -92,8 +94,11 @@ public struct KVCacheConfig: Sendable, Equatable {
 /// Attention reads the stored rows directly (the decode kernel, one query row at a time for
 /// prefill, so a prompt processed at once sees exactly the cache a token-by-token pass sees).
 public final class RowKVCache: KVCache, @unchecked Sendable {
+    /// Most positions the cache can hold.
     public let capacity: Int
+    /// Positions filled so far.
     public private(set) var length = 0
+    /// Storage type.
     public let type: RowType
     let kvHeads: Int
     let headDim: Int
@@ -116,18 +121,23 @@ public final class RowKVCache: KVCache, @unchecked Sendable {
         values = keys
     }
 
+    /// Bytes the cache holds (allocated for its whole capacity).
     public var memoryBytes: Int { (keys.count + values.count) * kvHeads * capacity * rowBytes }
 
+    /// Drops positions from `newLength` on.
     public func trim(to newLength: Int) throws {
         try require(newLength >= 0 && newLength <= length, "cannot trim a cache of \(length) positions to \(newLength)")
         length = newLength
     }
 
+    /// Marks positions ..< newLength as filled, once every layer has appended them.
     public func advance(to newLength: Int) throws {
         try require(newLength >= length && newLength <= capacity, "cannot advance to \(newLength) of \(capacity)")
         length = newLength
     }
 
+    /// Stores token-major keys and values (count x kvHeads x headDim) of one layer at positions
+    /// start ..< start + count.
     public func append(layer: Int, keys k: [Float], values v: [Float], at start: Int, count: Int) throws {
         let hd = headDim
         try require(layer >= 0 && layer < keys.count, "layer \(layer) out of range")
@@ -153,6 +163,7 @@ public final class RowKVCache: KVCache, @unchecked Sendable {
         }
     }
 
+    /// Causal attention of the queries of positions start ..< start + count over the layer's stored rows.
     public func attend(
         layer l: Int, shape: AttentionShape, score: ScoreFunction, q: UnsafeBufferPointer<Float>, start: Int,
         count: Int, into out: UnsafeMutableBufferPointer<Float>, kernels k: Kernels
@@ -183,9 +194,13 @@ public final class RowKVCache: KVCache, @unchecked Sendable {
 /// Row i of a prompt processed at once attends with the boundary q(start + i + 1), exactly what
 /// a token-by-token pass would see.
 public final class KIVIKVCache: KVCache, @unchecked Sendable {
+    /// Most positions the cache can hold.
     public let capacity: Int
+    /// Positions filled so far.
     public private(set) var length = 0
+    /// Storage type.
     public let type: KVCacheType
+    /// f16 window (tokens).
     public let window: Int
     let layers: Int
     let kvHeads: Int
@@ -209,6 +224,7 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
     /// per layer: groups quantized so far
     var quantizedGroups: [Int]
 
+    /// A cache for `layers` layers of `kvHeads` heads of `headDim` values, `capacity` positions.
     public init(layers: Int, kvHeads: Int, headDim: Int, capacity: Int, config: KVCacheConfig, kernels: Kernels) throws
     {
         try require(config.type.isKIVI, "\(config.type) is not a KIVI cache type")
@@ -243,11 +259,13 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
         return filled < window ? 0 : g * ((filled - window) / g)
     }
 
+    /// Bytes the cache holds (allocated for its whole capacity).
     public var memoryBytes: Int {
         (keyGroups.first?.count ?? 0) * layers + (valueRows.first?.count ?? 0) * layers + 2 * layers * kvHeads
             * windowCap * headDim * 2
     }
 
+    /// Drops positions from `newLength` on.
     public func trim(to newLength: Int) throws {
         try require(newLength >= 0 && newLength <= length, "cannot trim a cache of \(length) positions to \(newLength)")
         // Positions that a shorter cache would read from f16 are gone from the window once quantized.
@@ -259,6 +277,7 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
         for l in 0..<layers { quantizedGroups[l] = min(quantizedGroups[l], groups) }
     }
 
+    /// Marks positions ..< newLength as filled, once every layer has appended them.
     public func advance(to newLength: Int) throws {
         try require(newLength >= length && newLength <= capacity, "cannot advance to \(newLength) of \(capacity)")
         length = newLength
@@ -304,6 +323,8 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
         windowCap = newCap
     }
 
+    /// Stores token-major keys and values (count x kvHeads x headDim) of one layer at positions
+    /// start ..< start + count.
     public func append(layer l: Int, keys k: [Float], values v: [Float], at start: Int, count: Int) throws {
         let hd = headDim
         try require(l >= 0 && l < layers, "layer \(l) out of range")
@@ -362,6 +383,7 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
         }
     }
 
+    /// Causal attention of the queries of positions start ..< start + count over the layer's stored rows.
     public func attend(
         layer l: Int, shape: AttentionShape, score: ScoreFunction, q: UnsafeBufferPointer<Float>, start: Int,
         count: Int, into out: UnsafeMutableBufferPointer<Float>, kernels k: Kernels
