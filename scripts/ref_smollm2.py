@@ -13,8 +13,16 @@ Logits are computed in float64 from the dequantized weights (the "f32 path" refe
 Token ids come from the Hugging Face `tokenizers` library built from the GGUF vocabulary and
 merges (byte-level BPE), so the fixture does not depend on Engine's tokenizer.
 
+With --perplexity TEXT it writes Tests/EngineTests/Fixtures/smollm2_perplexity.json instead:
+the token ids of TEXT's first --chunks x --context tokens and the perplexity computed as
+llama.cpp's perplexity tool does (chunks of --context tokens, each from position 0, the second
+half of each chunk scored by the logits of the position before; BOS replaces a chunk's first
+token only when the GGUF says add_bos_token), in float64.
+
 Usage: pip install numpy gguf tokenizers
        python3 scripts/ref_smollm2.py MODEL.gguf [--gen 32]
+       python3 scripts/ref_smollm2.py MODEL.gguf --perplexity /usr/share/common-licenses/GPL-3 \
+           --context 128 --chunks 2
 """
 import argparse
 import struct
@@ -126,14 +134,51 @@ class Model:
         return x @ self.out.T
 
 
+def perplexity(m, tok, path, context, chunks):
+    import json
+    text = Path(path).read_text(encoding="utf-8")
+    ids = tok.encode(text).ids[: context * chunks]
+    assert len(ids) == context * chunks, f"{path} has fewer than {context * chunks} tokens"
+    add_bos = "tokenizer.ggml.add_bos_token" in m.r.fields and bool(field(m.r, "tokenizer.ggml.add_bos_token"))
+    bos = int(field(m.r, "tokenizer.ggml.bos_token_id")) if add_bos else None
+    first = context // 2
+    nlls = []
+    for c in range(chunks):
+        chunk = list(ids[c * context:(c + 1) * context])
+        if bos is not None:
+            chunk[0] = bos
+        logits = m.forward(chunk)
+        nll = 0.0
+        for j in range(first, context - 1):
+            row = logits[j]
+            mx = row.max()
+            nll -= row[chunk[j + 1]] - mx - np.log(np.exp(row - mx).sum())
+        nlls.append(nll / (context - 1 - first))
+        print(f"chunk {c}: mean nll {nlls[-1]:.6f}", file=sys.stderr)
+    ppl = float(np.exp(np.mean(nlls)))
+    out = Path(__file__).resolve().parent.parent / "Tests/EngineTests/Fixtures/smollm2_perplexity.json"
+    out.write_text(json.dumps({
+        "source": f"the first {context * chunks} tokens of {path} (Debian common-licenses)",
+        "context": context, "chunks": chunks, "bos": bos, "tokens": ids,
+        "chunk_nll": nlls, "perplexity": ppl,
+    }) + "\n")
+    print(f"perplexity {ppl:.6f}; wrote {out}", file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
     ap.add_argument("--gen", type=int, default=32)
     ap.add_argument("--sampled", type=int, default=2048)
+    ap.add_argument("--perplexity", metavar="TEXT")
+    ap.add_argument("--context", type=int, default=128)
+    ap.add_argument("--chunks", type=int, default=2)
     args = ap.parse_args()
     m = Model(args.model)
     tok = tokenizer_from_gguf(m.r)
+    if args.perplexity:
+        perplexity(m, tok, args.perplexity, args.context, args.chunks)
+        return
     vocab = m.out.shape[0]
     rng = np.random.default_rng(7)
     sampled = np.sort(rng.choice(vocab, size=args.sampled, replace=False)).astype(np.uint32)

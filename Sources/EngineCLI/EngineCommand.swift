@@ -8,7 +8,8 @@ struct EngineCommand: AsyncParsableCommand {
         commandName: "engine",
         abstract: "Encrypted transformer inference and memory/disk hybrid vector search.",
         subcommands: [
-            Demo.self, Generate.self, Embed.self, Tokenize.self, Keygen.self, EncryptModel.self, ConvertModel.self,
+            Demo.self, Generate.self, Perplexity.self, Embed.self, Tokenize.self, Keygen.self, EncryptModel.self,
+            ConvertModel.self,
             Attack.self, Index.self, Serve.self, Info.self, SelfCheckCommand.self, Bench.self,
         ],
         defaultSubcommand: Info.self

@@ -42,9 +42,12 @@ struct Generate: AsyncParsableCommand {
     var server: String?
     @Option(name: .customLong("api-key-file"), help: "With --server: file holding the server's bearer token.")
     var apiKeyFile: String?
+    @OptionGroup var kv: KVCacheOptions
 
     var parameters: GenerationParameters {
-        GenerationParameters(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP, seed: seed)
+        var p = GenerationParameters(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP, seed: seed)
+        p.kvCache = kv.config
+        return p
     }
 
     func validate() throws {
@@ -71,6 +74,9 @@ struct Generate: AsyncParsableCommand {
             }
             guard client == nil || key == nil else {
                 throw ValidationError("--client (split encryption) and --key (encrypted ids) are two different modes")
+            }
+            guard kv.type == .f32 else {
+                throw ValidationError("--kv-cache applies to a model in this process (a server keeps its own cache)")
             }
         }
     }
@@ -142,7 +148,8 @@ struct Generate: AsyncParsableCommand {
         let text = try text(template: ChatTemplate(source: gen.chatTemplate))
         if let logits {
             let ids = try gen.tokenizer.encode(text)
-            let l = try gen.model.forward(ids, cache: gen.model.makeCache(capacity: max(ids.count, 1)), allLogits: true)
+            let l = try gen.model.forward(
+                ids, cache: gen.model.makeCache(capacity: max(ids.count, 1), config: kv.config), allLogits: true)
             try writeLogits(l, rows: ids.count, vocab: gen.model.config.vocab, to: logits)
         }
         let clock = Stopwatch()
@@ -163,7 +170,8 @@ struct Generate: AsyncParsableCommand {
         if let logits {
             // the server's logits for every position, un-permuted by the client
             let vocab = server.config.vocab
-            let l = try server.forward(ids, cache: server.makeCache(capacity: max(ids.count, 1)), allLogits: true)
+            let l = try server.forward(
+                ids, cache: server.makeCache(capacity: max(ids.count, 1), config: kv.config), allLogits: true)
             let plainRows = (0..<ids.count).flatMap {
                 session.decryptLogits(Array(l[($0 * vocab)..<(($0 + 1) * vocab)]))
             }
@@ -179,7 +187,7 @@ struct Generate: AsyncParsableCommand {
         if let logits {
             // one server step per prompt position: the client's head gives that position's logits
             let ids = try session.tokenizer.encode(text)
-            let cache = try server.makeCache(capacity: max(ids.count, 1))
+            let cache = try server.makeCache(capacity: max(ids.count, 1), config: kv.config)
             let rows = try ids.flatMap { try session.step([$0], cache: cache) }
             try writeLogits(rows, rows: ids.count, vocab: server.config.vocab, to: logits)
         }

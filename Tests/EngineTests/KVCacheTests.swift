@@ -214,10 +214,9 @@ final class KVCacheTests: XCTestCase {
         assertThrowsEngineError(isInvalidArgument, "unknown type") { _ = try KVCacheType.named("q3") }
         XCTAssertEqual(try KVCacheType.named("Q8_0"), .q8_0)
         assertThrowsEngineError(isInvalidArgument, "window above the context") {
-            _ = try KIVIKVCache(
-                layers: 1, kvHeads: 1, headDim: 64, capacity: 100, config: KVCacheConfig(type: .q4, window: 101),
-                kernels: kern)
+            try KVCacheConfig(type: .q4, window: 101).validate(context: 100, headDim: 64)
         }
+        XCTAssertNoThrow(try KVCacheConfig(type: .q4, window: 100).validate(context: 100, headDim: 64))
         assertThrowsEngineError(isInvalidArgument, "head size") {
             _ = try KIVIKVCache(
                 layers: 1, kvHeads: 1, headDim: 48, capacity: 100, config: KVCacheConfig(type: .q2), kernels: kern)

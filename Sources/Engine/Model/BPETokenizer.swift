@@ -22,6 +22,9 @@ public final class BPETokenizer: @unchecked Sendable {
     public let eosID: Int?
     /// Whether to isolate each number code point first (SmolLM's pre-tokenizer).
     public let isolateNumbers: Bool
+    /// Whether the model expects BOS at the start of a sequence (GGUF tokenizer.ggml.add_bos_token;
+    /// false when absent, as llama.cpp assumes for byte-level BPE vocabularies).
+    public internal(set) var addsBOS = false
 
     /// A tokenizer from its vocabulary, merge rules ("a b", rank = order) and special token ids.
     public init(tokens: [String], merges: [String], specialIDs: [Int], bos: Int?, eos: Int?, isolateNumbers: Bool)
@@ -96,6 +99,7 @@ public final class BPETokenizer: @unchecked Sendable {
             tokens: toks, merges: merges, specialIDs: specials,
             bos: f.metadata["tokenizer.ggml.bos_token_id"]?.int, eos: f.metadata["tokenizer.ggml.eos_token_id"]?.int,
             isolateNumbers: pre == "smollm")
+        addsBOS = f.metadata["tokenizer.ggml.add_bos_token"]?.bool ?? false
     }
 
     /// From a Hugging Face tokenizer.json with a byte-level BPE model (vocab, merges as "a b"

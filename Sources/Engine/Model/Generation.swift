@@ -176,6 +176,7 @@ func decodeLoop(
         promptIDs.count <= model.config.contextLength,
         "the prompt has \(promptIDs.count) tokens but the context holds \(model.config.contextLength)")
     let cap = min(model.config.contextLength, promptIDs.count + min(parameters.maxTokens, model.config.contextLength))
+    try parameters.kvCache.validate(context: model.config.contextLength, headDim: model.config.headDim)
     let cache = try model.makeCache(capacity: max(cap, 1), config: parameters.kvCache)
     var logits = try step(promptIDs, cache)
     var out: [Int] = []

@@ -212,7 +212,7 @@ public final class LlamaModel: @unchecked Sendable {
         let cap = capacity ?? config.contextLength
         try require(
             cap > 0 && cap <= config.contextLength, "cache capacity \(cap) must be in 1...\(config.contextLength)")
-        try kv.validate(capacity: cap, headDim: config.headDim)
+        try kv.validate(context: nil, headDim: config.headDim)
         switch kv.type {
         case .f32:
             return DenseKVCache(layers: config.layers, kvHeads: config.kvHeads, headDim: config.headDim, capacity: cap)

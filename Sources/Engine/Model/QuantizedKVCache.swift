@@ -76,13 +76,13 @@ public struct KVCacheConfig: Sendable, Equatable {
     /// The dense f32 cache.
     public static let f32 = KVCacheConfig()
 
-    /// Throws unless the options fit a cache of `capacity` positions and `headDim` values per head.
-    public func validate(capacity: Int, headDim: Int) throws(EngineError) {
+    /// Throws unless the options suit a model with `headDim` values per head and a context of
+    /// `context` tokens (when given: the window must fit in it).
+    public func validate(context: Int?, headDim: Int) throws(EngineError) {
         try require(window >= 0, "the KV window must be non-negative, got \(window)")
-        if type.isKIVI {
+        if type.isKIVI, let context {
             try require(
-                window <= capacity,
-                "the KV window (\(window) tokens) is larger than the context (\(capacity) tokens)")
+                window <= context, "the KV window (\(window) tokens) is larger than the context (\(context) tokens)")
         }
         if type != .f32 && type != .f16 {
             try require(headDim % 32 == 0, "\(type) caches need a head size that is a multiple of 32, got \(headDim)")
@@ -229,7 +229,7 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
     {
         try require(config.type.isKIVI, "\(config.type) is not a KIVI cache type")
         try require(layers > 0 && kvHeads > 0 && headDim > 0 && capacity > 0, "cache dimensions must be positive")
-        try config.validate(capacity: capacity, headDim: headDim)
+        try config.validate(context: nil, headDim: headDim)
         self.capacity = capacity
         self.type = config.type
         self.window = config.window

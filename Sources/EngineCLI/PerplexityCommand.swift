@@ -1,0 +1,152 @@
+import ArgumentParser
+import Engine
+import Foundation
+
+extension KVCacheType: ExpressibleByArgument {}
+
+/// `--kv-cache` and `--kv-window`, shared by generate and perplexity.
+struct KVCacheOptions: ParsableArguments {
+    @Option(
+        name: .customLong("kv-cache"),
+        help: "KV cache type: f32 (reference), f16, q8_0, q4_0 (per token, GGUF blocks), q4 or q2 (KIVI).")
+    var type: KVCacheType = .f32
+    @Option(
+        name: .customLong("kv-window"), parsing: .unconditional,
+        help: "q4/q2: most recent tokens kept in f16 (at least this many, fewer than this plus 32).")
+    var window = KVCacheConfig.defaultWindow
+
+    var config: KVCacheConfig { KVCacheConfig(type: type, window: window) }
+
+    func validate() throws {
+        try checkRange(window, 0...Limits.context, "--kv-window")
+    }
+}
+
+struct Perplexity: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Perplexity of a text under a Llama-family GGUF model, chunked as llama.cpp's perplexity tool does.",
+        discussion: """
+            The text is cut into chunks of --context tokens; each chunk runs through a fresh KV cache of \
+            the chosen type, token by token by default, and the tokens of its second half are scored. \
+            The last line reads: perplexity P over K tokens (kv-cache T, B bytes/token).
+            """)
+    @Option(help: "GGUF model file (default: SmolLM2-135M-Instruct from scripts/fetch_models.sh).") var model: String?
+    @Option(help: "UTF-8 text file.") var input: String
+    @Option(parsing: .unconditional, help: "Tokens per chunk.") var context = 512
+    @Option(parsing: .unconditional, help: "Process at most this many chunks (default: all).") var chunks: Int?
+    @Option(
+        parsing: .unconditional,
+        help: """
+            Tokens per forward step (1 = token by token; larger steps attend over the same cache \
+            contents a token-by-token pass sees, faster, equal up to float rounding).
+            """)
+    var step = 1
+    @OptionGroup var kv: KVCacheOptions
+    @Option(help: "Weights: f32 (dequantized at load, the reference) or native (as stored).") var weights:
+        WeightFormat = .native
+    @Option(help: "Activations for native weights: int8 (fast, as llama.cpp) or exact (f32).") var activations:
+        ActivationsOption = .int8
+    @Option(help: "Key file: --model is an encrypted GGUF; the plain tokenizer comes from --tokenizer-model.") var key:
+        String?
+    @Option(
+        name: .customLong("tokenizer-model"), help: "Plain GGUF holding the tokenizer (with --key; default: SmolLM2).")
+    var tokenizerModel: String?
+    @Option(help: "Client half of a split-encrypted model: --model is its server half (token by token).")
+    var client: String?
+    @Option(help: "Also write the result as JSON (perplexity, tokens, per-chunk NLL, argmax ids) to this file.")
+    var json: String?
+    @Flag(help: "Replace an existing --json file.") var force = false
+    @Option(parsing: .unconditional, help: "Threads (default: ENGINE_THREADS or all cores).") var threads: Int?
+
+    func validate() throws {
+        try checkEnvironment()
+        try checkRange(context, 4...Limits.context, "--context")
+        try checkRange(step, 1...Limits.context, "--step")
+        if let chunks { try checkRange(chunks, 1...Int(Int32.max), "--chunks") }
+        try checkThreads(threads)
+        guard key == nil || client == nil else { throw ValidationError("--key and --client are two different modes") }
+        if let json { _ = try checkOutput(json, force: force, inputs: [model, input, key, client], option: "--json") }
+    }
+
+    func run() throws {
+        let n = threads ?? Threads.defaultCount
+        configureThreads(n)
+        let kernels = try Kernels.selected(threads: n)
+        let path = model ?? DefaultModels.smolLM2
+        let server = try LlamaModel(path: path, format: weights, activations: activations.numerics, kernels: kernels)
+        let c = server.config
+        guard context <= c.contextLength else {
+            throw ValidationError("--context \(context) exceeds the model's context of \(c.contextLength) tokens")
+        }
+        let cacheConfig = kv.config
+        try cacheConfig.validate(context: context, headDim: c.headDim)
+        guard let data = FileManager.default.contents(atPath: input) else {
+            throw EngineError.io("cannot read \(input)")
+        }
+        guard let text = String(validating: data, as: UTF8.self) else {
+            throw EngineError.invalidArgument("\(input) is not valid UTF-8")
+        }
+        let tokenizer: BPETokenizer
+        var stepTokens = step
+        var run: LogitsStep
+        if let client {
+            let session = try SplitEncryptedSession(client: GGUFFile(path: client), server: server, kernels: kernels)
+            tokenizer = session.tokenizer
+            stepTokens = 1 // the client's head sees the last position of a step
+            run = { ids, cache in try session.step(ids, cache: cache) }
+        } else if let key {
+            let plain = try GGUFFile(path: tokenizerModel ?? DefaultModels.smolLM2)
+            let session = try EncryptedSession(
+                tokenizer: BPETokenizer(gguf: plain), server: server, key: EncryptionKey.read(path: key))
+            tokenizer = session.tokenizer
+            let vocab = c.vocab
+            run = { ids, cache in
+                let l = try server.forward(session.encryptIDs(ids), cache: cache, allLogits: true)
+                return (0..<ids.count).flatMap { session.decryptLogits(Array(l[($0 * vocab)..<(($0 + 1) * vocab)])) }
+            }
+        } else {
+            tokenizer = try BPETokenizer(gguf: GGUFFile(path: path))
+            run = { ids, cache in try server.forward(ids, cache: cache, allLogits: true) }
+        }
+        let ids = try tokenizer.encode(text)
+        let bos = tokenizer.addsBOS ? tokenizer.bosID : nil
+        let bytes = cacheConfig.type.bytesPerToken(kvHeads: c.kvHeads, headDim: c.headDim) * c.layers
+        let clock = Stopwatch()
+        note(
+            "\(ids.count) tokens, \(ids.count / context) chunks of \(context); kv-cache \(cacheConfig.type)"
+                + (cacheConfig.type.isKIVI ? " (window \(cacheConfig.window))" : "") + ", \(n) threads")
+        let r = try evaluatePerplexity(
+            tokens: ids, context: context, vocab: c.vocab, bos: bos, stepTokens: stepTokens, maxChunks: chunks,
+            makeCache: { try server.makeCache(capacity: context, config: cacheConfig) }, step: run
+        ) { done, total, ppl in
+            note("[\(done)/\(total)] perplexity so far \(fixed(ppl, 4)), \(fixed(clock.seconds, 1)) s")
+        }
+        if let json {
+            struct Report: Encodable {
+                let model: String
+                let input: String
+                let context: Int
+                let kvCache: String
+                let kvWindow: Int?
+                let bytesPerToken: Int
+                let weights: String
+                let activations: String
+                let seconds: Double
+                let result: PerplexityResult
+            }
+            let report = Report(
+                model: path, input: input, context: context, kvCache: cacheConfig.type.rawValue,
+                kvWindow: cacheConfig.type.isKIVI ? cacheConfig.window : nil, bytesPerToken: bytes,
+                weights: weights.rawValue, activations: activations.rawValue, seconds: clock.seconds, result: r)
+            let enc = JSONEncoder()
+            enc.keyEncodingStrategy = .convertToSnakeCase
+            enc.outputFormatting = [.sortedKeys]
+            let w = try AtomicFileWriter(path: json, replace: force)
+            try w.write(Array(try enc.encode(report)) + [10])
+            try w.commit()
+        }
+        print(
+            "perplexity \(fixed(r.perplexity, 4)) over \(r.tokens) tokens (kv-cache \(cacheConfig.type), "
+                + "\(bytes) bytes/token)")
+    }
+}
