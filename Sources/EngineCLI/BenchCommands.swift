@@ -6,7 +6,7 @@ import Foundation
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks (release builds only).",
-        subcommands: [BenchKernels.self, BenchModels.self, BenchEncryption.self, BenchANN.self])
+        subcommands: [BenchKernels.self, BenchModels.self, BenchEncryption.self, BenchANN.self, BenchKV.self])
 }
 
 struct BenchKernels: ParsableCommand {

@@ -150,3 +150,94 @@ struct Perplexity: ParsableCommand {
                 + "\(bytes) bytes/token)")
     }
 }
+
+struct BenchKV: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kv",
+        abstract:
+            """
+            SmolLM2 decode tokens/s per KV cache type at long contexts (medians): the cache is filled \
+            with a real text's tokens, then greedy decode steps are timed; prints JSON lines for \
+            scripts/bench_kv.py.
+            """)
+    @Option(help: "UTF-8 text whose tokens fill the context (scripts/kv_corpus.py).") var input: String
+    @Option(help: "Cache types (comma-separated).") var types = "f32,f16,q8_0,q4_0,q4,q2"
+    @Option(help: "Contexts (comma-separated): positions in the cache while decoding.") var contexts = "512,2048,8192"
+    @Option(help: "Threads to measure (comma-separated).") var threads = "1,2"
+    @Option(name: .customLong("decode-tokens"), parsing: .unconditional, help: "Tokens per timed run.")
+    var decodeTokens = 16
+    @Option(parsing: .unconditional, help: "Timed runs per setting (median reported).") var reps = 3
+    @Option(help: "Activations for the quantized weights: int8 or exact.") var activations: ActivationsOption = .int8
+    @Option(
+        name: .customLong("kv-window"), parsing: .unconditional, help: "q4/q2: recent tokens kept in f16.")
+    var window = KVCacheConfig.defaultWindow
+
+    func validate() throws {
+        try checkEnvironment()
+        _ = try checkedList(threads, 1...Limits.threads, "--threads")
+        _ = try checkedList(contexts, 64...Limits.context, "--contexts")
+        for t in types.split(separator: ",") { _ = try KVCacheType.named(String(t)) }
+        try checkRange(decodeTokens, 1...1024, "--decode-tokens")
+        try checkRange(reps, 1...100, "--reps")
+        try checkRange(window, 0...Limits.context, "--kv-window")
+    }
+
+    func run() throws {
+        warnIfDebug("bench kv")
+        let counts = threads.split(separator: ",").compactMap { Int($0) }
+        let ctxs = contexts.split(separator: ",").compactMap { Int($0) }
+        let kinds = try types.split(separator: ",").map { try KVCacheType.named(String($0)) }
+        let models = try counts.map {
+            try LlamaModel(
+                path: DefaultModels.smolLM2, activations: activations.numerics, kernels: Kernels.selected(threads: $0))
+        }
+        let filler = try LlamaModel(
+            path: DefaultModels.smolLM2, activations: activations.numerics,
+            kernels: Kernels.selected(threads: Threads.defaultCount))
+        let c = filler.config
+        guard let data = FileManager.default.contents(atPath: input), let text = String(validating: data, as: UTF8.self)
+        else { throw EngineError.io("cannot read \(input) as UTF-8 text") }
+        let ids = try BPETokenizer(gguf: GGUFFile(path: DefaultModels.smolLM2)).encode(text)
+        let timed = (decodeTokens * reps + 1) * counts.count
+        for ctx in ctxs {
+            guard ctx - timed >= 16, ctx <= c.contextLength, ids.count >= ctx else {
+                throw ValidationError(
+                    "context \(ctx) needs more than \(timed) decode steps, at most \(c.contextLength) positions and "
+                        + "a text of \(ctx) tokens (has \(ids.count))")
+            }
+            for kind in kinds {
+                let kv = KVCacheConfig(type: kind, window: min(window, ctx))
+                let cache = try filler.makeCache(capacity: ctx, config: kv)
+                configureThreads(Threads.defaultCount)
+                var pos = 0
+                let fill = ctx - timed
+                let clock = Stopwatch()
+                while pos < fill {
+                    let n = min(512, fill - pos)
+                    _ = try filler.forward(Array(ids[pos..<(pos + n)]), cache: cache)
+                    pos += n
+                }
+                note("bench kv: \(kind) filled \(fill) positions in \(fixed(clock.seconds, 1)) s")
+                for (i, t) in counts.enumerated() {
+                    configureThreads(t)
+                    var rates: [Double] = []
+                    var logits = try models[i].forward([ids[pos]], cache: cache)
+                    for _ in 0..<reps {
+                        var clock = Stopwatch()
+                        for _ in 0..<decodeTokens {
+                            let next = logits.indices.max { logits[$0] < logits[$1] }!
+                            logits = try models[i].forward([next], cache: cache)
+                        }
+                        rates.append(Double(decodeTokens) / clock.lap())
+                    }
+                    pos = cache.length
+                    let bytes = kind.bytesPerToken(kvHeads: c.kvHeads, headDim: c.headDim) * c.layers
+                    print(
+                        #"{"engine": "engine", "kv_cache": "\#(kind)", "threads": \#(t), "context": \#(ctx), "#
+                            + #""decode_tps": \#(median(rates)), "bytes_per_token": \#(bytes), "#
+                            + #""cache_mib": \#(Double(cache.memoryBytes) / 1048576)}"#)
+                }
+            }
+        }
+    }
+}
