@@ -95,7 +95,8 @@ def main():
     ap.add_argument("--text", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--contexts", default="2048,8192", help="perplexity contexts")
-    ap.add_argument("--chunks", type=int, default=0, help="at most this many chunks per perplexity (0: all)")
+    ap.add_argument("--tokens", type=int, default=32768,
+                    help="text tokens per perplexity run: max(1, tokens / context) chunks (0: the whole text)")
     ap.add_argument("--step", type=int, default=256, help="engine perplexity --step")
     ap.add_argument("--activations", default="int8")
     ap.add_argument("--decode-contexts", default="512,2048,8192")
@@ -120,9 +121,10 @@ def main():
     types = args.types.split(",")
     threads = [int(t) for t in args.threads.split(",")]
     for ctx in [int(c) for c in args.contexts.split(",")]:
+        chunks = max(1, args.tokens // ctx) if args.tokens else 0
         base = None
         for kind in types:
-            r = engine_perplexity(args.text, ctx, kind, args.chunks, args.step, args.activations, tmp)
+            r = engine_perplexity(args.text, ctx, kind, chunks, args.step, args.activations, tmp)
             res = r["result"]
             if kind == "f32":
                 base = res["argmax"]
@@ -132,7 +134,7 @@ def main():
                   "top1_vs_f32": agree, "wall_s": r["wall_s"]})
         if not args.skip_peer:
             for kind in ["f16", "q8_0", "q4_0"]:
-                r = llama_perplexity(args.text, ctx, kind, args.chunks, max(threads))
+                r = llama_perplexity(args.text, ctx, kind, chunks, max(threads))
                 agree = sum(a == b for a, b in zip(r["argmax"], base)) / len(base) if base else None
                 emit({"kind": "perplexity", "engine": "llama.cpp", "kv_cache": kind, "context": ctx,
                       "perplexity": r["perplexity"], "tokens": r["tokens"], "top1_vs_engine_f32": agree})

@@ -34,6 +34,7 @@ struct Serve: AsyncParsableCommand {
         name: .customLong("prefill-chunk"),
         help: "Most prompt tokens one decode step carries (chunked prefill keeps running streams at pace).")
     var prefillChunk = 128
+    @OptionGroup var kv: KVCacheOptions
     @Option(name: .customLong("max-tokens"), help: "Largest max_tokens a request may ask for (default: the context).")
     var maxTokens: Int?
     @Option(parsing: .unconditional, help: "Kernel threads (default: ENGINE_THREADS or all cores).") var threads: Int?
@@ -72,6 +73,7 @@ struct Serve: AsyncParsableCommand {
         o.maxTokensLimit = maxTokens
         o.context = context
         o.prefillChunk = prefillChunk
+        o.kvCache = kv.config
         o.threads = threads ?? Threads.defaultCount
         o.exitWithParent = exitWithParent
         if let apiKeyFile {

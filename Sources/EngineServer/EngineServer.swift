@@ -41,6 +41,8 @@ public struct ServerOptions: Sendable {
     /// Most prompt tokens one decode step carries (chunked prefill: running streams wait at most
     /// one chunk's time per step for a new prompt).
     public var prefillChunk = 128
+    /// Type of every sequence's KV cache (and of split sessions).
+    public var kvCache: KVCacheConfig = .f32
     /// Largest `max_tokens` a request may ask for (nil: the model's context).
     public var maxTokensLimit: Int?
     /// Kernel threads.
@@ -130,7 +132,8 @@ public final class EngineServer: @unchecked Sendable {
             let name = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
             let scheduler = GenerationScheduler(
                 model: model, slots: options.parallel, queueLimit: options.queueLimit, context: options.context,
-                prefillChunk: options.prefillChunk)
+                prefillChunk: options.prefillChunk, kvCache: options.kvCache)
+            try options.kvCache.validate(context: scheduler.context, headDim: model.config.headDim)
             decoder = Decoder(name: name, model: model, text: text, scheduler: scheduler, split: split)
         } else {
             decoder = nil

@@ -49,7 +49,7 @@ public final class GenerationScheduler: @unchecked Sendable {
         let stops: Set<Int>
         let maxTokens: Int
         let continuation: AsyncStream<GenerationEvent>.Continuation
-        var cache: DenseKVCache?
+        var cache: (any KVCache)?
         var last: Int?
         var generated = 0
         /// Prompt tokens already in the cache.
@@ -83,8 +83,15 @@ public final class GenerationScheduler: @unchecked Sendable {
     private let stepTimer = Metrics.Timer(label: "engine_decode_step_seconds")
     private let batchRecorder = Recorder(label: "engine_decode_batch_rows")
 
+    /// Type of each sequence's KV cache.
+    public let kvCache: KVCacheConfig
+
     /// A scheduler over `model`; call `start()` before submitting.
-    public init(model: LlamaModel, slots: Int, queueLimit: Int, context: Int? = nil, prefillChunk: Int = 128) {
+    public init(
+        model: LlamaModel, slots: Int, queueLimit: Int, context: Int? = nil, prefillChunk: Int = 128,
+        kvCache: KVCacheConfig = .f32
+    ) {
+        self.kvCache = kvCache
         self.model = model
         self.prefillChunk = max(1, prefillChunk)
         self.context = min(context ?? model.config.contextLength, model.config.contextLength)
@@ -192,7 +199,7 @@ public final class GenerationScheduler: @unchecked Sendable {
                 // as TextGenerator sizes it: the prompt plus what may be generated, within the context
                 let ctx = context
                 let cap = min(ctx, s.prompt.count + min(s.maxTokens, ctx))
-                do { s.cache = try model.makeCache(capacity: max(cap, 1)) } catch {
+                do { s.cache = try model.makeCache(capacity: max(cap, 1), config: kvCache) } catch {
                     finish(s, error: error)
                     continue
                 }

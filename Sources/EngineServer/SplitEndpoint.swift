@@ -39,7 +39,9 @@ extension EngineServer {
         else { return .dontUpgrade }
         return .upgrade([:]) { inbound, outbound, _ in
             defer { self.splitSessions.release() }
-            try await self.splitSession(d.model, context: d.scheduler.context, inbound: inbound, outbound: outbound)
+            try await self.splitSession(
+                d.model, context: d.scheduler.context, kvCache: d.scheduler.kvCache, inbound: inbound,
+                outbound: outbound)
         }
     }
 
@@ -64,14 +66,15 @@ extension EngineServer {
     }
 
     func splitSession(
-        _ model: LlamaModel, context: Int, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter
+        _ model: LlamaModel, context: Int, kvCache: KVCacheConfig, inbound: WebSocketInboundStream,
+        outbound: WebSocketOutboundWriter
     ) async throws {
         let d = model.config.dim
         let steps = Counter(label: "engine_split_messages_total")
         let hello = SplitHello(
             dim: d, context: context, key_check: model.keyCheck, max_message_bytes: splitMaxMessageBytes)
         try await outbound.write(.text(String(decoding: try JSONEncoder().encode(hello), as: UTF8.self)))
-        var cache = try model.makeCache(capacity: context)
+        var cache = try model.makeCache(capacity: context, config: kvCache)
         do {
             for try await message in inbound.messages(maxSize: splitMaxMessageBytes) {
                 switch message {
@@ -80,7 +83,7 @@ extension EngineServer {
                     guard let c = try? JSONDecoder().decode(Control.self, from: Data(t.utf8)), c.type == "reset" else {
                         throw APIError.badRequest(#"unknown control message; the only one is {"type": "reset"}"#)
                     }
-                    cache = try model.makeCache(capacity: context)
+                    cache = try model.makeCache(capacity: context, config: kvCache)
                 case .binary(let buffer):
                     let x = try Self.vectors(buffer, dim: d)
                     let rows = x.count / d

@@ -69,6 +69,40 @@ final class CLITests: XCTestCase {
     /// `generate --key K --logits F` writes the decrypted logits: equal to the plain f32 model's
     /// up to float rounding (the encrypted model is f32, so the tolerance is that of
     /// EncryptionTests: 1e-4 of the logit range).
+    /// engine generate --kv-cache prints what the library generates with the same cache type;
+    /// engine perplexity prints its figure line and JSON, and refuses bad cache options.
+    func testKVCacheOptions() throws {
+        let prompt = "The history of the printing press begins"
+        var (st, out) = try runEngine([
+            "generate", "--prompt", prompt, "--max-tokens", "12", "--kv-cache", "q4", "--kv-window", "0",
+        ])
+        XCTAssertEqual(st, 0, out)
+        var p = GenerationParameters(maxTokens: 12)
+        p.kvCache = KVCacheConfig(type: .q4, window: 0)
+        let gen = try TextGenerator(path: TestModels.smolLM2, kernels: Kernels.selected())
+        let ids = try gen.generate(prompt: prompt, parameters: p)
+        XCTAssertTrue(out.contains(try gen.tokenizer.decode(ids)), out)
+        let text = dir + "/t.txt"
+        try String(repeating: "It is a truth universally acknowledged that a reader wants a clear answer. ", count: 20)
+            .write(toFile: text, atomically: true, encoding: .utf8)
+        (st, out) = try runEngine([
+            "perplexity", "--input", text, "--context", "64", "--chunks", "2", "--kv-cache", "q8_0", "--json",
+            dir + "/p.json",
+        ])
+        XCTAssertEqual(st, 0, out)
+        XCTAssertTrue(out.contains("over 62 tokens (kv-cache q8_0, 12240 bytes/token)"), out)
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/p.json")))
+        XCTAssertEqual((json as? [String: Any])?["kv_cache"] as? String, "q8_0")
+        for bad in [
+            ["--kv-cache", "q3"], ["--kv-cache", "q4", "--kv-window", "65"], ["--context", "100000"],
+            ["--json", dir + "/p.json"],
+        ] {
+            (st, out) = try runEngine(["perplexity", "--input", text, "--context", "64"] + bad)
+            XCTAssertNotEqual(st, 0, "\(bad): \(out)")
+            XCTAssertTrue(out.contains("Error"), out)
+        }
+    }
+
     func testEncryptedGenerateWritesDecryptedLogits() throws {
         let key = dir + "/k.key"
         let enc = dir + "/enc.gguf"
