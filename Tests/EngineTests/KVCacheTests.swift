@@ -137,6 +137,27 @@ final class KVCacheTests: XCTestCase {
         }
     }
 
+    /// A long prompt step grows the f16 window; once its rows are quantized the memory goes
+    /// back, and later steps still equal a token-by-token cache exactly.
+    func testKIVIWindowShrinksAfterLongStep() throws {
+        var rng = SeededRandom(seed: 53)
+        let (d, h, kvh, T) = (64, 3, 1, 700)
+        let shape = try AttentionShape(heads: h, kvHeads: kvh, headDim: d)
+        let q = rng.uniform(T * h * d, -2, 2)
+        let k = rng.uniform(T * kvh * d)
+        let v = rng.uniform(T * kvh * d)
+        let kern = try kernels(.avx2 <= ISA.detected ? .avx2 : .scalar)
+        let config = KVCacheConfig(type: .q4, window: 16)
+        let big = try KIVIKVCache(layers: 1, kvHeads: kvh, headDim: d, capacity: T, config: config, kernels: kern)
+        let before = big.memoryBytes
+        let a = try run(cache: big, shape: shape, q: q, k: k, v: v, T: T, steps: [600, 1, 99], kernels: kern)
+        XCTAssertEqual(big.memoryBytes, before, "the window is back to its base size")
+        let small = try KIVIKVCache(layers: 1, kvHeads: kvh, headDim: d, capacity: T, config: config, kernels: kern)
+        let b = try run(
+            cache: small, shape: shape, q: q, k: k, v: v, T: T, steps: [Int](repeating: 1, count: T), kernels: kern)
+        XCTAssertEqual(a, b)
+    }
+
     /// f16 / q8_0 / q4_0 row caches: attention over the dequantized rows, every level, decode
     /// and prompt chunks.
     func testRowCachesMatchDequantizedReference() throws {

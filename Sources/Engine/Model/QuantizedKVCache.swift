@@ -246,7 +246,7 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
         let vb = try CheckedSize.product(kvHeads, capacity, valueRowBytes, what: "KV cache layer")
         keyGroups = Array(repeating: [UInt8](repeating: 0, count: kb), count: layers)
         valueRows = Array(repeating: [UInt8](repeating: 0, count: vb), count: layers)
-        windowCap = min(capacity, config.window + Int(CK_KIVI_G) + 64)
+        windowCap = min(capacity, config.window + Int(CK_KIVI_G) + 128)
         let wb = try CheckedSize.product(kvHeads, windowCap, headDim, what: "KV cache window")
         windowKeys = Array(repeating: [UInt16](repeating: 0, count: wb), count: layers)
         windowValues = windowKeys
@@ -300,22 +300,33 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
             }
             windowStart = newStart
         }
+        // A long prompt step grew the window; once its rows are quantized, give the memory back.
+        if windowCap > 2 * baseWindowCap && newLength - windowStart <= baseWindowCap {
+            try resizeWindow(baseWindowCap)
+        }
     }
+
+    /// Window rows a cache keeps allocated between steps: the window, a group being filled and
+    /// one prompt chunk of engine serve's default size.
+    var baseWindowCap: Int { min(capacity, window + Int(CK_KIVI_G) + 128) }
 
     /// Grows the f16 window so it holds positions windowStart ..< end.
     private func reserveWindow(_ end: Int) throws {
         let need = end - windowStart
         if need <= windowCap { return }
-        let newCap = min(capacity, max(need, windowCap * 2))
+        try resizeWindow(min(capacity, max(need, windowCap * 2)))
+    }
+
+    /// Reallocates the f16 window to `newCap` rows per head, keeping the rows in use.
+    private func resizeWindow(_ newCap: Int) throws {
+        let keep = min(newCap, windowCap) * headDim
         let wb = try CheckedSize.product(kvHeads, newCap, headDim, what: "KV cache window")
         for l in 0..<layers {
             for arr in [0, 1] {
                 let old = arr == 0 ? windowKeys[l] : windowValues[l]
                 var a = [UInt16](repeating: 0, count: wb)
                 for h in 0..<kvHeads {
-                    for i in 0..<(windowCap * headDim) {
-                        a[h * newCap * headDim + i] = old[h * windowCap * headDim + i]
-                    }
+                    for i in 0..<keep { a[h * newCap * headDim + i] = old[h * windowCap * headDim + i] }
                 }
                 if arr == 0 { windowKeys[l] = a } else { windowValues[l] = a }
             }
