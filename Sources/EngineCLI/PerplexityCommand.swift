@@ -14,8 +14,12 @@ struct KVCacheOptions: ParsableArguments {
         name: .customLong("kv-window"), parsing: .unconditional,
         help: "q4/q2: most recent tokens kept in f16 (at least this many, fewer than this plus 32).")
     var window = KVCacheConfig.defaultWindow
+    @Option(
+        name: .customLong("kv-scores"),
+        help: "q8_0/q4_0: attention scores with exact (f32) or int8 queries (as llama.cpp does).")
+    var scores: ActivationsOption = .exact
 
-    var config: KVCacheConfig { KVCacheConfig(type: type, window: window) }
+    var config: KVCacheConfig { KVCacheConfig(type: type, window: window, scores: scores.numerics) }
 
     func validate() throws {
         try checkRange(window, 0...Limits.context, "--kv-window")
@@ -171,6 +175,8 @@ struct BenchKV: ParsableCommand {
     @Option(
         name: .customLong("kv-window"), parsing: .unconditional, help: "q4/q2: recent tokens kept in f16.")
     var window = KVCacheConfig.defaultWindow
+    @Option(name: .customLong("kv-scores"), help: "q8_0/q4_0: attention scores with exact or int8 queries.")
+    var scores: ActivationsOption = .exact
 
     func validate() throws {
         try checkEnvironment()
@@ -206,7 +212,7 @@ struct BenchKV: ParsableCommand {
                         + "a text of \(ctx) tokens (has \(ids.count))")
             }
             for kind in kinds {
-                let kv = KVCacheConfig(type: kind, window: min(window, ctx))
+                let kv = KVCacheConfig(type: kind, window: min(window, ctx), scores: scores.numerics)
                 let cache = try filler.makeCache(capacity: ctx, config: kv)
                 configureThreads(Threads.defaultCount)
                 var pos = 0

@@ -175,14 +175,24 @@ final class KVCacheTests: XCTestCase {
                 .dequantized(kernels: ref)
             let expect = referenceAttention(
                 q: q, k: kd, v: vd, T: T, start: 0, heads: h, kvHeads: kvh, d: d, score: .softmax)
+            // int8 queries (AttentionTests' bound): each score moves by at most
+            // scale * sum_j |k_j| * (max|q| / 127) / 2; the output by twice that times max|v|.
+            let maxK = Double(kd.map { abs($0) }.max()!)
+            let scoreErr = Double(d) * maxK * (2.0 / 127) / 2 / Double(d).squareRoot()
+            let int8Tol = 2 * scoreErr * Double(vd.map { abs($0) }.max()!) * 1.1
             for isa in allLevels {
                 for steps in [[Int](repeating: 1, count: T), [64, 1, T - 65]] {
-                    let kern = try kernels(isa, threads: 2)
-                    let cache = try RowKVCache(
-                        layers: 1, kvHeads: kvh, headDim: d, capacity: T, type: type, kernels: kern)
-                    let out = try run(cache: cache, shape: shape, q: q, k: k, v: v, T: T, steps: steps, kernels: kern)
-                    let err = zip(out, expect).map { abs(Double($0) - $1) }.max()!
-                    XCTAssertLessThanOrEqual(err, tolerance(T: T, d: d, maxAbsV: 1), "\(type) \(isa) \(steps.count)")
+                    for int8 in type.isQuantized ? [false, true] : [false] {
+                        let kern = try kernels(isa, threads: 2)
+                        let cache = try RowKVCache(
+                            layers: 1, kvHeads: kvh, headDim: d, capacity: T, type: type, int8Scores: int8,
+                            kernels: kern)
+                        let out = try run(
+                            cache: cache, shape: shape, q: q, k: k, v: v, T: T, steps: steps, kernels: kern)
+                        let err = zip(out, expect).map { abs(Double($0) - $1) }.max()!
+                        let tol = tolerance(T: T, d: d, maxAbsV: 1) + (int8 ? int8Tol : 0)
+                        XCTAssertLessThanOrEqual(err, tol, "\(type) \(isa) \(steps.count) int8 \(int8)")
+                    }
                 }
             }
         }

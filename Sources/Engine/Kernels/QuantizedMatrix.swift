@@ -23,7 +23,7 @@ public enum RowType: Int, CaseIterable, Sendable, CustomStringConvertible {
 }
 
 /// How activations meet quantized weights in a matrix-vector product.
-public enum Numerics: Sendable {
+public enum Numerics: Sendable, Equatable {
     /// f32 activations times weights dequantized in registers: equals dequantize-then-dot up to
     /// float rounding.
     case exact

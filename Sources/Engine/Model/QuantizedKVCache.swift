@@ -67,10 +67,16 @@ public struct KVCacheConfig: Sendable, Equatable {
     /// Default window of the KIVI types (as in the KIVI paper's residual length).
     public static let defaultWindow = 128
 
-    /// A cache for `layers` layers of `kvHeads` heads of `headDim` values, `capacity` positions.
-    public init(type: KVCacheType = .f32, window: Int = KVCacheConfig.defaultWindow) {
+    /// q8_0 / q4_0: how attention scores meet the quantized keys: `.exact` (f32 queries times
+    /// keys dequantized in registers) or `.int8` (queries quantized once per step to int8 blocks,
+    /// integer dot products, as llama.cpp does for quantized K caches).
+    public var scores: Numerics
+
+    /// A cache configuration; see each property.
+    public init(type: KVCacheType = .f32, window: Int = KVCacheConfig.defaultWindow, scores: Numerics = .exact) {
         self.type = type
         self.window = window
+        self.scores = scores
     }
 
     /// The dense f32 cache.
@@ -100,6 +106,8 @@ public final class RowKVCache: KVCache, @unchecked Sendable {
     public private(set) var length = 0
     /// Storage type.
     public let type: RowType
+    /// Whether scores use int8-quantized queries (`KVCacheConfig.scores`).
+    public let int8Scores: Bool
     let kvHeads: Int
     let headDim: Int
     let rowBytes: Int
@@ -108,7 +116,12 @@ public final class RowKVCache: KVCache, @unchecked Sendable {
     var values: [[UInt8]]
 
     /// A cache of `layers` layers for up to `capacity` positions, rows of `type`.
-    public init(layers: Int, kvHeads: Int, headDim: Int, capacity: Int, type: RowType, kernels: Kernels) throws {
+    public init(
+        layers: Int, kvHeads: Int, headDim: Int, capacity: Int, type: RowType, int8Scores: Bool = false,
+        kernels: Kernels
+    ) throws {
+        try require(!int8Scores || type.isQuantized, "int8 scores need a quantized cache type, got \(type)")
+        self.int8Scores = int8Scores
         try require(layers > 0 && kvHeads > 0 && headDim > 0 && capacity > 0, "cache dimensions must be positive")
         self.capacity = capacity
         self.type = type
@@ -179,8 +192,8 @@ public final class RowKVCache: KVCache, @unchecked Sendable {
                     try k.attentionDecode(
                         shape: shape, score: score, q: UnsafeBufferPointer(rebasing: q[(i * row)..<((i + 1) * row)]),
                         keys: kc, keyType: type, values: vc, valueType: type, length: start + i + 1,
-                        capacity: capacity, into: UnsafeMutableBufferPointer(rebasing: out[(i * row)..<((i + 1) * row)])
-                    )
+                        capacity: capacity, int8Scores: int8Scores,
+                        into: UnsafeMutableBufferPointer(rebasing: out[(i * row)..<((i + 1) * row)]))
                 }
             }
         }
