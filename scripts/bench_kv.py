@@ -77,7 +77,8 @@ def llama_perplexity(text, ctx, kind, chunks, threads):
 def llama_decode(text, ctx, kind, threads, tokens, reps):
     from llama_cpp import Llama
     import numpy as np
-    llm = Llama(model_path=str(MODEL), n_ctx=ctx, n_batch=512, n_ubatch=512, flash_attn=True,
+    # logits_all: llama-cpp-python keeps only n_batch rows of scores otherwise
+    llm = Llama(model_path=str(MODEL), n_ctx=ctx, n_batch=512, n_ubatch=512, flash_attn=True, logits_all=True,
                 type_k=GGML[kind], type_v=GGML[kind], n_threads=threads, n_threads_batch=threads, verbose=False)
     ids = llm.tokenize(Path(text).read_bytes(), add_bos=False, special=False)
     fill = ctx - tokens * reps - 1
