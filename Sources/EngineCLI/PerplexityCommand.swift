@@ -16,7 +16,7 @@ struct KVCacheOptions: ParsableArguments {
     var window = KVCacheConfig.defaultWindow
     @Option(
         name: .customLong("kv-scores"),
-        help: "q8_0/q4_0: attention scores with exact (f32) or int8 queries (as llama.cpp does).")
+        help: "Quantized caches: attention scores with exact (f32) or int8 queries and integer dots.")
     var scores: ActivationsOption = .exact
 
     var config: KVCacheConfig { KVCacheConfig(type: type, window: window, scores: scores.numerics) }
@@ -175,7 +175,7 @@ struct BenchKV: ParsableCommand {
     @Option(
         name: .customLong("kv-window"), parsing: .unconditional, help: "q4/q2: recent tokens kept in f16.")
     var window = KVCacheConfig.defaultWindow
-    @Option(name: .customLong("kv-scores"), help: "q8_0/q4_0: attention scores with exact or int8 queries.")
+    @Option(name: .customLong("kv-scores"), help: "Quantized caches: attention scores with exact or int8 queries.")
     var scores: ActivationsOption = .exact
 
     func validate() throws {

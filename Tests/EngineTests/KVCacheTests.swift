@@ -239,6 +239,78 @@ final class KVCacheTests: XCTestCase {
         }
     }
 
+    /// The integer KIVI score kernel of every level against the operations restated in double:
+    /// per query qp = qs * scale (f32, the stored half scale), step = max|qp| / 127, int8
+    /// qi = qp * (127 / max|qp|) rounded to nearest even; score = step * sum qi * code + qs . min.
+    /// The integer sum is exact, so only the f32 rounding of the base and the final product
+    /// remain (the f32 kernel's bound). Also: the int8 scores stay within the quantization bound
+    /// of the exact scores, step / 2 * sum of the codes.
+    func testKIVIInt8ScoreKernelMatchesRestatement() throws {
+        var rng = SeededRandom(seed: 59)
+        for bits in [Int32(4), 2] {
+            let top = Double((1 << bits) - 1)
+            for (d, g) in [(32, 1), (64, 3), (128, 5)] {
+                var keys = rng.uniform(32 * d, -3, 3)
+                for t in 0..<32 { keys[t * d + 2] = -0.5 } // constant channel: scale 0
+                for t in 0..<32 { keys[t * d + 7] = Float(t) * 20 } // outlier channel
+                var group = [UInt8](repeating: 0, count: ck_kivi_group_bytes(bits, d))
+                XCTAssertEqual(ck_kivi_quantize_keys(bits, d, keys, d, &group), CK_OK)
+                var deq = [Float](repeating: 0, count: 32 * d)
+                XCTAssertEqual(ck_kivi_dequantize_keys(bits, d, group, &deq), CK_OK)
+                // the documented header: half scales, then half minimums
+                let halves = group.withUnsafeBytes { raw in
+                    (0..<(2 * d)).map { raw.load(fromByteOffset: 2 * $0, as: UInt16.self) }
+                }
+                let scale = (0..<d).map { Float(Float16(bitPattern: halves[$0])) }
+                let mins = (0..<d).map { Float(Float16(bitPattern: halves[d + $0])) }
+                let code: [Double] = (0..<(32 * d)).map { i in
+                    let c = i % d
+                    return scale[c] > 0 ? ((Double(deq[i]) - Double(mins[c])) / Double(scale[c])).rounded() : 0
+                }
+                var qs = rng.uniform(g * d, -1, 1)
+                qs[0] = 0.75
+                var expect = [Double](repeating: 0, count: g * 32)
+                var exact = expect
+                var quantErr = [Double](repeating: 0, count: g)
+                for j in 0..<g {
+                    let qp = (0..<d).map { qs[j * d + $0] * scale[$0] }
+                    let amax = qp.map { abs($0) }.max()!
+                    let inv: Float = amax > 0 ? 127 / amax : 0
+                    let qi = qp.map { Double(($0 * inv).rounded(.toNearestOrEven)) }
+                    let step = Double(amax / 127)
+                    let base = (0..<d).reduce(0.0) { $0 + Double(qs[j * d + $1]) * Double(mins[$1]) }
+                    for t in 0..<32 {
+                        let acc = (0..<d).reduce(0.0) { $0 + qi[$1] * code[t * d + $1] }
+                        expect[j * 32 + t] = step * acc + base
+                        exact[j * 32 + t] = (0..<d).reduce(0.0) {
+                            $0 + Double(qs[j * d + $1]) * Double(deq[t * d + $1])
+                        }
+                    }
+                    quantErr[j] = step / 2 * top * Double(d)
+                }
+                // |score| and |base| are at most sum |qs| * max |k| (and max |min|)
+                let maxK = Double((deq + mins).map { abs($0) }.max()!)
+                let bound = (0..<g).map { j in (0..<d).reduce(0.0) { $0 + abs(Double(qs[j * d + $1])) } }.max()! * maxK
+                for isa in allLevels {
+                    let table = ck_attention_kernels_for(ck_isa(rawValue: UInt32(isa.rawValue)))!
+                    var scratch = [Float](repeating: 0, count: 2 * g * d)
+                    var s = [Float](repeating: 0, count: g * 40)
+                    table.pointee.kivi_scores_i8(bits, d, group, qs, g, &scratch, &s, 40)
+                    for j in 0..<g {
+                        for t in 0..<32 {
+                            let got = Double(s[j * 40 + t])
+                            XCTAssertEqual(
+                                got, expect[j * 32 + t], accuracy: 4 * Double(d + 2) * u32 * bound,
+                                "\(isa) b=\(bits) d=\(d) q\(j) t\(t)")
+                            XCTAssertEqual(
+                                got, exact[j * 32 + t], accuracy: quantErr[j] + 4 * Double(d + 2) * u32 * bound)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Bad options and misuse: a clear error each.
     func testBadOptionsThrow() throws {
         let kern = try kernels(.scalar)

@@ -74,7 +74,8 @@ final class PerplexityTests: XCTestCase {
     ///   the head's largest channel) the step here.
     /// - 4- and 2-bit types: such a bound is vacuous (the step is 1/15 to 1/3 of the range), so
     ///   the check is the greedy choice: top-1 agreement with the f32 cache over the 128
-    ///   positions of at least 85% (q4), 60% (q4_0, q2); measured on this text 94.5%, 69.5%, 76.6%.
+    ///   positions of at least 85% (q4), 60% (q4_0, q2); measured on this text 94.5%, 69.5%, 76.6%
+    ///   (AVX-512) and 94.5%, 71.1%, 74.2% (AVX2); with int8 key scores q4 93.8%, q2 71.9% (AVX2).
     /// Processing the prompt at once equals processing it token by token (the cache contents
     /// each row sees are the same by design): within 1e-5 of the range.
     func testCacheTypesStayNearF32AndStepsAgree() throws {
@@ -85,8 +86,11 @@ final class PerplexityTests: XCTestCase {
         let ref = try m.forward(ids, cache: m.makeCache(capacity: f.context), allLogits: true)
         func argmax(_ l: [Float], _ p: Int) -> Int { (0..<V).max { l[p * V + $0] < l[p * V + $1] }! }
         let minTop1: [KVCacheType: Double] = [.q4: 0.85, .q4_0: 0.60, .q2: 0.60]
-        for t in KVCacheType.allCases {
-            let kv = KVCacheConfig(type: t, window: 0)
+        let configs =
+            KVCacheType.allCases.map { KVCacheConfig(type: $0, window: 0) }
+            + [KVCacheType.q4, .q2].map { KVCacheConfig(type: $0, window: 0, scores: .int8) }
+        for kv in configs {
+            let t = kv.type
             let whole = try m.forward(ids, cache: m.makeCache(capacity: f.context, config: kv), allLogits: true)
             let cache = try m.makeCache(capacity: f.context, config: kv)
             var byToken: [Float] = []
@@ -109,12 +113,15 @@ final class PerplexityTests: XCTestCase {
             }
             let top1 = Double(agree) / Double(ids.count)
             if let minimum = minTop1[t] {
-                XCTAssertGreaterThanOrEqual(top1, minimum, "\(t): top-1 agreement with the f32 cache")
+                XCTAssertGreaterThanOrEqual(top1, minimum, "\(t) \(kv.scores): top-1 agreement with the f32 cache")
             } else {
                 XCTAssertLessThanOrEqual(worst, 8 * Self.step[t]!, "\(t): logits vs the f32 cache")
             }
-            XCTAssertLessThanOrEqual(worstStep, 1e-5, "\(t): whole prompt vs token by token")
-            print("kv \(t): max |logit - f32 cache| / range \(worst), top-1 \(top1), prompt vs tokens \(worstStep)")
+            XCTAssertLessThanOrEqual(worstStep, 1e-5, "\(t) \(kv.scores): whole prompt vs token by token")
+            print(
+                "kv \(t) \(kv.scores): max |logit - f32 cache| / range \(worst), top-1 \(top1), "
+                    + "prompt vs tokens \(worstStep)"
+            )
         }
     }
 

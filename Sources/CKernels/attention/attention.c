@@ -66,12 +66,13 @@ ck_status ck_attention_decode_partial(const ck_attention_kernels *kern, const ck
 }
 
 size_t ck_attention_kivi_scratch_bytes(size_t groups, size_t g, size_t d) {
-    return (groups * CK_KIVI_G * g + 2 * g * d) * sizeof(float) + 64;
+    return (groups * CK_KIVI_G * g + 3 * g * d) * sizeof(float) + 64;
 }
 
 ck_status ck_attention_kivi_partial(const ck_attention_kernels *kern, const ck_attention_params *p, const float *q,
                                     size_t g, size_t d, int bits, const void *kgroups, size_t groups, ck_rtype vt,
-                                    const void *v, size_t vstride, void *scratch, float *o, float *m, float *l) {
+                                    const void *v, size_t vstride, bool int8_scores, void *scratch, float *o, float *m,
+                                    float *l) {
     ck_status st = check_params(p);
     if (st != CK_OK) return st;
     size_t gb = ck_kivi_group_bytes(bits, d);
@@ -85,12 +86,17 @@ ck_status ck_attention_kivi_partial(const ck_attention_kernels *kern, const ck_a
         }
         return CK_OK;
     }
-    float *s = scratch;    /* g x T scores, then weights */
-    float *qs = s + g * T; /* g x d scaled queries */
-    float *qp = qs + g * d;
+    float *s = scratch;     /* g x T scores, then weights */
+    float *qs = s + g * T;  /* g x d scaled queries */
+    float *qp = qs + g * d; /* g x d floats, then (int8 scores) g x d bytes */
     for (size_t i = 0; i < g * d; i++) qs[i] = q[i] * p->scale;
-    for (size_t b = 0; b < groups; b++)
-        kern->kivi_scores(bits, d, (const uint8_t *)kgroups + b * gb, qs, g, qp, s + b * CK_KIVI_G, T);
+    for (size_t b = 0; b < groups; b++) {
+        const uint8_t *grp = (const uint8_t *)kgroups + b * gb;
+        if (int8_scores)
+            kern->kivi_scores_i8(bits, d, grp, qs, g, qp, s + b * CK_KIVI_G, T);
+        else
+            kern->kivi_scores(bits, d, grp, qs, g, qp, s + b * CK_KIVI_G, T);
+    }
     for (size_t i = 0; i < g; i++) {
         m[i] = kern->row_max(p, s + i * T, T);
         l[i] = kern->row_weights(p, s + i * T, T, m[i]);

@@ -64,26 +64,53 @@ CK_TARGET_AVX2 float ck_attention_row_weights_avx2(const ck_attention_params *p,
     return ck_hsum256(acc) + tail;
 }
 
-/* KIVI key scores: a register holds one channel of 8 tokens; two queries per pass keep the
- * 8 accumulators and 4 unpacked code vectors in the 16 registers. */
+/* Scaled queries qp = qs * scale (stored), base = qs . min (returned), max |qp| (in *amax). */
+CK_TARGET_AVX2 static inline float kivi_query256(size_t d, const float *qj, const uint16_t *scale, const uint16_t *mins,
+                                                 float *pj, float *amax) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 bacc = _mm256_setzero_ps(), mx = _mm256_setzero_ps();
+    for (size_t c = 0; c < d; c += 8) {
+        __m256 sc = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(scale + c)));
+        __m256 mn = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(mins + c)));
+        __m256 x = _mm256_loadu_ps(qj + c);
+        __m256 y = _mm256_mul_ps(x, sc);
+        _mm256_storeu_ps(pj + c, y);
+        mx = _mm256_max_ps(mx, _mm256_and_ps(y, absmask));
+        bacc = _mm256_fmadd_ps(x, mn, bacc);
+    }
+    *amax = hmax256(mx);
+    return ck_hsum256(bacc);
+}
+
+/* Codes of channel k (0-3) of a channel quad as 4 x 8 floats (tokens 0-7, 8-15, 16-23, 24-31).
+ * 4-bit: x0, x1 hold tokens 0-7 and 8-15 (high nibbles: +16); 2-bit: x0 holds tokens 0-7 at
+ * bits 0, 2, 4, 6 of each byte (+0, +8, +16, +24). */
+CK_TARGET_AVX2 static inline void kivi_channel256(int bits, __m256i x0, __m256i x1, int k, __m256 u[4]) {
+    if (bits == 4) {
+        const __m256i m4 = _mm256_set1_epi32(15);
+        u[0] = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(x0, 8 * k), m4));
+        u[1] = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(x1, 8 * k), m4));
+        u[2] = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(x0, 8 * k + 4), m4));
+        u[3] = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(x1, 8 * k + 4), m4));
+    } else {
+        const __m256i m2 = _mm256_set1_epi32(3);
+        __m256i y = _mm256_srli_epi32(x0, 8 * k);
+        u[0] = _mm256_cvtepi32_ps(_mm256_and_si256(y, m2));
+        u[1] = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(y, 2), m2));
+        u[2] = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(y, 4), m2));
+        u[3] = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(y, 6), m2));
+    }
+}
+
+/* KIVI key scores (layout in ck_attention.h): a register holds one channel of 8 tokens after a
+ * shift and a mask; two queries per pass keep the 8 accumulators and 4 code vectors in the 16
+ * registers. */
 CK_TARGET_AVX2 void ck_attention_kivi_scores_avx2(int bits, size_t d, const void *group, const float *qs, size_t g,
                                                   float *qp, float *s, size_t lds) {
     const uint16_t *scale = group, *mins = scale + d;
     const uint8_t *codes = (const uint8_t *)(mins + d);
-    const size_t cb = (size_t)CK_KIVI_G * (size_t)bits / 8;
-    const __m256i m4 = _mm256_set1_epi32(15), m2 = _mm256_set1_epi32(3);
     for (size_t j = 0; j < g; j++) {
-        const float *qj = qs + j * d;
-        float *pj = qp + j * d;
-        __m256 bacc = _mm256_setzero_ps();
-        for (size_t c = 0; c < d; c += 8) {
-            __m256 sc = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(scale + c)));
-            __m256 mn = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(mins + c)));
-            __m256 x = _mm256_loadu_ps(qj + c);
-            _mm256_storeu_ps(pj + c, _mm256_mul_ps(x, sc));
-            bacc = _mm256_fmadd_ps(x, mn, bacc);
-        }
-        float base = ck_hsum256(bacc);
+        float amax, base = kivi_query256(d, qs + j * d, scale, mins, qp + j * d, &amax);
         for (size_t t = 0; t < CK_KIVI_G; t++) s[j * lds + t] = base;
     }
     for (size_t j0 = 0; j0 < g; j0 += 2) {
@@ -91,35 +118,76 @@ CK_TARGET_AVX2 void ck_attention_kivi_scores_avx2(int bits, size_t d, const void
         __m256 a[2][4];
         for (size_t j = 0; j < 2; j++)
             for (int k = 0; k < 4; k++) a[j][k] = _mm256_setzero_ps();
-        for (size_t c = 0; c < d; c++) {
-            __m256 u[4];
-            if (bits == 4) {
-                __m128i x = _mm_loadu_si128((const __m128i *)(codes + c * cb));
-                __m256i w0 = _mm256_cvtepu8_epi32(x), w1 = _mm256_cvtepu8_epi32(_mm_srli_si128(x, 8));
-                u[0] = _mm256_cvtepi32_ps(_mm256_and_si256(w0, m4)); /* tokens 0-7 */
-                u[1] = _mm256_cvtepi32_ps(_mm256_and_si256(w1, m4)); /* 8-15 */
-                u[2] = _mm256_cvtepi32_ps(_mm256_srli_epi32(w0, 4)); /* 16-23 */
-                u[3] = _mm256_cvtepi32_ps(_mm256_srli_epi32(w1, 4)); /* 24-31 */
-            } else {
-                __m256i w = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + c * cb)));
-                u[0] = _mm256_cvtepi32_ps(_mm256_and_si256(w, m2));
-                u[1] = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(w, 2), m2));
-                u[2] = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(w, 4), m2));
-                u[3] = _mm256_cvtepi32_ps(_mm256_srli_epi32(w, 6));
-            }
-            for (size_t j = 0; j < nj; j++) {
-                __m256 qv = _mm256_set1_ps(qp[(j0 + j) * d + c]);
-                for (int k = 0; k < 4; k++) a[j][k] = _mm256_fmadd_ps(qv, u[k], a[j][k]);
+        for (size_t c0 = 0; c0 < d; c0 += 4) {
+            const uint8_t *cq = codes + c0 * 4 * (size_t)bits;
+            __m256i x0 = _mm256_loadu_si256((const __m256i *)cq);
+            __m256i x1 = bits == 4 ? _mm256_loadu_si256((const __m256i *)(cq + 32)) : x0;
+            for (int k = 0; k < 4; k++) {
+                __m256 u[4];
+                kivi_channel256(bits, x0, x1, k, u);
+                for (size_t j = 0; j < nj; j++) {
+                    __m256 qv = _mm256_set1_ps(qp[(j0 + j) * d + c0 + (size_t)k]);
+                    for (int m = 0; m < 4; m++) a[j][m] = _mm256_fmadd_ps(qv, u[m], a[j][m]);
+                }
             }
         }
         for (size_t j = 0; j < nj; j++) {
             float *sj = s + (j0 + j) * lds;
-            for (int k = 0; k < 4; k++)
-                _mm256_storeu_ps(sj + 8 * k, _mm256_add_ps(_mm256_loadu_ps(sj + 8 * k), a[j][k]));
+            for (int m = 0; m < 4; m++)
+                _mm256_storeu_ps(sj + 8 * m, _mm256_add_ps(_mm256_loadu_ps(sj + 8 * m), a[j][m]));
         }
     }
 }
 
+/* Integer KIVI scores: the int8 query as in the serial kernel, then per channel quad and 8
+ * tokens vpmaddubsw (codes times the query's 4 int8 values, pairs summed to int16, at most
+ * 2 * 15 * 128) and vpmaddwd by ones (the quad's int32 sum per token lane). */
+CK_TARGET_AVX2 void ck_attention_kivi_scores_i8_avx2(int bits, size_t d, const void *group, const float *qs, size_t g,
+                                                     void *scratch, float *s, size_t lds) {
+    const uint16_t *scale = group, *mins = scale + d;
+    const uint8_t *codes = (const uint8_t *)(mins + d);
+    float *qp = scratch;
+    int8_t *qi = (int8_t *)(qp + g * d);
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i mask = _mm256_set1_epi8(bits == 4 ? 15 : 3);
+    for (size_t j = 0; j < g; j++) {
+        float amax, *pj = qp + j * d;
+        float base = kivi_query256(d, qs + j * d, scale, mins, pj, &amax);
+        __m256 inv = _mm256_set1_ps(amax > 0 ? 127.0f / amax : 0.0f);
+        for (size_t c = 0; c < d; c += 8) {
+            __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(pj + c), inv));
+            __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+            _mm_storel_epi64((__m128i *)(qi + j * d + c), _mm_packs_epi16(w, w));
+        }
+        float step = amax / 127.0f;
+        __m256i a[4];
+        for (int m = 0; m < 4; m++) a[m] = _mm256_setzero_si256();
+        for (size_t c0 = 0; c0 < d; c0 += 4) {
+            const uint8_t *cq = codes + c0 * 4 * (size_t)bits;
+            __m256i u[4];
+            __m256i x0 = _mm256_loadu_si256((const __m256i *)cq);
+            if (bits == 4) {
+                __m256i x1 = _mm256_loadu_si256((const __m256i *)(cq + 32));
+                u[0] = _mm256_and_si256(x0, mask);
+                u[1] = _mm256_and_si256(x1, mask);
+                u[2] = _mm256_and_si256(_mm256_srli_epi16(x0, 4), mask);
+                u[3] = _mm256_and_si256(_mm256_srli_epi16(x1, 4), mask);
+            } else {
+                for (int m = 0; m < 4; m++) u[m] = _mm256_and_si256(_mm256_srli_epi16(x0, 2 * m), mask);
+            }
+            int32_t qq;
+            memcpy(&qq, qi + j * d + c0, 4);
+            __m256i qv = _mm256_set1_epi32(qq);
+            for (int m = 0; m < 4; m++)
+                a[m] = _mm256_add_epi32(a[m], _mm256_madd_epi16(_mm256_maddubs_epi16(u[m], qv), ones));
+        }
+        __m256 b = _mm256_set1_ps(base), st = _mm256_set1_ps(step);
+        for (int m = 0; m < 4; m++)
+            _mm256_storeu_ps(s + j * lds + 8 * m, _mm256_fmadd_ps(_mm256_cvtepi32_ps(a[m]), st, b));
+    }
+}
+
 const ck_attention_kernels ck_attention_avx2 = {&ck_qmatmul_avx2, ck_attention_row_max_avx2,
-                                                ck_attention_row_weights_avx2, ck_attention_kivi_scores_avx2};
+                                                ck_attention_row_weights_avx2, ck_attention_kivi_scores_avx2,
+                                                ck_attention_kivi_scores_i8_avx2};
 #endif

@@ -29,12 +29,15 @@ float ck_attention_row_weights_serial(const ck_attention_params *p, float *s, si
 
 void ck_attention_kivi_scores_serial(int bits, size_t d, const void *group, const float *qs, size_t g, float *qp,
                                      float *s, size_t lds); /* attention_kivi.c */
+void ck_attention_kivi_scores_i8_serial(int bits, size_t d, const void *group, const float *qs, size_t g, void *scratch,
+                                        float *s, size_t lds);
 
 const ck_attention_kernels ck_attention_serial = {
     &ck_qmatmul_serial,
     ck_attention_row_max_serial,
     ck_attention_row_weights_serial,
     ck_attention_kivi_scores_serial,
+    ck_attention_kivi_scores_i8_serial,
 };
 
 CK_DEFINE_KERNELS_FOR(attention)

@@ -46,6 +46,12 @@ typedef struct ck_attention_kernels {
      *  of scratch. bits is 4 or 2. */
     void (*kivi_scores)(int bits, size_t d, const void *group, const float *qs, size_t g, float *qp, float *s,
                         size_t lds);
+    /** The same scores with integer dot products: per query, qp = qs * scale is quantized to
+     *  int8 with one f32 step S = max|qp| / 127 (round to nearest even), and
+     *  s[j*lds + t] = S * sum_c qi[j][c] * code[t][c] + qs[j] . min, the sum exact in int32 (VNNI
+     *  on AVX-512). scratch: g x d floats plus g x d bytes. */
+    void (*kivi_scores_i8)(int bits, size_t d, const void *group, const float *qs, size_t g, void *scratch, float *s,
+                           size_t lds);
 } ck_attention_kernels;
 
 const ck_attention_kernels *ck_attention_kernels_for(ck_isa level);
@@ -85,10 +91,14 @@ ck_status ck_attention_prefill(const ck_attention_kernels *kern, const ck_attent
  *  consecutive tokens, asymmetric with b = 4 or 2 bits: k[t][c] ~= scale[c] * code[t][c] + min[c],
  *  code in [0, 2^b - 1]. A group is laid out as
  *    uint16 (IEEE half) scale[d], uint16 min[d],
- *    then per channel c the codes of the 32 tokens, channel after channel:
- *      b = 4: 16 bytes, byte i = token i (bits 0-3) | token i + 16 (bits 4-7);
- *      b = 2:  8 bytes, byte i = tokens i, i + 8, i + 16, i + 24 at bits 0, 2, 4, 6.
- *  so a SIMD register holds one channel of 16 (or 8) tokens and scores need no horizontal sums.
+ *    then the codes by channel quad (channels 4q .. 4q + 3, d % 4 == 0), quad after quad:
+ *      b = 4: 64 bytes, byte 4i + k = channel 4q + k of token i (bits 0-3) and of token i + 16
+ *             (bits 4-7), i < 16;
+ *      b = 2: 32 bytes, byte 4i + k = channel 4q + k of tokens i, i + 8, i + 16, i + 24 at bits
+ *             0, 2, 4, 6, i < 8.
+ *  so one 32-bit lane holds 4 channels of one token: an integer dot (VNNI vpdpbusd, 4 bytes per
+ *  lane) sums a channel quad of 16 tokens in one instruction, and a shift and mask give one
+ *  channel of 16 (or 8) tokens for the f32 path; scores need no horizontal sums.
  *  Values of a KIVI cache are quantized per token (Q4_1 / Q2_1 rows: asymmetric blocks of 32
  *  channels), read by the row kernels. Quantization rounds to nearest against the stored (half)
  *  scale and minimum; a channel whose 32 values are equal gets scale 0 and codes 0. */
@@ -102,10 +112,12 @@ ck_status ck_kivi_dequantize_keys(int bits, size_t d, const void *group, float *
 /** Bytes of scratch for ck_attention_kivi_partial over `groups` groups. */
 size_t ck_attention_kivi_scratch_bytes(size_t groups, size_t g, size_t d);
 /** Like ck_attention_decode_partial over T = 32 * groups tokens whose keys are KIVI groups
- *  (consecutive, ck_kivi_group_bytes apart) and whose values are rows of type vt at vstride. */
+ *  (consecutive, ck_kivi_group_bytes apart) and whose values are rows of type vt at vstride.
+ *  int8_scores: scores by kivi_scores_i8 (int8 queries per group, integer dots). */
 ck_status ck_attention_kivi_partial(const ck_attention_kernels *kern, const ck_attention_params *p, const float *q,
                                     size_t g, size_t d, int bits, const void *kgroups, size_t groups, ck_rtype vt,
-                                    const void *v, size_t vstride, void *scratch, float *o, float *m, float *l);
+                                    const void *v, size_t vstride, bool int8_scores, void *scratch, float *o, float *m,
+                                    float *l);
 
 /** Polynomial-only Power-Softmax (the form an HE evaluator can run): with a public bound B on
  *  |x| (x = scale * q.k), w_t = (x_t / B)^p * r where r ~ 1 / (eps + sum_s (x_s / B)^p) comes

@@ -67,9 +67,10 @@ public struct KVCacheConfig: Sendable, Equatable {
     /// Default window of the KIVI types (as in the KIVI paper's residual length).
     public static let defaultWindow = 128
 
-    /// q8_0 / q4_0: how attention scores meet the quantized keys: `.exact` (f32 queries times
-    /// keys dequantized in registers) or `.int8` (queries quantized once per step to int8 blocks,
-    /// integer dot products, as llama.cpp does for quantized K caches).
+    /// Quantized types: how attention scores meet the quantized keys: `.exact` (f32 queries
+    /// times keys dequantized in registers) or `.int8` (integer dot products: q8_0 / q4_0 quantize
+    /// the query once per step to int8 blocks, as llama.cpp does for quantized K caches; q4 / q2
+    /// quantize the query times each key group's channel scales once per group).
     public var scores: Numerics
 
     /// A cache configuration; see each property.
@@ -215,6 +216,8 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
     public let type: KVCacheType
     /// f16 window (tokens).
     public let window: Int
+    /// Whether key scores use int8 queries per group and integer dots (`KVCacheConfig.scores`).
+    public let int8Scores: Bool
     let layers: Int
     let kvHeads: Int
     let headDim: Int
@@ -246,6 +249,7 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
         self.capacity = capacity
         self.type = config.type
         self.window = config.window
+        self.int8Scores = config.scores == .int8
         self.layers = layers
         self.kvHeads = kvHeads
         self.headDim = headDim
@@ -436,6 +440,7 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
             ck_attention_decode_scratch_bytes(window + G + count, g, d))
         let table = k.attentionTable
         let (gb, vrb, wc, ws, bitsC, vt) = (groupBytes, valueRowBytes, windowCap, windowStart, bits, valueType.c)
+        let i8 = int8Scores
         let qb = q.baseAddress!
         let ob = out.baseAddress!
         let bad: ck_status = keyGroups[l].withUnsafeBytes { kg in
@@ -470,7 +475,7 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
                                             table, &p, qrow, g, d, bitsC,
                                             kg.baseAddress! + (head * maxGroups + r.lowerBound) * gb, r.count, vt,
                                             vr.baseAddress! + (head * self.capacity + r.lowerBound * G) * vrb, vrb,
-                                            scratch, so, pm + w * g, pl + w * g)
+                                            i8, scratch, so, pm + w * g, pl + w * g)
                                     } else {
                                         let off = (head * wc + qEnd - ws) * d * 2
                                         stp[w] = ck_attention_decode_partial(
