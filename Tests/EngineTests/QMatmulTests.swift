@@ -190,36 +190,44 @@ final class QMatmulTests: XCTestCase {
         var rng = SeededRandom(seed: 13)
         for t in RowType.allCases {
             for n in (t.isQuantized ? [32, 160] : [37, 48, 128, 136]) {
-                let rows = 19
-                let nq = 3
-                let w = rng.uniform(rows * n)
-                let p = rng.uniform(nq * rows, 0, 1)
-                let wb = try quantize(t, w, rows: rows, cols: n)
-                let wd = try dequantize(t, wb, rows: rows, cols: n)
-                for isa in allLevels {
-                    let start = rng.uniform(nq * n)
-                    var out = start
-                    wb.withUnsafeBytes { wp in
-                        p.withUnsafeBufferPointer { pp in
-                            out.withUnsafeMutableBufferPointer { op in
-                                table(isa).wsum_rows(
-                                    ck_rtype(rawValue: UInt32(t.rawValue)), wp.baseAddress!, rows, n, wb.count / rows,
-                                    pp.baseAddress!, rows, nq, op.baseAddress!)
+                for (rows, nq) in [(19, 3), (70, 1), (5, 2), (33, 4), (21, 5)] {
+                    let w = rng.uniform(rows * n)
+                    let p = rng.uniform(nq * rows, 0, 1)
+                    let wb = try quantize(t, w, rows: rows, cols: n)
+                    let wd = try dequantize(t, wb, rows: rows, cols: n)
+                    for isa in allLevels {
+                        let start = rng.uniform(nq * n)
+                        var out = start
+                        wb.withUnsafeBytes { wp in
+                            p.withUnsafeBufferPointer { pp in
+                                out.withUnsafeMutableBufferPointer { op in
+                                    table(isa).wsum_rows(
+                                        ck_rtype(rawValue: UInt32(t.rawValue)), wp.baseAddress!, rows, n,
+                                        wb.count / rows,
+                                        pp.baseAddress!, rows, nq, op.baseAddress!)
+                                }
                             }
                         }
-                    }
-                    for q in 0..<nq {
-                        for j in 0..<n {
-                            var exact = Double(start[q * n + j])
-                            var mag = abs(exact)
-                            for r in 0..<rows {
-                                let v = Double(p[q * rows + r]) * Double(wd[r * n + j])
-                                exact += v
-                                mag += abs(v)
+                        for q in 0..<nq {
+                            for j in 0..<n {
+                                var exact = Double(start[q * n + j])
+                                var mag = abs(exact)
+                                for r in 0..<rows {
+                                    let v = Double(p[q * rows + r]) * Double(wd[r * n + j])
+                                    exact += v
+                                    // Block types may sum p (d code) and p m apart (the SIMD
+                                    // kernels fold the scale into the weight): each piece is at
+                                    // most |w| plus twice the block's largest |w| (|m| is at most
+                                    // that: Q4_0's m is -8 d, Q4_1 / Q2_1's the block minimum).
+                                    let b = r * n + (j / 32) * 32
+                                    let blockMax = t.isQuantized ? wd[b..<(b + 32)].map { abs($0) }.max()! : 0
+                                    mag += Double(p[q * rows + r]) * (abs(Double(wd[r * n + j])) + 2 * Double(blockMax))
+                                }
+                                // rows FMAs in sequence, plus the offset sum added once: (rows + 2) u mag.
+                                XCTAssertLessThanOrEqual(
+                                    abs(Double(out[q * n + j]) - exact), Double(rows + 2) * u32 * mag,
+                                    "\(isa) \(t) rows \(rows) nq \(nq)")
                             }
-                            // rows FMAs in sequence: (rows + 1) u sum|terms|.
-                            XCTAssertLessThanOrEqual(
-                                abs(Double(out[q * n + j]) - exact), Double(rows + 1) * u32 * mag, "\(isa) \(t)")
                         }
                     }
                 }
