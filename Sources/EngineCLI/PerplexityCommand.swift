@@ -239,7 +239,8 @@ struct BenchKV: ParsableCommand {
                     pos = cache.length
                     let bytes = kind.bytesPerToken(kvHeads: c.kvHeads, headDim: c.headDim) * c.layers
                     print(
-                        #"{"engine": "engine", "kv_cache": "\#(kind)", "threads": \#(t), "context": \#(ctx), "#
+                        #"{"engine": "engine", "kv_cache": "\#(kind)", "kv_scores": "\#(scores.numerics)", "#
+                            + #""threads": \#(t), "context": \#(ctx), "#
                             + #""decode_tps": \#(median(rates)), "bytes_per_token": \#(bytes), "#
                             + #""cache_mib": \#(Double(cache.memoryBytes) / 1048576)}"#)
                 }
