@@ -103,7 +103,7 @@ def main():
                     help="text tokens per perplexity run: max(1, tokens / context) chunks (0: the whole text)")
     ap.add_argument("--step", type=int, default=256, help="engine perplexity --step")
     ap.add_argument("--activations", default="int8")
-    ap.add_argument("--kv-scores", default="exact", help="engine q8_0/q4_0 caches: exact or int8 scores")
+    ap.add_argument("--kv-scores", default="exact", help="engine quantized caches (q8_0, q4_0, q4, q2): exact or int8 key scores")
     ap.add_argument("--decode-contexts", default="512,2048,8192")
     ap.add_argument("--decode-tokens", type=int, default=16)
     ap.add_argument("--reps", type=int, default=3)

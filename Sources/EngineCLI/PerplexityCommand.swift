@@ -212,7 +212,9 @@ struct BenchKV: ParsableCommand {
                         + "a text of \(ctx) tokens (has \(ids.count))")
             }
             for kind in kinds {
-                let kv = KVCacheConfig(type: kind, window: min(window, ctx), scores: scores.numerics)
+                // f32 / f16 keys have no int8 score path: they are scored exactly in either mode
+                let mode = kind == .f32 || kind == .f16 ? Numerics.exact : scores.numerics
+                let kv = KVCacheConfig(type: kind, window: min(window, ctx), scores: mode)
                 let cache = try filler.makeCache(capacity: ctx, config: kv)
                 configureThreads(Threads.defaultCount)
                 var pos = 0
@@ -239,7 +241,7 @@ struct BenchKV: ParsableCommand {
                     pos = cache.length
                     let bytes = kind.bytesPerToken(kvHeads: c.kvHeads, headDim: c.headDim) * c.layers
                     print(
-                        #"{"engine": "engine", "kv_cache": "\#(kind)", "kv_scores": "\#(scores.numerics)", "#
+                        #"{"engine": "engine", "kv_cache": "\#(kind)", "kv_scores": "\#(kv.scores)", "#
                             + #""threads": \#(t), "context": \#(ctx), "#
                             + #""decode_tps": \#(median(rates)), "bytes_per_token": \#(bytes), "#
                             + #""cache_mib": \#(Double(cache.memoryBytes) / 1048576)}"#)

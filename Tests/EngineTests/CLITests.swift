@@ -95,7 +95,7 @@ final class CLITests: XCTestCase {
         XCTAssertEqual((json as? [String: Any])?["kv_cache"] as? String, "q8_0")
         for bad in [
             ["--kv-cache", "q3"], ["--kv-cache", "q4", "--kv-window", "65"], ["--context", "100000"],
-            ["--json", dir + "/p.json"],
+            ["--json", dir + "/p.json"], ["--kv-scores", "int8"],
         ] {
             (st, out) = try runEngine(["perplexity", "--input", text, "--context", "64"] + bad)
             XCTAssertNotEqual(st, 0, "\(bad): \(out)")

@@ -320,6 +320,10 @@ final class KVCacheTests: XCTestCase {
             try KVCacheConfig(type: .q4, window: 101).validate(context: 100, headDim: 64)
         }
         XCTAssertNoThrow(try KVCacheConfig(type: .q4, window: 100).validate(context: 100, headDim: 64))
+        assertThrowsEngineError(isInvalidArgument, "int8 scores on an f32 cache") {
+            try KVCacheConfig(type: .f32, scores: .int8).validate(context: 100, headDim: 64)
+        }
+        XCTAssertNoThrow(try KVCacheConfig(type: .q2, scores: .int8).validate(context: 1000, headDim: 64))
         assertThrowsEngineError(isInvalidArgument, "head size") {
             _ = try KIVIKVCache(
                 layers: 1, kvHeads: 1, headDim: 48, capacity: 100, config: KVCacheConfig(type: .q2), kernels: kern)

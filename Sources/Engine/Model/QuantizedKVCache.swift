@@ -84,9 +84,12 @@ public struct KVCacheConfig: Sendable, Equatable {
     public static let f32 = KVCacheConfig()
 
     /// Throws unless the options suit a model with `headDim` values per head and a context of
-    /// `context` tokens (when given: the window must fit in it).
+    /// `context` tokens (when given: the window must fit in it); int8 scores need a quantized type.
     public func validate(context: Int?, headDim: Int) throws(EngineError) {
         try require(window >= 0, "the KV window must be non-negative, got \(window)")
+        try require(
+            scores == .exact || (type != .f32 && type != .f16),
+            "int8 key scores need a quantized KV cache type (q8_0, q4_0, q4 or q2), got \(type)")
         if type.isKIVI, let context {
             try require(
                 window <= context, "the KV window (\(window) tokens) is larger than the context (\(context) tokens)")
