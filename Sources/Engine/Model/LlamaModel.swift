@@ -219,7 +219,7 @@ public final class LlamaModel: @unchecked Sendable {
         case .f16, .q8_0, .q4_0:
             return try RowKVCache(
                 layers: config.layers, kvHeads: config.kvHeads, headDim: config.headDim, capacity: cap,
-                type: kv.type.rowType!, int8Scores: kv.scores == .int8 && kv.type.rowType!.isQuantized,
+                type: kv.type.rowType!, int8Scores: kv.scores == .int8,
                 kernels: kernels)
         case .q4, .q2:
             return try KIVIKVCache(
