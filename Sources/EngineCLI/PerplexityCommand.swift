@@ -18,11 +18,45 @@ struct KVCacheOptions: ParsableArguments {
         name: .customLong("kv-scores"),
         help: "Quantized caches: attention scores with exact (f32) or int8 queries and integer dots.")
     var scores: ActivationsOption = .exact
+    @Option(
+        name: .customLong("kv-budget-mib"),
+        help: """
+            f32/f16/q8_0/q4_0: RAM for the cache in MiB; older blocks of 64 tokens go to a file in \
+            --kv-offload and each step attends to the sink, the recent window and --kv-blocks stored blocks.
+            """)
+    var budgetMiB: Double?
+    @Option(name: .customLong("kv-offload"), help: "Directory of the KV block file (with --kv-budget-mib).")
+    var offloadDirectory: String?
+    @Option(
+        name: .customLong("kv-blocks"), parsing: .unconditional,
+        help: "Stored blocks of 64 tokens attended per step and KV head (with --kv-budget-mib; default 8).")
+    var blocks: Int?
 
-    var config: KVCacheConfig { KVCacheConfig(type: type, window: window, scores: scores.numerics) }
+    var config: KVCacheConfig {
+        var offload: KVOffload?
+        if let budgetMiB, let offloadDirectory {
+            offload = KVOffload(
+                budgetBytes: Int(budgetMiB * 1_048_576), directory: offloadDirectory,
+                blocks: blocks ?? KVOffload.defaultBlocks)
+        }
+        return KVCacheConfig(type: type, window: window, scores: scores.numerics, offload: offload)
+    }
 
     func validate() throws {
         try checkRange(window, 0...Limits.context, "--kv-window")
+        if let budgetMiB {
+            guard budgetMiB.isFinite, budgetMiB > 0, budgetMiB <= 1_048_576 else {
+                throw ValidationError("--kv-budget-mib must be a positive number of MiB, got \(budgetMiB)")
+            }
+            guard offloadDirectory != nil else { throw ValidationError("--kv-budget-mib needs --kv-offload DIR") }
+            guard type.rowType != nil else {
+                throw ValidationError(
+                    "--kv-budget-mib works with the per-token cache types (f32, f16, q8_0, q4_0), not \(type)")
+            }
+        } else if offloadDirectory != nil || blocks != nil {
+            throw ValidationError("--kv-offload and --kv-blocks need --kv-budget-mib")
+        }
+        if let blocks { try checkRange(blocks, 1...KVOffload.maxBlocks, "--kv-blocks") }
     }
 }
 
@@ -116,14 +150,30 @@ struct Perplexity: ParsableCommand {
         let bos = tokenizer.addsBOS ? tokenizer.bosID : nil
         let bytes = cacheConfig.type.bytesPerToken(kvHeads: c.kvHeads, headDim: c.headDim) * c.layers
         let clock = Stopwatch()
+        var offloaded: OffloadKVCache?
+        var peak = 0
+        var readBytes = 0
         note(
             "\(ids.count) tokens, \(ids.count / context) chunks of \(context); kv-cache \(cacheConfig.type)"
                 + (cacheConfig.type.isKIVI ? " (window \(cacheConfig.window))" : "") + ", \(n) threads")
         let r = try evaluatePerplexity(
             tokens: ids, context: context, vocab: c.vocab, bos: bos, stepTokens: stepTokens, maxChunks: chunks,
-            makeCache: { try server.makeCache(capacity: context, config: cacheConfig) }, step: run
+            makeCache: {
+                let cache = try server.makeCache(capacity: context, config: cacheConfig)
+                if let o = offloaded { readBytes += o.bytesRead }
+                offloaded = cache as? OffloadKVCache
+                return cache
+            }, step: run
         ) { done, total, ppl in
-            note("[\(done)/\(total)] perplexity so far \(fixed(ppl, 4)), \(fixed(clock.seconds, 1)) s")
+            if let o = offloaded {
+                peak = max(peak, o.peakMemoryBytes)
+                note(
+                    "[\(done)/\(total)] perplexity so far \(fixed(ppl, 4)), \(fixed(clock.seconds, 1)) s; "
+                        + "cache RAM peak \(fixed(Double(peak) / 1_048_576, 2)) MiB (window \(o.windowTokens) tokens), "
+                        + "read \(fixed(Double(readBytes + o.bytesRead) / 1_048_576, 0)) MiB from \(o.path)")
+            } else {
+                note("[\(done)/\(total)] perplexity so far \(fixed(ppl, 4)), \(fixed(clock.seconds, 1)) s")
+            }
         }
         if let json {
             struct Report: Encodable {

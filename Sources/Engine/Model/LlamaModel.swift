@@ -213,6 +213,11 @@ public final class LlamaModel: @unchecked Sendable {
         try require(
             cap > 0 && cap <= config.contextLength, "cache capacity \(cap) must be in 1...\(config.contextLength)")
         try kv.validate(context: nil, headDim: config.headDim)
+        if let offload = kv.offload, let rowType = kv.type.rowType {
+            return try OffloadKVCache(
+                layers: config.layers, kvHeads: config.kvHeads, headDim: config.headDim, capacity: cap, type: rowType,
+                int8Scores: kv.scores == .int8, offload: offload, kernels: kernels)
+        }
         switch kv.type {
         case .f32:
             return DenseKVCache(layers: config.layers, kvHeads: config.kvHeads, headDim: config.headDim, capacity: cap)

@@ -34,8 +34,8 @@ public enum KVCacheType: String, CaseIterable, Sendable, CustomStringConvertible
     /// Bits of the quantized codes for the KIVI types.
     var kiviBits: Int32 { self == .q4 ? 4 : 2 }
 
-    /// Row type of the dense types.
-    var rowType: RowType? {
+    /// Row type of the per-token types (f32, f16, q8_0, q4_0); nil for the KIVI types.
+    public var rowType: RowType? {
         switch self {
         case .f32: .f32
         case .f16: .f16
@@ -73,11 +73,20 @@ public struct KVCacheConfig: Sendable, Equatable {
     /// quantize the query times each key group's channel scales once per group).
     public var scores: Numerics
 
+    /// Per-token types (f32, f16, q8_0, q4_0): keep the cache within a RAM budget by writing older
+    /// blocks to disk and attending to the best-matching ones (`OffloadKVCache`); nil keeps it all
+    /// in RAM.
+    public var offload: KVOffload?
+
     /// A cache configuration; see each property.
-    public init(type: KVCacheType = .f32, window: Int = KVCacheConfig.defaultWindow, scores: Numerics = .exact) {
+    public init(
+        type: KVCacheType = .f32, window: Int = KVCacheConfig.defaultWindow, scores: Numerics = .exact,
+        offload: KVOffload? = nil
+    ) {
         self.type = type
         self.window = window
         self.scores = scores
+        self.offload = offload
     }
 
     /// The dense f32 cache.
@@ -93,6 +102,15 @@ public struct KVCacheConfig: Sendable, Equatable {
         if type.isKIVI, let context {
             try require(
                 window <= context, "the KV window (\(window) tokens) is larger than the context (\(context) tokens)")
+        }
+        if let offload {
+            try require(
+                type.rowType != nil,
+                "disk offload works with the per-token cache types (f32, f16, q8_0, q4_0), not \(type)")
+            try require(
+                offload.blocks >= 1 && offload.blocks <= KVOffload.maxBlocks,
+                "KV blocks per step must be in 1...\(KVOffload.maxBlocks), got \(offload.blocks)")
+            try require(offload.budgetBytes > 0, "the KV budget must be positive")
         }
         if type != .f32 && type != .f16 {
             try require(headDim % 32 == 0, "\(type) caches need a head size that is a multiple of 32, got \(headDim)")

@@ -103,12 +103,13 @@ final class UringReader {
     /// kernel, so it is never freed or reused.
     private(set) var broken = false
 
-    init?() {
+    /// A ring whose read buffer starts at `capacity` bytes (it grows to the largest batch).
+    init?(capacity: Int = 1 << 20) {
         var err: Int32 = 0
         guard let r = ck_uring_open(64, &err) else { return nil }
         ring = r
-        capacity = 1 << 20
-        buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 4096)
+        self.capacity = max(capacity, 4096)
+        buffer = UnsafeMutableRawPointer.allocate(byteCount: self.capacity, alignment: 4096)
     }
 
     deinit {
