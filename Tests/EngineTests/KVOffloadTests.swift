@@ -46,9 +46,10 @@ final class KVOffloadTests: XCTestCase {
 
     /// The positions a query of `filled` positions sees, restated from docs/kv-cache.md: the sink,
     /// the window [w, filled) with w = 64 + 64 ceil((filled - 64 - W) / 64), and the `blocks`
-    /// stored blocks of [64, w) with the smallest summed Hamming distance between the queries'
-    /// sign bits and the block's bits (mean key above the first stored block's mean key); ties
-    /// go to the earlier block. Keys are compared as stored (f16).
+    /// stored blocks of [64, w) with the highest estimate of sum_j q_j . (block mean key - mean
+    /// key of the first stored block), both sides written as three residual sign codes with
+    /// scales (the dot of two sign vectors is d - 2 x their mismatches); ties go to the earlier
+    /// block. Keys are compared as stored (f16).
     static func visiblePositions(
         filled: Int, window W: Int, blocks: Int, head: Int, queries: [Float], keys k16: [Float], kvHeads: Int, d: Int
     ) -> [Int] {
@@ -67,12 +68,35 @@ final class KVOffloadTests: XCTestCase {
             }
             let centre = mean(0)
             let g = queries.count / d
-            let dist = (0..<stored).map { b -> Int in
-                let m = mean(b)
-                var n = 0
-                for j in 0..<g { for c in 0..<d where (queries[j * d + c] > 0) != (m[c] > centre[c]) { n += 1 } }
-                return n
+            let L = 3
+            // residual binarization: x ~ sum_k scale_k sign_k, scale_k = mean |r_k|
+            func binarize(_ x: [Float]) -> [(scale: Float, signs: [Bool])] {
+                var r = x
+                var out: [(Float, [Bool])] = []
+                for _ in 0..<L {
+                    let scale = Float(r.reduce(0.0) { $0 + Double(abs($1)) } / Double(r.count))
+                    let signs = r.map { $0 > 0 }
+                    for c in 0..<r.count { r[c] += signs[c] ? -scale : scale }
+                    out.append((scale, signs))
+                }
+                return out
             }
+            let qcodes = (0..<g).map { j in binarize(Array(queries[(j * d)..<((j + 1) * d)])) }
+            let est = (0..<stored).map { b -> Float in
+                let m = mean(b)
+                let u = binarize((0..<d).map { m[$0] - centre[$0] })
+                var t: Float = 0
+                for j in 0..<g {
+                    for (a, tq) in qcodes[j] {
+                        for (sc, su) in u {
+                            let mismatches = (0..<d).filter { tq[$0] != su[$0] }.count
+                            t += a * sc * (Float(d) - 2 * Float(mismatches))
+                        }
+                    }
+                }
+                return t
+            }
+            let dist = est.map { -$0 }
             chosen = Array((0..<stored).sorted { dist[$0] != dist[$1] ? dist[$0] < dist[$1] : $0 < $1 }.prefix(blocks))
         }
         return Array(0..<min(S, filled)) + chosen.flatMap { (S + $0 * B)..<(S + ($0 + 1) * B) }

@@ -10,7 +10,7 @@ import Foundation
 /// The cache keeps the first `sinkTokens` positions and a recent window in RAM; older positions
 /// live in a file in blocks of `blockTokens`, and each decode step attends exactly to the sink,
 /// the window and the `blocks` stored blocks whose key summaries best match the query (sign
-/// bits, scored by the Hamming kernels). With all blocks selected the result is full attention.
+/// codes, scored by the Hamming kernels). With all blocks selected the result is full attention.
 public struct KVOffload: Sendable, Equatable {
     /// RAM the cache may hold between steps, in bytes (sink, window, summaries, read buffer).
     public var budgetBytes: Int
@@ -42,12 +42,12 @@ public struct KVOffload: Sendable, Equatable {
 /// sees f positions w(f) = S + 64 * ceil((f - S - W) / 64) (S when that is not positive) and W is
 /// the window the budget leaves. Blocks [S, w(f)) are stored: each is written once, complete, as a
 /// page-aligned record (64 key rows, then 64 value rows) with a CRC-32C kept in RAM and checked on
-/// every read. Its summary is one bit per channel: whether the block's mean key exceeds the mean
-/// key of the first stored block (a fixed centre, so summaries of all blocks compare alike). A query
-/// group scores block b by the sum over its g query heads of popcount(sign bits of q XOR summary);
-/// the `blocks` lowest (ties: the earlier block) are read and attended exactly, merged with the sink
-/// and the window by the decode kernel's partial states. Row i of a prompt step sees exactly what a
-/// token-by-token pass sees (selection depends only on the row's query and position).
+/// every read. Its summary is the block's mean key minus a fixed centre (the mean key of the first
+/// stored block) as three residual sign codes with scales; a query group estimates q . summary
+/// from Hamming distances between its own sign codes and the block's (`selectBlocks`), and the
+/// `blocks` highest estimates (ties: the earlier block) are read and attended exactly, merged with
+/// the sink and the window by the decode kernel's partial states. Row i of a prompt step sees
+/// exactly what a token-by-token pass sees (selection depends only on the row's query and position).
 public final class OffloadKVCache: KVCache, @unchecked Sendable {
     /// Most positions the cache can hold.
     public let capacity: Int
@@ -81,8 +81,10 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
     /// Bytes of one record (64 key rows then 64 value rows) and its stride in the file (pages).
     let recordBytes: Int
     let recordStride: Int
-    /// 64-bit words of a block summary.
+    /// 64-bit words of one sign code.
     let words: Int
+    /// Sign codes per summary (K) and per query (L): residual binarization levels.
+    let levels: Int
     let maxBlocks: Int
     let kernels: Kernels
     /// per layer: kvHeads x S rows
@@ -96,8 +98,10 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
     public private(set) var windowStart = KVOffload.sinkTokens
     /// per layer: blocks written to the file
     var written: [Int]
-    /// per layer: kvHeads x maxBlocks summaries of `words` words
+    /// per layer: kvHeads x maxBlocks x levels sign codes of `words` words
     var summaries: [[UInt64]]
+    /// per layer: kvHeads x maxBlocks x levels scales of the sign codes
+    var summaryScales: [[Float]]
     /// per layer: kvHeads x maxBlocks CRC-32C of the records
     var checksums: [[UInt32]]
     /// per layer: kvHeads x headDim centre (mean key of the first stored block)
@@ -136,6 +140,7 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
         recordBytes = 2 * B * rowBytes
         recordStride = (recordBytes + 4095) / 4096 * 4096
         words = (headDim + 63) / 64
+        levels = Self.levels
         maxBlocks = max(0, (capacity - S) / B)
         let (fixed, perToken) = try Self.ramCost(
             layers: layers, kvHeads: kvHeads, headDim: headDim, capacity: capacity, type: type, blocks: offload.blocks)
@@ -155,7 +160,9 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
         windowKeys = Array(repeating: [UInt8](repeating: 0, count: wb), count: layers)
         windowValues = windowKeys
         written = Array(repeating: 0, count: layers)
-        summaries = Array(repeating: [UInt64](repeating: 0, count: kvHeads * maxBlocks * words), count: layers)
+        summaries = Array(
+            repeating: [UInt64](repeating: 0, count: kvHeads * maxBlocks * levels * words), count: layers)
+        summaryScales = Array(repeating: [Float](repeating: 0, count: kvHeads * maxBlocks * levels), count: layers)
         checksums = Array(repeating: [UInt32](repeating: 0, count: kvHeads * maxBlocks), count: layers)
         centres = Array(repeating: [Float](repeating: 0, count: kvHeads * headDim), count: layers)
         staging = [UInt8](repeating: 0, count: recordStride)
@@ -205,7 +212,8 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
         let words = (headDim + 63) / 64
         let maxBlocks = max(0, (capacity - S) / B)
         let sinkBytes = try CheckedSize.product(2 * layers, kvHeads, S, rowBytes, what: "KV sink")
-        let summaryBytes = try CheckedSize.product(layers, kvHeads, maxBlocks, words * 8 + 4, what: "KV summaries")
+        let summaryBytes = try CheckedSize.product(
+            layers, kvHeads, maxBlocks, Self.levels * (words * 8 + 4) + 4, what: "KV summaries")
         let readBytes = try CheckedSize.product(kvHeads, blocks, recordStride, what: "KV read buffer")
         let centres = try CheckedSize.product(layers, kvHeads, headDim, 4, what: "KV centres")
         return (sinkBytes + summaryBytes + readBytes + recordStride + centres, 2 * layers * kvHeads * rowBytes)
@@ -230,7 +238,8 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
     /// Bytes of RAM the cache holds: sink, window, summaries, checksums, centres, buffers.
     public var memoryBytes: Int {
         let rows = 2 * layers * kvHeads * (Self.S + windowRows) * rowBytes
-        return rows + layers * kvHeads * (maxBlocks * (words * 8 + 4) + headDim * 4) + readCapacity + recordStride
+        return rows + layers * kvHeads * (maxBlocks * (levels * (words * 8 + 4) + 4) + headDim * 4) + readCapacity
+            + recordStride
     }
 
     /// First window position for a query that sees `filled` positions.
@@ -380,37 +389,96 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
             var mean = [Double](repeating: 0, count: hd)
             for t in 0..<B { for i in 0..<hd { mean[i] += Double(rows[t * hd + i]) } }
             if b == 0 { for i in 0..<hd { centres[l][h * hd + i] = Float(mean[i] / Double(B)) } }
-            let base = (h * maxBlocks + b) * words
-            for w in 0..<words { summaries[l][base + w] = 0 }
-            for i in 0..<hd where Float(mean[i] / Double(B)) > centres[l][h * hd + i] {
-                summaries[l][base + i / 64] |= 1 << UInt64(i % 64)
+            var r = (0..<hd).map { Float(mean[$0] / Double(B)) - centres[l][h * hd + $0] }
+            let base = (h * maxBlocks + b) * levels
+            summaries[l].withUnsafeMutableBufferPointer { sp in
+                summaryScales[l].withUnsafeMutableBufferPointer { cp in
+                    Self.binarize(
+                        &r, levels: levels, words: words, codes: sp.baseAddress! + base * words,
+                        scales: cp.baseAddress! + base)
+                }
+            }
+        }
+    }
+
+    /// Residual binarization levels of summaries and queries.
+    static let levels = 3
+
+    /// Residual binarization of x (consumed): for k < levels, scale_k = mean |r_k| and code bit
+    /// c = r_k[c] > 0 (sign +1, else -1), r_{k+1} = r_k - scale_k * sign_k, from r_0 = x; so
+    /// x ~ sum_k scale_k * sign_k. Bits past x.count stay 0.
+    static func binarize(
+        _ x: inout [Float], levels: Int, words: Int, codes: UnsafeMutablePointer<UInt64>,
+        scales: UnsafeMutablePointer<Float>
+    ) {
+        let n = x.count
+        for k in 0..<levels {
+            var a = 0.0
+            for c in 0..<n { a += Double(abs(x[c])) }
+            let scale = Float(a / Double(n))
+            scales[k] = scale
+            let code = codes + k * words
+            for w in 0..<words { code[w] = 0 }
+            for c in 0..<n {
+                if x[c] > 0 {
+                    code[c / 64] |= 1 << UInt64(c % 64)
+                    x[c] -= scale
+                } else {
+                    x[c] += scale
+                }
             }
         }
     }
 
     /// The stored blocks (below `end` blocks) that the g queries of one KV head select, ascending.
+    ///
+    /// Both sides are residual-binarized (`binarize`): the query q_j ~ sum_l a_jl t_jl and the
+    /// summary m_b - centre ~ sum_k s_bk u_bk with sign vectors t, u. Their dot product is then
+    /// sum_l sum_k a_jl s_bk (d - 2 popcount(t_jl ^ u_bk)), the popcounts from the Hamming kernel
+    /// (L x K per query and block); est(b) = sum over the g queries estimates q . (mean key -
+    /// centre), which ranks blocks as q . mean key does. The `blocks` highest are selected (ties:
+    /// the earlier block).
     func selectBlocks(layer l: Int, head h: Int, queries: UnsafePointer<Float>, g: Int, end: Int) throws -> [Int] {
         if end <= blocksPerStep { return Array(0..<end) }
-        let hd = headDim
-        var codes = [UInt64](repeating: 0, count: g * words)
-        for j in 0..<g {
-            for i in 0..<hd where queries[j * hd + i] > 0 { codes[j * words + i / 64] |= 1 << UInt64(i % 64) }
+        let (hd, L) = (headDim, levels)
+        var codes = [UInt64](repeating: 0, count: g * L * words)
+        var qs = [Float](repeating: 0, count: g * L)
+        codes.withUnsafeMutableBufferPointer { cp in
+            qs.withUnsafeMutableBufferPointer { sp in
+                for j in 0..<g {
+                    var x = (0..<hd).map { queries[j * hd + $0] }
+                    Self.binarize(
+                        &x, levels: L, words: words, codes: cp.baseAddress! + j * L * words,
+                        scales: sp.baseAddress! + j * L)
+                }
+            }
         }
-        var dist = [UInt32](repeating: 0, count: g * end)
+        let rows = g * L
+        let cols = end * L
+        var dist = [UInt32](repeating: 0, count: rows * cols)
+        let base = h * maxBlocks * L * words
         try codes.withUnsafeBufferPointer { q in
             try summaries[l].withUnsafeBufferPointer { s in
                 try dist.withUnsafeMutableBufferPointer { d in
                     try kernels.hammingDistances(
-                        queries: q,
-                        codes: UnsafeBufferPointer(
-                            rebasing: s[(h * maxBlocks * words)..<((h * maxBlocks + end) * words)]),
+                        queries: q, codes: UnsafeBufferPointer(rebasing: s[base..<(base + cols * words)]),
                         bits: words * 64, into: d)
                 }
             }
         }
-        var total = [UInt32](repeating: 0, count: end)
-        for j in 0..<g { for b in 0..<end { total[b] += dist[j * end + b] } }
-        let order = (0..<end).sorted { total[$0] != total[$1] ? total[$0] < total[$1] : $0 < $1 }
+        let sb = h * maxBlocks * L
+        var est = [Float](repeating: 0, count: end)
+        for b in 0..<end {
+            var t: Float = 0
+            for r in 0..<rows {
+                for k in 0..<L {
+                    let dot = Float(hd) - 2 * Float(dist[r * cols + b * L + k])
+                    t += qs[r] * summaryScales[l][sb + b * L + k] * dot
+                }
+            }
+            est[b] = t
+        }
+        let order = (0..<end).sorted { est[$0] != est[$1] ? est[$0] > est[$1] : $0 < $1 }
         return order.prefix(blocksPerStep).sorted()
     }
 
