@@ -227,9 +227,24 @@ struct BenchKV: ParsableCommand {
     var window = KVCacheConfig.defaultWindow
     @Option(name: .customLong("kv-scores"), help: "Quantized caches: attention scores with exact or int8 queries.")
     var scores: ActivationsOption = .exact
+    @Option(
+        name: .customLong("kv-budget-fraction"), parsing: .unconditional,
+        help: "Per-token types: offload with a RAM budget of this fraction of the full cache at each context.")
+    var budgetFraction: Double?
+    @Option(name: .customLong("kv-offload"), help: "Directory of the KV block file (with --kv-budget-fraction).")
+    var offloadDirectory: String?
+    @Option(name: .customLong("kv-blocks"), parsing: .unconditional, help: "Stored blocks attended per step.")
+    var blocks = KVOffload.defaultBlocks
 
     func validate() throws {
         try checkEnvironment()
+        if let budgetFraction {
+            guard budgetFraction.isFinite, budgetFraction > 0, budgetFraction <= 1 else {
+                throw ValidationError("--kv-budget-fraction must be in (0, 1], got \(budgetFraction)")
+            }
+            guard offloadDirectory != nil else { throw ValidationError("--kv-budget-fraction needs --kv-offload DIR") }
+        }
+        try checkRange(blocks, 1...KVOffload.maxBlocks, "--kv-blocks")
         _ = try checkedList(threads, 1...Limits.threads, "--threads")
         _ = try checkedList(contexts, 64...Limits.context, "--contexts")
         for t in types.split(separator: ",") { _ = try KVCacheType.named(String(t)) }
@@ -264,7 +279,16 @@ struct BenchKV: ParsableCommand {
             for kind in kinds {
                 // f32 / f16 keys have no int8 score path: they are scored exactly in either mode
                 let mode = kind == .f32 || kind == .f16 ? Numerics.exact : scores.numerics
-                let kv = KVCacheConfig(type: kind, window: min(window, ctx), scores: mode)
+                var kv = KVCacheConfig(type: kind, window: min(window, ctx), scores: mode)
+                let bytes = kind.bytesPerToken(kvHeads: c.kvHeads, headDim: c.headDim) * c.layers
+                if let budgetFraction, let offloadDirectory {
+                    guard kind.rowType != nil else {
+                        throw ValidationError("--kv-budget-fraction works with f32, f16, q8_0 and q4_0, not \(kind)")
+                    }
+                    kv.offload = KVOffload(
+                        budgetBytes: Int(budgetFraction * Double(bytes * ctx)), directory: offloadDirectory,
+                        blocks: blocks)
+                }
                 let cache = try filler.makeCache(capacity: ctx, config: kv)
                 configureThreads(Threads.defaultCount)
                 var pos = 0
@@ -289,9 +313,12 @@ struct BenchKV: ParsableCommand {
                         rates.append(Double(decodeTokens) / clock.lap())
                     }
                     pos = cache.length
-                    let bytes = kind.bytesPerToken(kvHeads: c.kvHeads, headDim: c.headDim) * c.layers
+                    let offload =
+                        kv.offload.map {
+                            #""kv_budget_mib": \#(Double($0.budgetBytes) / 1048576), "kv_blocks": \#($0.blocks), "#
+                        } ?? ""
                     print(
-                        #"{"engine": "engine", "kv_cache": "\#(kind)", "kv_scores": "\#(kv.scores)", "#
+                        #"{"engine": "engine", "kv_cache": "\#(kind)", "kv_scores": "\#(kv.scores)", "# + offload
                             + #""threads": \#(t), "context": \#(ctx), "#
                             + #""decode_tps": \#(median(rates)), "bytes_per_token": \#(bytes), "#
                             + #""cache_mib": \#(Double(cache.memoryBytes) / 1048576)}"#)

@@ -383,3 +383,39 @@ final class KVOffloadModelTests: XCTestCase {
         print(summary + "25% budget \(quarter.perplexity) (top-1 \(agreement(quarter)), window \(o.windowTokens))")
     }
 }
+
+extension KVOffloadModelTests {
+    /// Retrieval, not recency: a pass key stated once, ~700 tokens into a ~2,100-token prompt of
+    /// GPL-3 text, is asked for at the end. With 8 MiB (a window of ~290 tokens) the key's block
+    /// is neither in the sink, the window, nor among the two stored blocks nearest the window, so
+    /// only a summary that matches the question's queries to that block can bring it back; the
+    /// full f16 cache and the offloaded one with 2 blocks per step both answer it.
+    func testRetrievesAFactFarOutsideTheWindow() throws {
+        let gpl = try String(contentsOfFile: "/usr/share/common-licenses/GPL-3", encoding: .utf8)
+        let chars = Array(gpl)
+        let needle = "\n\nHere is a fact to remember: the secret pass key is 58213. Remember the number 58213.\n\n"
+        let prompt =
+            String(chars[0..<3000]) + needle + String(chars[3000..<9000])
+            + "\n\nQuestion: what is the secret pass key? Answer: the secret pass key is"
+        let gen = try TextGenerator(path: TestModels.smolLM2, kernels: Kernels.selected())
+        let ids = try gen.tokenizer.encode(prompt)
+        let at = try gen.tokenizer.encode(String(chars[0..<3000])).count
+        var p = GenerationParameters(maxTokens: 7)  // digits are single tokens
+        p.kvCache = KVCacheConfig(type: .f16)
+        let full = try gen.tokenizer.decode(gen.generate(prompt: prompt, parameters: p))
+        XCTAssertTrue(full.contains("58213"), full)
+        let budget = 8 << 20
+        p.kvCache = KVCacheConfig(
+            type: .f16, offload: KVOffload(budgetBytes: budget, directory: NSTemporaryDirectory(), blocks: 2))
+        let c = gen.model.config
+        let probe = try OffloadKVCache(
+            layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, capacity: ids.count + 4, type: .f16,
+            offload: p.kvCache.offload!, kernels: Kernels.selected())
+        let w = probe.windowStart(for: ids.count)
+        // the key's tokens lie below the two most recent stored blocks and above the sink
+        XCTAssertGreaterThan(at, 64)
+        XCTAssertLessThan(at + 40, w - 2 * 64, "window starts at \(w), key at \(at) of \(ids.count)")
+        let offloaded = try gen.tokenizer.decode(gen.generate(prompt: prompt, parameters: p))
+        XCTAssertTrue(offloaded.contains("58213"), offloaded)
+    }
+}

@@ -243,7 +243,7 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
     }
 
     /// First window position for a query that sees `filled` positions.
-    func windowStart(for filled: Int) -> Int {
+    public func windowStart(for filled: Int) -> Int {
         let over = filled - Self.S - windowTokens
         return over <= 0 ? Self.S : Self.S + Self.B * ((over + Self.B - 1) / Self.B)
     }
