@@ -400,7 +400,7 @@ extension KVOffloadModelTests {
         let gen = try TextGenerator(path: TestModels.smolLM2, kernels: Kernels.selected())
         let ids = try gen.tokenizer.encode(prompt)
         let at = try gen.tokenizer.encode(String(chars[0..<3000])).count
-        var p = GenerationParameters(maxTokens: 7)  // digits are single tokens
+        var p = GenerationParameters(maxTokens: 7) // digits are single tokens
         p.kvCache = KVCacheConfig(type: .f16)
         let full = try gen.tokenizer.decode(gen.generate(prompt: prompt, parameters: p))
         XCTAssertTrue(full.contains("58213"), full)
