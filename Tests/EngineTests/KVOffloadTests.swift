@@ -248,7 +248,14 @@ final class KVOffloadTests: XCTestCase {
                 offload: KVOffload(budgetBytes: budget, directory: NSTemporaryDirectory(), blocks: 2), kernels: kern)
             _ = try drive(
                 cache, shape: shape, q: q, k: k, v: v, steps: [Int](repeating: 1, count: T - 1), kernels: kern)
-            let fd = open(cache.path, O_RDWR)
+            // the file is unlinked: reach it through the process's descriptor table
+            XCTAssertFalse(FileManager.default.fileExists(atPath: cache.path))
+            let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")
+            let link = fds.first {
+                (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0))
+                    == cache.path + " (deleted)"
+            }
+            let fd = open("/proc/self/fd/" + (link ?? "none"), O_RDWR)
             XCTAssertGreaterThanOrEqual(fd, 0)
             if damage == "flip" {
                 // one byte of every record's first page

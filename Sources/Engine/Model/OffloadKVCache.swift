@@ -63,7 +63,9 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
     public let windowTokens: Int
     /// The RAM budget in bytes.
     public let budgetBytes: Int
-    /// The block file.
+    /// The name the block file was created under. It is unlinked at once: the file has no name
+    /// while in use (nothing is left behind if the process dies) and its space returns when the
+    /// cache is released.
     public let path: String
     /// Largest `memoryBytes` so far.
     public private(set) var peakMemoryBytes = 0
@@ -169,7 +171,7 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
         readCapacity = readBytes
         readBuffer = UnsafeMutableRawPointer.allocate(byteCount: readBytes, alignment: 4096)
         uring = UringReader(capacity: readBytes)
-        // The block file: a new name, created exclusively (nothing is replaced), removed in deinit.
+        // The block file: a new name, created exclusively (nothing is replaced), unlinked at once.
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: offload.directory, isDirectory: &isDir), isDir.boolValue else {
             readBuffer.deallocate()
@@ -193,6 +195,7 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
             throw EngineError.io(
                 "cannot create a KV block file in \(offload.directory): \(String(cString: strerror(lastError)))")
         }
+        unlink(p)
         fd = f
         path = p
         peakMemoryBytes = memoryBytes
@@ -231,7 +234,6 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
 
     deinit {
         close(fd)
-        unlink(path)
         readBuffer.deallocate()
     }
 
