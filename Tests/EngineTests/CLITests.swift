@@ -98,8 +98,8 @@ final class CLITests: XCTestCase {
             ["--json", dir + "/p.json"], ["--kv-scores", "int8"], ["--kv-budget-mib", "5"],
             ["--kv-offload", dir], ["--kv-cache", "q4", "--kv-budget-mib", "5", "--kv-offload", dir],
             ["--kv-cache", "f16", "--kv-budget-mib", "0.5", "--kv-offload", dir],
-            ["--kv-cache", "f16", "--kv-budget-mib", "5", "--kv-offload", dir + "/missing"],
-            ["--kv-cache", "f16", "--kv-budget-mib", "5", "--kv-offload", dir, "--kv-blocks", "0"],
+            ["--kv-cache", "f16", "--kv-budget-mib", "7", "--kv-offload", dir + "/missing"],
+            ["--kv-cache", "f16", "--kv-budget-mib", "7", "--kv-offload", dir, "--kv-blocks", "0"],
             ["--kv-cache", "f16", "--kv-budget-mib", "nan", "--kv-offload", dir],
         ] {
             (st, out) = try runEngine(["perplexity", "--input", text, "--context", "64"] + bad)
@@ -108,7 +108,7 @@ final class CLITests: XCTestCase {
         }
     }
 
-    /// Disk offload from the CLI: perplexity over 512 tokens of GPL-3 in 5 MiB (a window of ~146
+    /// Disk offload from the CLI: perplexity over 512 tokens of GPL-3 in 7 MiB (a window of ~170
     /// tokens, so blocks are stored and read back), and generate equals the library with the same
     /// offloaded cache; the block file is gone afterwards.
     func testKVOffloadOptions() throws {
@@ -116,7 +116,7 @@ final class CLITests: XCTestCase {
         try FileManager.default.createDirectory(atPath: off, withIntermediateDirectories: true)
         var (st, out) = try runEngine([
             "perplexity", "--input", "/usr/share/common-licenses/GPL-3", "--context", "512", "--chunks", "1",
-            "--step", "32", "--kv-cache", "f16", "--kv-budget-mib", "5", "--kv-offload", off,
+            "--step", "32", "--kv-cache", "f16", "--kv-budget-mib", "7", "--kv-offload", off,
         ])
         XCTAssertEqual(st, 0, out)
         XCTAssertTrue(out.contains("over 255 tokens (kv-cache f16, 23040 bytes/token)"), out)
@@ -124,13 +124,13 @@ final class CLITests: XCTestCase {
         XCTAssertFalse(out.contains(" read 0 MiB"), out)
         let prompt = "The history of the printing press begins"
         (st, out) = try runEngine([
-            "generate", "--prompt", prompt, "--max-tokens", "12", "--kv-cache", "q8_0", "--kv-budget-mib", "5",
+            "generate", "--prompt", prompt, "--max-tokens", "12", "--kv-cache", "q8_0", "--kv-budget-mib", "7",
             "--kv-offload", off, "--kv-blocks", "2",
         ])
         XCTAssertEqual(st, 0, out)
         var p = GenerationParameters(maxTokens: 12)
         p.kvCache = KVCacheConfig(
-            type: .q8_0, offload: KVOffload(budgetBytes: 5 << 20, directory: off, blocks: 2))
+            type: .q8_0, offload: KVOffload(budgetBytes: 7 << 20, directory: off, blocks: 2))
         let gen = try TextGenerator(path: TestModels.smolLM2, kernels: Kernels.selected())
         XCTAssertTrue(out.contains(try gen.tokenizer.decode(gen.generate(prompt: prompt, parameters: p))), out)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: off), [])

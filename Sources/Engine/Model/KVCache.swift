@@ -20,6 +20,14 @@ public protocol KVCache: AnyObject, Sendable {
     ) throws
     /// Marks positions ..< newLength as filled, once every layer has appended them.
     func advance(to newLength: Int) throws
+    /// Most positions the model should append per step (nil: any number), e.g. so a cache under
+    /// a RAM budget is never handed a whole long prompt at once.
+    var maxStepTokens: Int? { get }
+}
+
+extension KVCache {
+    /// Any number of positions per step.
+    public var maxStepTokens: Int? { nil }
 }
 
 /// Dense f32 KV cache, head-major per layer (kvHeads x capacity x headDim): the reference cache.

@@ -296,8 +296,28 @@ public final class LlamaModel: @unchecked Sendable {
     }
 
     /// The transformer layers over the residual stream x (T x dim) at positions cache.length..<+T;
-    /// appends keys and values and advances the cache.
+    /// appends keys and values and advances the cache. A cache with `maxStepTokens` gets the rows in
+    /// steps of at most that many (the same result: each row sees the cache a single step would),
+    /// unless a residual tap needs the whole stream at once.
     func layersForward(_ x: inout [Float], T: Int, cache: any KVCache, onResidual: ((Int, [Float]) -> Void)?) throws {
+        guard let step = cache.maxStepTokens, step > 0, T > step, onResidual == nil else {
+            return try layersForwardStep(&x, T: T, cache: cache, onResidual: onResidual)
+        }
+        let d = config.dim
+        var i = 0
+        while i < T {
+            let n = min(step, T - i)
+            var piece = Array(x[(i * d)..<((i + n) * d)])
+            try layersForwardStep(&piece, T: n, cache: cache, onResidual: nil)
+            x.replaceSubrange((i * d)..<((i + n) * d), with: piece)
+            i += n
+        }
+    }
+
+    /// `layersForward` in one step.
+    private func layersForwardStep(
+        _ x: inout [Float], T: Int, cache: any KVCache, onResidual: ((Int, [Float]) -> Void)?
+    ) throws {
         try layersForward(
             &x, segments: [Segment(cache: cache, start: cache.length, rows: 0..<T)], onResidual: onResidual)
     }

@@ -154,7 +154,7 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
             "the KV budget of \(mib(offload.budgetBytes)) MiB is below the \(mib(minimum)) MiB this model needs for "
                 + "the sink (\(S) tokens), \(offload.blocks) blocks read per step and a window of \(minWindow) tokens")
         windowTokens = min((offload.budgetBytes - fixed) / perToken, capacity)
-        windowRows = max(B, min(windowTokens, capacity))
+        windowRows = max(B, min(windowTokens + Self.stepTokens, capacity))
         let sb = kvHeads * S * rowBytes
         sinkKeys = Array(repeating: [UInt8](repeating: 0, count: sb), count: layers)
         sinkValues = sinkKeys
@@ -201,6 +201,13 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
         peakMemoryBytes = memoryBytes
     }
 
+    /// Positions a step may append without growing the window (the model steps by this many:
+    /// `maxStepTokens`); their rows are part of the budget.
+    public static let stepTokens = 64
+
+    /// The model appends at most `stepTokens` positions per step, so the cache stays in its budget.
+    public var maxStepTokens: Int? { Self.stepTokens }
+
     /// Fewest window positions a budget must leave (two blocks: the window then always starts at
     /// or below the last complete block).
     public static let minimumWindow = 2 * KVOffload.blockTokens
@@ -219,7 +226,9 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
             layers, kvHeads, maxBlocks, Self.levels * (words * 8 + 4) + 4, what: "KV summaries")
         let readBytes = try CheckedSize.product(kvHeads, blocks, recordStride, what: "KV read buffer")
         let centres = try CheckedSize.product(layers, kvHeads, headDim, 4, what: "KV centres")
-        return (sinkBytes + summaryBytes + readBytes + recordStride + centres, 2 * layers * kvHeads * rowBytes)
+        let perToken = 2 * layers * kvHeads * rowBytes
+        let step = try CheckedSize.product(stepTokens, perToken, what: "KV step rows")
+        return (sinkBytes + summaryBytes + readBytes + recordStride + centres + step, perToken)
     }
 
     /// The smallest budget (bytes) a cache of these dimensions accepts: its fixed RAM and a window
@@ -288,7 +297,7 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
         }
         // A prompt step grew the window; give the memory back once its rows are stored.
         let inUse = max(0, newLength - windowStart)
-        let base = max(Self.B, min(windowTokens, capacity))
+        let base = max(Self.B, min(windowTokens + Self.stepTokens, capacity))
         if windowRows > base && inUse <= base { try resizeWindow(base) }
     }
 
