@@ -17,18 +17,3 @@ func preadFully(_ fd: Int32, _ dst: UnsafeMutableRawPointer, _ n: Int, at offset
         done += r
     }
 }
-
-/// Writes exactly n bytes of src to fd at `offset` (pwrite, retried on EINTR and short writes);
-/// a failure (disk full, I/O error) is `EngineError.io` naming `path`.
-func pwriteFully(_ fd: Int32, _ src: UnsafeRawPointer, _ n: Int, at offset: Int, path: String) throws {
-    var done = 0
-    while done < n {
-        let r = pwrite(fd, src + done, n - done, off_t(offset + done))
-        if r < 0 {
-            if errno == EINTR { continue }
-            throw EngineError.io("\(path): write failed: \(String(cString: strerror(errno)))")
-        }
-        if r == 0 { throw EngineError.io("\(path): write made no progress") }
-        done += r
-    }
-}

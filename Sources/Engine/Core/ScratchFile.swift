@@ -4,16 +4,17 @@ import Foundation
     import Glibc
 #endif
 
-/// A file read and written at offsets: the build's spill (unlinked by `remove()` or deinit) and
+/// A file read and written at offsets: the build's spill (unlinked by `remove()` or deinit),
 /// postings.bin (`reserve` allocates its size up front, so a full disk fails here; `sync()`
-/// flushes and closes it, keeping the file).
+/// flushes and closes it, keeping the file), and the KV cache's block file (`unlinkName()` right
+/// after creation: no name while in use, nothing left behind if the process dies).
 final class ScratchFile {
     let path: String
     var fd: Int32
     var keep = false
-    init(path: String, reserve: Int = 0) throws {
+    init(path: String, reserve: Int = 0, mode: mode_t = 0o644) throws {
         self.path = path
-        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode)
         guard fd >= 0 else { throw EngineError.io("cannot create \(path): \(String(cString: strerror(errno)))") }
         if reserve > 0 {
             let e = posix_fallocate(fd, 0, off_t(reserve))
@@ -43,6 +44,13 @@ final class ScratchFile {
         close(fd)
         fd = -1
         keep = true
+    }
+    /// Removes the file's name; the open descriptor keeps it readable and writable until deinit.
+    func unlinkName() {
+        if !keep {
+            unlink(path)
+            keep = true
+        }
     }
     func remove() throws {
         if fd >= 0 {

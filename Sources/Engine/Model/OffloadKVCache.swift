@@ -85,9 +85,10 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
     let recordStride: Int
     /// 64-bit words of one sign code.
     let words: Int
-    /// Sign codes per summary (K) and per query (L): residual binarization levels.
-    let levels: Int
     let maxBlocks: Int
+    /// RAM besides the window rows (sink, summaries, checksums, centres, buffers), and per row.
+    let baseBytes: Int
+    let perTokenBytes: Int
     let kernels: Kernels
     /// per layer: kvHeads x S rows
     var sinkKeys: [[UInt8]]
@@ -108,10 +109,11 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
     var checksums: [[UInt32]]
     /// per layer: kvHeads x headDim centre (mean key of the first stored block)
     var centres: [[Float]]
-    let fd: Int32
-    let uring: UringReader?
-    let readBuffer: UnsafeMutableRawPointer
-    let readCapacity: Int
+    let file: ScratchFile
+    /// io_uring reads of the selected records, or (where io_uring is unavailable) pread into
+    /// `readBuffer`.
+    let uring: UringExtents?
+    let readBuffer: UnsafeMutableRawPointer?
     var staging: [UInt8]
 
     /// A cache for `layers` layers of `kvHeads` heads of `headDim` values, `capacity` positions,
@@ -142,7 +144,6 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
         recordBytes = 2 * B * rowBytes
         recordStride = (recordBytes + 4095) / 4096 * 4096
         words = (headDim + 63) / 64
-        levels = Self.levels
         maxBlocks = max(0, (capacity - S) / B)
         let (fixed, perToken) = try Self.ramCost(
             layers: layers, kvHeads: kvHeads, headDim: headDim, capacity: capacity, type: type, blocks: offload.blocks)
@@ -154,6 +155,8 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
             "the KV budget of \(mib(offload.budgetBytes)) MiB is below the \(mib(minimum)) MiB this model needs for "
                 + "the sink (\(S) tokens), \(offload.blocks) blocks read per step and a window of \(minWindow) tokens")
         windowTokens = min((offload.budgetBytes - fixed) / perToken, capacity)
+        baseBytes = fixed - Self.stepTokens * perToken
+        perTokenBytes = perToken
         windowRows = max(B, min(windowTokens + Self.stepTokens, capacity))
         let sb = kvHeads * S * rowBytes
         sinkKeys = Array(repeating: [UInt8](repeating: 0, count: sb), count: layers)
@@ -163,41 +166,26 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
         windowValues = windowKeys
         written = Array(repeating: 0, count: layers)
         summaries = Array(
-            repeating: [UInt64](repeating: 0, count: kvHeads * maxBlocks * levels * words), count: layers)
-        summaryScales = Array(repeating: [Float](repeating: 0, count: kvHeads * maxBlocks * levels), count: layers)
+            repeating: [UInt64](repeating: 0, count: kvHeads * maxBlocks * Self.levels * words), count: layers)
+        summaryScales = Array(
+            repeating: [Float](repeating: 0, count: kvHeads * maxBlocks * Self.levels), count: layers)
         checksums = Array(repeating: [UInt32](repeating: 0, count: kvHeads * maxBlocks), count: layers)
         centres = Array(repeating: [Float](repeating: 0, count: kvHeads * headDim), count: layers)
         staging = [UInt8](repeating: 0, count: recordStride)
-        readCapacity = readBytes
-        readBuffer = UnsafeMutableRawPointer.allocate(byteCount: readBytes, alignment: 4096)
-        uring = UringReader(capacity: readBytes)
         // The block file: a new name, created exclusively (nothing is replaced), unlinked at once.
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: offload.directory, isDirectory: &isDir), isDir.boolValue else {
-            readBuffer.deallocate()
             throw EngineError.io("KV offload directory \(offload.directory) does not exist or is not a directory")
         }
-        var opened: (Int32, String)?
-        var lastError: Int32 = 0
-        for _ in 0..<16 {
-            let name = "engine-kv-\(getpid())-\(UInt64.random(in: 0...UInt64.max) & 0xffff_ffff_ffff).blocks"
-            let p = (offload.directory as NSString).appendingPathComponent(name)
-            let f = open(p, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-            if f >= 0 {
-                opened = (f, p)
-                break
-            }
-            lastError = errno
-            if lastError != EEXIST { break }
-        }
-        guard let (f, p) = opened else {
-            readBuffer.deallocate()
-            throw EngineError.io(
-                "cannot create a KV block file in \(offload.directory): \(String(cString: strerror(lastError)))")
-        }
-        unlink(p)
-        fd = f
-        path = p
+        let name = "engine-kv-\(getpid())-\(UInt64.random(in: 0...UInt64.max) & 0xffff_ffff_ffff).blocks"
+        let blockFile = try ScratchFile(
+            path: (offload.directory as NSString).appendingPathComponent(name), mode: 0o600)
+        blockFile.unlinkName()
+        file = blockFile
+        path = blockFile.path
+        let ring = UringReader(capacity: readBytes)
+        uring = ring.map { UringExtents(reader: $0, fd: blockFile.fd, path: blockFile.path) }
+        readBuffer = ring == nil ? UnsafeMutableRawPointer.allocate(byteCount: readBytes, alignment: 4096) : nil
         peakMemoryBytes = memoryBytes
     }
 
@@ -241,17 +229,10 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
         return c.fixed + minimumWindow * c.perToken
     }
 
-    deinit {
-        close(fd)
-        readBuffer.deallocate()
-    }
+    deinit { readBuffer?.deallocate() }
 
     /// Bytes of RAM the cache holds: sink, window, summaries, checksums, centres, buffers.
-    public var memoryBytes: Int {
-        let rows = 2 * layers * kvHeads * (Self.S + windowRows) * rowBytes
-        return rows + layers * kvHeads * (maxBlocks * (levels * (words * 8 + 4) + 4) + headDim * 4) + readCapacity
-            + recordStride
-    }
+    public var memoryBytes: Int { baseBytes + windowRows * perTokenBytes }
 
     /// First window position for a query that sees `filled` positions.
     public func windowStart(for filled: Int) -> Int {
@@ -305,12 +286,18 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
     private func resizeWindow(_ rows: Int) throws {
         let keep = min(rows, windowRows) * rowBytes
         let wb = try CheckedSize.product(kvHeads, rows, rowBytes, what: "KV window")
+        let (newStride, oldStride) = (rows * rowBytes, windowRows * rowBytes)
         for l in 0..<layers {
             for arr in 0..<2 {
                 let old = arr == 0 ? windowKeys[l] : windowValues[l]
                 var a = [UInt8](repeating: 0, count: wb)
-                for h in 0..<kvHeads {
-                    for i in 0..<keep { a[h * rows * rowBytes + i] = old[h * windowRows * rowBytes + i] }
+                a.withUnsafeMutableBytes { dst in
+                    old.withUnsafeBytes { src in
+                        for h in 0..<kvHeads {
+                            (dst.baseAddress! + h * newStride).copyMemory(
+                                from: src.baseAddress! + h * oldStride, byteCount: keep)
+                        }
+                    }
                 }
                 if arr == 0 { windowKeys[l] = a } else { windowValues[l] = a }
             }
@@ -392,8 +379,7 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
             }
             let crc = staging.withUnsafeBytes { kernels.crc32c(UnsafeRawBufferPointer(rebasing: $0[0..<recordBytes])) }
             try staging.withUnsafeBytes { st in
-                try pwriteFully(
-                    fd, st.baseAddress!, recordBytes, at: recordOffset(block: b, layer: l, head: h), path: path)
+                try file.write(st.baseAddress!, recordBytes, at: recordOffset(block: b, layer: l, head: h))
             }
             bytesWritten += recordBytes
             checksums[l][h * maxBlocks + b] = crc
@@ -401,11 +387,11 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
             for t in 0..<B { for i in 0..<hd { mean[i] += Double(rows[t * hd + i]) } }
             if b == 0 { for i in 0..<hd { centres[l][h * hd + i] = Float(mean[i] / Double(B)) } }
             var r = (0..<hd).map { Float(mean[$0] / Double(B)) - centres[l][h * hd + $0] }
-            let base = (h * maxBlocks + b) * levels
+            let base = (h * maxBlocks + b) * Self.levels
             summaries[l].withUnsafeMutableBufferPointer { sp in
                 summaryScales[l].withUnsafeMutableBufferPointer { cp in
                     Self.binarize(
-                        &r, levels: levels, words: words, codes: sp.baseAddress! + base * words,
+                        &r, levels: Self.levels, words: words, codes: sp.baseAddress! + base * words,
                         scales: cp.baseAddress! + base)
                 }
             }
@@ -451,7 +437,7 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
     /// the earlier block).
     func selectBlocks(layer l: Int, head h: Int, queries: UnsafePointer<Float>, g: Int, end: Int) throws -> [Int] {
         if end <= blocksPerStep { return Array(0..<end) }
-        let (hd, L) = (headDim, levels)
+        let (hd, L) = (headDim, Self.levels)
         var codes = [UInt64](repeating: 0, count: g * L * words)
         var qs = [Float](repeating: 0, count: g * L)
         codes.withUnsafeMutableBufferPointer { cp in
@@ -526,15 +512,15 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
             // Select, then read every selected block not in RAM in one batch.
             var selected: [[Int]] = []
             var extents: [(head: Int, block: Int)] = []
+            var firstRecord: [Int] = [] // each head's first entry in `extents`
             for head in 0..<kvh {
                 let sel = try selectBlocks(layer: l, head: head, queries: qrow + head * g * d, g: g, end: stored)
                 selected.append(sel)
+                firstRecord.append(extents.count)
                 for b in sel where S + B * b < windowStart { extents.append((head, b)) }
             }
-            var at: [Int] = []
-            let fileBase = try readBlocks(layer: l, extents, at: &at)
-            var where_: [Int: UnsafeRawPointer] = [:]
-            for (n, e) in extents.enumerated() { where_[e.head * maxBlocks + e.block] = fileBase + at[n] }
+            // records read, in the order of `extents` (head by head, ascending blocks)
+            let records = try readBlocks(layer: l, extents)
             // Partial attention per head over sink, blocks and window; merge.
             try sinkKeys[l].withUnsafeBytes { sk in
                 try sinkValues[l].withUnsafeBytes { sv in
@@ -545,15 +531,15 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
                                     try pl.withUnsafeMutableBufferPointer { plb in
                                         try status.withUnsafeMutableBufferPointer { stb in
                                             let (ob, mb, lb) = (pob.baseAddress!, pmb.baseAddress!, plb.baseAddress!)
-                                            let work = kvh
                                             let threads = filled * kvh * d >= 1 << 15 ? k.threads : 1
                                             let params = p
                                             let wr = windowRows
                                             let curStart = windowStart
-                                            Threads.parallelFor(work, threads: threads) { head in
+                                            Threads.parallelFor(kvh, threads: threads) { head in
                                                 var pp = params
                                                 let qh = qrow + head * g * d
                                                 let sel = selected[head]
+                                                var next = firstRecord[head]
                                                 ThreadScratch.with(slot: 1, bytes: scratchBytes) { scratch in
                                                     var part = 0
                                                     func run(_ kp: UnsafeRawPointer, _ vp: UnsafeRawPointer, _ n: Int) {
@@ -575,7 +561,8 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
                                                             let off = (head * wr + pos0 - curStart) * rb
                                                             run(wk.baseAddress! + off, wv.baseAddress! + off, B)
                                                         } else {
-                                                            let rec = where_[head * self.maxBlocks + b]!
+                                                            let rec = records[next]
+                                                            next += 1
                                                             run(rec, rec + B * rb, B)
                                                         }
                                                     }
@@ -584,7 +571,6 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
                                                     run(
                                                         wk.baseAddress! + off, wv.baseAddress! + off,
                                                         max(0, filled - w0))
-                                                    _ = part
                                                 }
                                             }
                                             if let bad = stb.first(where: { $0 != CK_OK }) {
@@ -609,38 +595,37 @@ public final class OffloadKVCache: KVCache, @unchecked Sendable {
     }
 
     /// Reads the records of `extents` (head, block) of layer l, checks their checksums, and
-    /// returns the buffer they are in (record n at offset at[n]).
-    private func readBlocks(layer l: Int, _ extents: [(head: Int, block: Int)], at: inout [Int]) throws
-        -> UnsafeRawPointer
-    {
-        at = extents.indices.map { $0 * recordStride }
-        if extents.isEmpty { return UnsafeRawPointer(readBuffer) }
-        let total = extents.count * recordStride
-        let base: UnsafeRawPointer
-        if let uring, !uring.broken {
-            try uring.read(
-                fd: fd, offsets: extents.map { UInt64(recordOffset(block: $0.block, layer: l, head: $0.head)) },
-                lengths: extents.map { _ in UInt32(recordBytes) }, at: at, total: total, file: path)
-            base = UnsafeRawPointer(uring.buffer)
+    /// returns where each is (valid until the next read).
+    private func readBlocks(layer l: Int, _ extents: [(head: Int, block: Int)]) throws -> [UnsafeRawPointer] {
+        if extents.isEmpty { return [] }
+        let ranges = extents.map {
+            FileExtent(offset: recordOffset(block: $0.block, layer: l, head: $0.head), length: recordBytes)
+        }
+        var records: [UnsafeRawPointer] = []
+        if let uring, !uring.reader.broken {
+            try uring.prepare(ranges)
+            for n in ranges.indices { records.append(try uring.bytes(n)) }
         } else {
-            try require(total <= readCapacity, "KV read batch larger than its buffer")
-            for (n, e) in extents.enumerated() {
-                try preadFully(
-                    fd, readBuffer + at[n], recordBytes, at: recordOffset(block: e.block, layer: l, head: e.head),
-                    path: path)
+            guard let readBuffer else {
+                throw EngineError.io("\(path): io_uring failed earlier; KV blocks cannot be read")
             }
-            base = UnsafeRawPointer(readBuffer)
+            // at most blocksPerStep records per KV head: the buffer holds that many
+            try require(extents.count <= blocksPerStep * kvHeads, "KV read batch larger than its buffer")
+            for (n, r) in ranges.enumerated() {
+                try file.read(readBuffer + n * recordStride, r.length, at: r.offset)
+                records.append(UnsafeRawPointer(readBuffer + n * recordStride))
+            }
         }
         bytesRead += extents.count * recordBytes
         for (n, e) in extents.enumerated() {
-            let crc = kernels.crc32c(UnsafeRawBufferPointer(start: base + at[n], count: recordBytes))
+            let crc = kernels.crc32c(UnsafeRawBufferPointer(start: records[n], count: recordBytes))
             guard crc == checksums[l][e.head * maxBlocks + e.block] else {
                 throw EngineError.invalidFile(
                     "\(path): KV block \(e.block) of layer \(l), head \(e.head) failed its checksum "
                         + "(the offload file was modified or is corrupt)")
             }
         }
-        return base
+        return records
     }
 }
 
