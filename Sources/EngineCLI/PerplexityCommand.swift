@@ -8,12 +8,23 @@ extension KVCacheType: ExpressibleByArgument {}
 struct KVCacheOptions: ParsableArguments {
     @Option(
         name: .customLong("kv-cache"),
-        help: "KV cache type: f32 (reference), f16, q8_0, q4_0 (per token, GGUF blocks), q4 or q2 (KIVI).")
+        help: """
+            KV cache type: f32 (reference), f16, q8_0, q4_0 (per token, GGUF blocks), q4 or q2 (KIVI), \
+            mikv (2-bit KIVI plus Q8_0 copies of the most attended positions) or h2o (the most attended \
+            positions in f16 at mikv's bytes, the rest evicted).
+            """)
     var type: KVCacheType = .f32
     @Option(
         name: .customLong("kv-window"), parsing: .unconditional,
-        help: "q4/q2: most recent tokens kept in f16 (at least this many, fewer than this plus 32).")
+        help: "q4/q2/mikv/h2o: most recent tokens kept in f16 (at least this many, fewer than this plus 32).")
     var window = KVCacheConfig.defaultWindow
+    @Option(
+        name: .customLong("kv-important"), parsing: .unconditional,
+        help: """
+            mikv: fraction of the positions outside the window that also keep a Q8_0 copy (the most \
+            attended); h2o keeps as many f16 positions as fit in the same bytes (default 0.1).
+            """)
+    var important = KVCacheConfig.defaultImportant
     @Option(
         name: .customLong("kv-scores"),
         help: "Quantized caches: attention scores with exact (f32) or int8 queries and integer dots.")
@@ -39,11 +50,15 @@ struct KVCacheOptions: ParsableArguments {
                 budgetBytes: Int(budgetMiB * 1_048_576), directory: offloadDirectory,
                 blocks: blocks ?? KVOffload.defaultBlocks)
         }
-        return KVCacheConfig(type: type, window: window, scores: scores.numerics, offload: offload)
+        return KVCacheConfig(
+            type: type, window: window, scores: scores.numerics, offload: offload, important: important)
     }
 
     func validate() throws {
         try checkRange(window, 0...Limits.context, "--kv-window")
+        guard important.isFinite, important >= 0, important <= 1 else {
+            throw ValidationError("--kv-important must be a fraction in 0...1, got \(important)")
+        }
         if let budgetMiB {
             guard budgetMiB.isFinite, budgetMiB > 0, budgetMiB <= 1_048_576 else {
                 throw ValidationError("--kv-budget-mib must be a positive number of MiB, got \(budgetMiB)")
@@ -148,7 +163,7 @@ struct Perplexity: ParsableCommand {
         }
         let ids = try tokenizer.encode(text)
         let bos = tokenizer.addsBOS ? tokenizer.bosID : nil
-        let bytes = cacheConfig.type.bytesPerToken(kvHeads: c.kvHeads, headDim: c.headDim) * c.layers
+        let bytes = cacheConfig.bytesPerToken(kvHeads: c.kvHeads, headDim: c.headDim) * c.layers
         let clock = Stopwatch()
         var offloaded: OffloadKVCache?
         var peak = 0
@@ -228,6 +243,10 @@ struct BenchKV: ParsableCommand {
     @Option(name: .customLong("kv-scores"), help: "Quantized caches: attention scores with exact or int8 queries.")
     var scores: ActivationsOption = .exact
     @Option(
+        name: .customLong("kv-important"), parsing: .unconditional,
+        help: "mikv/h2o: fraction of the positions outside the window with a Q8_0 copy (h2o: same bytes).")
+    var important = KVCacheConfig.defaultImportant
+    @Option(
         name: .customLong("kv-budget-fraction"), parsing: .unconditional,
         help: "Per-token types: offload with a RAM budget of this fraction of the full cache at each context.")
     var budgetFraction: Double?
@@ -251,6 +270,9 @@ struct BenchKV: ParsableCommand {
         try checkRange(decodeTokens, 1...1024, "--decode-tokens")
         try checkRange(reps, 1...100, "--reps")
         try checkRange(window, 0...Limits.context, "--kv-window")
+        guard important.isFinite, important >= 0, important <= 1 else {
+            throw ValidationError("--kv-important must be a fraction in 0...1, got \(important)")
+        }
     }
 
     func run() throws {
@@ -278,9 +300,9 @@ struct BenchKV: ParsableCommand {
             }
             for kind in kinds {
                 // f32 / f16 keys have no int8 score path: they are scored exactly in either mode
-                let mode = kind == .f32 || kind == .f16 ? Numerics.exact : scores.numerics
-                var kv = KVCacheConfig(type: kind, window: min(window, ctx), scores: mode)
-                let bytes = kind.bytesPerToken(kvHeads: c.kvHeads, headDim: c.headDim) * c.layers
+                let mode = kind == .f32 || kind == .f16 || kind.isMixed ? Numerics.exact : scores.numerics
+                var kv = KVCacheConfig(type: kind, window: min(window, ctx), scores: mode, important: important)
+                let bytes = kv.bytesPerToken(kvHeads: c.kvHeads, headDim: c.headDim) * c.layers
                 if let budgetFraction, let offloadDirectory {
                     guard kind.rowType != nil else {
                         throw ValidationError("--kv-budget-fraction works with f32, f16, q8_0 and q4_0, not \(kind)")

@@ -93,7 +93,21 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(out.contains("over 62 tokens (kv-cache q8_0, 12240 bytes/token)"), out)
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/p.json")))
         XCTAssertEqual((json as? [String: Any])?["kv_cache"] as? String, "q8_0")
+        // mikv at 0.25: 30 layers x 3 heads x (48 + 0.25 x (2 x 68 + 8)) bytes = 7,560 (two Q8_0 rows of 64
+        // values and 8 bytes per slot)
+        (st, out) = try runEngine([
+            "perplexity", "--input", text, "--context", "64", "--chunks", "1", "--kv-cache", "mikv", "--kv-window",
+            "8", "--kv-important", "0.25",
+        ])
+        XCTAssertEqual(st, 0, out)
+        XCTAssertTrue(out.contains("over 31 tokens (kv-cache mikv, 7560 bytes/token)"), out)
+        (st, out) = try runEngine([
+            "generate", "--prompt", prompt, "--max-tokens", "4", "--kv-cache", "h2o", "--kv-window", "0",
+        ])
+        XCTAssertEqual(st, 0, out)
         for bad in [
+            ["--kv-cache", "mikv", "--kv-important", "1.5"], ["--kv-cache", "h2o", "--kv-important", "nan"],
+            ["--kv-cache", "mikv", "--kv-scores", "int8"],
             ["--kv-cache", "q3"], ["--kv-cache", "q4", "--kv-window", "65"], ["--context", "100000"],
             ["--json", dir + "/p.json"], ["--kv-scores", "int8"], ["--kv-budget-mib", "5"],
             ["--kv-offload", dir], ["--kv-cache", "q4", "--kv-budget-mib", "5", "--kv-offload", dir],

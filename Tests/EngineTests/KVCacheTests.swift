@@ -73,7 +73,7 @@ final class KVCacheTests: XCTestCase {
 
     /// Appends T positions in steps of `steps` and attends each step's rows; returns all rows'
     /// outputs (T x heads x d).
-    func run(
+    static func run(
         cache: any KVCache, shape: AttentionShape, q: [Float], k: [Float], v: [Float], T: Int, steps: [Int],
         kernels kern: Kernels
     ) throws -> [Float] {
@@ -125,7 +125,7 @@ final class KVCacheTests: XCTestCase {
                         let cache = try KIVIKVCache(
                             layers: 1, kvHeads: kvh, headDim: d, capacity: T,
                             config: KVCacheConfig(type: bits == 4 ? .q4 : .q2, window: window), kernels: kern)
-                        let out = try run(
+                        let out = try Self.run(
                             cache: cache, shape: shape, q: q, k: k, v: v, T: T, steps: steps, kernels: kern)
                         let err = zip(out, expect).map { abs(Double($0) - $1) }.max()!
                         XCTAssertLessThanOrEqual(
@@ -150,10 +150,10 @@ final class KVCacheTests: XCTestCase {
         let config = KVCacheConfig(type: .q4, window: 16)
         let big = try KIVIKVCache(layers: 1, kvHeads: kvh, headDim: d, capacity: T, config: config, kernels: kern)
         let before = big.memoryBytes
-        let a = try run(cache: big, shape: shape, q: q, k: k, v: v, T: T, steps: [600, 1, 99], kernels: kern)
+        let a = try Self.run(cache: big, shape: shape, q: q, k: k, v: v, T: T, steps: [600, 1, 99], kernels: kern)
         XCTAssertEqual(big.memoryBytes, before, "the window is back to its base size")
         let small = try KIVIKVCache(layers: 1, kvHeads: kvh, headDim: d, capacity: T, config: config, kernels: kern)
-        let b = try run(
+        let b = try Self.run(
             cache: small, shape: shape, q: q, k: k, v: v, T: T, steps: [Int](repeating: 1, count: T), kernels: kern)
         XCTAssertEqual(a, b)
     }
@@ -187,7 +187,7 @@ final class KVCacheTests: XCTestCase {
                         let cache = try RowKVCache(
                             layers: 1, kvHeads: kvh, headDim: d, capacity: T, type: type, int8Scores: int8,
                             kernels: kern)
-                        let out = try run(
+                        let out = try Self.run(
                             cache: cache, shape: shape, q: q, k: k, v: v, T: T, steps: steps, kernels: kern)
                         let err = zip(out, expect).map { abs(Double($0) - $1) }.max()!
                         let tol = tolerance(T: T, d: d, maxAbsV: 1) + (int8 ? int8Tol : 0)

@@ -76,6 +76,8 @@ final class PerplexityTests: XCTestCase {
     ///   the check is the greedy choice: top-1 agreement with the f32 cache over the 128
     ///   positions of at least 85% (q4), 60% (q4_0, q2); measured on this text 94.5%, 69.5%, 76.6%
     ///   (AVX-512) and 94.5%, 71.1%, 74.2% (AVX2); with int8 key scores q4 93.8%, q2 71.9% (AVX2).
+    ///   mikv (2-bit plus Q8_0 copies of a tenth of the positions) at least 75%, h2o at its bytes
+    ///   55%: measured 83.6% and 69.5% (AVX2); the bound for mikv sits above what q2 alone reaches.
     /// Processing the prompt at once equals processing it token by token (the cache contents
     /// each row sees are the same by design): within 1e-5 of the range.
     func testCacheTypesStayNearF32AndStepsAgree() throws {
@@ -85,7 +87,7 @@ final class PerplexityTests: XCTestCase {
         let ids = Array(f.tokens[0..<f.context])
         let ref = try m.forward(ids, cache: m.makeCache(capacity: f.context), allLogits: true)
         func argmax(_ l: [Float], _ p: Int) -> Int { (0..<V).max { l[p * V + $0] < l[p * V + $1] }! }
-        let minTop1: [KVCacheType: Double] = [.q4: 0.85, .q4_0: 0.60, .q2: 0.60]
+        let minTop1: [KVCacheType: Double] = [.q4: 0.85, .q4_0: 0.60, .q2: 0.60, .mikv: 0.75, .h2o: 0.55]
         let configs =
             KVCacheType.allCases.map { KVCacheConfig(type: $0, window: 0) }
             + [KVCacheType.q4, .q2].map { KVCacheConfig(type: $0, window: 0, scores: .int8) }
@@ -129,7 +131,10 @@ final class PerplexityTests: XCTestCase {
     /// the f32 cache it equals the plain model within 1%; per-channel and per-block quantization
     /// is not rotation-invariant, so with a quantized cache it is not bit-identical to the plain
     /// model with the same cache, only close: perplexity within 3% (measured: q8_0 -1.2%, q4
-    /// -1.3%, q2 -2.2%; the plain q4 cache itself moves perplexity by 1.4% on this text).
+    /// -1.3%, q2 -2.2%; the plain q4 cache itself moves perplexity by 1.4% on this text). mikv
+    /// within 10% (measured -6.0%): which positions keep a Q8_0 copy is a discrete choice driven
+    /// by 2-bit scores, so the rotation's different quantization noise also changes the choice;
+    /// 256 tokens is a small sample. Both mikv figures stay far below q2's (about 41).
     func testEncryptedModelWithQuantizedCaches() throws {
         let f = try Self.fixture()
         let plain = try exactModel()
@@ -137,7 +142,7 @@ final class PerplexityTests: XCTestCase {
         let enc = try EncryptionTests.encrypted(gguf, type: .f32, format: .native)
         let P = try EncryptionTests.key(gguf).vocabularyPermutation
         let V = plain.config.vocab
-        for t in [KVCacheType.f32, .q8_0, .q4, .q2] {
+        for t in [KVCacheType.f32, .q8_0, .q4, .q2, .mikv] {
             let kv = KVCacheConfig(type: t, window: 32)
             let a = try Self.perplexity(plain, f, kv: kv)
             let b = try evaluatePerplexity(
@@ -148,7 +153,8 @@ final class PerplexityTests: XCTestCase {
                     return (0..<ids.count).flatMap { r in (0..<V).map { l[r * V + P[$0]] } }
                 })
             print("encrypted kv \(t): perplexity \(b.perplexity) vs plain \(a.perplexity)")
-            XCTAssertEqual(b.perplexity, a.perplexity, accuracy: a.perplexity * (t == .f32 ? 0.01 : 0.03), "\(t)")
+            let bound = t == .f32 ? 0.01 : t == .mikv ? 0.10 : 0.03
+            XCTAssertEqual(b.perplexity, a.perplexity, accuracy: a.perplexity * bound, "\(t)")
         }
     }
 }

@@ -105,6 +105,76 @@ ck_status ck_attention_kivi_partial(const ck_attention_kernels *kern, const ck_a
     return CK_OK;
 }
 
+size_t ck_attention_mikv_scratch_bytes(size_t groups, size_t nh, size_t g, size_t d) {
+    return (g * (groups * CK_KIVI_G + nh) + 3 * g * d) * sizeof(float) + 64;
+}
+
+ck_status ck_attention_mikv_partial(const ck_attention_kernels *kern, const ck_attention_params *p, const float *q,
+                                    size_t g, size_t d, int bits, const void *kgroups, size_t groups, ck_rtype vt,
+                                    const void *v, size_t vstride, ck_rtype ht, const void *hk, const void *hv,
+                                    size_t hstride, const uint32_t *hpos, size_t nh, void *scratch, float *o, float *m,
+                                    float *l) {
+    ck_status st = check_params(p);
+    if (st != CK_OK) return st;
+    if (g == 0 || d == 0 || d % CK_QK) return CK_ERR_ARGUMENT;
+    if (groups > 0 && ck_kivi_group_bytes(bits, d) == 0) return CK_ERR_ARGUMENT;
+    if (ck_qmatmul_row_bytes(ht, d) == 0 || (nh > 0 && hstride < ck_qmatmul_row_bytes(ht, d))) return CK_ERR_ARGUMENT;
+    const size_t T = groups * CK_KIVI_G;
+    if (groups > 0)
+        for (size_t i = 0; i < nh; i++)
+            if (hpos[i] >= T) return CK_ERR_ARGUMENT;
+    memset(o, 0, g * d * sizeof(float));
+    const float m0 = p->score == CK_SCORE_SOFTMAX ? -INFINITY : 0;
+    float *s = scratch;      /* g x T low-precision weights */
+    float *sh = s + g * T;   /* g x nh high-precision weights */
+    float *qs = sh + g * nh; /* g x d scaled queries */
+    float *qp = qs + g * d;  /* 2 g x d floats of scratch for the KIVI scores */
+    for (size_t i = 0; i < g * d; i++) qs[i] = q[i] * p->scale;
+    const size_t gb = groups > 0 ? ck_kivi_group_bytes(bits, d) : 0;
+    for (size_t b = 0; b < groups; b++)
+        kern->kivi_scores(bits, d, (const uint8_t *)kgroups + b * gb, qs, g, qp, s + b * CK_KIVI_G, T);
+    if (nh > 0) kern->rows->dot_rows_f32(ht, hk, nh, d, hstride, qs, g, sh, nh);
+    /* positions with a high-precision copy drop out of the low-precision part: a finite score far
+     * below any real one (softmax) or 0 (Power-Softmax), and their weight is removed after */
+    const float masked = p->score == CK_SCORE_SOFTMAX ? -1e30f : 0.0f;
+    if (T > 0)
+        for (size_t i = 0; i < nh; i++)
+            for (size_t j = 0; j < g; j++) s[j * T + hpos[i]] = masked;
+    for (size_t j = 0; j < g; j++) {
+        float mj = m0;
+        if (T > 0) mj = fmaxf(mj, kern->row_max(p, s + j * T, T));
+        if (nh > 0) mj = fmaxf(mj, kern->row_max(p, sh + j * nh, nh));
+        float lj = 0;
+        if (T + nh > 0 && mj != -INFINITY) {
+            if (T > 0) lj += kern->row_weights(p, s + j * T, T, mj);
+            if (nh > 0) lj += kern->row_weights(p, sh + j * nh, nh, mj);
+            if (T > 0)
+                for (size_t i = 0; i < nh; i++) {
+                    lj -= s[j * T + hpos[i]];
+                    s[j * T + hpos[i]] = 0;
+                }
+        }
+        m[j] = mj;
+        l[j] = lj;
+    }
+    if (T > 0) kern->rows->wsum_rows(vt, v, T, d, vstride, s, T, g, o);
+    if (nh > 0) kern->rows->wsum_rows(ht, hv, nh, d, hstride, sh, nh, g, o);
+    return CK_OK;
+}
+
+void ck_attention_weight_factors(const ck_attention_params *p, size_t g, size_t parts, const float *m, const float *l,
+                                 float *f) {
+    for (size_t i = 0; i < g; i++) {
+        float M = p->score == CK_SCORE_SOFTMAX ? -INFINITY : 0;
+        for (size_t j = 0; j < parts; j++) M = fmaxf(M, m[j * g + i]);
+        float L = 0;
+        for (size_t j = 0; j < parts; j++) L += rescale(p, m[j * g + i], M) * l[j * g + i];
+        float den = normaliser(p, L);
+        float inv = den > 0 ? 1.0f / den : 0.0f;
+        for (size_t j = 0; j < parts; j++) f[j * g + i] = rescale(p, m[j * g + i], M) * inv;
+    }
+}
+
 void ck_attention_merge(const ck_attention_params *p, size_t g, size_t d, size_t parts, const float *o, const float *m,
                         const float *l, float *out) {
     for (size_t i = 0; i < g; i++) {

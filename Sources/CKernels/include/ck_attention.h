@@ -119,6 +119,30 @@ ck_status ck_attention_kivi_partial(const ck_attention_kernels *kern, const ck_a
                                     const void *v, size_t vstride, bool int8_scores, void *scratch, float *o, float *m,
                                     float *l);
 
+/** Mixed precision over KIVI groups (MiKV, H2O). Positions 0 .. T-1 (T = 32 * groups) have
+ *  low-precision keys (KIVI groups of `bits`, as ck_attention_kivi_partial) and values (rows of
+ *  type vt); nh of them, at positions hpos[i] < T, also have a high-precision copy: key and value
+ *  rows of type ht at hk + i*hstride, hv + i*hstride. Each position is attended once, through its
+ *  high-precision copy if it has one (a position listed twice is a caller error). groups may be
+ *  0: then only the nh high-precision rows are attended and hpos is not read (an eviction cache).
+ *  Exact f32 scores (no int8 mode). Writes the partial state o, m, l like
+ *  ck_attention_decode_partial, and leaves in scratch the unnormalised weights relative to m:
+ *  g x T floats for the low-precision positions (0 where a high copy took over), then g x nh
+ *  for the high-precision rows; ck_attention_weight_factors turns them into probabilities.
+ *  scratch: ck_attention_mikv_scratch_bytes. */
+size_t ck_attention_mikv_scratch_bytes(size_t groups, size_t nh, size_t g, size_t d);
+ck_status ck_attention_mikv_partial(const ck_attention_kernels *kern, const ck_attention_params *p, const float *q,
+                                    size_t g, size_t d, int bits, const void *kgroups, size_t groups, ck_rtype vt,
+                                    const void *v, size_t vstride, ck_rtype ht, const void *hk, const void *hv,
+                                    size_t hstride, const uint32_t *hpos, size_t nh, void *scratch, float *o, float *m,
+                                    float *l);
+/** For `parts` partial states (m, l: parts x g) of the same queries: f[j*g + i] such that a
+ *  weight w of part j, query i, as the partial kernels leave it (unnormalised, relative to that
+ *  part's m) is the probability w * f[j*g + i] of the merged attention. (ck_attention_decode_partial
+ *  also leaves its g x T weights at the start of its scratch.) */
+void ck_attention_weight_factors(const ck_attention_params *p, size_t g, size_t parts, const float *m, const float *l,
+                                 float *f);
+
 /** Polynomial-only Power-Softmax (the form an HE evaluator can run): with a public bound B on
  *  |x| (x = scale * q.k), w_t = (x_t / B)^p * r where r ~ 1 / (eps + sum_s (x_s / B)^p) comes
  *  from `iterations` Goldschmidt steps on a = (eps + sum) / (eps + len) in (0, 1]

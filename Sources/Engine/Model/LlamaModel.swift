@@ -226,7 +226,7 @@ public final class LlamaModel: @unchecked Sendable {
                 layers: config.layers, kvHeads: config.kvHeads, headDim: config.headDim, capacity: cap,
                 type: kv.type.rowType!, int8Scores: kv.scores == .int8,
                 kernels: kernels)
-        case .q4, .q2:
+        case .q4, .q2, .mikv, .h2o:
             return try KIVIKVCache(
                 layers: config.layers, kvHeads: config.kvHeads, headDim: config.headDim, capacity: cap, config: kv,
                 kernels: kernels)

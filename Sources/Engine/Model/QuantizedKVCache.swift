@@ -15,6 +15,13 @@ public enum KVCacheType: String, CaseIterable, Sendable, CustomStringConvertible
     case q4
     /// KIVI 2-bit, arranged like `q4` (values in Q2_1 blocks).
     case q2
+    /// MiKV-style mixed precision: every position in KIVI 2-bit (as `q2`), and the positions whose
+    /// accumulated attention marks them important (`KVCacheConfig.important` of them) also in
+    /// Q8_0, which attention reads instead; the most recent tokens in f16.
+    case mikv
+    /// H2O-style eviction at the bytes `mikv` takes: the important positions in f16, the others
+    /// dropped; the most recent tokens in f16.
+    case h2o
 
     /// The type's name.
     public var description: String { rawValue }
@@ -29,9 +36,12 @@ public enum KVCacheType: String, CaseIterable, Sendable, CustomStringConvertible
     }
 
     /// Whether the type keeps a recent window in f16 (`KVCacheConfig.window`).
-    public var isKIVI: Bool { self == .q4 || self == .q2 }
+    public var isKIVI: Bool { self == .q4 || self == .q2 || isMixed }
 
-    /// Bits of the quantized codes for the KIVI types.
+    /// Whether the type keeps an importance-selected set of positions (mikv, h2o).
+    public var isMixed: Bool { self == .mikv || self == .h2o }
+
+    /// Bits of the quantized codes for the KIVI types (mikv: its low-precision part).
     var kiviBits: Int32 { self == .q4 ? 4 : 2 }
 
     /// Row type of the per-token types (f32, f16, q8_0, q4_0); nil for the KIVI types.
@@ -41,18 +51,21 @@ public enum KVCacheType: String, CaseIterable, Sendable, CustomStringConvertible
         case .f16: .f16
         case .q8_0: .q8_0
         case .q4_0: .q4_0
-        case .q4, .q2: nil
+        case .q4, .q2, .mikv, .h2o: nil
         }
     }
 
     /// Bytes one token takes in one layer of `kvHeads` heads of `headDim` values, keys and
-    /// values, once quantized (the KIVI window's f16 tokens not counted).
+    /// values, once quantized (the KIVI window's f16 tokens not counted; mikv and h2o at the
+    /// default `KVCacheConfig.important`, see `KVCacheConfig.bytesPerToken`).
     public func bytesPerToken(kvHeads: Int, headDim: Int) -> Int {
-        if let r = rowType { return 2 * kvHeads * ck_qmatmul_row_bytes(r.c, headDim) }
-        let bits = Int(kiviBits)
+        KVCacheConfig(type: self).bytesPerToken(kvHeads: kvHeads, headDim: headDim)
+    }
+
+    /// Bytes of the low-precision (KIVI) part of one position in one KV head.
+    func kiviBytes(headDim: Int) -> Int {
         let keys = ck_kivi_group_bytes(kiviBits, headDim) / Int(CK_KIVI_G)
-        let values = ck_qmatmul_row_bytes(bits == 4 ? RowType.q4_1.c : RowType.q2_1.c, headDim)
-        return kvHeads * (keys + values)
+        return keys + ck_qmatmul_row_bytes(kiviBits == 4 ? RowType.q4_1.c : RowType.q2_1.c, headDim)
     }
 }
 
@@ -66,6 +79,13 @@ public struct KVCacheConfig: Sendable, Equatable {
 
     /// Default window of the KIVI types (as in the KIVI paper's residual length).
     public static let defaultWindow = 128
+
+    /// mikv: the fraction of the positions outside the f16 window that also keep a Q8_0 copy
+    /// (the most attended ones); h2o keeps the positions that fit in the same bytes, in f16.
+    public var important: Double
+
+    /// Default `important` fraction.
+    public static let defaultImportant = 0.1
 
     /// Quantized types: how attention scores meet the quantized keys: `.exact` (f32 queries
     /// times keys dequantized in registers) or `.int8` (integer dot products: q8_0 / q4_0 quantize
@@ -81,12 +101,38 @@ public struct KVCacheConfig: Sendable, Equatable {
     /// A cache configuration; see each property.
     public init(
         type: KVCacheType = .f32, window: Int = KVCacheConfig.defaultWindow, scores: Numerics = .exact,
-        offload: KVOffload? = nil
+        offload: KVOffload? = nil, important: Double = KVCacheConfig.defaultImportant
     ) {
         self.type = type
         self.window = window
         self.scores = scores
         self.offload = offload
+        self.important = important
+    }
+
+    /// Bytes one token takes in one layer of `kvHeads` heads of `headDim` values, keys and
+    /// values, once outside the f16 window: mikv counts its 2-bit part and, for the `important`
+    /// fraction, a Q8_0 key and value row and 8 bytes of position and accumulated attention;
+    /// h2o is given the same bytes (rounded down); the KIVI window's f16 tokens are not counted.
+    public func bytesPerToken(kvHeads: Int, headDim: Int) -> Int {
+        if let r = type.rowType { return 2 * kvHeads * ck_qmatmul_row_bytes(r.c, headDim) }
+        if type.isMixed {
+            let perHead =
+                Double(KVCacheType.mikv.kiviBytes(headDim: headDim)) + important
+                * Double(MixedSet.slotBytes(.q8_0, headDim: headDim))
+            return Int((Double(kvHeads) * perHead).rounded(.down))
+        }
+        return kvHeads * type.kiviBytes(headDim: headDim)
+    }
+
+    /// The fraction of the positions outside the window that keep a high-precision copy: mikv
+    /// `important`; h2o as many f16 positions as fit in mikv's bytes (at most all).
+    func keptFraction(headDim: Int) -> Double {
+        if type == .mikv { return important }
+        let mikvBytes =
+            Double(KVCacheType.mikv.kiviBytes(headDim: headDim)) + important
+            * Double(MixedSet.slotBytes(.q8_0, headDim: headDim))
+        return min(1, mikvBytes / Double(MixedSet.slotBytes(.f16, headDim: headDim)))
     }
 
     /// The dense f32 cache.
@@ -97,8 +143,11 @@ public struct KVCacheConfig: Sendable, Equatable {
     public func validate(context: Int?, headDim: Int) throws(EngineError) {
         try require(window >= 0, "the KV window must be non-negative, got \(window)")
         try require(
-            scores == .exact || (type != .f32 && type != .f16),
+            scores == .exact || (type != .f32 && type != .f16 && !type.isMixed),
             "int8 key scores need a quantized KV cache type (q8_0, q4_0, q4 or q2), got \(type)")
+        try require(
+            important.isFinite && important >= 0 && important <= 1,
+            "the important fraction must be in 0...1, got \(important)")
         if type.isKIVI, let context {
             try require(
                 window <= context, "the KV window (\(window) tokens) is larger than the context (\(context) tokens)")
@@ -228,6 +277,9 @@ public final class RowKVCache: KVCache, @unchecked Sendable {
 /// L < R) are read quantized, the rest from the f16 window: at least R, fewer than R + 32.
 /// Row i of a prompt processed at once attends with the boundary q(start + i + 1), exactly what
 /// a token-by-token pass would see.
+///
+/// The mixed types (mikv, h2o) add an importance-selected set per layer and KV head (`MixedSet`,
+/// MixedKVCache.swift); their groups are quantized and selected row by row in `attend`.
 public final class KIVIKVCache: KVCache, @unchecked Sendable {
     /// Most positions the cache can hold.
     public let capacity: Int
@@ -258,8 +310,12 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
     var windowCap: Int
     /// First position held in the f16 window (a multiple of 32).
     private(set) var windowStart = 0
-    /// per layer: groups quantized so far
+    /// per layer: groups quantized so far (mikv, h2o: quantized and selected)
     var quantizedGroups: [Int]
+    /// mikv, h2o: per layer, the high-precision positions and the accumulated attention
+    var mixed: [MixedSet] = []
+    /// mikv, h2o: the fraction of positions outside the window that keep a high-precision copy
+    let keptFraction: Double
 
     /// A cache for `layers` layers of `kvHeads` heads of `headDim` values, `capacity` positions.
     public init(layers: Int, kvHeads: Int, headDim: Int, capacity: Int, config: KVCacheConfig, kernels: Kernels) throws
@@ -275,13 +331,15 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
         self.kvHeads = kvHeads
         self.headDim = headDim
         self.bits = config.type.kiviBits
+        self.keptFraction = config.type.isMixed ? config.keptFraction(headDim: headDim) : 0
         self.groupBytes = ck_kivi_group_bytes(bits, headDim)
         self.valueType = bits == 4 ? .q4_1 : .q2_1
         self.valueRowBytes = try valueType.rowBytes(headDim)
         self.kernels = kernels
         let maxGroups = capacity / Int(CK_KIVI_G)
-        let kb = try CheckedSize.product(kvHeads, max(1, maxGroups), groupBytes, what: "KV cache layer")
-        let vb = try CheckedSize.product(kvHeads, capacity, valueRowBytes, what: "KV cache layer")
+        let lowStore = config.type != .h2o
+        let kb = lowStore ? try CheckedSize.product(kvHeads, max(1, maxGroups), groupBytes, what: "KV cache layer") : 0
+        let vb = lowStore ? try CheckedSize.product(kvHeads, capacity, valueRowBytes, what: "KV cache layer") : 0
         keyGroups = Array(repeating: [UInt8](repeating: 0, count: kb), count: layers)
         valueRows = Array(repeating: [UInt8](repeating: 0, count: vb), count: layers)
         windowCap = min(capacity, config.window + Int(CK_KIVI_G) + 128)
@@ -289,6 +347,14 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
         windowKeys = Array(repeating: [UInt16](repeating: 0, count: wb), count: layers)
         windowValues = windowKeys
         quantizedGroups = Array(repeating: 0, count: layers)
+        if config.type.isMixed {
+            let slots = Int((keptFraction * Double(maxGroups * Int(CK_KIVI_G))).rounded(.down)) + 1
+            mixed = try (0..<layers).map { _ in
+                try MixedSet(
+                    type: config.type == .mikv ? .q8_0 : .f16, kvHeads: kvHeads, headDim: headDim, slots: slots,
+                    windowCap: windowCap)
+            }
+        }
     }
 
     /// Positions below this are read quantized when `filled` positions are in the cache.
@@ -300,12 +366,23 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
     /// Bytes the cache holds (allocated for its whole capacity).
     public var memoryBytes: Int {
         (keyGroups.first?.count ?? 0) * layers + (valueRows.first?.count ?? 0) * layers + 2 * layers * kvHeads
-            * windowCap * headDim * 2
+            * windowCap * headDim * 2 + mixed.reduce(0) { $0 + $1.memoryBytes }
     }
 
     /// Drops positions from `newLength` on.
     public func trim(to newLength: Int) throws {
         try require(newLength >= 0 && newLength <= length, "cannot trim a cache of \(length) positions to \(newLength)")
+        if type.isMixed && newLength != length {
+            // Accumulated attention includes the dropped positions' queries; only a reset is exact.
+            try require(newLength == 0, "a \(type) KV cache can only be trimmed to 0 positions (reset)")
+            length = 0
+            windowStart = 0
+            for l in 0..<layers {
+                quantizedGroups[l] = 0
+                mixed[l].reset()
+            }
+            return
+        }
         // Positions that a shorter cache would read from f16 are gone from the window once quantized.
         try require(
             quantizedEnd(newLength) >= windowStart,
@@ -318,6 +395,9 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
     /// Marks positions ..< newLength as filled, once every layer has appended them.
     public func advance(to newLength: Int) throws {
         try require(newLength >= length && newLength <= capacity, "cannot advance to \(newLength) of \(capacity)")
+        if type.isMixed {
+            for l in 0..<layers { try quantizeMixed(layer: l, groups: quantizedEnd(newLength) / Int(CK_KIVI_G)) }
+        }
         length = newLength
         let newStart = quantizedEnd(newLength)
         if newStart > windowStart {
@@ -335,6 +415,7 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
                             from: p.baseAddress! + base + shift * headDim, count: keep * headDim)
                     }
                 }
+                if !mixed.isEmpty { mixed[l].shiftWindow(by: shift, keep: keep, windowCap: windowCap) }
             }
             windowStart = newStart
         }
@@ -368,6 +449,7 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
                 }
                 if arr == 0 { windowKeys[l] = a } else { windowValues[l] = a }
             }
+            if !mixed.isEmpty { mixed[l].resizeWindow(from: windowCap, to: newCap) }
         }
         windowCap = newCap
     }
@@ -394,41 +476,50 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
                 }
             }
         }
-        // Quantize the groups the rows of this step will read quantized (q(start + count)).
-        let G = Int(CK_KIVI_G)
-        let target = quantizedEnd(start + count) / G
+        // Quantize the groups the rows of this step will read quantized (q(start + count)); the
+        // mixed types do it row by row in attend, where the selection sees each row's attention.
+        if type.isMixed {
+            mixed[l].appendedEnd = start + count
+            return
+        }
+        let target = quantizedEnd(start + count) / Int(CK_KIVI_G)
+        while quantizedGroups[l] < target {
+            try quantizeGroup(layer: l, group: quantizedGroups[l])
+            quantizedGroups[l] += 1
+        }
+    }
+
+    /// Quantizes group `grp` of layer `l` from the f16 window: keys per channel, values per token.
+    func quantizeGroup(layer l: Int, group grp: Int) throws {
+        let (hd, wc, ws, G) = (headDim, windowCap, windowStart, Int(CK_KIVI_G))
         let maxGroups = capacity / G
         var rows = [Float](repeating: 0, count: G * hd)
         let quantizeRow = kernels.qmatmulTable.pointee.quantize!
-        while quantizedGroups[l] < target {
-            let grp = quantizedGroups[l]
-            for h in 0..<kvHeads {
-                // keys: the group's 32 f16 rows, per channel
-                for t in 0..<G {
-                    let w = (h * wc + grp * G + t - ws) * hd
-                    for c in 0..<hd { rows[t * hd + c] = ck_f16_bits_to_f32(windowKeys[l][w + c]) }
+        for h in 0..<kvHeads {
+            // keys: the group's 32 f16 rows, per channel
+            for t in 0..<G {
+                let w = (h * wc + grp * G + t - ws) * hd
+                for c in 0..<hd { rows[t * hd + c] = ck_f16_bits_to_f32(windowKeys[l][w + c]) }
+            }
+            let st = rows.withUnsafeBufferPointer { r in
+                keyGroups[l].withUnsafeMutableBytes { kg in
+                    ck_kivi_quantize_keys(
+                        bits, hd, r.baseAddress!, hd, kg.baseAddress! + (h * maxGroups + grp) * groupBytes)
                 }
-                let st = rows.withUnsafeBufferPointer { r in
-                    keyGroups[l].withUnsafeMutableBytes { kg in
-                        ck_kivi_quantize_keys(
-                            bits, hd, r.baseAddress!, hd, kg.baseAddress! + (h * maxGroups + grp) * groupBytes)
-                    }
-                }
-                try EngineError.check(st, "KIVI key quantization (keys must be finite and within the f16 range)")
-                // values: per token
-                for t in 0..<G {
-                    let w = (h * wc + grp * G + t - ws) * hd
-                    for c in 0..<hd { rows[c] = ck_f16_bits_to_f32(windowValues[l][w + c]) }
-                    rows.withUnsafeBufferPointer { r in
-                        valueRows[l].withUnsafeMutableBytes { vr in
-                            quantizeRow(
-                                valueType.c, r.baseAddress!, hd,
-                                vr.baseAddress! + (h * capacity + grp * G + t) * valueRowBytes)
-                        }
+            }
+            try EngineError.check(st, "KIVI key quantization (keys must be finite and within the f16 range)")
+            // values: per token
+            for t in 0..<G {
+                let w = (h * wc + grp * G + t - ws) * hd
+                for c in 0..<hd { rows[c] = ck_f16_bits_to_f32(windowValues[l][w + c]) }
+                rows.withUnsafeBufferPointer { r in
+                    valueRows[l].withUnsafeMutableBytes { vr in
+                        quantizeRow(
+                            valueType.c, r.baseAddress!, hd,
+                            vr.baseAddress! + (h * capacity + grp * G + t) * valueRowBytes)
                     }
                 }
             }
-            quantizedGroups[l] += 1
         }
     }
 
@@ -439,6 +530,11 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
     ) throws {
         if case .powerPolynomial = score {
             throw EngineError.invalidArgument("the polynomial Power-Softmax evaluation needs an f32 KV cache")
+        }
+        if type.isMixed {
+            try attendMixed(
+                layer: l, shape: shape, score: score, q: q, start: start, count: count, into: out, kernels: k)
+            return
         }
         var p = try score.params(scale: shape.defaultScale)
         let (h, kvh, d, g) = (shape.heads, shape.kvHeads, shape.headDim, shape.group)
