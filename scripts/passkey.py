@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Pass-key retrieval with each KV cache type: a five-digit key is stated once inside a long
 stretch of real prose (Debian's license texts) and asked for at the end; a cache passes a prompt
-when the greedy continuation contains the key. The prose before and after the needle, the key
+when the greedy continuation contains the key as a number of its own (not inside a longer one). The prose before and after the needle, the key
 and its position vary from prompt to prompt (seeded), so no single placement decides.
 
     python3 scripts/passkey.py --engine .build/release/engine --types f16,q2,mikv,h2o \
@@ -13,6 +13,7 @@ Uses only the standard library; `engine generate` does the work (greedy, 7 new t
 import argparse
 import json
 import random
+import re
 import subprocess
 import sys
 
@@ -67,7 +68,7 @@ def main():
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode != 0:
                 sys.exit(f"passkey.py: {' '.join(cmd[:2])} failed: {r.stderr.strip()[-400:]}")
-            ok = key in r.stdout
+            ok = re.search(rf"(?<!\d){key}(?!\d)", r.stdout) is not None  # the key, not a longer number
             passed += ok
             if a.json:
                 with open(a.json, "a") as f:
