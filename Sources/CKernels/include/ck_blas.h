@@ -25,6 +25,23 @@ ck_status ck_blas_qr_f64(size_t m, size_t n, double *a, size_t lda, double *r, d
  *  vt: min(m,n) x n. */
 ck_status ck_blas_svd(size_t m, size_t n, float *a, size_t lda, float *s, float *u, float *vt);
 
+/** OpenBLAS kernel table ("core type"). A DYNAMIC_ARCH OpenBLAS picks its kernels once, from a
+ *  CPUID table, when it loads; one that does not know a CPU falls back to SSE-era kernels (Debian
+ *  12's 0.3.21 picks Prescott on Sapphire/Emerald Rapids, about 3.5x slower sgemm). Before the
+ *  first BLAS call through these wrappers, the engine switches such a fallback to the table the
+ *  CPU can run (ck_blas_core_fix), unless OPENBLAS_CORETYPE is set (the user's choice wins).
+ *
+ *  ck_blas_core_fix: the table to use instead of `current` on a CPU of level `isa`: "SkylakeX"
+ *  (avx512) or "Haswell" (avx2) when `current` is an SSE-era table, else NULL.
+ *  ck_blas_select_core: re-runs OpenBLAS's selection with OPENBLAS_CORETYPE = name (restored
+ *  after); CK_OK if the table in use is then `name`, CK_ERR_ARGUMENT without DYNAMIC_ARCH, else
+ *  CK_ERR_ISA. Not thread-safe: no BLAS call may run meanwhile.
+ *  ck_blas_core_note: "" or what the engine switched (or failed to). */
+const char *ck_blas_core_fix(const char *current, ck_isa isa);
+const char *ck_blas_corename(void);
+ck_status ck_blas_select_core(const char *name);
+const char *ck_blas_core_note(void);
+
 /** OpenBLAS pool size control and build description. */
 void ck_blas_set_threads(int n);
 int ck_blas_threads(void);

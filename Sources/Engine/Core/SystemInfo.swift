@@ -10,6 +10,11 @@ public struct SystemInfo: Sendable, CustomStringConvertible {
     public let cpuFeatures: String
     /// OpenBLAS build description (its core type shows which kernels it picked).
     public let blasConfig: String
+    /// OpenBLAS kernel table in use ("Haswell", "SkylakeX", "Zen", ...).
+    public let blasCore: String
+    /// Empty, or what the engine did about an SSE-era table OpenBLAS chose for a CPU it does not
+    /// know (`ck_blas.h`): switched it, or could not.
+    public let blasCoreNote: String
     /// OpenBLAS threads.
     public let blasThreads: Int
     /// Threads Engine's kernels use by default.
@@ -22,7 +27,9 @@ public struct SystemInfo: Sendable, CustomStringConvertible {
         detected = ISA.detected
         selected = Result { try ISA.selected() }.mapError { $0 as? EngineError ?? .unsupportedISA("\($0)") }
         cpuFeatures = ISA.cpuFeatures
+        blasCoreNote = String(cString: ck_blas_core_note())
         blasConfig = String(cString: ck_blas_config())
+        blasCore = String(cString: ck_blas_corename())
         blasThreads = Int(ck_blas_threads())
         engineThreads = Threads.defaultCount
         cores = Threads.cores
@@ -40,6 +47,7 @@ public struct SystemInfo: Sendable, CustomStringConvertible {
             ISA selected:   \(sel)
             CPU features:   \(cpuFeatures)
             BLAS:           \(blasConfig)
+            BLAS kernels:   \(blasCore)\(blasCoreNote.isEmpty ? "" : " (\(blasCoreNote))")
             BLAS threads:   \(blasThreads)
             Engine threads: \(engineThreads) of \(cores) cores (ENGINE_THREADS overrides)
             """
