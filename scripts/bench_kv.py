@@ -96,8 +96,11 @@ def llama_decode(text, ctx, kind, threads, tokens, reps):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--text", required=True)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--replot", nargs=2, metavar=("JSONL", "SVG"),
+                    help="only plot the perplexity lines of an existing raw-lines file, e.g. "
+                         "docs/data/kv-mixed-zen3.jsonl docs/kv-perplexity-zen3.svg")
+    ap.add_argument("--text")
+    ap.add_argument("--out")
     ap.add_argument("--contexts", default="2048,8192", help="perplexity contexts")
     ap.add_argument("--tokens", type=int, default=32768,
                     help="text tokens per perplexity run: max(1, tokens / context) chunks (0: the whole text)")
@@ -112,6 +115,11 @@ def main():
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--plot")
     args = ap.parse_args()
+    if args.replot:
+        replot(*args.replot)
+        return
+    if not args.text or not args.out:
+        ap.error("--text and --out are required (unless --replot)")
     tmp = Path(args.out).parent
     rows = []
 
@@ -189,16 +197,27 @@ def print_tables(rows):
 
 
 def plot(rows, path):
+    """Perplexity against bytes per token, one colour per context: the uniform types joined by a
+    line, mikv and h2o (labelled with their --kv-important) as separate markers."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for ctx in sorted({r["context"] for r in rows if r["kind"] == "perplexity"}):
-        pts = sorted((r["bytes_per_token"], r["perplexity"], r["kv_cache"]) for r in rows
-                     if r["kind"] == "perplexity" and r["engine"] == "engine" and r["context"] == ctx)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"context {ctx}")
-        for x, y, k in pts:
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    ppl = [r for r in rows if r.get("kind") == "perplexity" and r.get("engine", "engine") == "engine"]
+    for ctx in sorted({r["context"] for r in ppl}):
+        at = [r for r in ppl if r["context"] == ctx]
+        uniform = sorted((r["bytes_per_token"], r["perplexity"], r["kv_cache"]) for r in at
+                         if r["kv_cache"] not in ("mikv", "h2o"))
+        line, = ax.plot([p[0] for p in uniform], [p[1] for p in uniform], "o-", label=f"context {ctx}")
+        for x, y, k in uniform:
             ax.annotate(k, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        for r in at:
+            if r["kv_cache"] in ("mikv", "h2o"):
+                ax.plot(r["bytes_per_token"], r["perplexity"], "s" if r["kv_cache"] == "mikv" else "^",
+                        color=line.get_color())
+                label = r["kv_cache"] + (f" {r['kv_important']}" if r.get("kv_important") is not None else "")
+                ax.annotate(label, (r["bytes_per_token"], r["perplexity"]), textcoords="offset points",
+                            xytext=(-6, -3), fontsize=7, ha="right")
     ax.set_xscale("log")
     ax.set_xlabel("KV cache bytes per token (30 layers)")
     ax.set_ylabel("perplexity")
@@ -206,6 +225,12 @@ def plot(rows, path):
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def replot(jsonl, path):
+    """Plots the perplexity lines of an existing raw-lines file."""
+    rows = [json.loads(line) for line in open(jsonl) if line.strip()]
+    plot(rows, path)
 
 
 if __name__ == "__main__":
