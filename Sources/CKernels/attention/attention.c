@@ -134,8 +134,10 @@ ck_status ck_attention_mikv_partial(const ck_attention_kernels *kern, const ck_a
     for (size_t b = 0; b < groups; b++)
         kern->kivi_scores(bits, d, (const uint8_t *)kgroups + b * gb, qs, g, qp, s + b * CK_KIVI_G, T);
     if (nh > 0) kern->rows->dot_rows_f32(ht, hk, nh, d, hstride, qs, g, sh, nh);
-    /* positions with a high-precision copy drop out of the low-precision part: a finite score far
-     * below any real one (softmax) or 0 (Power-Softmax), and their weight is removed after */
+    /* positions with a high-precision copy drop out of the low-precision part. Their 2-bit score is
+     * replaced by one that cannot be the maximum (far below any real one for softmax; 0 for
+     * Power-Softmax, whose maximum |x| is part of the result), and the weight it still gets (exp
+     * of a clamped argument, ~1e-38) is then taken out of l and zeroed, so the sum is exact */
     const float masked = p->score == CK_SCORE_SOFTMAX ? -1e30f : 0.0f;
     if (T > 0)
         for (size_t i = 0; i < nh; i++)
@@ -162,15 +164,23 @@ ck_status ck_attention_mikv_partial(const ck_attention_kernels *kern, const ck_a
     return CK_OK;
 }
 
+/* Query i of `parts` partial states: the common maximum M (returned) and 1 / normaliser. */
+static float merged_max(const ck_attention_params *p, size_t g, size_t parts, const float *m, const float *l, size_t i,
+                        float *inv) {
+    float M = p->score == CK_SCORE_SOFTMAX ? -INFINITY : 0;
+    for (size_t j = 0; j < parts; j++) M = fmaxf(M, m[j * g + i]);
+    float L = 0;
+    for (size_t j = 0; j < parts; j++) L += rescale(p, m[j * g + i], M) * l[j * g + i];
+    float den = normaliser(p, L);
+    *inv = den > 0 ? 1.0f / den : 0.0f;
+    return M;
+}
+
 void ck_attention_weight_factors(const ck_attention_params *p, size_t g, size_t parts, const float *m, const float *l,
                                  float *f) {
     for (size_t i = 0; i < g; i++) {
-        float M = p->score == CK_SCORE_SOFTMAX ? -INFINITY : 0;
-        for (size_t j = 0; j < parts; j++) M = fmaxf(M, m[j * g + i]);
-        float L = 0;
-        for (size_t j = 0; j < parts; j++) L += rescale(p, m[j * g + i], M) * l[j * g + i];
-        float den = normaliser(p, L);
-        float inv = den > 0 ? 1.0f / den : 0.0f;
+        float inv;
+        float M = merged_max(p, g, parts, m, l, i, &inv);
         for (size_t j = 0; j < parts; j++) f[j * g + i] = rescale(p, m[j * g + i], M) * inv;
     }
 }
@@ -178,19 +188,15 @@ void ck_attention_weight_factors(const ck_attention_params *p, size_t g, size_t 
 void ck_attention_merge(const ck_attention_params *p, size_t g, size_t d, size_t parts, const float *o, const float *m,
                         const float *l, float *out) {
     for (size_t i = 0; i < g; i++) {
-        float M = p->score == CK_SCORE_SOFTMAX ? -INFINITY : 0;
-        for (size_t j = 0; j < parts; j++) M = fmaxf(M, m[j * g + i]);
-        float L = 0;
+        float inv;
+        float M = merged_max(p, g, parts, m, l, i, &inv);
         float *dst = out + i * d;
         memset(dst, 0, d * sizeof(float));
         for (size_t j = 0; j < parts; j++) {
             float f = rescale(p, m[j * g + i], M);
-            L += f * l[j * g + i];
             const float *src = o + (j * g + i) * d;
             for (size_t c = 0; c < d; c++) dst[c] += f * src[c];
         }
-        float den = normaliser(p, L);
-        float inv = den > 0 ? 1.0f / den : 0.0f;
         for (size_t c = 0; c < d; c++) dst[c] *= inv;
     }
 }

@@ -85,10 +85,17 @@ final class MixedSet {
         let quantize = kernels.qmatmulTable.pointee.quantize!
         var k = [Float](repeating: 0, count: headDim)
         var v = [Float](repeating: 0, count: headDim)
+        // (score, position, slot or -1 for a window position), reused across heads
+        var cand: [(Float, Int, Int)] = []
+        cand.reserveCapacity(count + G)
+        var kept = [Bool](repeating: false, count: count)
+        var incoming: [(Float, Int)] = []
+        var free: [Int] = []
         for h in 0..<kvHeads {
-            // (score, position, slot or -1 for a window position)
-            var cand: [(Float, Int, Int)] = []
-            cand.reserveCapacity(count + G)
+            cand.removeAll(keepingCapacity: true)
+            incoming.removeAll(keepingCapacity: true)
+            free.removeAll(keepingCapacity: true)
+            for i in 0..<count { kept[i] = false }
             for i in 0..<count { cand.append((scores[h * maxSlots + i], Int(positions[h * maxSlots + i]), i)) }
             for t in 0..<G {
                 let pos = group * G + t
@@ -96,12 +103,10 @@ final class MixedSet {
             }
             // Highest score first; ties go to the older position (deterministic).
             cand.sort { $0.0 != $1.0 ? $0.0 > $1.0 : $0.1 < $1.1 }
-            var kept = [Bool](repeating: false, count: count)
-            var incoming: [(Float, Int)] = []
             for c in cand.prefix(newCount) {
                 if c.2 >= 0 { kept[c.2] = true } else { incoming.append((c.0, c.1)) }
             }
-            var free = (0..<count).filter { !kept[$0] }
+            for i in 0..<count where !kept[i] { free.append(i) }
             free.append(contentsOf: count..<newCount)
             for (slot, item) in zip(free, incoming) {
                 rowOf(h, item.1, &k, &v)

@@ -116,12 +116,7 @@ public struct KVCacheConfig: Sendable, Equatable {
     /// h2o is given the same bytes (rounded down); the KIVI window's f16 tokens are not counted.
     public func bytesPerToken(kvHeads: Int, headDim: Int) -> Int {
         if let r = type.rowType { return 2 * kvHeads * ck_qmatmul_row_bytes(r.c, headDim) }
-        if type.isMixed {
-            let perHead =
-                Double(KVCacheType.mikv.kiviBytes(headDim: headDim)) + important
-                * Double(MixedSet.slotBytes(.q8_0, headDim: headDim))
-            return Int((Double(kvHeads) * perHead).rounded(.down))
-        }
+        if type.isMixed { return Int((Double(kvHeads) * mikvBytesPerHead(headDim: headDim)).rounded(.down)) }
         return kvHeads * type.kiviBytes(headDim: headDim)
     }
 
@@ -129,10 +124,13 @@ public struct KVCacheConfig: Sendable, Equatable {
     /// `important`; h2o as many f16 positions as fit in mikv's bytes (at most all).
     func keptFraction(headDim: Int) -> Double {
         if type == .mikv { return important }
-        let mikvBytes =
-            Double(KVCacheType.mikv.kiviBytes(headDim: headDim)) + important
+        return min(1, mikvBytesPerHead(headDim: headDim) / Double(MixedSet.slotBytes(.f16, headDim: headDim)))
+    }
+
+    /// mikv's bytes per position and KV head: the 2-bit part and `important` Q8_0 slots.
+    private func mikvBytesPerHead(headDim: Int) -> Double {
+        Double(KVCacheType.mikv.kiviBytes(headDim: headDim)) + important
             * Double(MixedSet.slotBytes(.q8_0, headDim: headDim))
-        return min(1, mikvBytes / Double(MixedSet.slotBytes(.f16, headDim: headDim)))
     }
 
     /// The dense f32 cache.
