@@ -136,6 +136,10 @@ struct BenchANN: ParsableCommand {
     @Option(help: "Ground truth .ivecs (row indices of the base file, as `engine index groundtruth` writes).") var gt:
         String
     @Option(help: "nprobe values (comma-separated).") var nprobe = "1,2,4,8,16,32,64,128"
+    @Option(
+        name: .customLong("target-recall"),
+        help: "Target recalls (comma-separated) run after the nprobe values, through the index's calibration table.")
+    var targetRecall = ""
     @Option(parsing: .unconditional, help: "Search threads (queries split across them).") var threads = 1
     @Option(parsing: .unconditional, help: "Queries to run (0: all).") var limit = 0
     @Option(
@@ -160,6 +164,11 @@ struct BenchANN: ParsableCommand {
     func validate() throws {
         try checkEnvironment()
         _ = try checkedList(nprobe, 1...(1 << 20), "--nprobe")
+        for t in targetRecall.split(separator: ",") {
+            guard let v = Double(t), v.isFinite, (0...1).contains(v) else {
+                throw ValidationError("--target-recall: \(t) is not a recall in 0...1")
+            }
+        }
         try checkThreads(threads)
         try checkRange(limit, 0...Int(Int32.max), "--limit")
         try checkRange(rerank, 1...Limits.neighbors, "--rerank")
@@ -175,7 +184,18 @@ struct BenchANN: ParsableCommand {
         let m = limit > 0 ? min(limit, q.count / d) : q.count / d
         try EngineError.require(g.count / gk >= m, "ground truth has \(g.count / gk) rows for \(m) queries")
         print("index: \(IndexStats.describe(idx).replacingOccurrences(of: "\n", with: "; ")); reads: \(idx.io)")
-        if !noWarmup, let most = nprobe.split(separator: ",").compactMap({ Int($0) }).max() {
+        let targets = targetRecall.split(separator: ",").compactMap { Double($0) }
+        if !targets.isEmpty && idx.calibration == nil {
+            throw ValidationError("--target-recall: the index has no calibration table")
+        }
+        var settings = nprobe.split(separator: ",").compactMap { Int($0) }.map {
+            ("\($0)", HybridSearchParameters(nprobe: $0))
+        }
+        for t in targets {
+            let p = try idx.resolved(HybridSearchParameters(targetRecall: t))
+            settings.append(("target \(fixed(t, 3)) -> \(fixed(Double(p.nprobe) + p.extraListFraction, 2))", p))
+        }
+        if !noWarmup, let most = settings.map({ $0.1.nprobe + ($0.1.extraListFraction > 0 ? 1 : 0) }).max() {
             for i in 0..<m {
                 _ = try idx.search(
                     Array(q[(i * d)..<((i + 1) * d)]), k: 10, parameters: HybridSearchParameters(nprobe: most))
@@ -187,7 +207,7 @@ struct BenchANN: ParsableCommand {
         ]
         print(MarkdownTable.line(columns))
         print(MarkdownTable.rule(columns.count))
-        for np in nprobe.split(separator: ",").compactMap({ Int($0) }) {
+        for (label, base) in settings {
             let res = QueryResults(m)
             let wallClock = Stopwatch()
             let nthreads = threads
@@ -196,7 +216,7 @@ struct BenchANN: ParsableCommand {
                 while i < m {
                     let clock = Stopwatch()
                     do {
-                        var sp = HybridSearchParameters(nprobe: np)
+                        var sp = base
                         sp.rerank = rerank
                         sp.coarseProbe = coarseProbe
                         let r = try idx.search(Array(q[(i * d)..<((i + 1) * d)]), k: 10, parameters: sp)
@@ -224,7 +244,7 @@ struct BenchANN: ParsableCommand {
             func mean(_ v: [Int]) -> Double { Double(v.reduce(0, +)) / Double(m) }
             print(
                 MarkdownTable.line([
-                    "\(np)", fixed(mean(hits1), 4), fixed(mean(hits10) / 10, 4), fixed(Double(m) / wall, 0),
+                    label, fixed(mean(hits1), 4), fixed(mean(hits10) / 10, 4), fixed(Double(m) / wall, 0),
                     fixed(lat.reduce(0, +) / Double(m), 3), fixed(sorted[min(m - 1, Int(Double(m) * 0.99))], 3),
                     fixed(mean(lists), 1), fixed(mean(bytes) / 1024, 1), fixed(mean(scored), 0),
                 ]))

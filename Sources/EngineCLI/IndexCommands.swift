@@ -34,10 +34,14 @@ struct IndexBuild: ParsableCommand {
     @Option(
         help:
             """
-            Posting payload: f32, f16 (vectors), or codes re-ranked from full vectors in vectors.bin: pq8 \
-            (8-bit PQ), pq4 (4-bit fast-scan PQ of the residual), binary (sign codes of the rotated residual).
+            Posting payload: f16 (default), f32 (vectors), or codes re-ranked from full vectors in vectors.bin: \
+            pq8 (8-bit PQ), pq4 (4-bit fast-scan PQ of the residual), binary (sign codes of the rotated residual).
             """
-    ) var payload: PostingPayload = .f32
+    ) var payload: PostingPayload = .f16
+    @Option(
+        name: .customLong("calibration-queries"), parsing: .unconditional,
+        help: "Sample queries of the recall-to-nprobe table stored in the index (0: none).")
+    var calibrationQueries = RecallCalibration.defaultQueries
     @Option(
         name: .customLong("pq-subquantizers"),
         parsing: .unconditional, help: "PQ sub-quantizers (0: pq8 dim/8, pq4 dim/2 or the next that is <= 256).")
@@ -57,6 +61,7 @@ struct IndexBuild: ParsableCommand {
         try checkRange(rngFactor, 1...254, "--rng-factor")
         try checkRange(postingCap, 0...Int(Int32.max), "--posting-cap")
         try checkRange(pqSubquantizers, 0...Limits.dimension, "--pq-subquantizers")
+        try checkRange(calibrationQueries, 0...100_000, "--calibration-queries")
     }
 
     func run() throws {
@@ -72,6 +77,7 @@ struct IndexBuild: ParsableCommand {
         o.rngFactor = rngFactor
         o.pqSubquantizers = pqSubquantizers
         o.seed = seed
+        o.calibrationQueries = calibrationQueries
         o.progress = { note($0 + " [RSS \(Int(currentRSSMiB())) MiB]") }
         let clock = Stopwatch()
         var external: [UInt64]?
@@ -96,7 +102,14 @@ struct IndexSearch: ParsableCommand {
     @Option(help: "Index directory.") var index: String
     @Option(help: "Query vectors (.fvecs/.bvecs/.npy/IDX).") var queries: String
     @Option(parsing: .unconditional, help: "Neighbours per query.") var k = 10
-    @Option(parsing: .unconditional, help: "Posting lists read per query.") var nprobe = 32
+    @Option(
+        parsing: .unconditional,
+        help: "Posting lists read per query (instead of --target-recall; default 32 where the index has no table).")
+    var nprobe: Int?
+    @Option(
+        name: .customLong("target-recall"), parsing: .unconditional,
+        help: "Recall@10 to aim for: the index's calibration table chooses nprobe (default 0.95).")
+    var targetRecall: Double?
     @Option(help: "Output: .ivecs (int32 ids) or .npy (int64 ids); k per query, -1 pads when fewer were found.")
     var output: String
     @Flag(help: "Replace an existing output (otherwise an existing file is never replaced).") var force = false
@@ -105,11 +118,37 @@ struct IndexSearch: ParsableCommand {
         try checkEnvironment()
         try checkOutput(output, force: force, inputs: [index, queries])
         try checkRange(k, 1...Limits.neighbors, "--k")
-        try checkRange(nprobe, 1...(1 << 20), "--nprobe")
+        if let nprobe { try checkRange(nprobe, 1...(1 << 20), "--nprobe") }
+        if let targetRecall { try checkRange(targetRecall, 0...1, "--target-recall") }
+        if nprobe != nil && targetRecall != nil { throw ValidationError("give --nprobe or --target-recall, not both") }
+    }
+
+    /// The search parameters the options ask for, and a note saying what nprobe they chose.
+    static func parameters(nprobe: Int?, targetRecall: Double?, index idx: HybridIndex) throws -> (
+        HybridSearchParameters, String
+    ) {
+        if let nprobe { return (HybridSearchParameters(nprobe: nprobe), "nprobe \(nprobe)") }
+        guard let c = idx.calibration else {
+            if let targetRecall {
+                throw ValidationError(
+                    "--target-recall \(targetRecall): \(idx.directory) has no calibration table (built before "
+                        + "index format 2, or with --calibration-queries 0); give --nprobe")
+            }
+            return (HybridSearchParameters(nprobe: 32), "nprobe 32 (the index has no calibration table)")
+        }
+        let t = targetRecall ?? RecallCalibration.defaultTarget
+        let (np, reached) = c.nprobe(forRecall: t)
+        let best = c.points.last.map { "\(fixed(Double($0.recall), 3)) at nprobe \($0.nprobe)" } ?? "-"
+        let how =
+            reached
+            ? "target recall@\(c.k) \(fixed(t, 3)): nprobe \(fixed(np, 2)) (calibrated on \(c.queries) sample queries)"
+            : "target recall@\(c.k) \(fixed(t, 3)) is above the calibrated maximum \(best): nprobe \(fixed(np, 0))"
+        return (HybridSearchParameters(targetRecall: t), how)
     }
 
     func run() throws {
         let idx = try HybridIndex(directory: index, kernels: Kernels.selected(threads: 1))
+        let (params, how) = try Self.parameters(nprobe: nprobe, targetRecall: targetRecall, index: idx)
         let (q, d) = try VectorFile.read(path: queries)
         try EngineError.require(d == idx.dim, "queries are \(d)-d, the index holds \(idx.dim)-d vectors")
         // rows never wider than the index holds (a huge --k must not become a huge allocation)
@@ -119,11 +158,12 @@ struct IndexSearch: ParsableCommand {
         var out = [UInt64?](repeating: nil, count: m * k)
         for i in 0..<m {
             let r = try idx.search(
-                Array(q[(i * d)..<((i + 1) * d)]), k: k, parameters: HybridSearchParameters(nprobe: nprobe))
+                Array(q[(i * d)..<((i + 1) * d)]), k: k, parameters: params)
             for (t, h) in r.neighbors.enumerated() { out[i * k + t] = h.id }
         }
         try VectorFile.writeNeighborIDs(out, k: k, to: output)
-        note("wrote \(m) x \(k) ids to \(output)\(k < self.k ? " (k capped at the \(k) vectors the index holds)" : "")")
+        let capped = k < self.k ? " (k capped at the \(k) vectors the index holds)" : ""
+        note("wrote \(m) x \(k) ids to \(output)\(capped); \(how)")
     }
 }
 
@@ -146,8 +186,20 @@ struct IndexStats: ParsableCommand {
             \(i.heads) heads under \(i.coarse) coarse clusters
             entries \(i.entries) (\(perVector) per vector)
             RAM \(i.ramBytes) bytes (\(ramShare)% of the raw f32 vectors), disk \(i.diskBytes) bytes
+            \(calibrationLine(i))
             """
     }
+}
+
+/// The calibration table in a line: nprobe for a few recalls.
+func calibrationLine(_ i: HybridIndex) -> String {
+    guard let c = i.calibration else { return "calibration: none (index format 1 or --calibration-queries 0)" }
+    let at = [0.9, 0.95, 0.99].map { t -> String in
+        let (np, reached) = c.nprobe(forRecall: t)
+        return reached ? "\(fixed(t, 2)) at nprobe \(fixed(np, 2))" : "\(fixed(t, 2)) not reached"
+    }
+    let best = c.points.last.map { "best \(fixed(Double($0.recall), 3)) at \($0.nprobe)" } ?? ""
+    return "calibration (recall@\(c.k), \(c.queries) sample queries): \(at.joined(separator: ", ")); \(best)"
 }
 
 struct IndexGroundTruth: ParsableCommand {

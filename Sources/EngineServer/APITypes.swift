@@ -295,6 +295,8 @@ struct SearchRequest: Decodable {
     var text: StringOrArray?
     var k: Int?
     var nprobe: Int?
+    /// Recall@10 to aim for through the index's calibration table (default 0.95 when neither is given).
+    var target_recall: Double?
     /// Only these ids may be returned.
     var allow: [UInt64]?
 }

@@ -362,10 +362,20 @@ extension EngineServer {
         }
         var p = HybridSearchParameters()
         if let n = r.nprobe {
+            guard r.target_recall == nil else { throw APIError.badRequest("give nprobe or target_recall, not both") }
             guard (1...max(1, o.index.heads)).contains(n) else {
                 throw APIError.badRequest("nprobe must be in 1...\(o.index.heads) (the index's lists), got \(n)")
             }
-            p.nprobe = n
+            p = HybridSearchParameters(nprobe: n)
+        }
+        if let t = r.target_recall {
+            guard t.isFinite, (0...1).contains(t) else {
+                throw APIError.badRequest("target_recall must be in 0...1, got \(t)")
+            }
+            guard o.index.calibration != nil else {
+                throw APIError.badRequest("the index has no calibration table (built before format 2): give nprobe")
+            }
+            p.targetRecall = t
         }
         if let allow = r.allow {
             guard allow.count <= 1 << 20 else { throw APIError.badRequest("at most 2^20 allowed ids") }

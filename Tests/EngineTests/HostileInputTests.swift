@@ -333,6 +333,26 @@ final class HostileInputTests: XCTestCase {
                 "--k must be in"
             ),
             (
+                ["index", "search", "--index", "i", "--queries", "q", "--output", "o.ivecs", "--target-recall", "1.5"],
+                "--target-recall must be in"
+            ),
+            (
+                ["index", "search", "--index", "i", "--queries", "q", "--output", "o.ivecs", "--target-recall", "nan"],
+                "--target-recall must be in"
+            ),
+            (
+                [
+                    "index", "search", "--index", "i", "--queries", "q", "--output", "o.ivecs", "--target-recall",
+                    "0.9",
+                    "--nprobe", "4",
+                ],
+                "not both"
+            ),
+            (
+                ["index", "build", "--input", "x.fvecs", "--output", "o", "--calibration-queries", "-1"],
+                "--calibration-queries must be in"
+            ),
+            (
                 ["index", "build", "--input", "x.fvecs", "--output", "o", "--posting-cap", "-5"],
                 "--posting-cap must be in"
             ),

@@ -355,6 +355,19 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(st, 200, "\(o)")
         var hits = (o["results"] as! [[[String: Any]]])[0]
         XCTAssertEqual(hits.map { ($0["id"] as! NSNumber).uint64Value }, want.map(\.id))
+        // a target recall and an nprobe give the library's answers for the same parameters
+        for (key, value, p) in [
+            ("target_recall", 0.8 as Any, HybridSearchParameters(targetRecall: 0.8)),
+            ("nprobe", 3 as Any, HybridSearchParameters(nprobe: 3)),
+        ] {
+            (st, o) = try s.post("/v1/indexes/docs/search", ["vector": q, "k": 5, key: value])
+            XCTAssertEqual(st, 200, "\(o)")
+            hits = (o["results"] as! [[[String: Any]]])[0]
+            XCTAssertEqual(
+                hits.map { ($0["id"] as! NSNumber).uint64Value },
+                try idx.search(q, k: 5, parameters: p).neighbors.map(\.id),
+                key)
+        }
         // allow-list
         (st, o) = try s.post("/v1/indexes/docs/search", ["vector": q, "k": 5, "allow": [want[2].id, 12345]])
         hits = (o["results"] as! [[[String: Any]]])[0]
@@ -606,6 +619,14 @@ final class ServerTests: XCTestCase {
         try check("POST", "/v1/indexes/docs/search", "{\"vectors\":[\(zeros)],\"k\":0}", 400, "k must be in")
         try check(
             "POST", "/v1/indexes/docs/search", "{\"vectors\":[\(zeros)],\"nprobe\":100000}", 400, "nprobe must be")
+        for t in ["1.5", "-0.1"] {
+            try check(
+                "POST", "/v1/indexes/docs/search", "{\"vectors\":[\(zeros)],\"target_recall\":\(t)}", 400,
+                "target_recall must be")
+        }
+        try check(
+            "POST", "/v1/indexes/docs/search", "{\"vectors\":[\(zeros)],\"target_recall\":0.9,\"nprobe\":4}", 400,
+            "not both")
         try check("GET", "/v1/nothing", nil, 404, "Not Found")
         let big = "{\"prompt\":\"" + String(repeating: "a", count: 9 << 20) + "\"}"
         try check("POST", "/v1/completions", big, 413, "larger than")

@@ -8,7 +8,7 @@ import Foundation
 /// | offset | size | field |
 /// |---|---|---|
 /// | 0 | 8 | magic `EHIDX001` |
-/// | 8 | 4 | format version (1) |
+/// | 8 | 4 | format version (2; version 1 files, without the calibration section, are read too) |
 /// | 12 | 4 | dimension d |
 /// | 16 | 4 | metric: 0 L2, 1 inner product, 2 cosine (`Metric.fileCode`) |
 /// | 20 | 4 | payload: 0 f32, 1 f16, 2 pq8, 3 pq4, 4 binary (`PostingPayload.fileCode`) |
@@ -25,11 +25,15 @@ import Foundation
 /// one 24-byte entry per list (offset u64 in postings.bin, a multiple of 4096; byte length u32;
 /// entry count u32; CRC-32C u32 of the list's bytes; 4 reserved bytes, zero); for code payloads a
 /// code section (u32 M then the PQ codebooks, 2^bits x d f32 in `ProductQuantizer` order, for pq8
-/// and pq4; u32 P then the P rotation signs as f32 +-1 for binary); last, a CRC-32C (u32) of all
-/// preceding bytes.
+/// and pq4; u32 P then the P rotation signs as f32 +-1 for binary); in version 2 the calibration
+/// section (u32 sample queries S, u32 k, u32 points N <= 64, then N pairs of u32 nprobe and f32
+/// recall@k, nprobe strictly increasing within 1...H, recall in 0...1; N = 0: no table, see
+/// `RecallCalibration`); last, a CRC-32C (u32) of all preceding bytes.
 struct HeadsFile: Equatable {
     static let magic = Array("EHIDX001".utf8)
-    static let version: UInt32 = 1
+    static let version: UInt32 = 2
+    /// Most points of a calibration table.
+    static let maxCalibrationPoints = 64
     static let headerBytes = 64
     static let entryBytes = 24
 
@@ -59,12 +63,15 @@ struct HeadsFile: Equatable {
     var codeWidth: Int
     /// PQ codebooks (pq8, pq4) or rotation signs (binary); empty for vector payloads.
     var codeValues: [Float]
+    /// The build's recall-to-nprobe table (nil: none, as in version 1 files).
+    var calibration: RecallCalibration? = nil
 
     var coarse: Int { coarseStart.count - 1 }
     /// Size of the encoded file in bytes.
     var byteCount: Int {
         Self.headerBytes + 4 * coarseCentroids.count + 4 * coarseStart.count + 4 * headCentroids.count
-            + Self.entryBytes * lists.count + (payload.isCoded ? 4 + 4 * codeValues.count : 0) + 4
+            + Self.entryBytes * lists.count + (payload.isCoded ? 4 + 4 * codeValues.count : 0)
+            + 12 + 8 * (calibration?.points.count ?? 0) + 4
     }
     var heads: Int { lists.count }
 
@@ -109,6 +116,13 @@ struct HeadsFile: Equatable {
             u32(UInt32(codeWidth))
             floats(codeValues)
         }
+        u32(UInt32(calibration?.queries ?? 0))
+        u32(UInt32(calibration?.k ?? 0))
+        u32(UInt32(calibration?.points.count ?? 0))
+        for p in calibration?.points ?? [] {
+            u32(UInt32(p.nprobe))
+            u32(p.recall.bitPattern)
+        }
         u32(b.withUnsafeBytes { kernels.crc32c($0) })
         return b
     }
@@ -148,8 +162,9 @@ struct HeadsFile: Equatable {
                 }
             }
         }
-        guard u32(8) == Int(Self.version) else {
-            throw fail("version \(u32(8)); this build reads version \(Self.version)")
+        let version = u32(8)
+        guard version == 1 || version == Int(Self.version) else {
+            throw fail("version \(version); this build reads versions 1 and \(Self.version)")
         }
         dim = u32(12)
         guard let m = Metric(fileCode: u32(16)), let pl = PostingPayload(fileCode: u32(20)) else {
@@ -187,7 +202,14 @@ struct HeadsFile: Equatable {
             }
         }
         let values = Self.codeValueCount(pl, dim: dim, width: width)
-        let expected = try CheckedSize.sum(tableEnd, pl.isCoded ? 4 + 4 * values : 0, 4, what: what)
+        let codeEnd = try CheckedSize.sum(tableEnd, pl.isCoded ? 4 + 4 * values : 0, what: what)
+        var points = 0
+        if version >= 2 {
+            guard b.count >= codeEnd + 16 else { throw fail("truncated before the calibration section") }
+            points = u32(codeEnd + 8)
+            guard points <= Self.maxCalibrationPoints else { throw fail("\(points) calibration points (at most 64)") }
+        }
+        let expected = try CheckedSize.sum(codeEnd, version >= 2 ? 12 + 8 * points : 0, 4, what: what)
         guard b.count == expected else { throw fail("size \(b.count), expected \(expected)") }
         var o = Self.headerBytes
         coarseCentroids = floats(o, coarse * dim)
@@ -204,6 +226,15 @@ struct HeadsFile: Equatable {
         }
         codeWidth = width
         codeValues = pl.isCoded ? floats(tableEnd + 4, values) : []
+        if points > 0 {
+            let table = (0..<points).map {
+                RecallCalibration.Point(
+                    nprobe: u32(codeEnd + 12 + 8 * $0), recall: Float(bitPattern: UInt32(u32(codeEnd + 16 + 8 * $0))))
+            }
+            let c = RecallCalibration(queries: u32(codeEnd), k: u32(codeEnd + 4), points: table)
+            guard c.isValid(heads: heads) else { throw fail("calibration table is inconsistent") }
+            calibration = c
+        }
         guard coarseStart.first == 0, coarseStart.last == UInt32(heads),
             zip(coarseStart, coarseStart.dropFirst()).allSatisfy({ $0 <= $1 })
         else { throw fail("coarse-to-head table is inconsistent") }
@@ -222,8 +253,10 @@ struct HeadsFile: Equatable {
     init(
         dim: Int, metric: Metric, payload: PostingPayload, count: Int, postingsBytes: Int, entries: Int,
         maxReplicas: Int, rngFactor: Float, replicaEpsilon: Float, coarseCentroids: [Float], coarseStart: [UInt32],
-        headCentroids: [Float], lists: [ListEntry], codeWidth: Int, codeValues: [Float]
+        headCentroids: [Float], lists: [ListEntry], codeWidth: Int, codeValues: [Float],
+        calibration: RecallCalibration? = nil
     ) {
+        self.calibration = calibration
         self.dim = dim
         self.metric = metric
         self.payload = payload

@@ -33,6 +33,8 @@ public final class HybridIndex: @unchecked Sendable {
     public let coarse: Int
     /// Posting entries (vector replicas).
     public let entries: Int
+    /// Recall-to-nprobe table measured by the build (nil: none, see `RecallCalibration`).
+    public let calibration: RecallCalibration?
     let layout: PostingListLayout
     let coarseCentroids: [Float]
     let coarseStart: [UInt32]
@@ -81,6 +83,7 @@ public final class HybridIndex: @unchecked Sendable {
         heads = h.heads
         coarse = h.coarse
         entries = h.entries
+        calibration = h.calibration
         maxReplicas = h.maxReplicas
         rngFactor = h.rngFactor
         replicaEpsilon = h.replicaEpsilon
@@ -169,13 +172,19 @@ public final class HybridIndex: @unchecked Sendable {
         // never more neighbours than vectors: a huge k must not become a huge allocation
         let live = delta.snapshot()
         let limit = min(k, count + live.location.count)
-        try require(p.nprobe >= 1, "nprobe must be >= 1, got \(p.nprobe)")
+        let p0 = try resolved(p)
         try query.withUnsafeBufferPointer { try requireFinite($0, "query") }
         var q = query
         if metric == .cosine {
             let n = q.reduce(0) { $0 + $1 * $1 }.squareRoot()
             try require(n > 0, "a cosine query must not be the zero vector")
             q = q.map { $0 / n }
+        }
+        var p = p0
+        if p.extraListFraction > 0 {
+            // one list more for this share of queries, chosen by the query's bits (deterministic)
+            let h = q.withUnsafeBytes { kernels.crc32c($0) }
+            if Double(h) < p.extraListFraction * 4_294_967_296 { p.nprobe += 1 }
         }
         let probed = rankHeads(q, p)
         var cost = SearchCost()
@@ -234,6 +243,21 @@ public final class HybridIndex: @unchecked Sendable {
         }
         try searchInserted(q, heads: probed, live: live, filter: p.filter, top: &top, seen: &seen, cost: &cost)
         return (top.sorted(), cost)
+    }
+
+    /// The parameters with nprobe chosen for the target recall (where one applies), checked.
+    public func resolved(_ p: HybridSearchParameters) throws -> HybridSearchParameters {
+        var p = p
+        if let t = p.targetRecall {
+            try require(t.isFinite && t >= 0 && t <= 1, "target recall must be in 0...1, got \(t)")
+            if let c = calibration {
+                let x = c.nprobe(forRecall: t).nprobe
+                p.nprobe = Int(x.rounded(.down)) // clears the target: the result is a plain nprobe
+                p.extraListFraction = x - x.rounded(.down)
+            }
+        }
+        try require(p.nprobe >= 1, "nprobe must be >= 1, got \(p.nprobe)")
+        return p
     }
 
     /// Checks list h's CRC-32C as the policy asks (`.once`: the first time this process reads it).

@@ -24,7 +24,8 @@ extension HybridIndex {
     /// complete). The input is streamed in blocks and never held in memory whole. The phases
     /// (`IndexBuilder`): sample and coarse training; balanced coarse assignment with a spill of
     /// the input grouped by cluster; heads per coarse cluster; codebooks; replica placement (RNG
-    /// rule); list capping; payload writing; checksum verification; heads.bin; the rename.
+    /// rule); list capping; payload writing; checksum verification; heads.bin; the recall calibration
+    /// (`RecallCalibration`, one more pass over the input); the rename.
     /// Memory: the sample, one coarse cluster, one block, the centroids, and 8 bytes per
     /// (vector, replica) for the assignment (plus the codes of a code payload); scratch disk:
     /// one copy of the input (f32), deleted before the lists are written.
@@ -43,6 +44,7 @@ extension HybridIndex {
         try b.writePostings()
         try b.verifyLists()
         try b.writeHeads()
+        try b.calibrate()
         try b.commit()
         return try HybridIndex(directory: directory, kernels: kernels)
     }
@@ -114,6 +116,9 @@ final class IndexBuilder {
         try require(o.replicaEpsilon >= 0 && o.replicaEpsilon.isFinite, "replicaEpsilon must be >= 0")
         try require(o.rngFactor >= 1 && o.rngFactor < 255, "rngFactor must be in [1, 255), got \(o.rngFactor)")
         try require(o.blockRows >= 0, "blockRows must be >= 0, got \(o.blockRows)")
+        try require(
+            (0...1_000_000).contains(o.calibrationQueries),
+            "calibrationQueries must be in 0...1000000, got \(o.calibrationQueries)")
         rotation = o.payload == .binary ? SignRotation(dim: dim, seed: o.seed) : nil
         codeWidth = try Self.codeWidth(o, dim: dim, n: n, rotation: rotation)
         self.source = source

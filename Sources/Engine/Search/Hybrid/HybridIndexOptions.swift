@@ -24,11 +24,13 @@ public struct HybridIndexOptions: Sendable {
     /// Longest posting list; replicas farthest from the head are dropped first (a vector's nearest
     /// head always keeps it). 0: automatic, 4x the mean list length (at least 64).
     public var postingCap: Int = 0
-    /// What the posting lists hold: f32 or f16 vectors (exact or near-exact distances), or codes
+    /// What the posting lists hold: f16 (default) or f32 vectors (near-exact or exact distances), or codes
     /// scanned for candidates that are re-ranked exactly from full vectors kept in `vectors.bin`:
     /// 8-bit PQ (float tables), 4-bit PQ of the residual to the head (fast-scan, uint8 tables in
     /// registers), or binary sign codes of the rotated residual (Hamming). See `PostingPayload`.
-    public var payload: PostingPayload = .f32
+    /// f16 is the default: at the same recall it answered 1.3-1.8x the queries of f32 lists on
+    /// every benchmark set of docs/benchmarks.md (half the bytes per scanned entry).
+    public var payload: PostingPayload = .f16
     /// PQ sub-quantizers (0: `.pq8` dim / 8; `.pq4` dim / 2, or dim / 4, ... so that M <= 256).
     public var pqSubquantizers: Int = 0
     /// Lloyd iterations per k-means level.
@@ -37,6 +39,9 @@ public struct HybridIndexOptions: Sendable {
     public var coarseClusters: Int = 0
     /// Seed of sampling and k-means: the same seed and input give the same bytes.
     public var seed: UInt64 = 1
+    /// Sample queries of the recall calibration stored in the index (`RecallCalibration`; at most
+    /// the vector count; 0: no table). Default 1000.
+    public var calibrationQueries: Int = RecallCalibration.defaultQueries
     /// Rows per block when the build streams its input (0: about 8 MiB of f32 per block).
     public var blockRows: Int = 0
     /// Progress messages during long builds (nil: silent).
@@ -46,10 +51,25 @@ public struct HybridIndexOptions: Sendable {
     public init() {}
 }
 
-/// Search effort of one query.
+/// Search effort of one query: a recall to aim for (through the index's calibration table) or a
+/// number of posting lists to read.
 public struct HybridSearchParameters: Sendable {
-    /// Posting lists read (nearest heads).
-    public var nprobe: Int = 32
+    /// Recall@10 to aim for: the index's calibration table (`RecallCalibration`) chooses nprobe.
+    /// nil, or an index without a table (built before format version 2, or with
+    /// `calibrationQueries` 0): `nprobe` lists are read. Default `RecallCalibration.defaultTarget`
+    /// (0.95). Assigning `nprobe` clears it.
+    public var targetRecall: Double? = RecallCalibration.defaultTarget
+    /// Posting lists read (nearest heads) when no target recall applies. Default 32. Setting it
+    /// asks for exactly this many lists: it clears `targetRecall`.
+    public var nprobe: Int = 32 {
+        didSet {
+            targetRecall = nil
+            extraListFraction = 0
+        }
+    }
+    /// Share of queries that read one list more than `nprobe` (set by `HybridIndex.resolved` from
+    /// a fractional calibrated nprobe; a hash of the query decides).
+    public internal(set) var extraListFraction: Double = 0
     /// Coarse clusters whose heads are ranked (0: automatic, max(4, nprobe / 4)).
     public var coarseProbe: Int = 0
     /// Query-aware pruning (L2 and cosine): skip head i if d(q, c_i) > (1 + eps) d(q, c_1) in
@@ -63,8 +83,20 @@ public struct HybridSearchParameters: Sendable {
     /// Only ids for which this returns true are returned (filtered search).
     public var filter: (@Sendable (UInt64) -> Bool)? = nil
 
-    /// Defaults, with `nprobe` lists read.
-    public init(nprobe: Int = 32) { self.nprobe = nprobe }
+    /// Defaults: target recall 0.95 where the index has a calibration table, else 32 lists.
+    public init() {}
+
+    /// Exactly `nprobe` lists read (no target recall).
+    public init(nprobe: Int) {
+        self.nprobe = nprobe
+        targetRecall = nil
+    }
+
+    /// Aim for `targetRecall` (in 0...1); `fallback` lists where the index has no calibration table.
+    public init(targetRecall: Double, fallback: Int = 32) {
+        self.targetRecall = targetRecall
+        nprobe = fallback
+    }
 }
 
 /// When posting-list checksums are verified: on first read (default), on every read, or never.
