@@ -37,10 +37,12 @@ static void detect(void) {
     g_features[0] = 0;
 #if CK_X86
     unsigned a, b, c, d;
-    int popcnt = 0, avx = 0, fma = 0, f16c = 0, osavx = 0, osavx512 = 0;
+    int popcnt = 0, avx = 0, fma = 0, f16c = 0, osavx = 0, osavx512 = 0, sse42 = 0, pclmul = 0;
     int avx2 = 0, bmi2 = 0, f = 0, bw = 0, vl = 0, dq = 0, vpopcnt = 0, vnni = 0;
     if (__get_cpuid(1, &a, &b, &c, &d)) {
         popcnt = (c >> 23) & 1;
+        sse42 = (c >> 20) & 1; /* crc32 */
+        pclmul = (c >> 1) & 1; /* carry-less multiply: CRC stream combination */
         fma = (c >> 12) & 1;
         f16c = (c >> 29) & 1;
         avx = (c >> 28) & 1;
@@ -62,6 +64,8 @@ static void detect(void) {
         vpopcnt = (c >> 14) & 1;
     }
     append("popcnt", popcnt);
+    append("sse4.2", sse42);
+    append("pclmul", pclmul);
     append("avx", avx && osavx);
     append("avx2", avx2 && osavx);
     append("fma", fma && osavx);
@@ -73,7 +77,7 @@ static void detect(void) {
     append("avx512dq", dq && osavx512);
     append("avx512vpopcntdq", vpopcnt && osavx512);
     append("avx512vnni", vnni && osavx512);
-    if (avx && osavx && avx2 && fma && f16c && popcnt && bmi2) g_detected = CK_ISA_AVX2;
+    if (avx && osavx && avx2 && fma && f16c && popcnt && bmi2 && sse42 && pclmul) g_detected = CK_ISA_AVX2;
     if (g_detected == CK_ISA_AVX2 && osavx512 && f && bw && vl && dq && vpopcnt && vnni) g_detected = CK_ISA_AVX512;
 #endif
     g_selected = g_detected;

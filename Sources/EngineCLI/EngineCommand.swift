@@ -14,6 +14,22 @@ struct EngineCommand: AsyncParsableCommand {
         ],
         defaultSubcommand: Info.self
     )
+
+    /// ArgumentParser's entry point, after OpenBLAS's spinning worker threads are stopped (most
+    /// commands make no threaded BLAS call; those that do start the pool again on their first).
+    static func main() async {
+        parkBLASThreads()
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// Default model locations (scripts/fetch_models.sh).

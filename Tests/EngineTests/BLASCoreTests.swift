@@ -65,4 +65,31 @@ final class BLASCoreTests: XCTestCase {
         XCTAssertEqual(ck_blas_select_core(first), CK_OK)
         XCTAssertEqual(String(cString: ck_blas_corename()), first)
     }
+
+    /// Parking OpenBLAS's pool stops its threads; the next threaded call starts them again and
+    /// computes the same product.
+    func testParkedThreadsComeBackForTheNextCall() throws {
+        func tasks() throws -> Int { try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count }
+        let pool = Int(ck_blas_threads())
+        let n = 384
+        var rng = SeededRandom(seed: 8)
+        let a = rng.uniform(n * n)
+        let b = rng.uniform(n * n)
+        var before = [Float](repeating: 0, count: n * n)
+        ck_blas_sgemm(false, false, n, n, n, 1, a, n, b, n, 0, &before, n) // the pool is up and has run
+        let running = try tasks()
+        guard parkBLASThreads() else { throw XCTSkip("this OpenBLAS has no thread pool to park") }
+        let parked = try tasks()
+        if pool > 1 { XCTAssertLessThanOrEqual(parked, running - (pool - 1), "\(pool) BLAS threads") }
+        var after = [Float](repeating: 0, count: n * n)
+        ck_blas_sgemm(false, false, n, n, n, 1, a, n, b, n, 0, &after, n)
+        if pool > 1 { XCTAssertGreaterThanOrEqual(try tasks(), parked + pool - 1, "the pool is back") }
+        // the same kernels and the same split over the same threads: the same bits
+        XCTAssertEqual(after, before)
+        for (i, j) in [(0, 0), (n - 1, 7), (200, n - 1)] {
+            let r = (0..<n).reduce(0.0) { $0 + Double(a[i * n + $1]) * Double(b[$1 * n + j]) }
+            XCTAssertEqual(Double(after[i * n + j]), r, accuracy: Double(n * n) * u32) // as above: k^2 u
+        }
+        XCTAssertEqual(Int(ck_blas_threads()), pool)
+    }
 }

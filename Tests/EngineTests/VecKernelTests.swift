@@ -62,6 +62,30 @@ final class VecKernelTests: XCTestCase {
         }
     }
 
+    /// f32 to half bit patterns at every level equal Swift's own Float16 conversion (round to
+    /// nearest even): random values over the whole half range, ties, subnormals, the overflow
+    /// boundary, infinities, signed zeros; NaN stays NaN. Lengths not a multiple of 8.
+    func testFloat16Conversion() throws {
+        var rng = SeededRandom(seed: 21)
+        var x: [Float] = (0..<997).map { _ in
+            let e = Float(Int(rng.next() % 48) - 30)
+            return (rng.next() & 1 == 0 ? 1 : -1) * Float(rng.next() % 1_000_000) / 1_000_000 * powf(2, e)
+        }
+        let halfUlpTies: [Float] = [1 + 1.0 / 2048, 1 + 3.0 / 2048, 2049, 2051] // exactly between two halves
+        x +=
+            halfUlpTies + [
+                0, -0, 65504, 65519, 65520, -65520, 1e-8, 3e-8, 6e-8, 5.96e-8, 6.1e-5, .infinity, -.infinity,
+            ]
+        for isa in allLevels {
+            let out = try kernels(isa).float16Bits(x)
+            for (i, v) in x.enumerated() {
+                XCTAssertEqual(out[i], Float16(v).bitPattern, "\(isa): \(v)")
+            }
+            let nan = try kernels(isa).float16Bits([.nan, -.nan])
+            XCTAssertTrue(nan.allSatisfy { Float16(bitPattern: $0).isNaN }, "\(isa)")
+        }
+    }
+
     func testCRC32C() throws {
         let check = Array("123456789".utf8)
         var rng = SeededRandom(seed: 3)
@@ -78,5 +102,26 @@ final class VecKernelTests: XCTestCase {
             results.append(whole)
         }
         XCTAssertEqual(Set(results).count, 1, "all levels agree")
+        // lengths around the SIMD levels' three-stream blocks (3 x 1 KiB) against a bitwise CRC
+        // restated here, at every offset alignment
+        func bitwise(_ b: ArraySlice<UInt8>) -> UInt32 {
+            var c: UInt32 = 0xFFFF_FFFF
+            for x in b {
+                c ^= UInt32(x)
+                for _ in 0..<8 { c = c & 1 == 1 ? (c >> 1) ^ 0x82F6_3B78 : c >> 1 }
+            }
+            return ~c
+        }
+        let long = (0..<40_000).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        for n in [0, 1, 7, 8, 3071, 3072, 3073, 3080, 6143, 6144, 6151, 9216 + 13, 33_000] {
+            for offset in [0, 3] {
+                let slice = long[offset..<(offset + n)]
+                let want = bitwise(slice)
+                for isa in allLevels {
+                    let k = try kernels(isa)
+                    XCTAssertEqual(slice.withUnsafeBytes { k.crc32c($0) }, want, "\(isa) n=\(n) offset \(offset)")
+                }
+            }
+        }
     }
 }

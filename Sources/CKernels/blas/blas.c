@@ -112,6 +112,15 @@ ck_status ck_blas_svd(size_t m, size_t n, float *a, size_t lda, float *s, float 
     return info == 0 ? CK_OK : CK_ERR_LAPACK;
 }
 
+int ck_blas_park_threads(void) {
+    // blas_thread_shutdown_ is what OpenBLAS's own fork handler calls; exec_blas starts the pool
+    // again when it finds it down (blas_server_avail == 0), as in a child after fork
+    int (*shutdown)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "blas_thread_shutdown_");
+    if (!shutdown) return 0;
+    shutdown();
+    return 1;
+}
+
 void ck_blas_set_threads(int n) {
     CK_BLAS_READY();
     openblas_set_num_threads(n < 1 ? 1 : n);

@@ -42,6 +42,13 @@ const char *ck_blas_corename(void);
 ck_status ck_blas_select_core(const char *name);
 const char *ck_blas_core_note(void);
 
+/** ck_blas_park_threads: stops OpenBLAS's worker threads. A threaded OpenBLAS starts them when it
+ *  loads and each spins (sched_yield) for about 2^28 cycles waiting for work before it sleeps:
+ *  ~0.1 s of CPU per worker in every process, wasted in one that makes no threaded BLAS call.
+ *  OpenBLAS starts the pool again at its next threaded call (as it does in a child after fork).
+ *  Returns 1 if stopped, 0 if this OpenBLAS has no such pool. Not while a BLAS call runs. */
+int ck_blas_park_threads(void);
+
 /** OpenBLAS pool size control and build description. */
 void ck_blas_set_threads(int n);
 int ck_blas_threads(void);

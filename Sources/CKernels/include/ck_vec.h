@@ -23,6 +23,8 @@ typedef struct ck_vec_kernels {
     void (*l2_f16)(const float *q, const uint16_t *x, size_t n, size_t d, size_t stride, float *out);
     void (*ip_f16)(const float *q, const uint16_t *x, size_t n, size_t d, size_t stride, float *out);
     uint32_t (*crc32c)(uint32_t crc, const void *p, size_t n);
+    /** x[0..n) to IEEE half bit patterns, round to nearest even (overflow to inf, NaN kept NaN) */
+    void (*to_f16)(const float *x, uint16_t *out, size_t n);
 } ck_vec_kernels;
 
 const ck_vec_kernels *ck_vec_kernels_for(ck_isa level);

@@ -78,6 +78,10 @@ static const uint32_t crc_table[256] = {
     0xBE2DA0A5u, 0x4C4623A6u, 0x5F16D052u, 0xAD7D5351u,
 };
 
+static void ck_vec_to_f16_serial(const float *x, uint16_t *out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = ck_fp32_to_fp16(x[i]);
+}
+
 uint32_t ck_vec_crc32c_serial(uint32_t crc, const void *p, size_t n) {
     const uint8_t *b = (const uint8_t *)p;
     crc = ~crc;
@@ -86,6 +90,6 @@ uint32_t ck_vec_crc32c_serial(uint32_t crc, const void *p, size_t n) {
 }
 
 const ck_vec_kernels ck_vec_serial = {ck_vec_l2_f32_serial, ck_vec_ip_f32_serial, ck_vec_l2_f16_serial,
-                                      ck_vec_ip_f16_serial, ck_vec_crc32c_serial};
+                                      ck_vec_ip_f16_serial, ck_vec_crc32c_serial, ck_vec_to_f16_serial};
 
 CK_DEFINE_KERNELS_FOR(vec)

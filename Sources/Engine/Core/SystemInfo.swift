@@ -54,6 +54,12 @@ public struct SystemInfo: Sendable, CustomStringConvertible {
     }
 }
 
+/// Stops OpenBLAS's worker threads, which spin for ~0.1 s of CPU each after the library loads;
+/// OpenBLAS starts them again at its next threaded call. For short processes and those that
+/// make no BLAS call (the CLI calls it at start). Returns whether there was a pool to stop.
+@discardableResult
+public func parkBLASThreads() -> Bool { ck_blas_park_threads() == 1 }
+
 /// Applies the thread policy: OpenBLAS gets the same pool size as Engine, and Engine never
 /// calls BLAS from inside its own parallel regions, so cores are not oversubscribed.
 public func configureThreads(_ n: Int = Threads.defaultCount) {

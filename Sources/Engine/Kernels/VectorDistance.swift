@@ -58,6 +58,21 @@ extension Kernels {
             into: out.baseAddress!)
     }
 
+    /// `x` as IEEE half-precision bit patterns (round to nearest even), into `out` (x.count values).
+    public func float16Bits(_ x: UnsafeBufferPointer<Float>, into out: UnsafeMutableBufferPointer<UInt16>) {
+        precondition(out.count >= x.count, "float16Bits: output shorter than input")
+        guard let src = x.baseAddress, let dst = out.baseAddress, x.count > 0 else { return }
+        vecTable.pointee.to_f16(src, dst, x.count)
+    }
+
+    /// `x` as IEEE half-precision bit patterns (round to nearest even).
+    public func float16Bits(_ x: [Float]) -> [UInt16] {
+        [UInt16](unsafeUninitializedCapacity: x.count) { out, n in
+            x.withUnsafeBufferPointer { float16Bits($0, into: out) }
+            n = x.count
+        }
+    }
+
     /// CRC-32C (Castagnoli) of `bytes`, continuing from `crc` (0 for a fresh checksum).
     public func crc32c(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return crc }

@@ -1,5 +1,13 @@
 import Foundation
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+#if _endian(big)
+    #error("index files are little-endian; HeadsFile copies floats in host order")
+#endif
+
 /// The bytes of `heads.bin`, the part of a hybrid index held in RAM. This type alone writes and
 /// reads it; every offset is defined here. All integers and floats are little-endian.
 ///
@@ -130,10 +138,32 @@ struct HeadsFile: Equatable {
     /// Reads and validates the file at `path` (checksum, sizes against the file's length with
     /// checked arithmetic, table consistency); `fail` errors name the path.
     init(path: String, kernels: Kernels) throws {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
             throw EngineError.io("cannot read \(path): not an index directory (or an interrupted build)")
         }
-        try self.init(bytes: [UInt8](data), path: path, kernels: kernels)
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+            throw EngineError.io("cannot read \(path): not a regular file")
+        }
+        // read straight into the array (no intermediate Data); a file that shrinks meanwhile
+        // ends short and fails the size checks
+        let size = Int(st.st_size)
+        var failed: Int32 = 0
+        let bytes = [UInt8](unsafeUninitializedCapacity: size) { buf, count in
+            var done = 0
+            while done < size {
+                let r = read(fd, buf.baseAddress! + done, size - done)
+                if r < 0 && errno == EINTR { continue }
+                if r < 0 { failed = errno }
+                if r <= 0 { break }
+                done += r
+            }
+            count = done
+        }
+        guard failed == 0 else { throw EngineError.io("cannot read \(path): \(String(cString: strerror(failed)))") }
+        try self.init(bytes: bytes, path: path, kernels: kernels)
     }
 
     init(bytes b: [UInt8], path: String, kernels: Kernels) throws {
@@ -155,11 +185,14 @@ struct HeadsFile: Equatable {
             return Int(v)
         }
         func floats(_ o: Int, _ n: Int) -> [Float] {
-            b.withUnsafeBytes { r in
-                (0..<n).map {
-                    Float(
-                        bitPattern: UInt32(littleEndian: r.loadUnaligned(fromByteOffset: o + 4 * $0, as: UInt32.self)))
+            // little-endian f32 on a little-endian host (checked at compile time above): a copy
+            [Float](unsafeUninitializedCapacity: n) { buf, count in
+                if n > 0 {
+                    b.withUnsafeBytes { r in
+                        UnsafeMutableRawPointer(buf.baseAddress!).copyMemory(from: r.baseAddress! + o, byteCount: 4 * n)
+                    }
                 }
+                count = n
             }
         }
         let version = u32(8)

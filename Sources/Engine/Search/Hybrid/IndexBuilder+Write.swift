@@ -1,6 +1,10 @@
 import CKernels
 import Foundation
 
+#if _endian(big)
+    #error("index files are little-endian; writeVectors stores f16 rows in host order")
+#endif
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -201,11 +205,11 @@ extension IndexBuilder {
                                     of: src[j].bitPattern.littleEndian, toByteOffset: t * pb + 4 * j, as: UInt32.self)
                             }
                         } else {
-                            for j in 0..<dim {
-                                dst.storeBytes(
-                                    of: Float16(src[j]).bitPattern.littleEndian, toByteOffset: t * pb + 2 * j,
-                                    as: UInt16.self)
-                            }
+                            // f16 bit patterns written in host order: little-endian (below)
+                            let row = (dst.baseAddress! + t * pb).bindMemory(to: UInt16.self, capacity: dim)
+                            kernels.float16Bits(
+                                UnsafeBufferPointer(start: src, count: dim),
+                                into: UnsafeMutableBufferPointer(start: row, count: dim))
                         }
                     }
                 }

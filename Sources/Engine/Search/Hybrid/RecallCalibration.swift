@@ -8,8 +8,9 @@ import Foundation
 /// index with each sample at a rising sequence of nprobe values (1, 2, ..., 8, then about 17% more
 /// each step) and records the mean recall@k (the sample's own id is dropped from the results as
 /// from the truth). It stops at recall 0.999, at all lists, when doubling nprobe gained less than
-/// 0.002, after the work of 200 scans of the whole index, or at 64 points. Search parameters other than nprobe are the defaults
-/// (`HybridSearchParameters`); inserts after the build are not reflected.
+/// 0.002, after the work of 200 scans of the whole index, or at 64 points. Search parameters
+/// other than nprobe are the defaults (`HybridSearchParameters`); inserts after the build are not
+/// reflected.
 public struct RecallCalibration: Sendable, Equatable {
     /// One measured setting.
     public struct Point: Sendable, Equatable {
