@@ -331,4 +331,16 @@ struct IndexStatsResponse: Encodable {
     var ram_bytes: Int
     var disk_bytes: Int
     var writable: Bool
+    /// The build's recall-to-nprobe table (absent for an index without one).
+    var calibration: Calibration?
+
+    struct Calibration: Encodable {
+        struct Point: Encodable {
+            var nprobe: Int
+            var recall: Float
+        }
+        var queries: Int
+        var k: Int
+        var points: [Point]
+    }
 }

@@ -126,10 +126,13 @@ final class RecallCalibrationTests: XCTestCase {
             XCTAssertThrowsError(try idx.search(q, k: 10, parameters: HybridSearchParameters(targetRecall: t)), "\(t)")
         }
         var o = HybridIndexOptions()
-        o.calibrationQueries = -1
-        XCTAssertThrowsError(
-            try HybridIndex.build(
-                vectors: [Float](repeating: 1, count: 48), dim: 24, directory: dir + "/bad", options: o))
+        for bad in [-1, 100_001, Int.max] {
+            o.calibrationQueries = bad
+            XCTAssertThrowsError(
+                try HybridIndex.build(
+                    vectors: [Float](repeating: 1, count: 48), dim: 24, directory: dir + "/bad", options: o),
+                "\(bad)")
+        }
     }
 
     /// A single vector: no neighbour to calibrate on, no table.

@@ -382,6 +382,9 @@ final class ServerTests: XCTestCase {
         let stats = try JSONSerialization.jsonObject(with: sdata) as! [String: Any]
         XCTAssertEqual(stats["inserted"] as? Int, 1)
         XCTAssertEqual(stats["count"] as? Int, 2000)
+        let cal = stats["calibration"] as? [String: Any]
+        XCTAssertEqual(cal?["queries"] as? Int, idx.calibration?.queries)
+        XCTAssertEqual((cal?["points"] as? [[String: Any]])?.count, idx.calibration?.points.count)
         (st, o) = try s.post("/v1/indexes/docs/delete", ["ids": [777_777]])
         XCTAssertEqual(st, 200, "\(o)")
         (st, o) = try s.post("/v1/indexes/docs/search", ["vector": q, "k": 5])

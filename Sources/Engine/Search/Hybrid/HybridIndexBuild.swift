@@ -117,8 +117,8 @@ final class IndexBuilder {
         try require(o.rngFactor >= 1 && o.rngFactor < 255, "rngFactor must be in [1, 255), got \(o.rngFactor)")
         try require(o.blockRows >= 0, "blockRows must be >= 0, got \(o.blockRows)")
         try require(
-            (0...1_000_000).contains(o.calibrationQueries),
-            "calibrationQueries must be in 0...1000000, got \(o.calibrationQueries)")
+            (0...100_000).contains(o.calibrationQueries),
+            "calibrationQueries must be in 0...100000, got \(o.calibrationQueries)")
         rotation = o.payload == .binary ? SignRotation(dim: dim, seed: o.seed) : nil
         codeWidth = try Self.codeWidth(o, dim: dim, n: n, rotation: rotation)
         self.source = source

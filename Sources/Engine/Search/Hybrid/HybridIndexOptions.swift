@@ -40,7 +40,8 @@ public struct HybridIndexOptions: Sendable {
     /// Seed of sampling and k-means: the same seed and input give the same bytes.
     public var seed: UInt64 = 1
     /// Sample queries of the recall calibration stored in the index (`RecallCalibration`; at most
-    /// the vector count; 0: no table). Default 1000.
+    /// the vector count; 0: no table; at most 100,000, whose rows the calibration holds in RAM).
+    /// Default 1000.
     public var calibrationQueries: Int = RecallCalibration.defaultQueries
     /// Rows per block when the build streams its input (0: about 8 MiB of f32 per block).
     public var blockRows: Int = 0
