@@ -223,6 +223,25 @@ final class HostileInputTests: XCTestCase {
         return path
     }
 
+    /// A FIFO where a file is expected (a crafted index directory, a vector or model path) is
+    /// refused at once: opening one for reading would otherwise wait for a writer forever.
+    func testFIFOsAreRefusedWithoutBlocking() throws {
+        let clock = Date()
+        for name in ["heads.bin", "postings.bin"] {
+            let idx = try smallIndex("fifo-" + name)
+            try FileManager.default.removeItem(atPath: idx + "/" + name)
+            XCTAssertEqual(mkfifo(idx + "/" + name, 0o600), 0)
+            refuses("not a regular file") { _ = try HybridIndex(directory: idx) }
+        }
+        let fifo = dir + "/vectors.npy"
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0)
+        refuses("not a regular file") { _ = try VectorFile.source(path: fifo) }
+        let model = dir + "/model.gguf"
+        XCTAssertEqual(mkfifo(model, 0o600), 0)
+        refuses("not a regular file") { _ = try MappedFile(path: model) }
+        XCTAssertLessThan(Date().timeIntervalSince(clock), 30)
+    }
+
     func testIndexHeaderWithHugeCountsIsRefused() throws {
         let idx = try smallIndex("i")
         var b = [UInt8](try Data(contentsOf: URL(fileURLWithPath: idx + "/heads.bin")))

@@ -15,11 +15,12 @@ public final class MappedFile: @unchecked Sendable {
     /// Maps the file read-only.
     public init(path: String) throws(EngineError) {
         self.path = path
-        let fd = open(path, O_RDONLY)
+        let fd = open(path, O_RDONLY | O_NONBLOCK) // a FIFO must not block the open
         if fd < 0 { throw EngineError.io("cannot open \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         var st = stat()
         if fstat(fd, &st) != 0 { throw EngineError.io("cannot stat \(path): \(String(cString: strerror(errno)))") }
+        if (st.st_mode & S_IFMT) != S_IFREG { throw EngineError.io("cannot map \(path): not a regular file") }
         count = Int(st.st_size)
         if count == 0 {
             base = nil

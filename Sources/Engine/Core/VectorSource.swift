@@ -68,12 +68,12 @@ public final class VectorFileSource: VectorSource, @unchecked Sendable {
             throw EngineError.unsupported(
                 "\(path): streaming reads .fvecs, .bvecs or .npy (use VectorFile.read for IDX)")
         }
-        fd = open(path, O_RDONLY | O_CLOEXEC)
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK) // a FIFO must not block the open
         guard fd >= 0 else { throw EngineError.io("cannot open \(path): \(String(cString: strerror(errno)))") }
         var st = stat()
-        guard fstat(fd, &st) == 0 else {
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
             close(fd)
-            throw EngineError.io("cannot stat \(path)")
+            throw EngineError.io("cannot read \(path): not a regular file")
         }
         let size = Int(st.st_size)
         do {

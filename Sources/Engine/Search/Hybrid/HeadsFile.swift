@@ -138,7 +138,7 @@ struct HeadsFile: Equatable {
     /// Reads and validates the file at `path` (checksum, sizes against the file's length with
     /// checked arithmetic, table consistency); `fail` errors name the path.
     init(path: String, kernels: Kernels) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK) // a FIFO must not block the open
         guard fd >= 0 else {
             throw EngineError.io("cannot read \(path): not an index directory (or an interrupted build)")
         }

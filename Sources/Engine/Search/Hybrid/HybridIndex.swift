@@ -365,10 +365,14 @@ final class IndexDataFile {
 
     init(path: String, expectedSize: Int, map: Bool, what: String) throws {
         self.path = path
-        fd = open(path, O_RDONLY | O_CLOEXEC)
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK) // a FIFO must not block the open
         guard fd >= 0 else { throw EngineError.io("cannot open \(path): \(String(cString: strerror(errno)))") }
         var st = stat()
-        guard fstat(fd, &st) == 0, Int(st.st_size) == expectedSize else {
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
+            throw EngineError.invalidFile("\(path): not a regular file")
+        }
+        guard Int(st.st_size) == expectedSize else {
             let actual = Int(st.st_size)
             close(fd)
             throw EngineError.invalidFile(
