@@ -289,6 +289,33 @@ extension HybridIndexTests {
         try v.prefix(v.count - 1).write(to: URL(fileURLWithPath: vp))
         XCTAssertThrowsError(try HybridIndex(directory: dir, kernels: k), "truncated vectors.bin")
     }
+
+    /// Re-rank rows follow the checksum policy: `.once` checks a row the first time this process
+    /// reads it, `.always` every time, `.never` not at all. A row changed under a running index
+    /// (rewritten in place: the mapping sees the page cache) passes `.once` after its first check
+    /// and is caught by `.always` and by a fresh open.
+    func testRerankRowChecksumPolicy() throws {
+        let k = try Kernels.selected()
+        let (n, d) = (3000, 16)
+        let base = Self.clustered(n: n, dim: d, clusters: 20, seed: 9)
+        let (_, dir) = try buildIndex("rows", base, dim: d, kernels: k) { $0.payload = .pq4 }
+        let idx = try HybridIndex(directory: dir, kernels: k) // mapped
+        let q = Array(base[0..<d]).map { $0 + 0.01 }
+        var p = HybridSearchParameters(nprobe: 8)
+        XCTAssertEqual(try idx.search(q, k: 1, parameters: p).neighbors.first?.id, 0) // row 0 checked once
+        let fd = open(dir + "/vectors.bin", O_WRONLY)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        var byte: UInt8 = 0x7F
+        XCTAssertEqual(pwrite(fd, &byte, 1, 5), 1) // a value of row 0, its CRC unchanged
+        close(fd)
+        XCTAssertNoThrow(try idx.search(q, k: 1, parameters: p), ".once: row 0 was verified before")
+        p.verify = .always
+        XCTAssertThrowsError(try idx.search(q, k: 1, parameters: p), ".always checks it again")
+        p.verify = .never
+        XCTAssertNoThrow(try idx.search(q, k: 1, parameters: p))
+        let fresh = try HybridIndex(directory: dir, kernels: k)
+        XCTAssertThrowsError(try fresh.search(q, k: 1, parameters: HybridSearchParameters(nprobe: 8)), "a new process")
+    }
 }
 
 final class ResultsBox: @unchecked Sendable {

@@ -60,6 +60,9 @@ public final class HybridIndex: @unchecked Sendable {
     let rings = UringReaders()
     /// One flag per list: its checksum has been verified (ChecksumPolicy.once).
     let verified: UnsafeMutablePointer<UInt8>
+    /// One bit per vectors.bin row (code payloads): its checksum has been verified (`.once`).
+    let rowsVerified: UnsafeMutablePointer<UInt64>?
+    var rowWords: Int { payload.isCoded ? (count + 63) / 64 : 0 }
 
     /// Opens an index. `writable`: inserts and deletes are allowed and appended to
     /// `delta.log` (fsync'ed per call); otherwise the log, if any, is replayed read-only.
@@ -121,18 +124,29 @@ public final class HybridIndex: @unchecked Sendable {
         }
         verified = .allocate(capacity: heads)
         verified.initialize(repeating: 0, count: heads)
+        if h.payload.isCoded {
+            let words = (h.count + 63) / 64
+            rowsVerified = .allocate(capacity: words)
+            rowsVerified!.initialize(repeating: 0, count: words)
+        } else {
+            rowsVerified = nil
+        }
         delta = try DeltaLayer(path: directory + "/delta.log", dim: dim, writable: writable, kernels: kernels)
         try delta.replay(repair: repair) { id, vector in
             if let vector { try self.placeInsert(id, vector) } else { self.placeDelete(id) }
         }
     }
 
-    deinit { verified.deallocate() }
+    deinit {
+        verified.deallocate()
+        rowsVerified?.deallocate()
+    }
 
-    /// Bytes this index keeps in RAM (centroids and the list directory).
+    /// Bytes this index keeps in RAM (centroids, the list directory, code tables, and the
+    /// verified-checksum flags: a byte per list, a bit per vectors.bin row).
     public var ramBytes: Int {
         4 * (coarseCentroids.count + coarseStart.count) + 2 * headTable.bits.count + HeadsFile.entryBytes * heads
-            + codeSectionBytes
+            + codeSectionBytes + heads + 8 * rowWords
     }
     /// Codebooks (PQ) or rotation signs (binary) in heads.bin and in RAM.
     var codeSectionBytes: Int {
@@ -239,7 +253,9 @@ public final class HybridIndex: @unchecked Sendable {
             cost.candidatesScored += n
         }
         if approximate {
-            try rerank(approx.sorted(), approxRow, q, into: &top, cost: &cost, reader: makeReader(vectors!, ring: ring))
+            try rerank(
+                approx.sorted(), approxRow, q, into: &top, cost: &cost, reader: makeReader(vectors!, ring: ring),
+                policy: p.verify)
         }
         try searchInserted(q, heads: probed, live: live, filter: p.filter, top: &top, seen: &seen, cost: &cost)
         return (top.sorted(), cost)
@@ -295,10 +311,11 @@ public final class HybridIndex: @unchecked Sendable {
         }
     }
 
-    /// Exact distances of code candidates from their full vectors in vectors.bin (row CRC checked).
+    /// Exact distances of code candidates from their full vectors in vectors.bin, each row's CRC
+    /// checked as the policy asks (`.once`: the first time this process reads the row).
     func rerank(
         _ cands: [SearchHit], _ rows: [UInt64: UInt32], _ q: [Float], into top: inout TopK, cost: inout SearchCost,
-        reader: any ExtentReader
+        reader: any ExtentReader, policy: ChecksumPolicy
     ) throws {
         let rb = 4 * dim + 4
         let candRows = try cands.map { c -> Int in
@@ -312,10 +329,14 @@ public final class HybridIndex: @unchecked Sendable {
         var d: Float = 0
         for (ci, c) in cands.enumerated() {
             let r = try reader.bytes(ci)
-            let stored = UInt32(littleEndian: r.loadUnaligned(fromByteOffset: 4 * dim, as: UInt32.self))
-            guard kernels.crc32c(UnsafeRawBufferPointer(start: r, count: 4 * dim)) == stored else {
-                throw EngineError.invalidFile(
-                    "\(vectors!.path): vector row \(candRows[ci]) fails its checksum (corrupt file)")
+            let row = candRows[ci]
+            if policy == .always || (policy == .once && ck_atomic_bit_get(rowsVerified!, row) == 0) {
+                let stored = UInt32(littleEndian: r.loadUnaligned(fromByteOffset: 4 * dim, as: UInt32.self))
+                guard kernels.crc32c(UnsafeRawBufferPointer(start: r, count: 4 * dim)) == stored else {
+                    throw EngineError.invalidFile(
+                        "\(vectors!.path): vector row \(row) fails its checksum (corrupt file)")
+                }
+                ck_atomic_bit_set(rowsVerified!, row)
             }
             q.withUnsafeBufferPointer { qp in
                 kernels.distancesUnchecked(

@@ -76,8 +76,9 @@ public struct HybridSearchParameters: Sendable {
     /// Query-aware pruning (L2 and cosine): skip head i if d(q, c_i) > (1 + eps) d(q, c_1) in
     /// squared L2 (cosine: on 2 - 2 cos). nil: read all nprobe lists.
     public var pruneEpsilon: Float? = nil
-    /// Checksum policy for posting lists: `.once` verifies each list's CRC-32C the first time
-    /// this process reads it (default), `.always` on every read, `.never` skips it.
+    /// Checksum policy for posting lists and re-rank rows (vectors.bin): `.once` verifies each
+    /// list's and row's CRC-32C the first time this process reads it (default), `.always` on
+    /// every read, `.never` skips it.
     public var verify: ChecksumPolicy = .once
     /// PQ payloads: candidates (by approximate distance) re-ranked with their full vectors.
     public var rerank: Int = 100
