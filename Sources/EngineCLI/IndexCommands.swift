@@ -193,13 +193,7 @@ struct IndexStats: ParsableCommand {
 
 /// The calibration table in a line: nprobe for a few recalls.
 func calibrationLine(_ i: HybridIndex) -> String {
-    guard let c = i.calibration else { return "calibration: none (index format 1 or --calibration-queries 0)" }
-    let at = [0.9, 0.95, 0.99].map { t -> String in
-        let (np, reached) = c.nprobe(forRecall: t)
-        return reached ? "\(fixed(t, 2)) at nprobe \(fixed(np, 2))" : "\(fixed(t, 2)) not reached"
-    }
-    let best = c.points.last.map { "best \(fixed(Double($0.recall), 3)) at \($0.nprobe)" } ?? ""
-    return "calibration (recall@\(c.k), \(c.queries) sample queries): \(at.joined(separator: ", ")); \(best)"
+    i.calibration.map { "calibration \($0.summary)" } ?? "calibration: none (index format 1 or --calibration-queries 0)"
 }
 
 struct IndexGroundTruth: ParsableCommand {

@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 
 // Request and response bodies. The OpenAI-compatible ones follow OpenAI's field names (snake_case
@@ -332,15 +333,5 @@ struct IndexStatsResponse: Encodable {
     var disk_bytes: Int
     var writable: Bool
     /// The build's recall-to-nprobe table (absent for an index without one).
-    var calibration: Calibration?
-
-    struct Calibration: Encodable {
-        struct Point: Encodable {
-            var nprobe: Int
-            var recall: Float
-        }
-        var queries: Int
-        var k: Int
-        var points: [Point]
-    }
+    var calibration: RecallCalibration?
 }

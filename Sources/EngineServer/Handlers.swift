@@ -315,11 +315,7 @@ extension EngineServer {
                 name: o.name, dimension: i.dim, metric: i.metric.rawValue, payload: i.payload.rawValue, count: i.count,
                 inserted: i.insertedCount, deleted: i.tombstoneCount, lists: i.heads, ram_bytes: i.ramBytes,
                 disk_bytes: i.diskBytes, writable: i.writable,
-                calibration: i.calibration.map { c in
-                    .init(
-                        queries: c.queries, k: c.k, points: c.points.map { .init(nprobe: $0.nprobe, recall: $0.recall) }
-                    )
-                }))
+                calibration: i.calibration))
     }
 
     /// Vectors from a request: given, or text embedded by the plain embedding model.

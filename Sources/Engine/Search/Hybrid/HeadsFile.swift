@@ -148,21 +148,12 @@ struct HeadsFile: Equatable {
             throw EngineError.io("cannot read \(path): not a regular file")
         }
         // read straight into the array (no intermediate Data); a file that shrinks meanwhile
-        // ends short and fails the size checks
+        // is reported as truncated
         let size = Int(st.st_size)
-        var failed: Int32 = 0
-        let bytes = [UInt8](unsafeUninitializedCapacity: size) { buf, count in
-            var done = 0
-            while done < size {
-                let r = read(fd, buf.baseAddress! + done, size - done)
-                if r < 0 && errno == EINTR { continue }
-                if r < 0 { failed = errno }
-                if r <= 0 { break }
-                done += r
-            }
-            count = done
+        let bytes = try [UInt8](unsafeUninitializedCapacity: size) { buf, count in
+            if size > 0 { try preadFully(fd, buf.baseAddress!, size, at: 0, path: path) }
+            count = size
         }
-        guard failed == 0 else { throw EngineError.io("cannot read \(path): \(String(cString: strerror(failed)))") }
         try self.init(bytes: bytes, path: path, kernels: kernels)
     }
 

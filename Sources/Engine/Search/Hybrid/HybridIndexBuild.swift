@@ -101,6 +101,8 @@ final class IndexBuilder {
     var postingsBytes = 0
     var postings: ScratchFile?
     var crcs: [UInt32] = []
+    /// heads.bin as written (the calibration adds its table and writes it again).
+    var headsFile: HeadsFile?
 
     init(source: VectorSource, ids: [UInt64]?, directory: String, options o: HybridIndexOptions, kernels: Kernels)
         throws

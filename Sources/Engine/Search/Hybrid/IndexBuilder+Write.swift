@@ -266,6 +266,7 @@ extension IndexBuilder {
         let w = try AtomicFileWriter(path: tmp + "/heads.bin")
         try w.write(file.encoded(kernels: kernels))
         try w.commit()
+        headsFile = file
     }
 
     /// Renames the finished directory into place; a previous index there is moved aside first

@@ -11,9 +11,9 @@ import Foundation
 /// 0.002, after the work of 200 scans of the whole index, or at 64 points. Search parameters
 /// other than nprobe are the defaults (`HybridSearchParameters`); inserts after the build are not
 /// reflected.
-public struct RecallCalibration: Sendable, Equatable {
+public struct RecallCalibration: Sendable, Equatable, Encodable {
     /// One measured setting.
-    public struct Point: Sendable, Equatable {
+    public struct Point: Sendable, Equatable, Encodable {
         /// Posting lists read.
         public var nprobe: Int
         /// Mean recall@k of the sample queries at that nprobe.
@@ -60,6 +60,17 @@ public struct RecallCalibration: Sendable, Equatable {
             return (Double(a.nprobe) + min(1, max(0, t)) * Double(b.nprobe - a.nprobe), true)
         }
         return (Double(points.last!.nprobe), false)
+    }
+
+    /// The table in a line: the nprobe for recall 0.90, 0.95 and 0.99, and the best point.
+    public var summary: String {
+        func f(_ x: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", x) }
+        let at = [0.9, 0.95, 0.99].map { t -> String in
+            let (np, reached) = nprobe(forRecall: t)
+            return reached ? "\(f(t, 2)) at nprobe \(f(np, 2))" : "\(f(t, 2)) not reached"
+        }
+        let best = points.last.map { "; best \(f(Double($0.recall), 3)) at \($0.nprobe)" } ?? ""
+        return "(recall@\(k), \(queries) sample queries): \(at.joined(separator: ", "))\(best)"
     }
 
     /// The table as read from a file is usable: sizes in range, nprobe increasing within 1...heads,
@@ -115,13 +126,13 @@ extension IndexBuilder {
         var points: [RecallCalibration.Point] = []
         var scored = 0
         let idOf: (Int) -> UInt64 = { r in self.ids.map { $0[r] } ?? UInt64(r) }
+        let hits = UnsafeMutablePointer<Int>.allocate(capacity: s)
+        let cost = UnsafeMutablePointer<Int>.allocate(capacity: s)
+        defer {
+            hits.deallocate()
+            cost.deallocate()
+        }
         for p in RecallCalibration.ladder(heads: liveHeads) {
-            let hits = UnsafeMutablePointer<Int>.allocate(capacity: s)
-            let cost = UnsafeMutablePointer<Int>.allocate(capacity: s)
-            defer {
-                hits.deallocate()
-                cost.deallocate()
-            }
             let failure = FirstError()
             Threads.parallelFor(s, threads: Threads.defaultCount) { i in
                 do {
@@ -147,15 +158,13 @@ extension IndexBuilder {
             }
         }
         let c = RecallCalibration(queries: s, k: k, points: points)
-        var file = try HeadsFile(path: tmp + "/heads.bin", kernels: kernels)
+        var file = headsFile!
         file.calibration = c
         let w = try AtomicFileWriter(path: tmp + "/heads.bin")
         try w.write(file.encoded(kernels: kernels))
         try w.commit()
         let ms = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
-        let at = [0.9, 0.95, 0.99].map { "\($0): nprobe \(String(format: "%.2f", c.nprobe(forRecall: $0).nprobe))" }
-            .joined(separator: ", ")
-        say("index: calibrated recall@\(k) on \(s) sample queries in \(Int(ms)) ms (\(at))")
+        say("index: calibrated in \(Int(ms)) ms \(c.summary)")
     }
 
     /// The sample rows (normalised for cosine, as the index holds them).
