@@ -310,8 +310,14 @@ public enum KernelBenchmarks {
                     name: "OpenBLAS sgemv f32 \(r)x4096, 1 thread (peer)", value: bwBlas, unit: "GB/s",
                     ratio: bwBlas / bwB, ratioOf: "adjacent stream read", target: "", met: nil))
             for t in [RowType.f32, .q8_0, .q4_0, .q4_1] {
-                let m = try QuantizedMatrix(quantizing: w, rows: r, cols: cdim, type: t, kernels: k1)
-                for numerics in t.isQuantized ? [Numerics.exact, .int8] : [.exact] {
+                let plain = try QuantizedMatrix(quantizing: w, rows: r, cols: cdim, type: t, kernels: k1)
+                // 4-bit: the plain rows, then the interleaved decode layout (same bytes)
+                let variants: [(QuantizedMatrix, Numerics)] =
+                    t.isQuantized
+                    ? [(plain, .exact), (plain, .int8)]
+                        + (t == .q4_0 || t == .q4_1 ? [(plain.interleaved(), .int8)] : [])
+                    : [(plain, .exact)]
+                for (m, numerics) in variants {
                     var err: Error?
                     let (tt, bwNow) = adjacent {
                         x.withUnsafeBufferPointer { xp in
@@ -323,13 +329,13 @@ public enum KernelBenchmarks {
                         }
                     }
                     if let err { throw err }
-                    let bw = Double(m.bytes.count) / tt / 1e9
+                    let bw = Double(m.rows * m.rowStride) / tt / 1e9
                     rows.append(
                         Row(
                             name:
                                 """
-                                gemv \(t) \(r)x4096 (\(numerics == .exact ? "exact f32" : "int8") activations), \
-                                1 thread
+                                gemv \(t)\(m.isInterleaved ? " interleaved x8" : "") \(r)x4096 \
+                                (\(numerics == .exact ? "exact f32" : "int8") activations), 1 thread
                                 """,
                             value: tt * 1e6, unit: "us",
                             ratio: bw / bwNow,

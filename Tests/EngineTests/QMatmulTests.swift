@@ -291,3 +291,190 @@ final class QMatmulTests: XCTestCase {
         }
     }
 }
+
+/// Interleaved 4-bit rows (the decode layout, `ck_qmatmul_x8_pack`).
+final class InterleavedRowsTests: XCTestCase {
+    private func pack(_ t: RowType, _ wb: [UInt8], rows: Int, cols: Int) -> [UInt8] {
+        let gb = ck_qmatmul_x8_group_bytes(ck_rtype(rawValue: UInt32(t.rawValue)), cols)
+        var out = [UInt8](repeating: 0, count: rows / 8 * gb)
+        let st = wb.withUnsafeBytes { w in
+            out.withUnsafeMutableBytes { o in
+                ck_qmatmul_x8_pack(
+                    ck_rtype(rawValue: UInt32(t.rawValue)), w.baseAddress, rows, cols, wb.count / rows, o.baseAddress)
+            }
+        }
+        XCTAssertEqual(st, CK_OK)
+        return out
+    }
+
+    /// The packed bytes are a permutation of the rows' bytes: every row comes back unchanged, and
+    /// the nibble bytes sit where the header's layout says.
+    func testPackIsAPermutation() throws {
+        var rng = SeededRandom(seed: 40)
+        for t in [RowType.q4_0, .q4_1] {
+            for (rows, cols) in [(8, 32), (24, 96), (16, 576)] {
+                let wb = try quantize(t, rng.uniform(rows * cols), rows: rows, cols: cols)
+                let p = pack(t, wb, rows: rows, cols: cols)
+                XCTAssertEqual(p.count, wb.count)
+                let rb = wb.count / rows
+                let hb = t == .q4_1 ? 32 : 16
+                let bsz = t == .q4_1 ? 20 : 18
+                let gb = p.count / (rows / 8)
+                for r in 0..<rows {
+                    var back = [UInt8](repeating: 0, count: rb)
+                    let st = p.withUnsafeBytes { pp in
+                        back.withUnsafeMutableBytes {
+                            ck_qmatmul_x8_unpack_row(
+                                ck_rtype(rawValue: UInt32(t.rawValue)), pp.baseAddress, cols, r, $0.baseAddress)
+                        }
+                    }
+                    XCTAssertEqual(st, CK_OK)
+                    XCTAssertEqual(back, Array(wb[(r * rb)..<((r + 1) * rb)]), "\(t) row \(r)")
+                    for b in 0..<(cols / 32) {
+                        for c in 0..<4 {
+                            for k in 0..<4 {
+                                let packed = p[(r / 8) * gb + b * (hb + 128) + hb + 32 * c + 4 * (r % 8) + k]
+                                XCTAssertEqual(packed, wb[r * rb + b * bsz + (bsz - 16) + 4 * c + k])
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // refused: 7 rows, a type without an interleaved layout, a short stride
+        var out = [UInt8](repeating: 0, count: 4096)
+        let w = [UInt8](repeating: 0, count: 4096)
+        w.withUnsafeBytes { wp in
+            out.withUnsafeMutableBytes { o in
+                XCTAssertEqual(
+                    ck_qmatmul_x8_pack(CK_RT_Q4_0, wp.baseAddress, 7, 32, 18, o.baseAddress), CK_ERR_ARGUMENT)
+                XCTAssertEqual(
+                    ck_qmatmul_x8_pack(CK_RT_Q8_0, wp.baseAddress, 8, 32, 34, o.baseAddress), CK_ERR_ARGUMENT)
+                XCTAssertEqual(
+                    ck_qmatmul_x8_pack(CK_RT_Q4_1, wp.baseAddress, 8, 32, 19, o.baseAddress), CK_ERR_ARGUMENT)
+                XCTAssertEqual(
+                    ck_qmatmul_x8_pack(CK_RT_Q4_1, wp.baseAddress, 8, 48, 20, o.baseAddress), CK_ERR_ARGUMENT)
+            }
+        }
+    }
+
+    /// Every level computes the same floats as the scalar reference, bit for bit (the header fixes
+    /// the arithmetic), and the result is the int8-activation dot of the plain rows: against the
+    /// double sum over the dequantized weights and activations, (nb + 8) u times the magnitudes,
+    /// as for the plain kernels (the integer block dots are exact; the scale product, the two
+    /// running sums and the final add round).
+    func testEveryLevelBitExactAndAgainstDouble() throws {
+        var rng = SeededRandom(seed: 41)
+        for t in [RowType.q4_0, .q4_1] {
+            let ct = ck_rtype(rawValue: UInt32(t.rawValue))
+            for (rows, n, nq) in [(8, 32, 1), (16, 96, 2), (24, 576, 3), (8, 4096, 5), (40, 160, 1)] {
+                let nb = n / 32
+                let wb = try quantize(t, rng.uniform(rows * n), rows: rows, cols: n)
+                let wd = try dequantize(t, wb, rows: rows, cols: n)
+                let p = pack(t, wb, rows: rows, cols: n)
+                let x = rng.uniform(nq * n, -2, 2)
+                var a = [ck_block_q8a](repeating: ck_block_q8a(), count: nq * nb)
+                x.withUnsafeBufferPointer { xp in
+                    a.withUnsafeMutableBufferPointer {
+                        table(.scalar).quantize_q8a(xp.baseAddress!, nq * n, $0.baseAddress!)
+                    }
+                }
+                func run(_ isa: ISA) -> [Float] {
+                    var y = [Float](repeating: .nan, count: nq * rows)
+                    p.withUnsafeBytes { pp in
+                        a.withUnsafeBufferPointer { ap in
+                            y.withUnsafeMutableBufferPointer { yp in
+                                table(isa).dot_x8_q8a(
+                                    ct, pp.baseAddress!, rows / 8, n, ap.baseAddress!, nq, yp.baseAddress!, rows)
+                            }
+                        }
+                    }
+                    return y
+                }
+                let ref = run(.scalar)
+                for isa in allLevels {
+                    XCTAssertEqual(
+                        run(isa).map(\.bitPattern), ref.map(\.bitPattern), "\(isa) \(t) \(rows)x\(n) nq \(nq)")
+                }
+                for q in 0..<nq {
+                    for r in 0..<rows {
+                        var exact = 0.0
+                        var mag = 0.0
+                        for j in 0..<n {
+                            let blk = a[q * nb + j / 32]
+                            let qa = withUnsafeBytes(of: blk.qs) { Int8(bitPattern: $0[j % 32]) }
+                            let av = Double(blk.d) * Double(qa)
+                            let (d, m) = blockParams(t, wb, block: r * nb + j / 32)
+                            exact += Double(wd[r * n + j]) * av
+                            mag += (abs(Double(wd[r * n + j])) + abs(m) + 8 * abs(d)) * abs(av)
+                        }
+                        XCTAssertLessThanOrEqual(
+                            abs(Double(ref[q * rows + r]) - exact), Double(nb + 8) * u32 * mag,
+                            "\(t) \(rows)x\(n) q=\(q) r=\(r)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// `interleaved()` through `linear` and `gemv`: a batch of tokens gives each token's
+    /// single-token result bit for bit, two threads give one thread's, and the plain layout's
+    /// result agrees within both kernels' bounds (2 (nb + 8) u times the magnitudes).
+    func testLinearOnInterleavedRows() throws {
+        var rng = SeededRandom(seed: 42)
+        let (rows, cols, tokens) = (264, 256, 5)
+        let nb = cols / 32
+        let w = rng.uniform(rows * cols)
+        let x = rng.uniform(tokens * cols, -2, 2)
+        for t in [RowType.q4_0, .q4_1] {
+            let plain = try QuantizedMatrix(quantizing: w, rows: rows, cols: cols, type: t, kernels: kernels(.scalar))
+            let packed = plain.interleaved()
+            XCTAssertTrue(packed.isInterleaved)
+            XCTAssertFalse(plain.isInterleaved)
+            XCTAssertEqual(packed.bytes, plain.bytes) // the original rows are kept for lookups
+            let wd = plain.dequantized(kernels: try kernels(.scalar))
+            for isa in allLevels {
+                let one = try kernels(isa, threads: 1)
+                let two = try kernels(isa, threads: 2)
+                func linear(_ k: Kernels, _ m: QuantizedMatrix, _ xs: [Float], _ n: Int) throws -> [Float] {
+                    var y = [Float](repeating: .nan, count: n * rows)
+                    try xs.withUnsafeBufferPointer { xp in
+                        try y.withUnsafeMutableBufferPointer {
+                            try k.linear(m, x: xp, tokens: n, into: $0, numerics: .int8)
+                        }
+                    }
+                    return y
+                }
+                let batch = try linear(one, packed, x, tokens)
+                XCTAssertEqual(try linear(two, packed, x, tokens), batch, "\(isa) threads")
+                let base = try linear(one, plain, x, tokens)
+                for q in 0..<tokens {
+                    let xq = Array(x[(q * cols)..<((q + 1) * cols)])
+                    XCTAssertEqual(try linear(one, packed, xq, 1), Array(batch[(q * rows)..<((q + 1) * rows)]))
+                    var g = [Float](repeating: .nan, count: rows)
+                    try xq.withUnsafeBufferPointer { xp in
+                        try g.withUnsafeMutableBufferPointer { try two.gemv(packed, x: xp, into: $0, numerics: .int8) }
+                    }
+                    XCTAssertEqual(g, Array(batch[(q * rows)..<((q + 1) * rows)]), "\(isa) gemv")
+                    let av = try one.int8Activations(xq)
+                    for r in 0..<rows {
+                        var mag = 0.0
+                        for j in 0..<cols {
+                            let (d, m) = blockParams(t, plain.bytes, block: r * nb + j / 32)
+                            mag += (abs(Double(wd[r * cols + j])) + abs(m) + 8 * abs(d)) * abs(Double(av[j]))
+                        }
+                        XCTAssertLessThanOrEqual(
+                            abs(Double(batch[q * rows + r]) - Double(base[q * rows + r])),
+                            2 * Double(nb + 8) * u32 * mag, "\(isa) \(t) token \(q) row \(r)")
+                    }
+                }
+            }
+        }
+        // left as they are: other types, and row counts that are not a multiple of 8
+        let q8 = try QuantizedMatrix(quantizing: w, rows: rows, cols: cols, type: .q8_0, kernels: kernels(.scalar))
+        XCTAssertFalse(q8.interleaved().isInterleaved)
+        let odd = try QuantizedMatrix(
+            quantizing: Array(w[0..<(12 * cols)]), rows: 12, cols: cols, type: .q4_0, kernels: kernels(.scalar))
+        XCTAssertFalse(odd.interleaved().isInterleaved)
+    }
+}

@@ -92,7 +92,30 @@ typedef struct ck_qmatmul_kernels {
     /** out[q*n + j] += sum_r p[q*ldp + r] * row_r[j]: weighted sum of rows (attention's P V). */
     void (*wsum_rows)(ck_rtype t, const void *restrict w, size_t rows, size_t n, size_t stride, const float *restrict p,
                       size_t ldp, size_t nq, float *restrict out);
+    /** int8-activation products of interleaved 4-bit rows (see ck_qmatmul_x8_pack): `groups`
+     *  groups of 8 rows packed back to back from `w`; y[q*ldy + 8*g + i] = row 8g+i . a_q for
+     *  q < nq (a is nq x (n/32) blocks). t is CK_RT_Q4_0 or CK_RT_Q4_1. Every level computes
+     *  exactly the same floats: per row and block, acc = fma(isum, d_w * d_a, acc) and
+     *  corr = fma(m_w, dsum_a, corr) (Q4_0: fma(d_w, -8 dsum_a, corr)); y = acc + corr. */
+    void (*dot_x8_q8a)(ck_rtype t, const void *restrict w, size_t groups, size_t n, const ck_block_q8a *restrict a,
+                       size_t nq, float *restrict y, size_t ldy);
 } ck_qmatmul_kernels;
+
+/** Interleaved 4-bit rows ("x8"), the decode layout of Q4_0/Q4_1 weights (built at load; the
+ *  bytes are a permutation of 8 rows' blocks, same total size). Rows come in groups of 8; group
+ *  block b (all 8 rows' block b) is
+ *    Q4_0: fp16 d[8];            uint8 qs[128]
+ *    Q4_1: fp16 d[8]; fp16 m[8]; uint8 qs[128]
+ *  where qs[32c + 4i + k] = byte 4c + k of row i's block (c < 4, k < 4): one 32-byte load holds
+ *  four consecutive nibble bytes of each of the 8 rows, so a SIMD lane is a row and its low
+ *  nibbles meet activations 4c..4c+3, its high nibbles 16+4c..16+4c+3. */
+size_t ck_qmatmul_x8_group_bytes(ck_rtype t, size_t n);
+/** Packs `rows` (a multiple of 8) rows of type t (Q4_0/Q4_1), row r at (char*)w + r*stride,
+ *  into rows/8 groups at `out` (rows/8 * ck_qmatmul_x8_group_bytes bytes). */
+ck_status ck_qmatmul_x8_pack(ck_rtype t, const void *restrict w, size_t rows, size_t n, size_t stride,
+                             void *restrict out);
+/** Row r of a packed matrix back in the plain block layout (row_bytes(t, n) bytes at `out`). */
+ck_status ck_qmatmul_x8_unpack_row(ck_rtype t, const void *restrict packed, size_t n, size_t r, void *restrict out);
 
 const ck_qmatmul_kernels *ck_qmatmul_kernels_for(ck_isa level);
 

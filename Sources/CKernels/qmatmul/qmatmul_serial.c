@@ -322,9 +322,93 @@ void ck_qmatmul_wsum_rows_serial(ck_rtype t, const void *restrict w, size_t rows
     }
 }
 
+/* ---- interleaved 4-bit rows (layout in ck_qmatmul.h) ---- */
+
+static size_t x8_header(ck_rtype t) {
+    return t == CK_RT_Q4_1 ? 32 : 16; /* fp16 d[8] (and m[8]) */
+}
+
+static size_t x8_block_bytes(ck_rtype t) {
+    return x8_header(t) + 128;
+}
+
+size_t ck_qmatmul_x8_group_bytes(ck_rtype t, size_t n) {
+    if ((t != CK_RT_Q4_0 && t != CK_RT_Q4_1) || n == 0 || n % CK_QK) return 0;
+    return n / CK_QK * x8_block_bytes(t);
+}
+
+ck_status ck_qmatmul_x8_pack(ck_rtype t, const void *restrict w, size_t rows, size_t n, size_t stride,
+                             void *restrict out) {
+    size_t gb = ck_qmatmul_x8_group_bytes(t, n);
+    if (gb == 0 || rows % 8 || stride < ck_qmatmul_row_bytes(t, n)) return CK_ERR_ARGUMENT;
+    const size_t nb = n / CK_QK, bb = x8_block_bytes(t), hb = x8_header(t);
+    const size_t src = t == CK_RT_Q4_1 ? sizeof(ck_block_q4_1) : sizeof(ck_block_q4_0);
+    const size_t qoff = src - CK_QK / 2; /* nibbles follow d (and m) */
+    for (size_t g = 0; g < rows / 8; g++)
+        for (size_t b = 0; b < nb; b++) {
+            uint8_t *dst = (uint8_t *)out + g * gb + b * bb;
+            for (size_t i = 0; i < 8; i++) {
+                const uint8_t *blk = (const uint8_t *)w + (8 * g + i) * stride + b * src;
+                memcpy(dst + 2 * i, blk, 2);                               /* d */
+                if (t == CK_RT_Q4_1) memcpy(dst + 16 + 2 * i, blk + 2, 2); /* m */
+                for (size_t c = 0; c < 4; c++) memcpy(dst + hb + 32 * c + 4 * i, blk + qoff + 4 * c, 4);
+            }
+        }
+    return CK_OK;
+}
+
+ck_status ck_qmatmul_x8_unpack_row(ck_rtype t, const void *restrict packed, size_t n, size_t r, void *restrict out) {
+    size_t gb = ck_qmatmul_x8_group_bytes(t, n);
+    if (gb == 0) return CK_ERR_ARGUMENT;
+    const size_t nb = n / CK_QK, bb = x8_block_bytes(t), hb = x8_header(t), i = r % 8;
+    const size_t src = t == CK_RT_Q4_1 ? sizeof(ck_block_q4_1) : sizeof(ck_block_q4_0), qoff = src - CK_QK / 2;
+    for (size_t b = 0; b < nb; b++) {
+        const uint8_t *blk = (const uint8_t *)packed + r / 8 * gb + b * bb;
+        uint8_t *dst = (uint8_t *)out + b * src;
+        memcpy(dst, blk + 2 * i, 2);
+        if (t == CK_RT_Q4_1) memcpy(dst + 2, blk + 16 + 2 * i, 2);
+        for (size_t c = 0; c < 4; c++) memcpy(dst + qoff + 4 * c, blk + hb + 32 * c + 4 * i, 4);
+    }
+    return CK_OK;
+}
+
+void ck_qmatmul_dot_x8_q8a_serial(ck_rtype t, const void *restrict w, size_t groups, size_t n,
+                                  const ck_block_q8a *restrict a, size_t nq, float *restrict y, size_t ldy) {
+    const size_t nb = n / CK_QK, bb = x8_block_bytes(t), hb = x8_header(t), gb = nb * bb;
+    for (size_t g = 0; g < groups; g++)
+        for (size_t q = 0; q < nq; q++) {
+            const ck_block_q8a *aq = a + q * nb;
+            float acc[8] = {0}, corr[8] = {0};
+            for (size_t b = 0; b < nb; b++) {
+                const uint8_t *blk = (const uint8_t *)w + g * gb + b * bb;
+                for (size_t i = 0; i < 8; i++) {
+                    uint16_t hd, hm;
+                    memcpy(&hd, blk + 2 * i, 2);
+                    float dw = ck_fp16_to_fp32(hd);
+                    int32_t is = 0;
+                    for (size_t c = 0; c < 4; c++)
+                        for (size_t k = 0; k < 4; k++) {
+                            uint8_t x = blk[hb + 32 * c + 4 * i + k];
+                            is +=
+                                (int32_t)(x & 15) * aq[b].qs[4 * c + k] + (int32_t)(x >> 4) * aq[b].qs[16 + 4 * c + k];
+                        }
+                    acc[i] = fmaf((float)is, dw * aq[b].d, acc[i]);
+                    if (t == CK_RT_Q4_1) {
+                        memcpy(&hm, blk + 16 + 2 * i, 2);
+                        corr[i] = fmaf(ck_fp16_to_fp32(hm), aq[b].dsum, corr[i]);
+                    } else {
+                        corr[i] = fmaf(dw, -8.0f * aq[b].dsum, corr[i]);
+                    }
+                }
+            }
+            for (size_t i = 0; i < 8; i++) y[q * ldy + 8 * g + i] = acc[i] + corr[i];
+        }
+}
+
 const ck_qmatmul_kernels ck_qmatmul_serial = {
     ck_qmatmul_quantize_serial,     ck_qmatmul_dequantize_serial,   ck_qmatmul_quantize_q8a_serial,
     ck_qmatmul_dot_rows_f32_serial, ck_qmatmul_dot_rows_q8a_serial, ck_qmatmul_wsum_rows_serial,
+    ck_qmatmul_dot_x8_q8a_serial,
 };
 
 CK_DEFINE_KERNELS_FOR(qmatmul)

@@ -86,6 +86,20 @@ public enum SelfCheck {
         let x = rng.uniform(cols)
         var worstExact = 0.0
         var worstInt8 = 0.0
+        var worstX8 = 0.0
+        for t in [RowType.q4_0, .q4_1] { // interleaved rows: every level computes the reference's floats
+            let m = try QuantizedMatrix(
+                quantizing: Array(w[0..<(64 * cols)]), rows: 64, cols: cols, type: t, kernels: ref
+            )
+            .interleaved()
+            var a = [Float](repeating: 0, count: 64)
+            var b = a
+            try x.withUnsafeBufferPointer { xp in
+                try a.withUnsafeMutableBufferPointer { try ref.gemv(m, x: xp, into: $0, numerics: .int8) }
+                try b.withUnsafeMutableBufferPointer { try k.gemv(m, x: xp, into: $0, numerics: .int8) }
+            }
+            worstX8 = max(worstX8, maxRelDiff(a, b))
+        }
         for t in RowType.allCases where t.isQuantized {
             let m = try QuantizedMatrix(quantizing: w, rows: rows, cols: cols, type: t, kernels: ref)
             for numerics in [Numerics.exact, .int8] {
@@ -107,6 +121,7 @@ public enum SelfCheck {
         return [
             Outcome(family: "qmatmul gemv (exact f32)", isa: k.isa, maxError: worstExact, tolerance: tol),
             Outcome(family: "qmatmul gemv (int8)", isa: k.isa, maxError: worstInt8, tolerance: tol),
+            Outcome(family: "qmatmul gemv x8 (int8)", isa: k.isa, maxError: worstX8, tolerance: 0),
         ]
     }
 

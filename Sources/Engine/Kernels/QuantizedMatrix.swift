@@ -70,6 +70,9 @@ public struct QuantizedMatrix: Sendable {
     /// Values per row.
     public let cols: Int
     let storage: MatrixStorage
+    /// The same rows interleaved in groups of 8 (`ck_qmatmul_x8_pack`), the layout the `.int8`
+    /// products of Q4_0/Q4_1 weights read fastest; nil unless built by `interleaved()`.
+    var packed: MatrixStorage?
 
     /// Raw row bytes, `rows * type.rowBytes(cols)` (a copy when the matrix is used in place from
     /// a mapped file; kernels read `withUnsafeBytes` instead).
@@ -132,6 +135,32 @@ public struct QuantizedMatrix: Sendable {
         storage = MatrixStorage(out)
     }
 
+    /// Whether the rows are also held in the interleaved decode layout (see `interleaved()`).
+    public var isInterleaved: Bool { packed != nil }
+
+    /// This matrix with its rows also held interleaved in groups of 8 (one SIMD lane per row,
+    /// the layout llama.cpp's CPU repacking also uses), which the `.int8` products of Q4_0 and
+    /// Q4_1 weights read at close to the memory bandwidth. The copy is held in RAM (as many bytes
+    /// as the matrix); row lookups and `.exact` products keep reading the original rows. Other
+    /// types and row counts that are not a multiple of 8 are returned unchanged. Results are
+    /// the same for every batch size and thread count, and differ from the plain layout's only
+    /// in the order of float additions.
+    public func interleaved() -> QuantizedMatrix {
+        guard type == .q4_0 || type == .q4_1, rows % 8 == 0, packed == nil else { return self }
+        let gb = ck_qmatmul_x8_group_bytes(type.c, cols)
+        guard gb > 0 else { return self }
+        var out = [UInt8](repeating: 0, count: rows / 8 * gb)
+        let st = withUnsafeBytes { b in
+            out.withUnsafeMutableBytes { o in
+                ck_qmatmul_x8_pack(type.c, b.baseAddress, rows, cols, rowStride, o.baseAddress)
+            }
+        }
+        guard st == CK_OK else { return self }
+        var m = self
+        m.packed = MatrixStorage(out)
+        return m
+    }
+
     /// The matrix as f32 values (row-major).
     public func dequantized(kernels: Kernels) -> [Float] {
         var out = [Float](repeating: 0, count: rows * cols)
@@ -168,7 +197,9 @@ extension Kernels {
         let parts = rows * cols >= 1 << 18 ? max(1, min(threads, rows / 64)) : 1 // see linear()
         w.withUnsafeBytes { wb in
             let base = wb.baseAddress!
-            if useInt8 {
+            if useInt8, let packed = w.packed {
+                interleavedProduct(w, packed, x: x.baseAddress!, tokens: 1, y: y.baseAddress!)
+            } else if useInt8 {
                 ThreadScratch.with(slot: 0, bytes: cols / 32 * MemoryLayout<ck_block_q8a>.stride) { raw in
                     let a = raw.assumingMemoryBound(to: ck_block_q8a.self)
                     t.quantize_q8a!(x.baseAddress!, cols, a)
@@ -250,7 +281,9 @@ extension Kernels {
             // Hand-off to the spinning pool costs about a microsecond, a libdispatch wake-up tens:
             // split products of at least 256k multiply-adds (a 576x576 decode GEMV is ~20 us).
             let parts = tokens * rows * cols >= 1 << 18 ? max(1, min(threads, rows / 64)) : 1
-            if numerics == .int8 && w.type.isQuantized {
+            if numerics == .int8, let packed = w.packed {
+                interleavedProduct(w, packed, x: x.baseAddress!, tokens: tokens, y: y.baseAddress!)
+            } else if numerics == .int8 && w.type.isQuantized {
                 let nb = cols / 32
                 ThreadScratch.with(slot: 0, bytes: tokens * nb * MemoryLayout<ck_block_q8a>.stride) { raw in
                     let a = raw.assumingMemoryBound(to: ck_block_q8a.self)
@@ -268,6 +301,31 @@ extension Kernels {
                     t.dot_rows_f32!(
                         w.type.c, base + r.lowerBound * stride, r.count, cols, stride, x.baseAddress!, tokens,
                         y.baseAddress! + r.lowerBound, rows)
+                }
+            }
+        }
+    }
+
+    /// Y = X W^T with int8 activations on the interleaved rows of `w` (tokens x rows, row-major);
+    /// groups of 8 rows are split across `threads`.
+    private func interleavedProduct(
+        _ w: QuantizedMatrix, _ packed: MatrixStorage, x: UnsafePointer<Float>, tokens: Int,
+        y: UnsafeMutablePointer<Float>
+    ) {
+        let (rows, cols) = (w.rows, w.cols)
+        let groups = rows / 8
+        let gb = ck_qmatmul_x8_group_bytes(w.type.c, cols)
+        let t = qmatmulTable.pointee
+        let parts = tokens * rows * cols >= 1 << 18 ? max(1, min(threads, groups / 8)) : 1 // see linear()
+        ThreadScratch.with(slot: 0, bytes: tokens * (cols / 32) * MemoryLayout<ck_block_q8a>.stride) { raw in
+            let a = raw.assumingMemoryBound(to: ck_block_q8a.self)
+            t.quantize_q8a!(x, tokens * cols, a)
+            packed.withUnsafeBytes { pb in
+                Threads.parallelFor(parts, threads: parts) { p in
+                    let r = Threads.range(groups, parts: parts, index: p)
+                    t.dot_x8_q8a!(
+                        w.type.c, pb.baseAddress! + r.lowerBound * gb, r.count, cols, a, tokens,
+                        y + 8 * r.lowerBound, rows)
                 }
             }
         }

@@ -155,7 +155,8 @@ public final class LlamaModel: @unchecked Sendable {
             if format == .f32 && m.type != .f32 {
                 return try QuantizedMatrix(f32: m.dequantized(kernels: kernels), rows: rows, cols: cols)
             }
-            return m
+            // 4-bit weights meet int8 activations in the interleaved layout (a copy in RAM)
+            return activations == .int8 ? m.interleaved() : m
         }
         func vec(_ name: String, _ n: Int) throws -> [Float] {
             let m = try f.matrix(name)
