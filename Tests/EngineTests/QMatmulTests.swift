@@ -358,11 +358,57 @@ final class InterleavedRowsTests: XCTestCase {
         }
     }
 
+    /// Half-block activation quantization: identical bytes at every level, codes within half a
+    /// step of x / d, dsum as the header defines it.
+    func testHalfBlockActivationsEveryLevel() throws {
+        var rng = SeededRandom(seed: 43)
+        let n = 4096
+        var x = rng.uniform(n, -3, 3)
+        for i in stride(from: 0, to: n, by: 97) { x[i] *= 40 } // outliers in some halves
+        for i in 64..<80 { x[i] = 0 } // an all-zero half
+        let ref = q8h(.scalar, x)
+        for isa in allLevels {
+            let got = q8h(isa, x)
+            for b in 0..<(n / 32) {
+                XCTAssertEqual(got[b].d.0, ref[b].d.0)
+                XCTAssertEqual(got[b].d.1, ref[b].d.1)
+                XCTAssertEqual(got[b].dsum, ref[b].dsum)
+                XCTAssertEqual(codes(got[b]), codes(ref[b]), "\(isa) block \(b)")
+            }
+        }
+        for b in 0..<(n / 32) {
+            let c = codes(ref[b])
+            let d = [ref[b].d.0, ref[b].d.1]
+            for j in 0..<32 {
+                let v = Double(x[b * 32 + j])
+                XCTAssertLessThanOrEqual(abs(Double(d[j / 16]) * Double(c[j]) - v), Double(d[j / 16]) / 2 * (1 + 1e-5))
+            }
+            let s0 = c[0..<16].reduce(0, +)
+            let s1 = c[16..<32].reduce(0, +)
+            XCTAssertEqual(ref[b].dsum, d[0] * Float(s0) + d[1] * Float(s1))
+        }
+        XCTAssertEqual(ref[2].d.0, 0)
+        XCTAssertEqual(codes(ref[2])[0..<16].filter { $0 != 0 }.count, 0)
+    }
+
+    private func q8h(_ isa: ISA, _ x: [Float]) -> [ck_block_q8h] {
+        var a = [ck_block_q8h](repeating: ck_block_q8h(), count: x.count / 32)
+        x.withUnsafeBufferPointer { xp in
+            a.withUnsafeMutableBufferPointer { table(isa).quantize_q8h(xp.baseAddress!, x.count, $0.baseAddress!) }
+        }
+        return a
+    }
+
+    private func codes(_ b: ck_block_q8h) -> [Int] {
+        withUnsafeBytes(of: b.qs) { $0.map { Int(Int8(bitPattern: $0)) } }
+    }
+
     /// Every level computes the same floats as the scalar reference, bit for bit (the header fixes
-    /// the arithmetic), and the result is the int8-activation dot of the plain rows: against the
-    /// double sum over the dequantized weights and activations, (nb + 8) u times the magnitudes,
-    /// as for the plain kernels (the integer block dots are exact; the scale product, the two
-    /// running sums and the final add round).
+    /// the arithmetic), and the result is the dot of the plain rows with the half-block
+    /// activations: against the double sum over the dequantized weights and activations,
+    /// (nb + 8) u times the magnitudes, as for the plain kernels (the integer dots are exact; the
+    /// scale products, the two running sums and the final add round); against the f32
+    /// activations, the activation rounding, at most |w| d_a / 2 per value, on top.
     func testEveryLevelBitExactAndAgainstDouble() throws {
         var rng = SeededRandom(seed: 41)
         for t in [RowType.q4_0, .q4_1] {
@@ -373,18 +419,13 @@ final class InterleavedRowsTests: XCTestCase {
                 let wd = try dequantize(t, wb, rows: rows, cols: n)
                 let p = pack(t, wb, rows: rows, cols: n)
                 let x = rng.uniform(nq * n, -2, 2)
-                var a = [ck_block_q8a](repeating: ck_block_q8a(), count: nq * nb)
-                x.withUnsafeBufferPointer { xp in
-                    a.withUnsafeMutableBufferPointer {
-                        table(.scalar).quantize_q8a(xp.baseAddress!, nq * n, $0.baseAddress!)
-                    }
-                }
+                let a = q8h(.scalar, x)
                 func run(_ isa: ISA) -> [Float] {
                     var y = [Float](repeating: .nan, count: nq * rows)
                     p.withUnsafeBytes { pp in
                         a.withUnsafeBufferPointer { ap in
                             y.withUnsafeMutableBufferPointer { yp in
-                                table(isa).dot_x8_q8a(
+                                table(isa).dot_x8_q8h(
                                     ct, pp.baseAddress!, rows / 8, n, ap.baseAddress!, nq, yp.baseAddress!, rows)
                             }
                         }
@@ -400,17 +441,22 @@ final class InterleavedRowsTests: XCTestCase {
                     for r in 0..<rows {
                         var exact = 0.0
                         var mag = 0.0
+                        var exactF32 = 0.0
+                        var absW = 0.0
                         for j in 0..<n {
                             let blk = a[q * nb + j / 32]
-                            let qa = withUnsafeBytes(of: blk.qs) { Int8(bitPattern: $0[j % 32]) }
-                            let av = Double(blk.d) * Double(qa)
+                            let da = Double(j % 32 < 16 ? blk.d.0 : blk.d.1)
+                            let av = da * Double(codes(blk)[j % 32])
                             let (d, m) = blockParams(t, wb, block: r * nb + j / 32)
                             exact += Double(wd[r * n + j]) * av
                             mag += (abs(Double(wd[r * n + j])) + abs(m) + 8 * abs(d)) * abs(av)
+                            exactF32 += Double(wd[r * n + j]) * Double(x[q * n + j])
+                            absW += abs(Double(wd[r * n + j])) * da / 2
                         }
-                        XCTAssertLessThanOrEqual(
-                            abs(Double(ref[q * rows + r]) - exact), Double(nb + 8) * u32 * mag,
-                            "\(t) \(rows)x\(n) q=\(q) r=\(r)")
+                        let tol = Double(nb + 8) * u32 * mag
+                        let got = Double(ref[q * rows + r])
+                        XCTAssertLessThanOrEqual(abs(got - exact), tol, "\(t) \(rows)x\(n) q=\(q) r=\(r)")
+                        XCTAssertLessThanOrEqual(abs(got - exactF32), absW + tol, "\(t) vs f32")
                     }
                 }
             }
@@ -418,8 +464,9 @@ final class InterleavedRowsTests: XCTestCase {
     }
 
     /// `interleaved()` through `linear` and `gemv`: a batch of tokens gives each token's
-    /// single-token result bit for bit, two threads give one thread's, and the plain layout's
-    /// result agrees within both kernels' bounds (2 (nb + 8) u times the magnitudes).
+    /// single-token result bit for bit, two threads give one thread's, every level the scalar
+    /// level's, and the f32-activation product agrees within the activation rounding (half a
+    /// step of each half block times |w|) plus (nb + 8) u times the magnitudes.
     func testLinearOnInterleavedRows() throws {
         var rng = SeededRandom(seed: 42)
         let (rows, cols, tokens) = (264, 256, 5)
@@ -433,40 +480,47 @@ final class InterleavedRowsTests: XCTestCase {
             XCTAssertFalse(plain.isInterleaved)
             XCTAssertEqual(packed.bytes, plain.bytes) // the original rows are kept for lookups
             let wd = plain.dequantized(kernels: try kernels(.scalar))
+            func linear(_ k: Kernels, _ m: QuantizedMatrix, _ xs: [Float], _ n: Int, _ num: Numerics) throws -> [Float]
+            {
+                var y = [Float](repeating: .nan, count: n * rows)
+                try xs.withUnsafeBufferPointer { xp in
+                    try y.withUnsafeMutableBufferPointer { try k.linear(m, x: xp, tokens: n, into: $0, numerics: num) }
+                }
+                return y
+            }
+            let scalar = try linear(try kernels(.scalar), packed, x, tokens, .int8)
+            let f32 = try linear(try kernels(.scalar), plain, x, tokens, .exact)
             for isa in allLevels {
                 let one = try kernels(isa, threads: 1)
                 let two = try kernels(isa, threads: 2)
-                func linear(_ k: Kernels, _ m: QuantizedMatrix, _ xs: [Float], _ n: Int) throws -> [Float] {
-                    var y = [Float](repeating: .nan, count: n * rows)
-                    try xs.withUnsafeBufferPointer { xp in
-                        try y.withUnsafeMutableBufferPointer {
-                            try k.linear(m, x: xp, tokens: n, into: $0, numerics: .int8)
-                        }
-                    }
-                    return y
-                }
-                let batch = try linear(one, packed, x, tokens)
-                XCTAssertEqual(try linear(two, packed, x, tokens), batch, "\(isa) threads")
-                let base = try linear(one, plain, x, tokens)
+                let batch = try linear(one, packed, x, tokens, .int8)
+                XCTAssertEqual(batch, scalar, "\(isa) against the scalar level")
+                XCTAssertEqual(try linear(two, packed, x, tokens, .int8), batch, "\(isa) threads")
                 for q in 0..<tokens {
                     let xq = Array(x[(q * cols)..<((q + 1) * cols)])
-                    XCTAssertEqual(try linear(one, packed, xq, 1), Array(batch[(q * rows)..<((q + 1) * rows)]))
+                    XCTAssertEqual(try linear(one, packed, xq, 1, .int8), Array(batch[(q * rows)..<((q + 1) * rows)]))
                     var g = [Float](repeating: .nan, count: rows)
                     try xq.withUnsafeBufferPointer { xp in
                         try g.withUnsafeMutableBufferPointer { try two.gemv(packed, x: xp, into: $0, numerics: .int8) }
                     }
                     XCTAssertEqual(g, Array(batch[(q * rows)..<((q + 1) * rows)]), "\(isa) gemv")
-                    let av = try one.int8Activations(xq)
-                    for r in 0..<rows {
-                        var mag = 0.0
-                        for j in 0..<cols {
-                            let (d, m) = blockParams(t, plain.bytes, block: r * nb + j / 32)
-                            mag += (abs(Double(wd[r * cols + j])) + abs(m) + 8 * abs(d)) * abs(Double(av[j]))
-                        }
-                        XCTAssertLessThanOrEqual(
-                            abs(Double(batch[q * rows + r]) - Double(base[q * rows + r])),
-                            2 * Double(nb + 8) * u32 * mag, "\(isa) \(t) token \(q) row \(r)")
+                }
+            }
+            for q in 0..<tokens {
+                let a = q8h(.scalar, Array(x[(q * cols)..<((q + 1) * cols)]))
+                for r in 0..<rows {
+                    var mag = 0.0
+                    var absW = 0.0
+                    for j in 0..<cols {
+                        let blk = a[j / 32]
+                        let da = Double(j % 32 < 16 ? blk.d.0 : blk.d.1)
+                        let (d, m) = blockParams(t, plain.bytes, block: r * nb + j / 32)
+                        mag += (abs(Double(wd[r * cols + j])) + abs(m) + 8 * abs(d)) * abs(Double(x[q * cols + j]))
+                        absW += abs(Double(wd[r * cols + j])) * da / 2
                     }
+                    XCTAssertLessThanOrEqual(
+                        abs(Double(scalar[q * rows + r]) - Double(f32[q * rows + r])),
+                        absW + 2 * Double(nb + 8) * u32 * mag, "\(t) token \(q) row \(r)")
                 }
             }
         }

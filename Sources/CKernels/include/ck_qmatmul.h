@@ -54,11 +54,23 @@ typedef struct ck_block_q8a {
     int8_t qs[CK_QK];
 } ck_block_q8a;
 
+/** Activation block with a scale per half (16 values), read by the interleaved 4-bit kernels:
+ * x_j ~= d[j / 16] * q_j, q in [-127, 127]; dsum = d[0] * s0 + d[1] * s1 with s0, s1 the integer
+ * sums of the halves (each product rounded, then their sum). Half blocks keep one large
+ * activation from coarsening the step of 31 others: on SmolLM2 this halves the logit error of
+ * int8 activations (docs/benchmarks.md). */
+typedef struct ck_block_q8h {
+    float d[2];
+    float dsum;
+    int8_t qs[CK_QK];
+} ck_block_q8h;
+
 _Static_assert(sizeof(ck_block_q8_0) == 34, "Q8_0 block must be 34 bytes (GGUF)");
 _Static_assert(sizeof(ck_block_q4_0) == 18, "Q4_0 block must be 18 bytes (GGUF)");
 _Static_assert(sizeof(ck_block_q4_1) == 20, "Q4_1 block must be 20 bytes (GGUF)");
 _Static_assert(sizeof(ck_block_q2_1) == 12, "Q2_1 block must be 12 bytes");
 _Static_assert(sizeof(ck_block_q8a) == 40, "Q8A block must be 40 bytes");
+_Static_assert(sizeof(ck_block_q8h) == 44, "Q8H block must be 44 bytes");
 
 /** Row element types. */
 typedef enum ck_rtype {
@@ -92,12 +104,16 @@ typedef struct ck_qmatmul_kernels {
     /** out[q*n + j] += sum_r p[q*ldp + r] * row_r[j]: weighted sum of rows (attention's P V). */
     void (*wsum_rows)(ck_rtype t, const void *restrict w, size_t rows, size_t n, size_t stride, const float *restrict p,
                       size_t ldp, size_t nq, float *restrict out);
+    /** Quantizes n floats (n % 32 == 0) into n/32 half-scaled activation blocks (identical
+     *  bytes at every level: lrint of x * (127 / amax) per half, nearest even). */
+    void (*quantize_q8h)(const float *restrict x, size_t n, ck_block_q8h *restrict out);
     /** int8-activation products of interleaved 4-bit rows (see ck_qmatmul_x8_pack): `groups`
      *  groups of 8 rows packed back to back from `w`; y[q*ldy + 8*g + i] = row 8g+i . a_q for
      *  q < nq (a is nq x (n/32) blocks). t is CK_RT_Q4_0 or CK_RT_Q4_1. Every level computes
-     *  exactly the same floats: per row and block, acc = fma(isum, d_w * d_a, acc) and
+     *  exactly the same floats: per row and block, with i0 / i1 the integer dots of the halves,
+     *  acc = fma(i0, d_w * d_a[0], acc), acc = fma(i1, d_w * d_a[1], acc) and
      *  corr = fma(m_w, dsum_a, corr) (Q4_0: fma(d_w, -8 dsum_a, corr)); y = acc + corr. */
-    void (*dot_x8_q8a)(ck_rtype t, const void *restrict w, size_t groups, size_t n, const ck_block_q8a *restrict a,
+    void (*dot_x8_q8h)(ck_rtype t, const void *restrict w, size_t groups, size_t n, const ck_block_q8h *restrict a,
                        size_t nq, float *restrict y, size_t ldy);
 } ck_qmatmul_kernels;
 

@@ -188,6 +188,28 @@ void ck_qmatmul_quantize_q8a_serial(const float *restrict x, size_t n, ck_block_
     }
 }
 
+void ck_qmatmul_quantize_q8h_serial(const float *restrict x, size_t n, ck_block_q8h *restrict y) {
+    for (size_t b = 0; b < n / CK_QK; b++, x += CK_QK) {
+        float part[2];
+        for (int h = 0; h < 2; h++) {
+            const float *xh = x + 16 * h;
+            float amax = 0;
+            for (int j = 0; j < 16; j++) amax = fmaxf(amax, fabsf(xh[j]));
+            float d = amax / 127.0f, id = d > 0 ? 127.0f / amax : 0.0f;
+            int32_t sum = 0;
+            for (int j = 0; j < 16; j++) {
+                int q = (int)lrintf(xh[j] * id);
+                q = q > 127 ? 127 : q < -127 ? -127 : q;
+                y[b].qs[16 * h + j] = (int8_t)q;
+                sum += q;
+            }
+            y[b].d[h] = d;
+            part[h] = d * (float)sum; /* separate statements: no contraction into an fma */
+        }
+        y[b].dsum = part[0] + part[1];
+    }
+}
+
 /* ---- dot products: dequantize one block into floats, then dot. ---- */
 
 static inline void deq_block(ck_rtype t, const uint8_t *row, size_t b, float *out) {
@@ -372,12 +394,12 @@ ck_status ck_qmatmul_x8_unpack_row(ck_rtype t, const void *restrict packed, size
     return CK_OK;
 }
 
-void ck_qmatmul_dot_x8_q8a_serial(ck_rtype t, const void *restrict w, size_t groups, size_t n,
-                                  const ck_block_q8a *restrict a, size_t nq, float *restrict y, size_t ldy) {
+void ck_qmatmul_dot_x8_q8h_serial(ck_rtype t, const void *restrict w, size_t groups, size_t n,
+                                  const ck_block_q8h *restrict a, size_t nq, float *restrict y, size_t ldy) {
     const size_t nb = n / CK_QK, bb = x8_block_bytes(t), hb = x8_header(t), gb = nb * bb;
     for (size_t g = 0; g < groups; g++)
         for (size_t q = 0; q < nq; q++) {
-            const ck_block_q8a *aq = a + q * nb;
+            const ck_block_q8h *aq = a + q * nb;
             float acc[8] = {0}, corr[8] = {0};
             for (size_t b = 0; b < nb; b++) {
                 const uint8_t *blk = (const uint8_t *)w + g * gb + b * bb;
@@ -385,14 +407,15 @@ void ck_qmatmul_dot_x8_q8a_serial(ck_rtype t, const void *restrict w, size_t gro
                     uint16_t hd, hm;
                     memcpy(&hd, blk + 2 * i, 2);
                     float dw = ck_fp16_to_fp32(hd);
-                    int32_t is = 0;
+                    int32_t i0 = 0, i1 = 0; /* low nibbles: values 0-15, high nibbles: 16-31 */
                     for (size_t c = 0; c < 4; c++)
                         for (size_t k = 0; k < 4; k++) {
                             uint8_t x = blk[hb + 32 * c + 4 * i + k];
-                            is +=
-                                (int32_t)(x & 15) * aq[b].qs[4 * c + k] + (int32_t)(x >> 4) * aq[b].qs[16 + 4 * c + k];
+                            i0 += (int32_t)(x & 15) * aq[b].qs[4 * c + k];
+                            i1 += (int32_t)(x >> 4) * aq[b].qs[16 + 4 * c + k];
                         }
-                    acc[i] = fmaf((float)is, dw * aq[b].d, acc[i]);
+                    acc[i] = fmaf((float)i0, dw * aq[b].d[0], acc[i]);
+                    acc[i] = fmaf((float)i1, dw * aq[b].d[1], acc[i]);
                     if (t == CK_RT_Q4_1) {
                         memcpy(&hm, blk + 16 + 2 * i, 2);
                         corr[i] = fmaf(ck_fp16_to_fp32(hm), aq[b].dsum, corr[i]);
@@ -408,7 +431,7 @@ void ck_qmatmul_dot_x8_q8a_serial(ck_rtype t, const void *restrict w, size_t gro
 const ck_qmatmul_kernels ck_qmatmul_serial = {
     ck_qmatmul_quantize_serial,     ck_qmatmul_dequantize_serial,   ck_qmatmul_quantize_q8a_serial,
     ck_qmatmul_dot_rows_f32_serial, ck_qmatmul_dot_rows_q8a_serial, ck_qmatmul_wsum_rows_serial,
-    ck_qmatmul_dot_x8_q8a_serial,
+    ck_qmatmul_quantize_q8h_serial, ck_qmatmul_dot_x8_q8h_serial,
 };
 
 CK_DEFINE_KERNELS_FOR(qmatmul)

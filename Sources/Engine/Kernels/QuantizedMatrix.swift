@@ -27,8 +27,10 @@ public enum Numerics: Sendable, Equatable {
     /// f32 activations times weights dequantized in registers: equals dequantize-then-dot up to
     /// float rounding.
     case exact
-    /// Activations quantized once per 32-block to int8 (as llama.cpp does), integer dot products.
-    /// Faster; error bounded by the activation quantization step.
+    /// Activations quantized to int8 (as llama.cpp does), integer dot products. Faster; error
+    /// bounded by the activation quantization step. Plain rows take one scale per 32 values;
+    /// interleaved 4-bit rows (`QuantizedMatrix.interleaved()`, what `LlamaModel` uses) one per
+    /// 16, which halves the step where one large activation sits among small ones.
     case int8
 }
 
@@ -139,12 +141,12 @@ public struct QuantizedMatrix: Sendable {
     public var isInterleaved: Bool { packed != nil }
 
     /// This matrix with its rows also held interleaved in groups of 8 (one SIMD lane per row,
-    /// the layout llama.cpp's CPU repacking also uses), which the `.int8` products of Q4_0 and
-    /// Q4_1 weights read at close to the memory bandwidth. The copy is held in RAM (as many bytes
-    /// as the matrix); row lookups and `.exact` products keep reading the original rows. Other
-    /// types and row counts that are not a multiple of 8 are returned unchanged. Results are
-    /// the same for every batch size and thread count, and differ from the plain layout's only
-    /// in the order of float additions.
+    /// the idea of llama.cpp's CPU repacking), which the `.int8` products of Q4_0 and Q4_1
+    /// weights read at close to the memory bandwidth, with an activation scale per 16 values
+    /// (`ck_block_q8h`) instead of 32. The copy is held in RAM (as many bytes as the matrix); row
+    /// lookups and `.exact` products keep reading the original rows. Other types and row counts
+    /// that are not a multiple of 8 are returned unchanged. Results are the same for every batch
+    /// size, thread count and ISA level.
     public func interleaved() -> QuantizedMatrix {
         guard type == .q4_0 || type == .q4_1, rows % 8 == 0, packed == nil else { return self }
         let gb = ck_qmatmul_x8_group_bytes(type.c, cols)
@@ -317,13 +319,13 @@ extension Kernels {
         let gb = ck_qmatmul_x8_group_bytes(w.type.c, cols)
         let t = qmatmulTable.pointee
         let parts = tokens * rows * cols >= 1 << 18 ? max(1, min(threads, groups / 8)) : 1 // see linear()
-        ThreadScratch.with(slot: 0, bytes: tokens * (cols / 32) * MemoryLayout<ck_block_q8a>.stride) { raw in
-            let a = raw.assumingMemoryBound(to: ck_block_q8a.self)
-            t.quantize_q8a!(x, tokens * cols, a)
+        ThreadScratch.with(slot: 0, bytes: tokens * (cols / 32) * MemoryLayout<ck_block_q8h>.stride) { raw in
+            let a = raw.assumingMemoryBound(to: ck_block_q8h.self)
+            t.quantize_q8h!(x, tokens * cols, a)
             packed.withUnsafeBytes { pb in
                 Threads.parallelFor(parts, threads: parts) { p in
                     let r = Threads.range(groups, parts: parts, index: p)
-                    t.dot_x8_q8a!(
+                    t.dot_x8_q8h!(
                         w.type.c, pb.baseAddress! + r.lowerBound * gb, r.count, cols, a, tokens,
                         y + 8 * r.lowerBound, rows)
                 }
