@@ -29,7 +29,7 @@ public enum SelfCheck {
     }
 
     /// Number of kernel families compared per SIMD level.
-    public static let familyCount = 9
+    public static let familyCount = 10
 
     /// Runs all checks with a fixed seed.
     public static func run(seed: UInt64 = 42) throws -> [Outcome] {
