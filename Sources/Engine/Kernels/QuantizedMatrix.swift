@@ -333,6 +333,53 @@ extension Kernels {
         }
     }
 
+    /// Y_i = X W_i^T for matrices that read the same input (a layer's q/k/v, or gate/up): when
+    /// all are interleaved and `numerics` is `.int8`, X is quantized once and one parallel pass
+    /// covers the groups of all of them (one hand-off to the threads instead of one per
+    /// matrix); otherwise `linear` per matrix. Each output equals `linear`'s bit for bit.
+    func linearSharingInput(
+        _ ws: [QuantizedMatrix], x: UnsafeBufferPointer<Float>, tokens: Int,
+        into ys: [UnsafeMutableBufferPointer<Float>], numerics: Numerics
+    ) throws(EngineError) {
+        let cols = ws.first?.cols ?? 0
+        guard numerics == .int8, ws.allSatisfy({ $0.packed != nil && $0.cols == cols }), ws.count == ys.count
+        else {
+            for (w, y) in zip(ws, ys) { try linear(w, x: x, tokens: tokens, into: y, numerics: numerics) }
+            return
+        }
+        try require(tokens > 0, "linear needs at least one token")
+        try require(x.count == tokens * cols, "x has \(x.count) values, expected \(tokens) x \(cols)")
+        for (w, y) in zip(ws, ys) {
+            try require(y.count >= tokens * w.rows, "y holds \(y.count) values, expected \(tokens) x \(w.rows)")
+        }
+        let t = qmatmulTable.pointee
+        let groups = ws.map { $0.rows / 8 }
+        let total = groups.reduce(0, +)
+        let multiplyAdds = tokens * total * 8 * cols
+        let parts = multiplyAdds >= 1 << 18 ? max(1, min(threads, total / 8)) : 1 // see linear()
+        ThreadScratch.with(slot: 0, bytes: tokens * (cols / 32) * MemoryLayout<ck_block_q8h>.stride) { raw in
+            let a = raw.assumingMemoryBound(to: ck_block_q8h.self)
+            t.quantize_q8h!(x.baseAddress!, tokens * cols, a)
+            Threads.parallelFor(parts, threads: parts) { p in
+                let r = Threads.range(total, parts: parts, index: p)
+                var start = 0
+                for (i, w) in ws.enumerated() {
+                    let lo = max(r.lowerBound, start)
+                    let hi = min(r.upperBound, start + groups[i])
+                    if lo < hi {
+                        let gb = ck_qmatmul_x8_group_bytes(w.type.c, cols)
+                        w.packed!.withUnsafeBytes { pb in
+                            t.dot_x8_q8h!(
+                                w.type.c, pb.baseAddress! + (lo - start) * gb, hi - lo, cols, a, tokens,
+                                ys[i].baseAddress! + 8 * (lo - start), w.rows)
+                        }
+                    }
+                    start += groups[i]
+                }
+            }
+        }
+    }
+
     /// Row `index` of a matrix, dequantized into `out` (cols values).
     public func row(_ w: QuantizedMatrix, _ index: Int, into out: UnsafeMutableBufferPointer<Float>) throws(EngineError)
     {

@@ -422,9 +422,21 @@ public final class LlamaModel: @unchecked Sendable {
         let c = config
         let shape = try AttentionShape(heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim)
         try norm(x, L.attnNorm, into: &s.h)
-        try lin(L.wq, s.h, T, &s.q)
-        try lin(L.wk, s.h, T, &s.k)
-        try lin(L.wv, s.h, T, &s.v)
+        try s.q.withUnsafeMutableBufferPointer { q in
+            try s.k.withUnsafeMutableBufferPointer { k in
+                try s.v.withUnsafeMutableBufferPointer { v in
+                    try s.h.withUnsafeBufferPointer { h in
+                        try kernels.linearSharingInput(
+                            [L.wq, L.wk, L.wv], x: UnsafeBufferPointer(rebasing: h[0..<(T * c.dim)]), tokens: T,
+                            into: [
+                                UnsafeMutableBufferPointer(rebasing: q[0..<(T * L.wq.rows)]),
+                                UnsafeMutableBufferPointer(rebasing: k[0..<(T * L.wk.rows)]),
+                                UnsafeMutableBufferPointer(rebasing: v[0..<(T * L.wv.rows)]),
+                            ], numerics: numerics)
+                    }
+                }
+            }
+        }
         try rope.apply(&s.q, rows: T, heads: c.heads, kernels: kernels)
         try rope.apply(&s.k, rows: T, heads: c.kvHeads, kernels: kernels)
         let kv = c.kvHeads * c.headDim
@@ -454,8 +466,18 @@ public final class LlamaModel: @unchecked Sendable {
     func mlpBlock(_ L: Layer, _ x: inout [Float], tokens T: Int, _ s: inout Scratch) throws {
         let c = config
         try norm(x, L.ffnNorm, into: &s.h)
-        try lin(L.gate, s.h, T, &s.gate)
-        try lin(L.up, s.h, T, &s.up)
+        try s.gate.withUnsafeMutableBufferPointer { g in
+            try s.up.withUnsafeMutableBufferPointer { u in
+                try s.h.withUnsafeBufferPointer { h in
+                    try kernels.linearSharingInput(
+                        [L.gate, L.up], x: UnsafeBufferPointer(rebasing: h[0..<(T * c.dim)]), tokens: T,
+                        into: [
+                            UnsafeMutableBufferPointer(rebasing: g[0..<(T * L.gate.rows)]),
+                            UnsafeMutableBufferPointer(rebasing: u[0..<(T * L.up.rows)]),
+                        ], numerics: numerics)
+                }
+            }
+        }
         try s.gate.withUnsafeMutableBufferPointer { g in
             try s.up.withUnsafeBufferPointer {
                 try kernels.siluMul(UnsafeMutableBufferPointer(rebasing: g[0..<(T * c.hidden)]), $0)
