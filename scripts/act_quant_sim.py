@@ -26,44 +26,18 @@ MODEL_DIR = Path(os.environ.get("ENGINE_MODEL_DIR", Path.home() / ".cache/engine
 BLOCK = None
 
 
-def qa(x):
-    if BLOCK is None:
-        return x
-    T, n = x.shape
-    xb = x.reshape(T, n // BLOCK, BLOCK)
-    d = (np.abs(xb).max(axis=2, keepdims=True) / 127).astype(np.float32).astype(np.float64)
-    q = np.where(d > 0, np.round(xb / np.where(d > 0, d, 1)), 0)
-    return (q * d).reshape(T, n)
-
-
 class Rounded(R.Model):
-    def forward(self, ids):
-        T = len(ids)
-        x = self.t["token_embd.weight"][ids]
-        pos = np.arange(T, dtype=np.float64)
-        g = self.n_heads // self.n_kv
-        mask = np.triu(np.full((T, T), -np.inf), 1)
-        for l in range(self.n_layers):
-            p = f"blk.{l}."
-            h = qa(self.rmsnorm(x, self.t[p + "attn_norm.weight"]))
-            q = (h @ self.t[p + "attn_q.weight"].T).reshape(T, self.n_heads, self.hd)
-            k = (h @ self.t[p + "attn_k.weight"].T).reshape(T, self.n_kv, self.hd)
-            v = (h @ self.t[p + "attn_v.weight"].T).reshape(T, self.n_kv, self.hd)
-            q, k = self.rope(q, pos), self.rope(k, pos)
-            o = np.empty((T, self.n_heads, self.hd))
-            for hh in range(self.n_heads):
-                kv = hh // g
-                s = q[:, hh, :] @ k[:, kv, :].T / np.sqrt(self.hd) + mask
-                s = np.exp(s - s.max(axis=1, keepdims=True))
-                s /= s.sum(axis=1, keepdims=True)
-                o[:, hh, :] = s @ v[:, kv, :]
-            x = x + qa(o.reshape(T, self.dim)) @ self.t[p + "attn_output.weight"].T
-            h = qa(self.rmsnorm(x, self.t[p + "ffn_norm.weight"]))
-            gt = h @ self.t[p + "ffn_gate.weight"].T
-            up = h @ self.t[p + "ffn_up.weight"].T
-            x = x + qa(gt / (1 + np.exp(-gt)) * up) @ self.t[p + "ffn_down.weight"].T
-        x = self.rmsnorm(x, self.t["output_norm.weight"])
-        return x @ self.out.T
+    """The reference forward with every layer product's input rounded as int8 activations are:
+    per block of BLOCK values, d = max|x| / 127 rounded to f32, x -> round(x / d) d."""
+
+    def product_input(self, x):
+        if BLOCK is None:
+            return x
+        T, n = x.shape
+        xb = x.reshape(T, n // BLOCK, BLOCK)
+        d = (np.abs(xb).max(axis=2, keepdims=True) / 127).astype(np.float32).astype(np.float64)
+        q = np.where(d > 0, np.round(xb / np.where(d > 0, d, 1)), 0)
+        return (q * d).reshape(T, n)
 
 
 def main():

@@ -105,6 +105,11 @@ class Model:
         out[..., 1::2] = x0 * s + x1 * c
         return out
 
+    def product_input(self, x):
+        """The input of a layer's weight products as they see it (scripts/act_quant_sim.py
+        rounds it as int8 activations are); the reference takes it as it is."""
+        return x
+
     def forward(self, ids):
         T = len(ids)
         x = self.t["token_embd.weight"][ids]
@@ -113,7 +118,7 @@ class Model:
         mask = np.triu(np.full((T, T), -np.inf), 1)
         for l in range(self.n_layers):
             p = f"blk.{l}."
-            h = self.rmsnorm(x, self.t[p + "attn_norm.weight"])
+            h = self.product_input(self.rmsnorm(x, self.t[p + "attn_norm.weight"]))
             q = (h @ self.t[p + "attn_q.weight"].T).reshape(T, self.n_heads, self.hd)
             k = (h @ self.t[p + "attn_k.weight"].T).reshape(T, self.n_kv, self.hd)
             v = (h @ self.t[p + "attn_v.weight"].T).reshape(T, self.n_kv, self.hd)
@@ -125,11 +130,11 @@ class Model:
                 s = np.exp(s - s.max(axis=1, keepdims=True))
                 s /= s.sum(axis=1, keepdims=True)
                 o[:, hh, :] = s @ v[:, kv, :]
-            x = x + o.reshape(T, self.dim) @ self.t[p + "attn_output.weight"].T
-            h = self.rmsnorm(x, self.t[p + "ffn_norm.weight"])
+            x = x + self.product_input(o.reshape(T, self.dim)) @ self.t[p + "attn_output.weight"].T
+            h = self.product_input(self.rmsnorm(x, self.t[p + "ffn_norm.weight"]))
             gt = h @ self.t[p + "ffn_gate.weight"].T
             up = h @ self.t[p + "ffn_up.weight"].T
-            x = x + (gt / (1 + np.exp(-gt)) * up) @ self.t[p + "ffn_down.weight"].T
+            x = x + self.product_input(gt / (1 + np.exp(-gt)) * up) @ self.t[p + "ffn_down.weight"].T
         x = self.rmsnorm(x, self.t["output_norm.weight"])
         return x @ self.out.T
 

@@ -32,6 +32,34 @@ private func blockParams(_ t: RowType, _ bytes: [UInt8], block: Int) -> (d: Doub
     }
 }
 
+/// An int8-activation row dot `got` against double sums over the dequantized row r of `wd` and
+/// the activations as quantized (`act(j)`: value j and its block's scale): within (nb + 8) u times
+/// the magnitudes involved (the integer block dots are exact; the float part rounds the scale
+/// products, the block sums and the running sums), and against the f32 activations
+/// `x[xOffset...]` within the activation rounding, at most |w| d_a / 2 per value, on top.
+private func checkInt8RowDot(
+    _ got: Float, _ t: RowType, wb: [UInt8], wd: [Float], row r: Int, n: Int, x: [Float], xOffset: Int,
+    _ message: String, file: StaticString = #filePath, line: UInt = #line, act: (Int) -> (Double, Double)
+) {
+    let nb = n / 32
+    var exact = 0.0
+    var mag = 0.0
+    var exactF32 = 0.0
+    var absW = 0.0
+    for j in 0..<n {
+        let (av, da) = act(j)
+        let w = Double(wd[r * n + j])
+        let (d, m) = blockParams(t, wb, block: r * nb + j / 32)
+        exact += w * av
+        mag += (abs(w) + abs(m) + 8 * abs(d)) * abs(av)
+        exactF32 += w * Double(x[xOffset + j])
+        absW += abs(w) * da / 2
+    }
+    let tol = Double(nb + 8) * u32 * mag
+    XCTAssertLessThanOrEqual(abs(Double(got) - exact), tol, message, file: file, line: line)
+    XCTAssertLessThanOrEqual(abs(Double(got) - exactF32), absW + tol, message + " vs f32", file: file, line: line)
+}
+
 final class QMatmulTests: XCTestCase {
     let dims = [32, 96, 160, 4128] // block counts 1, 3, 5, 129
     let denseDims = [1, 7, 16, 37, 64, 101, 128, 4099] // tails, and the full-vector fast paths
@@ -158,27 +186,14 @@ final class QMatmulTests: XCTestCase {
                     }
                     for q in 0..<nq {
                         for r in 0..<rows {
-                            var exact = 0.0
-                            var mag = 0.0
-                            var exactF32 = 0.0
-                            var absW = 0.0
-                            for j in 0..<n {
+                            checkInt8RowDot(
+                                y[q * rows + r], t, wb: wb, wd: wd, row: r, n: n, x: x, xOffset: q * n,
+                                "\(isa) \(t) n=\(n) q=\(q) r=\(r)"
+                            ) { j in
                                 let blk = a[q * nb + j / 32]
                                 let qa = withUnsafeBytes(of: blk.qs) { Int8(bitPattern: $0[j % 32]) }
-                                let av = Double(blk.d) * Double(qa)
-                                let (d, m) = blockParams(t, wb, block: r * nb + j / 32)
-                                exact += Double(wd[r * n + j]) * av
-                                mag += (abs(Double(wd[r * n + j])) + abs(m) + 8 * abs(d)) * abs(av)
-                                exactF32 += Double(wd[r * n + j]) * Double(x[q * n + j])
-                                absW += abs(Double(wd[r * n + j])) * Double(blk.d) / 2
+                                return (Double(blk.d) * Double(qa), Double(blk.d))
                             }
-                            // Integer block dots are exact; the float part rounds the scale product, the
-                            // block sum and the running sum: (nb + 8) u times the magnitudes involved.
-                            let tol = Double(nb + 8) * u32 * mag
-                            let got = Double(y[q * rows + r])
-                            XCTAssertLessThanOrEqual(abs(got - exact), tol, "\(isa) \(t) n=\(n) q=\(q) r=\(r)")
-                            // Against f32 activations the error is the activation rounding, <= |w| d_a / 2.
-                            XCTAssertLessThanOrEqual(abs(got - exactF32), absW + tol, "\(isa) \(t) vs f32")
                         }
                     }
                 }
@@ -439,24 +454,14 @@ final class InterleavedRowsTests: XCTestCase {
                 }
                 for q in 0..<nq {
                     for r in 0..<rows {
-                        var exact = 0.0
-                        var mag = 0.0
-                        var exactF32 = 0.0
-                        var absW = 0.0
-                        for j in 0..<n {
+                        checkInt8RowDot(
+                            ref[q * rows + r], t, wb: wb, wd: wd, row: r, n: n, x: x, xOffset: q * n,
+                            "\(t) \(rows)x\(n) q=\(q) r=\(r)"
+                        ) { j in
                             let blk = a[q * nb + j / 32]
                             let da = Double(j % 32 < 16 ? blk.d.0 : blk.d.1)
-                            let av = da * Double(codes(blk)[j % 32])
-                            let (d, m) = blockParams(t, wb, block: r * nb + j / 32)
-                            exact += Double(wd[r * n + j]) * av
-                            mag += (abs(Double(wd[r * n + j])) + abs(m) + 8 * abs(d)) * abs(av)
-                            exactF32 += Double(wd[r * n + j]) * Double(x[q * n + j])
-                            absW += abs(Double(wd[r * n + j])) * da / 2
+                            return (da * Double(codes(blk)[j % 32]), da)
                         }
-                        let tol = Double(nb + 8) * u32 * mag
-                        let got = Double(ref[q * rows + r])
-                        XCTAssertLessThanOrEqual(abs(got - exact), tol, "\(t) \(rows)x\(n) q=\(q) r=\(r)")
-                        XCTAssertLessThanOrEqual(abs(got - exactF32), absW + tol, "\(t) vs f32")
                     }
                 }
             }

@@ -3,13 +3,6 @@
 #include "ck_simd.h"
 #if CK_X86
 
-CK_TARGET_AVX2 static inline float hmax256(__m256 v) {
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    return _mm_cvtss_f32(m);
-}
-
 CK_TARGET_AVX2 float ck_attention_row_max_avx2(const ck_attention_params *p, const float *s, size_t len) {
     bool soft = p->score == CK_SCORE_SOFTMAX;
     __m256 m = _mm256_set1_ps(soft ? -INFINITY : 0.0f);
@@ -19,7 +12,7 @@ CK_TARGET_AVX2 float ck_attention_row_max_avx2(const ck_attention_params *p, con
         __m256 x = _mm256_loadu_ps(s + i);
         m = _mm256_max_ps(m, soft ? x : _mm256_and_ps(x, absmask));
     }
-    float r = hmax256(m);
+    float r = ck_hmax256(m);
     for (; i < len; i++) r = fmaxf(r, soft ? s[i] : fabsf(s[i]));
     return r;
 }
@@ -78,7 +71,7 @@ CK_TARGET_AVX2 static inline float kivi_query256(size_t d, const float *qj, cons
         mx = _mm256_max_ps(mx, _mm256_and_ps(y, absmask));
         bacc = _mm256_fmadd_ps(x, mn, bacc);
     }
-    *amax = hmax256(mx);
+    *amax = ck_hmax256(mx);
     return ck_hsum256(bacc);
 }
 

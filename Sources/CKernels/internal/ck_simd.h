@@ -1,4 +1,4 @@
-/* SIMD helpers shared by the kernel bodies (internal): horizontal sums, vectorised exp. */
+/* SIMD helpers shared by the kernel bodies (internal): horizontal sums and maxima, vectorised exp. */
 #ifndef CK_SIMD_H
 #define CK_SIMD_H
 #include "ck_internal.h"
@@ -11,6 +11,22 @@ CK_TARGET_AVX2 static inline float ck_hsum256(__m256 v) {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
+}
+
+/* Largest of the 8 lanes (exact whatever the order). */
+CK_TARGET_AVX2 static inline float ck_hmax256(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+/* Sum of the 8 int32 lanes (exact: callers' sums fit in int32). */
+CK_TARGET_AVX2 static inline int32_t ck_hsum256i(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_hadd_epi32(s, s);
+    s = _mm_hadd_epi32(s, s);
+    return _mm_cvtsi128_si32(s);
 }
 
 /* exp(x), Cephes-style: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial, scale by 2^n.

@@ -199,8 +199,8 @@ extension Kernels {
         let parts = rows * cols >= 1 << 18 ? max(1, min(threads, rows / 64)) : 1 // see linear()
         w.withUnsafeBytes { wb in
             let base = wb.baseAddress!
-            if useInt8, let packed = w.packed {
-                interleavedProduct(w, packed, x: x.baseAddress!, tokens: 1, y: y.baseAddress!)
+            if useInt8 && w.packed != nil {
+                interleavedProducts([w], x: x.baseAddress!, tokens: 1, into: [y.baseAddress!])
             } else if useInt8 {
                 ThreadScratch.with(slot: 0, bytes: cols / 32 * MemoryLayout<ck_block_q8a>.stride) { raw in
                     let a = raw.assumingMemoryBound(to: ck_block_q8a.self)
@@ -283,8 +283,8 @@ extension Kernels {
             // Hand-off to the spinning pool costs about a microsecond, a libdispatch wake-up tens:
             // split products of at least 256k multiply-adds (a 576x576 decode GEMV is ~20 us).
             let parts = tokens * rows * cols >= 1 << 18 ? max(1, min(threads, rows / 64)) : 1
-            if numerics == .int8, let packed = w.packed {
-                interleavedProduct(w, packed, x: x.baseAddress!, tokens: tokens, y: y.baseAddress!)
+            if numerics == .int8 && w.packed != nil {
+                interleavedProducts([w], x: x.baseAddress!, tokens: tokens, into: [y.baseAddress!])
             } else if numerics == .int8 && w.type.isQuantized {
                 let nb = cols / 32
                 ThreadScratch.with(slot: 0, bytes: tokens * nb * MemoryLayout<ck_block_q8a>.stride) { raw in
@@ -303,31 +303,6 @@ extension Kernels {
                     t.dot_rows_f32!(
                         w.type.c, base + r.lowerBound * stride, r.count, cols, stride, x.baseAddress!, tokens,
                         y.baseAddress! + r.lowerBound, rows)
-                }
-            }
-        }
-    }
-
-    /// Y = X W^T with int8 activations on the interleaved rows of `w` (tokens x rows, row-major);
-    /// groups of 8 rows are split across `threads`.
-    private func interleavedProduct(
-        _ w: QuantizedMatrix, _ packed: MatrixStorage, x: UnsafePointer<Float>, tokens: Int,
-        y: UnsafeMutablePointer<Float>
-    ) {
-        let (rows, cols) = (w.rows, w.cols)
-        let groups = rows / 8
-        let gb = ck_qmatmul_x8_group_bytes(w.type.c, cols)
-        let t = qmatmulTable.pointee
-        let parts = tokens * rows * cols >= 1 << 18 ? max(1, min(threads, groups / 8)) : 1 // see linear()
-        ThreadScratch.with(slot: 0, bytes: tokens * (cols / 32) * MemoryLayout<ck_block_q8h>.stride) { raw in
-            let a = raw.assumingMemoryBound(to: ck_block_q8h.self)
-            t.quantize_q8h!(x, tokens * cols, a)
-            packed.withUnsafeBytes { pb in
-                Threads.parallelFor(parts, threads: parts) { p in
-                    let r = Threads.range(groups, parts: parts, index: p)
-                    t.dot_x8_q8h!(
-                        w.type.c, pb.baseAddress! + r.lowerBound * gb, r.count, cols, a, tokens,
-                        y + 8 * r.lowerBound, rows)
                 }
             }
         }
@@ -352,29 +327,38 @@ extension Kernels {
         for (w, y) in zip(ws, ys) {
             try require(y.count >= tokens * w.rows, "y holds \(y.count) values, expected \(tokens) x \(w.rows)")
         }
+        interleavedProducts(ws, x: x.baseAddress!, tokens: tokens, into: ys.map { $0.baseAddress! })
+    }
+
+    /// Y_i = X W_i^T (tokens x rows_i, row-major) with int8 activations on the interleaved rows of
+    /// each W_i (all with `packed`, the same cols; sizes checked by the caller): X quantized once,
+    /// the groups of 8 rows of all the matrices split across `threads` in one parallel pass.
+    private func interleavedProducts(
+        _ ws: [QuantizedMatrix], x: UnsafePointer<Float>, tokens: Int, into ys: [UnsafeMutablePointer<Float>]
+    ) {
+        let cols = ws[0].cols
         let t = qmatmulTable.pointee
-        let groups = ws.map { $0.rows / 8 }
-        let total = groups.reduce(0, +)
+        let total = ws.reduce(0) { $0 + $1.rows / 8 }
         let multiplyAdds = tokens * total * 8 * cols
         let parts = multiplyAdds >= 1 << 18 ? max(1, min(threads, total / 8)) : 1 // see linear()
         ThreadScratch.with(slot: 0, bytes: tokens * (cols / 32) * MemoryLayout<ck_block_q8h>.stride) { raw in
             let a = raw.assumingMemoryBound(to: ck_block_q8h.self)
-            t.quantize_q8h!(x.baseAddress!, tokens * cols, a)
+            t.quantize_q8h!(x, tokens * cols, a)
             Threads.parallelFor(parts, threads: parts) { p in
                 let r = Threads.range(total, parts: parts, index: p)
                 var start = 0
                 for (i, w) in ws.enumerated() {
                     let lo = max(r.lowerBound, start)
-                    let hi = min(r.upperBound, start + groups[i])
+                    let hi = min(r.upperBound, start + w.rows / 8)
                     if lo < hi {
                         let gb = ck_qmatmul_x8_group_bytes(w.type.c, cols)
                         w.packed!.withUnsafeBytes { pb in
                             t.dot_x8_q8h!(
                                 w.type.c, pb.baseAddress! + (lo - start) * gb, hi - lo, cols, a, tokens,
-                                ys[i].baseAddress! + 8 * (lo - start), w.rows)
+                                ys[i] + 8 * (lo - start), w.rows)
                         }
                     }
-                    start += groups[i]
+                    start += w.rows / 8
                 }
             }
         }
