@@ -6,7 +6,11 @@ import Synchronization
 
 /// Persistent worker threads that spin briefly between jobs, so that splitting a ~50 µs GEMV
 /// over two cores does not cost a libdispatch wake-up (tens of µs) each time. Workers that stay
-/// idle for ~100 µs park on a semaphore and cost nothing. Internal: `Threads.parallelFor` uses it.
+/// idle for 200,000 polls (0.15-0.3 ms) park on a semaphore and cost nothing. The budget covers
+/// the serial stretches of a decode step (attention, norms, sampling): at 20,000 polls (~15 µs)
+/// the worker parked inside them and SmolLM2's 2-thread decode spent 8% of its samples in futex
+/// wake-ups and 15% with the caller waiting at the join (1% and 4% at 200,000); decode ran
+/// 130-150 tokens/s (medians of 8-10 runs) against 162-165. Internal: `Threads.parallelFor` uses it.
 final class SpinPool: @unchecked Sendable {
     let workers: Int
     private let generation = Atomic<Int>(0)
@@ -22,6 +26,7 @@ final class SpinPool: @unchecked Sendable {
     private var body: ((Int) -> Void)? = nil
 
     static let shared = SpinPool(workers: max(0, Threads.cores - 1))
+    private static let pollsBeforeParking = 200_000
 
     init(workers: Int) {
         self.workers = workers
@@ -39,7 +44,7 @@ final class SpinPool: @unchecked Sendable {
             var spins = 0
             while generation.load(ordering: .acquiring) == seen {
                 spins += 1
-                if spins < 20_000 { continue }
+                if spins < SpinPool.pollsBeforeParking { continue }
                 parked[w].sleeping.store(true, ordering: .sequentiallyConsistent)
                 if generation.load(ordering: .sequentiallyConsistent) != seen {
                     parked[w].sleeping.store(false, ordering: .relaxed)

@@ -196,7 +196,7 @@ extension Kernels {
         let rows = w.rows
         let cols = w.cols
         let stride = w.rowStride
-        let parts = rows * cols >= 1 << 18 ? max(1, min(threads, rows / 64)) : 1 // see linear()
+        let parts = productParts(multiplyAdds: rows * cols, units: rows / 64)
         w.withUnsafeBytes { wb in
             let base = wb.baseAddress!
             if useInt8 && w.packed != nil {
@@ -205,7 +205,7 @@ extension Kernels {
                 ThreadScratch.with(slot: 0, bytes: cols / 32 * MemoryLayout<ck_block_q8a>.stride) { raw in
                     let a = raw.assumingMemoryBound(to: ck_block_q8a.self)
                     t.quantize_q8a!(x.baseAddress!, cols, a)
-                    Threads.parallelFor(parts, threads: parts) { p in
+                    Threads.parallelFor(parts, threads: threads) { p in
                         let r = Threads.range(rows, parts: parts, index: p)
                         t.dot_rows_q8a!(
                             w.type.c, base + r.lowerBound * stride, r.count, cols, stride, a, 1,
@@ -213,7 +213,7 @@ extension Kernels {
                     }
                 }
             } else {
-                Threads.parallelFor(parts, threads: parts) { p in
+                Threads.parallelFor(parts, threads: threads) { p in
                     let r = Threads.range(rows, parts: parts, index: p)
                     t.dot_rows_f32!(
                         w.type.c, base + r.lowerBound * stride, r.count, cols, stride, x.baseAddress!, 1,
@@ -280,9 +280,7 @@ extension Kernels {
                     base.assumingMemoryBound(to: Float.self), cols, 0, y.baseAddress, rows)
                 return
             }
-            // Hand-off to the spinning pool costs about a microsecond, a libdispatch wake-up tens:
-            // split products of at least 256k multiply-adds (a 576x576 decode GEMV is ~20 us).
-            let parts = tokens * rows * cols >= 1 << 18 ? max(1, min(threads, rows / 64)) : 1
+            let parts = productParts(multiplyAdds: tokens * rows * cols, units: rows / 64)
             if numerics == .int8 && w.packed != nil {
                 interleavedProducts([w], x: x.baseAddress!, tokens: tokens, into: [y.baseAddress!])
             } else if numerics == .int8 && w.type.isQuantized {
@@ -290,7 +288,7 @@ extension Kernels {
                 ThreadScratch.with(slot: 0, bytes: tokens * nb * MemoryLayout<ck_block_q8a>.stride) { raw in
                     let a = raw.assumingMemoryBound(to: ck_block_q8a.self)
                     t.quantize_q8a!(x.baseAddress!, tokens * cols, a)
-                    Threads.parallelFor(parts, threads: parts) { p in
+                    Threads.parallelFor(parts, threads: threads) { p in
                         let r = Threads.range(rows, parts: parts, index: p)
                         t.dot_rows_q8a!(
                             w.type.c, base + r.lowerBound * stride, r.count, cols, stride, a, tokens,
@@ -298,7 +296,7 @@ extension Kernels {
                     }
                 }
             } else {
-                Threads.parallelFor(parts, threads: parts) { p in
+                Threads.parallelFor(parts, threads: threads) { p in
                     let r = Threads.range(rows, parts: parts, index: p)
                     t.dot_rows_f32!(
                         w.type.c, base + r.lowerBound * stride, r.count, cols, stride, x.baseAddress!, tokens,
@@ -330,6 +328,16 @@ extension Kernels {
         interleavedProducts(ws, x: x.baseAddress!, tokens: tokens, into: ys.map { $0.baseAddress! })
     }
 
+    /// How many parts a product of `multiplyAdds` is split into, each at least one of `units`
+    /// (64 rows). One below 256k multiply-adds: a hand-off to the spinning pool costs about a
+    /// microsecond, a libdispatch wake-up tens, and a 576x576 decode GEMV is ~20 us. Above it,
+    /// four parts per thread, taken by whichever thread is free: a thread that starts late or
+    /// shares its core finishes fewer instead of holding the others at the join.
+    private func productParts(multiplyAdds: Int, units: Int) -> Int {
+        guard threads > 1, multiplyAdds >= 1 << 18 else { return 1 }
+        return max(1, min(4 * threads, units))
+    }
+
     /// Y_i = X W_i^T (tokens x rows_i, row-major) with int8 activations on the interleaved rows of
     /// each W_i (all with `packed`, the same cols; sizes checked by the caller): X quantized once,
     /// the groups of 8 rows of all the matrices split across `threads` in one parallel pass.
@@ -340,11 +348,11 @@ extension Kernels {
         let t = qmatmulTable.pointee
         let total = ws.reduce(0) { $0 + $1.rows / 8 }
         let multiplyAdds = tokens * total * 8 * cols
-        let parts = multiplyAdds >= 1 << 18 ? max(1, min(threads, total / 8)) : 1 // see linear()
+        let parts = productParts(multiplyAdds: multiplyAdds, units: total / 8)
         ThreadScratch.with(slot: 0, bytes: tokens * (cols / 32) * MemoryLayout<ck_block_q8h>.stride) { raw in
             let a = raw.assumingMemoryBound(to: ck_block_q8h.self)
             t.quantize_q8h!(x, tokens * cols, a)
-            Threads.parallelFor(parts, threads: parts) { p in
+            Threads.parallelFor(parts, threads: threads) { p in
                 let r = Threads.range(total, parts: parts, index: p)
                 var start = 0
                 for (i, w) in ws.enumerated() {
