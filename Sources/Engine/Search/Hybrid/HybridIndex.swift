@@ -212,7 +212,12 @@ public final class HybridIndex: @unchecked Sendable {
         // lists in file order; empty ones are skipped
         let order = probed.sorted { lists[$0].offset < lists[$1].offset }.filter { lists[$0].count > 0 }
         let reader = makeReader(postings, ring: ring)
-        try reader.prepare(order.map { FileExtent(offset: Int(lists[$0].offset), length: Int(lists[$0].bytes)) })
+        try reader.prepare(
+            order.map {
+                FileExtent(
+                    offset: Int(lists[$0].offset), length: Int(lists[$0].bytes),
+                    readBefore: ck_atomic_flag_get(verified, $0) != 0)
+            })
         var dist = [Float]()
         let approximate = scanner.approximate
         let filter = p.filter
@@ -325,7 +330,10 @@ public final class HybridIndex: @unchecked Sendable {
             }
             return row
         }
-        try reader.prepare(candRows.map { FileExtent(offset: $0 * rb, length: rb) })
+        try reader.prepare(
+            candRows.map {
+                FileExtent(offset: $0 * rb, length: rb, readBefore: ck_atomic_bit_get(rowsVerified!, $0) != 0)
+            })
         var d: Float = 0
         for (ci, c) in cands.enumerated() {
             let r = try reader.bytes(ci)
