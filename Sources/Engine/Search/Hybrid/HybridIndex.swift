@@ -208,7 +208,6 @@ public final class HybridIndex: @unchecked Sendable {
         defer { if let ring { rings.put(ring) } }
         var scanner = try makeScanner(q)
         var approx = TopK(k: scanner.approximate ? max(limit, min(p.rerank, count)) : 1)
-        var approxRow: [UInt64: UInt32] = [:]
         // lists in file order; empty ones are skipped
         let order = probed.sorted { lists[$0].offset < lists[$1].offset }.filter { lists[$0].count > 0 }
         let reader = makeReader(postings, ring: ring)
@@ -238,9 +237,8 @@ public final class HybridIndex: @unchecked Sendable {
                         let id = list.id(j)
                         if let filter, !filter(id) { continue }
                         if !tombstones.isEmpty && tombstones.contains(id) { continue }
-                        if approx.accepts(dd[j], id) && seen.insert(id) {
+                        if approx.accepts(dd[j], id) && seen.insert(id, value: list.row(j)) {
                             approx.push(dd[j], id)
-                            approxRow[id] = list.row(j)
                         }
                     }
                 } else {
@@ -259,7 +257,7 @@ public final class HybridIndex: @unchecked Sendable {
         }
         if approximate {
             try rerank(
-                approx.sorted(), approxRow, q, into: &top, cost: &cost, reader: makeReader(vectors!, ring: ring),
+                approx.sorted(), seen, q, into: &top, cost: &cost, reader: makeReader(vectors!, ring: ring),
                 policy: p.verify)
         }
         try searchInserted(q, heads: probed, live: live, filter: p.filter, top: &top, seen: &seen, cost: &cost)
@@ -319,12 +317,12 @@ public final class HybridIndex: @unchecked Sendable {
     /// Exact distances of code candidates from their full vectors in vectors.bin, each row's CRC
     /// checked as the policy asks (`.once`: the first time this process reads the row).
     func rerank(
-        _ cands: [SearchHit], _ rows: [UInt64: UInt32], _ q: [Float], into top: inout TopK, cost: inout SearchCost,
+        _ cands: [SearchHit], _ rows: IDSet, _ q: [Float], into top: inout TopK, cost: inout SearchCost,
         reader: any ExtentReader, policy: ChecksumPolicy
     ) throws {
         let rb = 4 * dim + 4
         let candRows = try cands.map { c -> Int in
-            let row = Int(rows[c.id]!)
+            let row = Int(rows.value(of: c.id)!)
             guard row < count else {
                 throw EngineError.invalidFile("\(postings.path): row \(row) out of range (corrupt list)")
             }
