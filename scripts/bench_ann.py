@@ -370,7 +370,7 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             for r in rows:
-                f.write(json.dumps(r) + "\n")
+                f.write(json.dumps(dict(r, raw_bytes=raw)) + "\n")
 
 
 if __name__ == "__main__":
