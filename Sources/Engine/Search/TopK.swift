@@ -98,7 +98,8 @@ struct IDSet {
         return true
     }
 
-    /// The value inserted with id, or nil if id is absent or came without one.
+    /// The value inserted with id, nil if id is absent or no id has carried a value yet (an id
+    /// inserted without one after that reads 0).
     func value(of id: UInt64) -> UInt32? {
         if values.isEmpty { return nil }
         if id == .max { return hasMax ? maxValue : nil }
