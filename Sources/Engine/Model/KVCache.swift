@@ -70,13 +70,22 @@ public final class DenseKVCache: KVCache, @unchecked Sendable {
         let hd = headDim
         try require(start >= 0 && start + count <= capacity, "positions \(start)..<\(start + count) exceed \(capacity)")
         try require(k.count >= count * kvHeads * hd && v.count >= count * kvHeads * hd, "too few key/value values")
-        for t in 0..<count {
-            for h in 0..<kvHeads {
-                let src = (t * kvHeads + h) * hd
-                let dst = (h * capacity + start + t) * hd
-                for c in 0..<hd {
-                    keys[layer][dst + c] = k[src + c]
-                    values[layer][dst + c] = v[src + c]
+        // Row copies through pointers: element-wise stores into the nested arrays paid Swift's
+        // exclusivity and uniqueness checks per value (~3% of a 1-thread SmolLM2 decode).
+        let (kvh, cap) = (kvHeads, capacity)
+        k.withUnsafeBufferPointer { ks in
+            v.withUnsafeBufferPointer { vs in
+                keys[layer].withUnsafeMutableBufferPointer { kd in
+                    values[layer].withUnsafeMutableBufferPointer { vd in
+                        for t in 0..<count {
+                            for h in 0..<kvh {
+                                let src = (t * kvh + h) * hd
+                                let dst = (h * cap + start + t) * hd
+                                (kd.baseAddress! + dst).update(from: ks.baseAddress! + src, count: hd)
+                                (vd.baseAddress! + dst).update(from: vs.baseAddress! + src, count: hd)
+                            }
+                        }
+                    }
                 }
             }
         }
