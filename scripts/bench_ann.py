@@ -132,34 +132,53 @@ def row(system, setting, threads, rec, qps, mean, p99, ram, disk, build):
             "p99_ms": p99, "ram_bytes": ram, "disk_bytes": disk, "build_s": build}
 
 
-def bench_faiss(base, queries, gt, metric, threads_list):
+def faiss_inputs(base, queries, metric):
+    """Vectors as faiss indexes them (unit length for cosine, searched by inner product), the
+    coarse quantizer, the metric and nlist = 4 sqrt(n)."""
     import faiss
     d = base.shape[1]
-    nlist = int(4 * np.sqrt(len(base)))
     b, q = base, queries
     if metric == "cos":
         b = base / np.linalg.norm(base, axis=1, keepdims=True)
         q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     quant = faiss.IndexFlatIP(d) if metric == "cos" else faiss.IndexFlatL2(d)
-    index = faiss.IndexIVFFlat(quant, d, nlist, faiss.METRIC_INNER_PRODUCT if metric == "cos" else faiss.METRIC_L2)
+    fm = faiss.METRIC_INNER_PRODUCT if metric == "cos" else faiss.METRIC_L2
+    return b, q, quant, fm, int(4 * np.sqrt(len(base)))
+
+
+def faiss_build(index, b):
+    """Trains and fills a faiss index; returns (build seconds, serialized bytes = RAM)."""
+    import faiss
     t = time.perf_counter()
     index.train(b)
     index.add(b)
     build = time.perf_counter() - t
-    ram = len(faiss.serialize_index(index))
+    return build, len(faiss.serialize_index(index))
+
+
+def faiss_rows(system, setting, index, q, gt, threads, ram, build):
+    """One setting of a faiss index: queries one by one from Python, then faiss's own batch
+    call (OpenMP over queries, no per-query Python overhead)."""
+    res, qps, mean, p99 = timed_queries(lambda x: index.search(x[None], 10)[1][0], q, threads)
+    t0 = time.perf_counter()
+    _, ids = index.search(q, 10)
+    wall = time.perf_counter() - t0
+    return [row(system, setting, threads, recall(res, gt), qps, mean, p99, ram, 0, build),
+            row(system + " (batch call)", setting, threads, recall(ids, gt), len(q) / wall, float("nan"), float("nan"), ram, 0,
+                build)]
+
+
+def bench_faiss(base, queries, gt, metric, threads_list):
+    import faiss
+    b, q, quant, fm, nlist = faiss_inputs(base, queries, metric)
+    index = faiss.IndexIVFFlat(quant, base.shape[1], nlist, fm)
+    build, ram = faiss_build(index, b)
     out = []
     for threads in threads_list:
         faiss.omp_set_num_threads(threads)
         for nprobe in [1, 2, 4, 8, 16, 32, 64]:
             index.nprobe = nprobe
-            res, qps, mean, p99 = timed_queries(lambda x: index.search(x[None], 10)[1][0], q, threads)
-            out.append(row("faiss IVF-Flat", f"nlist {nlist}, nprobe {nprobe}", threads, recall(res, gt), qps, mean, p99, ram, 0, build))
-            # faiss's own batch call (OpenMP over queries): no per-query Python overhead
-            t0 = time.perf_counter()
-            _, ids = index.search(q, 10)
-            wall = time.perf_counter() - t0
-            out.append(row("faiss IVF-Flat (batch call)", f"nlist {nlist}, nprobe {nprobe}", threads, recall(ids, gt), len(q) / wall,
-                           float("nan"), float("nan"), ram, 0, build))
+            out += faiss_rows("faiss IVF-Flat", f"nlist {nlist}, nprobe {nprobe}", index, q, gt, threads, ram, build)
     return out
 
 
@@ -169,23 +188,13 @@ def bench_faiss_fastscan(base, queries, gt, metric, threads_list, k_factors=(2, 
     them in RAM). M as Engine's pq4 default: d / 2, halved until <= 256."""
     import faiss
     d = base.shape[1]
-    nlist = int(4 * np.sqrt(len(base)))
     m = d // 2
     while m > 256:
         m //= 2
-    b, q = base, queries
-    if metric == "cos":
-        b = base / np.linalg.norm(base, axis=1, keepdims=True)
-        q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-    fm = faiss.METRIC_INNER_PRODUCT if metric == "cos" else faiss.METRIC_L2
-    quant = faiss.IndexFlatIP(d) if metric == "cos" else faiss.IndexFlatL2(d)
+    b, q, quant, fm, nlist = faiss_inputs(base, queries, metric)
     ivf = faiss.IndexIVFPQFastScan(quant, d, nlist, m, 4, fm)
     index = faiss.IndexRefineFlat(ivf)
-    t = time.perf_counter()
-    index.train(b)
-    index.add(b)
-    build = time.perf_counter() - t
-    ram = len(faiss.serialize_index(index))
+    build, ram = faiss_build(index, b)
     out = []
     for threads in threads_list:
         faiss.omp_set_num_threads(threads)
@@ -194,13 +203,7 @@ def bench_faiss_fastscan(base, queries, gt, metric, threads_list, k_factors=(2, 
             for nprobe in [1, 2, 4, 8, 16, 32, 64]:
                 ivf.nprobe = nprobe
                 setting = f"nlist {nlist}, M {m} x 4 bit, re-rank {kf * 10}, nprobe {nprobe}"
-                res, qps, mean, p99 = timed_queries(lambda x: index.search(x[None], 10)[1][0], q, threads)
-                out.append(row("faiss IVF-PQ fast-scan + refine", setting, threads, recall(res, gt), qps, mean, p99, ram, 0, build))
-                t0 = time.perf_counter()
-                _, ids = index.search(q, 10)
-                wall = time.perf_counter() - t0
-                out.append(row("faiss IVF-PQ fast-scan + refine (batch call)", setting, threads, recall(ids, gt), len(q) / wall,
-                               float("nan"), float("nan"), ram, 0, build))
+                out += faiss_rows("faiss IVF-PQ fast-scan + refine", setting, index, q, gt, threads, ram, build)
     return out
 
 

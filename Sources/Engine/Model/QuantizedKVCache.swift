@@ -231,13 +231,9 @@ public final class RowKVCache: KVCache, @unchecked Sendable {
             v.withUnsafeBufferPointer { vp in
                 keys[layer].withUnsafeMutableBytes { kc in
                     values[layer].withUnsafeMutableBytes { vc in
-                        for t in 0..<count {
-                            for h in 0..<kvHeads {
-                                let src = (t * kvHeads + h) * hd
-                                let dst = (h * cap + start + t) * rb
-                                quantize(c, kp.baseAddress! + src, hd, kc.baseAddress! + dst)
-                                quantize(c, vp.baseAddress! + src, hd, vc.baseAddress! + dst)
-                            }
+                        forEachAppendedRow(count: count, kvHeads: kvHeads, headDim: hd, rowsPerHead: cap, at: start) {
+                            quantize(c, kp.baseAddress! + $0, hd, kc.baseAddress! + $1 * rb)
+                            quantize(c, vp.baseAddress! + $0, hd, vc.baseAddress! + $1 * rb)
                         }
                     }
                 }
@@ -462,15 +458,19 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
             "positions \(start)..<\(start + count) exceed \(capacity)")
         try require(k.count >= count * kvHeads * hd && v.count >= count * kvHeads * hd, "too few key/value values")
         try reserveWindow(start + count)
-        let wc = windowCap
-        let ws = windowStart
-        for t in 0..<count {
-            for h in 0..<kvHeads {
-                let src = (t * kvHeads + h) * hd
-                let dst = (h * wc + start + t - ws) * hd
-                for c in 0..<hd {
-                    windowKeys[l][dst + c] = ck_f32_to_f16_bits(k[src + c])
-                    windowValues[l][dst + c] = ck_f32_to_f16_bits(v[src + c])
+        let (wc, ws) = (windowCap, windowStart)
+        k.withUnsafeBufferPointer { kp in
+            v.withUnsafeBufferPointer { vp in
+                windowKeys[l].withUnsafeMutableBufferPointer { kw in
+                    windowValues[l].withUnsafeMutableBufferPointer { vw in
+                        forEachAppendedRow(count: count, kvHeads: kvHeads, headDim: hd, rowsPerHead: wc, at: start - ws)
+                        {
+                            for c in 0..<hd {
+                                kw[$1 * hd + c] = ck_f32_to_f16_bits(kp[$0 + c])
+                                vw[$1 * hd + c] = ck_f32_to_f16_bits(vp[$0 + c])
+                            }
+                        }
+                    }
                 }
             }
         }
