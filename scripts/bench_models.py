@@ -9,6 +9,7 @@ Engine must be built in release first: swift build -c release.
 
 Usage: pip install llama-cpp-python sentence-transformers torch   # llama.cpp builds ~10 min
        python3 scripts/bench_models.py [--threads 1,2] [--rounds 3] [--prompt 128] [--engine BINARY]
+                                       [--models smollm2,minilm]
 """
 import argparse
 import json
@@ -85,13 +86,15 @@ def main():
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--decode", type=int, default=64)
     ap.add_argument("--engine", help="engine binary (default: .build/release/engine)")
+    ap.add_argument("--models", default="smollm2,minilm", help="which comparisons (comma-separated)")
     args = ap.parse_args()
     global ENGINE
     if args.engine:
         ENGINE = Path(args.engine)
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(), file=sys.stderr)
+    models = args.models.split(",")
     rows = []
-    for t in [int(x) for x in args.threads.split(",")]:
+    for t in [int(x) for x in args.threads.split(",")] if "smollm2" in models else []:
         e, l = {"prefill_tps": [], "decode_tps": []}, {"prefill_tps": [], "decode_tps": []}
         for _ in range(args.rounds):
             r = engine(t, args.prompt, args.decode, 3)
@@ -101,28 +104,40 @@ def main():
         for k in ("prefill_tps", "decode_tps"):
             em, lm = statistics.median(e[k]), statistics.median(l[k])
             rows.append((t, k.replace("_tps", ""), em, lm, em / lm))
-    print("| threads | phase | Engine tokens/s | llama.cpp tokens/s | Engine / llama.cpp |")
-    print("|---|---|---|---|---|")
+    if rows:
+        print("| threads | phase | Engine tokens/s | llama.cpp tokens/s | Engine / llama.cpp |")
+        print("|---|---|---|---|---|")
     for t, k, em, lm, r in rows:
         print(f"| {t} | {k} ({args.prompt if k == 'prefill' else args.decode} tokens) | {em:.1f} | {lm:.1f} | {r:.2f} |")
+    if "minilm" not in models:
+        return
     try:
         import sentence_transformers  # noqa: F401
     except ImportError:
         print("\n(sentence-transformers not installed: MiniLM comparison skipped)", file=sys.stderr)
         return
     print()
-    print("| threads | batch | Engine sentences/s | PyTorch sentences/s | Engine / PyTorch |")
-    print("|---|---|---|---|---|")
+    # ceiling: batch 32's multiply-adds at OpenBLAS sgemm 1024^3's rate on each thread (the
+    # machine's f32 product limit, measured by `engine bench models` in the same run)
+    print("| threads | batch | Engine sentences/s | PyTorch sentences/s | Engine / PyTorch | ceiling sentences/s "
+          "| ceiling / PyTorch |")
+    print("|---|---|---|---|---|---|---|")
     for t in [int(x) for x in args.threads.split(",")]:
-        e, p = {"batch1_sps": [], "batch32_sps": []}, {"batch1_sps": [], "batch32_sps": []}
+        e, p = {"batch1_sps": [], "batch32_sps": [], "batch32_ceiling_sps": []}, {"batch1_sps": [], "batch32_sps": []}
         for _ in range(args.rounds):
             r = next(r for r in engine_rows(t, 8, 1, 3) if r["model"] == "minilm")
-            for k in e: e[k].append(r[k])
+            for k in e: e[k].append(r.get(k, float("nan")))  # binaries before the ceiling field: nan
             r = torch_embed(t, 3)
             for k in p: p[k].append(r[k])
         for k, name in (("batch1_sps", "1"), ("batch32_sps", "32")):
             em, pm = statistics.median(e[k]), statistics.median(p[k])
-            print(f"| {t} | {name} | {em:.1f} | {pm:.1f} | {em / pm:.2f} |")
+            ceil = ""
+            if name == "32":
+                c = statistics.median(e["batch32_ceiling_sps"])
+                ceil = f"{c:.1f} | {c / pm:.2f}"
+            else:
+                ceil = " | "
+            print(f"| {t} | {name} | {em:.1f} | {pm:.1f} | {em / pm:.2f} | {ceil} |")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,29 @@ public enum KernelBenchmarks {
         public var met: Bool?
     }
 
+    /// OpenBLAS sgemm 1024^3 on one thread, GFLOP/s (median of `reps`): the f32 matrix-product
+    /// limit the model benchmarks compare with. Sets OpenBLAS's pool to one thread (callers
+    /// restore their own count).
+    public static func sgemmLimit(reps: Int = 5) -> Double {
+        ck_blas_set_threads(1)
+        let gm = 1024
+        var rng = SeededRandom(seed: 7)
+        let a = rng.uniform(gm * gm)
+        let bm = rng.uniform(gm * gm)
+        var c = [Float](repeating: 0, count: gm * gm)
+        let tg = a.withUnsafeBufferPointer { ap in
+            bm.withUnsafeBufferPointer { bp in
+                c.withUnsafeMutableBufferPointer { cp in
+                    median(reps: reps) {
+                        ck_blas_sgemm(
+                            false, false, gm, gm, gm, 1, ap.baseAddress, gm, bp.baseAddress, gm, 0, cp.baseAddress, gm)
+                    }
+                }
+            }
+        }
+        return 2 * Double(gm * gm * gm) / tg / 1e9
+    }
+
     /// Median wall time in seconds of `reps` runs after one warm-up.
     static func median(reps: Int, _ body: () -> Void) -> Double {
         body()
@@ -88,22 +111,8 @@ public enum KernelBenchmarks {
                 target: "", met: nil))
 
         progress("sgemm")
-        let gm = 1024
-        let a = rng.uniform(gm * gm)
-        let bm = rng.uniform(gm * gm)
-        var c = [Float](repeating: 0, count: gm * gm)
         ck_blas_set_threads(1)
-        let tg = a.withUnsafeBufferPointer { ap in
-            bm.withUnsafeBufferPointer { bp in
-                c.withUnsafeMutableBufferPointer { cp in
-                    median(reps: reps) {
-                        ck_blas_sgemm(
-                            false, false, gm, gm, gm, 1, ap.baseAddress, gm, bp.baseAddress, gm, 0, cp.baseAddress, gm)
-                    }
-                }
-            }
-        }
-        let sgemmPeak = 2 * Double(gm * gm * gm) / tg / 1e9
+        let sgemmPeak = sgemmLimit(reps: reps)
         rows.append(
             Row(
                 name: "OpenBLAS sgemm 1024^3, 1 thread (limit)", value: sgemmPeak, unit: "GFLOP/s", ratio: nil,

@@ -56,6 +56,53 @@ final class MiniLMTests: XCTestCase {
         print("MiniLM: worst cosine to the reference over \(n) sentences = \(worst)")
     }
 
+    /// The batch path on the same fixture: 32 sentences per forward (over 128 tokens, so the
+    /// products are OpenBLAS sgemm adding into bias- or residual-filled rows), on one thread and
+    /// on two (groups of whole sentences, one per thread). Each vector keeps the reference bound
+    /// (cosine >= 0.9999) and equals its one-by-one embedding within 1e-5 per component (unit
+    /// vectors; the summation order of sgemm differs from the row kernels').
+    func testBatchedEmbeddingsMatchReference() throws {
+        var r = ByteReader(Array(try Data(contentsOf: fixtureURL("minilm_embeddings.bin"))))
+        let n = r.u32()
+        let dim = r.u32()
+        var texts: [String] = []
+        var refs: [[Float]] = []
+        for _ in 0..<n {
+            texts.append(String(decoding: r.bytes(r.u32()), as: UTF8.self))
+            _ = (0..<r.u32()).map { _ in r.u32() }
+            refs.append(r.floats(dim))
+        }
+        let single = try model()
+        for threads in [1, 2] {
+            let m = try BertModel(directory: TestModels.miniLM, kernels: Kernels.selected(threads: threads))
+            let tokens = try texts.prefix(32).map { try m.tokenizer.encode($0).count }.reduce(0, +)
+            XCTAssertGreaterThanOrEqual(tokens, 128, "the first batch must take the sgemm path")
+            let all = try m.embed(texts, batch: 32)
+            XCTAssertEqual(all.count, Int(n) * dim)
+            var worst = 1.0
+            for i in 0..<Int(n) {
+                let e = Array(all[(i * dim)..<((i + 1) * dim)])
+                var dot = 0.0
+                var na = 0.0
+                var nb = 0.0
+                for j in 0..<dim {
+                    dot += Double(e[j]) * Double(refs[i][j])
+                    na += Double(e[j] * e[j])
+                    nb += Double(refs[i][j] * refs[i][j])
+                }
+                worst = min(worst, dot / (na * nb).squareRoot())
+                if i % 25 == 0 {
+                    let one = try single.embed(texts[i])
+                    for (a, b) in zip(e, one) {
+                        XCTAssertEqual(a, b, accuracy: 1e-5, "\(threads) threads: \(texts[i])")
+                    }
+                }
+            }
+            XCTAssertGreaterThanOrEqual(worst, 0.9999, "\(threads) threads")
+            print("MiniLM batch 32, \(threads) threads: worst cosine to the reference = \(worst)")
+        }
+    }
+
     /// The tokenizer read from tokenizer.json equals the one from vocab.txt on the fixture.
     func testTokenizerJSONEqualsVocabTxt() throws {
         let a = try model().tokenizer

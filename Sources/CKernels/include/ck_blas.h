@@ -1,7 +1,9 @@
 /* ck_blas.h — thin row-major wrappers over CBLAS (OpenBLAS) and LAPACKE.
  *
- * Thread policy: OpenBLAS keeps its own pool. Engine calls BLAS only outside its own parallel
- * regions and sets the pool size to Engine's thread count, so the two never oversubscribe.
+ * Thread policy: OpenBLAS keeps its own pool. Engine calls BLAS outside its own parallel regions
+ * and sets the pool size to Engine's thread count, so the two never oversubscribe. The one
+ * exception (BERT batches, one group of sentences per Engine thread) first sets the pool to one
+ * thread for its duration (Swift BLASSingleThreadScope).
  */
 #ifndef CK_BLAS_H
 #define CK_BLAS_H

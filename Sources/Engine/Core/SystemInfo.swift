@@ -1,4 +1,5 @@
 import CKernels
+import Foundation
 
 /// What the engine detected and selected: ISA levels, BLAS library and threads.
 public struct SystemInfo: Sendable, CustomStringConvertible {
@@ -60,8 +61,40 @@ public struct SystemInfo: Sendable, CustomStringConvertible {
 @discardableResult
 public func parkBLASThreads() -> Bool { ck_blas_park_threads() == 1 }
 
-/// Applies the thread policy: OpenBLAS gets the same pool size as Engine, and Engine never
-/// calls BLAS from inside its own parallel regions, so cores are not oversubscribed.
+/// Applies the thread policy: OpenBLAS gets the same pool size as Engine, and Engine calls BLAS
+/// from inside its own parallel regions only with OpenBLAS on one thread
+/// (`BLASSingleThreadScope`), so cores are not oversubscribed.
 public func configureThreads(_ n: Int = Threads.defaultCount) {
     ck_blas_set_threads(Int32(min(max(1, n), 4 * Threads.cores)))
+}
+
+/// Lets one caller run OpenBLAS on a single thread per call while it splits work over Engine's
+/// own threads (BERT batches: one group of sentences per thread). OpenBLAS's pool size is
+/// process-wide; while a scope is held it is 1, and it is restored on `leave()`. A BLAS call made
+/// elsewhere meanwhile gives the same result, on one thread (level-3 products split rows and
+/// columns across threads, never the summed dimension). At most one scope at a time: `enter()`
+/// returns nil while another is held (the caller then runs its serial path).
+final class BLASSingleThreadScope: @unchecked Sendable {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var held = false // guarded by lock
+    private let previous: Int32
+
+    private init(previous: Int32) { self.previous = previous }
+
+    static func enter() -> BLASSingleThreadScope? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard !held else { return nil }
+        held = true
+        let scope = BLASSingleThreadScope(previous: ck_blas_threads())
+        ck_blas_set_threads(1)
+        return scope
+    }
+
+    func leave() {
+        Self.lock.lock()
+        defer { Self.lock.unlock() }
+        ck_blas_set_threads(previous)
+        Self.held = false
+    }
 }

@@ -186,10 +186,10 @@ public final class BertModel: @unchecked Sendable {
 
     /// Final hidden states of several sequences, concatenated (sum of lengths x hidden). The
     /// linear layers run once over all tokens (per-token products, so batching is exact);
-    /// attention runs per sequence.
+    /// attention runs per sequence. On several threads a batch of at least 64 tokens per thread
+    /// is cut into groups of whole sequences, each run on its own thread.
     func forward(_ seqs: [[Int]], kernels k: Kernels) throws -> [Float] {
         let c = config
-        let d = c.hiddenSize
         let lengths = seqs.map(\.count)
         let T = lengths.reduce(0, +)
         try require(!seqs.isEmpty && lengths.allSatisfy { $0 > 0 }, "no tokens")
@@ -203,6 +203,58 @@ public final class BertModel: @unchecked Sendable {
                 throw EngineError.invalidArgument("token id \(i) is out of range 0..<\(c.vocabSize)")
             }
         }
+        let groups = k.threads > 1 && embLN.transform == nil ? sequenceGroups(lengths, parts: k.threads) : []
+        if groups.count > 1, let scope = BLASSingleThreadScope.enter() {
+            defer { scope.leave() }
+            // Each group of whole sequences runs the full forward on one thread (OpenBLAS on one
+            // thread, see BLASSingleThreadScope): rows are independent in every product and
+            // attention stays within a sequence, so the groups never wait for one another.
+            var one = k
+            one.threads = 1
+            var outs = [Result<[Float], Error>](repeating: .success([]), count: groups.count)
+            outs.withUnsafeMutableBufferPointer { o in
+                Threads.parallelFor(groups.count, threads: groups.count) { g in
+                    o[g] = Result { try self.forwardSerial(Array(seqs[groups[g]]), kernels: one) }
+                }
+            }
+            var x: [Float] = []
+            x.reserveCapacity(T * c.hiddenSize)
+            for r in outs { x += try r.get() }
+            return x
+        }
+        return try forwardSerial(seqs, kernels: k)
+    }
+
+    /// Contiguous groups of whole sequences, at most `parts`, balanced by tokens, each of at
+    /// least 64 tokens (below that a second thread is better spent inside the products); one
+    /// group (everything) when no split qualifies.
+    func sequenceGroups(_ lengths: [Int], parts: Int) -> [Range<Int>] {
+        let T = lengths.reduce(0, +)
+        let p = min(parts, lengths.count, T / 64)
+        guard p > 1 else { return [0..<lengths.count] }
+        var groups: [Range<Int>] = []
+        var start = 0
+        var seen = 0
+        for (i, n) in lengths.enumerated() {
+            seen += n
+            // close group g once its share of the tokens is reached (keep one sequence per group left)
+            if groups.count < p - 1 && seen * p >= T * (groups.count + 1)
+                && lengths.count - i - 1 >= p - groups.count - 1
+            {
+                groups.append(start..<(i + 1))
+                start = i + 1
+            }
+        }
+        groups.append(start..<lengths.count)
+        return groups.filter { !$0.isEmpty }
+    }
+
+    /// The forward of `forward(_:kernels:)` on the calling thread and `k.threads` (inputs checked).
+    func forwardSerial(_ seqs: [[Int]], kernels k: Kernels) throws -> [Float] {
+        let c = config
+        let d = c.hiddenSize
+        let lengths = seqs.map(\.count)
+        let T = lengths.reduce(0, +)
         var x = embeddings(seqs, tokens: T)
         try layerNorm(&x, embLN, T, d, k)
         var s = Scratch(tokens: T, dim: d, intermediate: c.intermediateSize, longest: lengths.max()!)
@@ -255,16 +307,15 @@ public final class BertModel: @unchecked Sendable {
         try lin(k, M[2], x, L.bv, T, &s.v, blas)
         var start = 0
         for n in lengths {
-            for head in 0..<config.numAttentionHeads { attendHead(&s, start: start, count: n, head: head) }
+            for head in 0..<config.numAttentionHeads { attendHead(&s, start: start, count: n, head: head, kernels: k) }
             start += n
         }
-        try lin(k, M[3], s.ctx, L.bo, T, &s.tmp, blas)
-        for i in 0..<(T * d) { x[i] += s.tmp[i] }
+        try residual(k, M[3], s.ctx, L.bo, T, &x, &s.tmp, blas)
         try layerNorm(&x, L.ln1, T, d, k)
     }
 
     /// One head of one sequence with sgemm: S = Q_h K_h^T / sqrt(hd), softmax, O_h = P V_h.
-    func attendHead(_ s: inout Scratch, start: Int, count n: Int, head: Int) {
+    func attendHead(_ s: inout Scratch, start: Int, count n: Int, head: Int, kernels: Kernels) {
         let d = config.hiddenSize
         let hd = d / config.numAttentionHeads
         let scale = 1 / Float(hd).squareRoot()
@@ -278,17 +329,16 @@ public final class BertModel: @unchecked Sendable {
                 }
             }
         }
-        for r in 0..<n {
-            var m = -Float.infinity
-            for j in 0..<n { m = max(m, s.scores[r * n + j]) }
-            var z: Float = 0
-            for j in 0..<n {
-                let e = expf(s.scores[r * n + j] - m)
-                s.scores[r * n + j] = e
-                z += e
+        // softmax of each score row with the attention kernels' row passes (vectorised exp)
+        var p = ck_attention_params(score: CK_SCORE_SOFTMAX, scale: 1, power: 0, eps: 0, delta: 0)
+        let table = kernels.attentionTable.pointee
+        s.scores.withUnsafeMutableBufferPointer { sp in
+            for r in 0..<n {
+                let row = sp.baseAddress! + r * n
+                let m = table.row_max(&p, row, n)
+                let inv = 1 / table.row_weights(&p, row, n, m)
+                for j in 0..<n { row[j] *= inv }
             }
-            let inv = 1 / z
-            for j in 0..<n { s.scores[r * n + j] *= inv }
         }
         s.scores.withUnsafeBufferPointer { sp in
             s.v.withUnsafeBufferPointer { vp in
@@ -309,8 +359,7 @@ public final class BertModel: @unchecked Sendable {
         let d = config.hiddenSize
         try lin(k, M[4], x, L.bi, T, &s.inter, blas)
         s.inter.withUnsafeMutableBufferPointer { k.geluErf($0) }
-        try lin(k, M[5], s.inter, L.bd, T, &s.tmp, blas)
-        for i in 0..<(T * d) { x[i] += s.tmp[i] }
+        try residual(k, M[5], s.inter, L.bd, T, &x, &s.tmp, blas)
         try layerNorm(&x, L.ln2, T, d, k)
     }
 
@@ -319,8 +368,8 @@ public final class BertModel: @unchecked Sendable {
 
     /// Embeddings of many sentences (n x hidden, row-major). Sentences go through the model in
     /// batches of up to `batch`: the linear layers see all their tokens at once (OpenBLAS sgemm
-    /// with its thread pool), attention stays per sentence. Results equal one-by-one embedding up
-    /// to float rounding.
+    /// from 128 tokens; on several threads, one group of whole sentences per thread), attention
+    /// stays per sentence. Results equal one-by-one embedding up to float rounding.
     public func embed(_ texts: [String], batch: Int = 32) throws -> [Float] {
         try require(batch > 0, "batch must be positive, got \(batch)")
         let tok = try tokenizer
@@ -361,6 +410,19 @@ public final class BertModel: @unchecked Sendable {
         _ k: Kernels, _ w: QuantizedMatrix, _ x: [Float], _ b: [Float], _ T: Int, _ y: inout [Float],
         _ blas: Bool = false
     ) throws {
+        if blas && w.type == .f32 {
+            // y starts as the bias in every row and sgemm adds X W^T to it (beta 1): no zeroing
+            // pass and no bias pass over y
+            let n = w.rows
+            try require(x.count >= T * w.cols && y.count >= T * n && b.count == n, "linear: shapes do not match")
+            y.withUnsafeMutableBufferPointer { yp in
+                b.withUnsafeBufferPointer { bp in
+                    for t in 0..<T { (yp.baseAddress! + t * n).update(from: bp.baseAddress!, count: n) }
+                }
+            }
+            sgemmAdd(w, x, T, &y)
+            return
+        }
         try x.withUnsafeBufferPointer { xp in
             try y.withUnsafeMutableBufferPointer { yp in
                 try k.linear(
@@ -369,6 +431,43 @@ public final class BertModel: @unchecked Sendable {
             }
         }
         for t in 0..<T { for j in 0..<w.rows { y[t * w.rows + j] += b[j] } }
+    }
+
+    /// x += y W^T + b (the residual branch of attention's output and of the MLP); `tmp` holds
+    /// the product on the row-kernel path. With OpenBLAS the bias joins x first and sgemm adds
+    /// the product into x itself (beta 1).
+    func residual(
+        _ k: Kernels, _ w: QuantizedMatrix, _ y: [Float], _ b: [Float], _ T: Int, _ x: inout [Float],
+        _ tmp: inout [Float], _ blas: Bool
+    ) throws {
+        let n = w.rows
+        if blas && w.type == .f32 {
+            try require(y.count >= T * w.cols && x.count >= T * n && b.count == n, "residual: shapes do not match")
+            x.withUnsafeMutableBufferPointer { xp in
+                b.withUnsafeBufferPointer { bp in
+                    for t in 0..<T { for j in 0..<n { xp[t * n + j] += bp[j] } }
+                }
+            }
+            sgemmAdd(w, y, T, &x)
+            return
+        }
+        try lin(k, w, y, b, T, &tmp, blas)
+        x.withUnsafeMutableBufferPointer { xp in
+            tmp.withUnsafeBufferPointer { tp in for i in 0..<(T * n) { xp[i] += tp[i] } }
+        }
+    }
+
+    /// y (T x w.rows) += x (T x w.cols) W^T with OpenBLAS (dense f32 weights).
+    func sgemmAdd(_ w: QuantizedMatrix, _ x: [Float], _ T: Int, _ y: inout [Float]) {
+        x.withUnsafeBufferPointer { xp in
+            y.withUnsafeMutableBufferPointer { yp in
+                w.withUnsafeBytes { wb in
+                    ck_blas_sgemm(
+                        false, true, T, w.rows, w.cols, 1, xp.baseAddress, w.cols,
+                        wb.baseAddress!.assumingMemoryBound(to: Float.self), w.cols, 1, yp.baseAddress, w.rows)
+                }
+            }
+        }
     }
 
     func layerNorm(_ x: inout [Float], _ n: Norm, _ T: Int, _ d: Int, _ k: Kernels) throws {
