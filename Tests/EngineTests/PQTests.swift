@@ -102,6 +102,28 @@ final class PQTests: XCTestCase {
         }
     }
 
+    /// The fast-scan candidate filter at every level against a plain loop: the same indices in
+    /// the same order, for lengths around the SIMD widths (16, 32) and limits at both ends.
+    func testBelow4AgainstPlainFilter() throws {
+        var rng = SeededRandom(seed: 41)
+        for n in [0, 1, 15, 16, 17, 31, 32, 33, 63, 100, 1000] {
+            let sums = (0..<n).map { _ in UInt16(truncatingIfNeeded: rng.next()) }
+            for limit in [0, 1, 300, 32767, 32768, 40000, 65534, 65535].map(UInt16.init) {
+                let want = (0..<n).filter { sums[$0] <= limit }.map(UInt32.init)
+                for isa in allLevels {
+                    var idx = [UInt32](repeating: 0xdead_beef, count: n + 1)
+                    let c = sums.withUnsafeBufferPointer { sp in
+                        idx.withUnsafeMutableBufferPointer {
+                            pqTable(isa).below4(sp.baseAddress, n, limit, $0.baseAddress)
+                        }
+                    }
+                    XCTAssertEqual(Array(idx.prefix(c)), want, "\(isa) n=\(n) limit=\(limit)")
+                    XCTAssertEqual(idx[n], 0xdead_beef, "\(isa): wrote past n")
+                }
+            }
+        }
+    }
+
     /// Fast-scan top-k against exact ADC: each reported distance is within the table
     /// quantization bound of its ADC distance, and the k-th true ADC distance of the returned
     /// set exceeds the true k-th by at most twice that bound.

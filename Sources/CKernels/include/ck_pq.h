@@ -34,6 +34,9 @@ typedef struct ck_pq_kernels {
      *  nblocks * 32 uint16 sums. m_pad is even (ck_pq_padded_m4). */
     void (*scan4)(const uint8_t *restrict packed, size_t nblocks, size_t m_pad, const uint8_t *restrict qtable,
                   uint16_t *restrict out);
+    /** Candidate filter over fast-scan sums: writes, in increasing order, every i < n with
+     *  sums[i] <= limit into idx (room for n) and returns how many. */
+    size_t (*below4)(const uint16_t *restrict sums, size_t n, uint16_t limit, uint32_t *restrict idx);
 } ck_pq_kernels;
 
 const ck_pq_kernels *ck_pq_kernels_for(ck_isa level);

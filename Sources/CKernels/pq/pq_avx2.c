@@ -91,5 +91,26 @@ CK_TARGET_AVX2 void ck_pq_scan4_avx2(const uint8_t *restrict packed, size_t nblo
     }
 }
 
-const ck_pq_kernels ck_pq_avx2 = {ck_pq_table_l2_avx2, ck_pq_table_ip_avx2, ck_pq_scan8_avx2, ck_pq_scan4_avx2};
+/* 16 sums per step: s <= limit as min(s, limit) == s (AVX2 has no unsigned 16-bit compare);
+ * the byte mask has two bits per lane, so set bits are walked two at a time. */
+CK_TARGET_AVX2 size_t ck_pq_below4_avx2(const uint16_t *restrict sums, size_t n, uint16_t limit,
+                                        uint32_t *restrict idx) {
+    const __m256i lim = _mm256_set1_epi16((short)limit);
+    size_t c = 0, i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i s = _mm256_loadu_si256((const __m256i *)(sums + i));
+        uint32_t m = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_min_epu16(s, lim), s));
+        while (m) {
+            idx[c++] = (uint32_t)(i + (size_t)(__builtin_ctz(m) >> 1));
+            m &= m - 1;
+            m &= m - 1;
+        }
+    }
+    for (; i < n; i++)
+        if (sums[i] <= limit) idx[c++] = (uint32_t)i;
+    return c;
+}
+
+const ck_pq_kernels ck_pq_avx2 = {ck_pq_table_l2_avx2, ck_pq_table_ip_avx2, ck_pq_scan8_avx2, ck_pq_scan4_avx2,
+                                  ck_pq_below4_avx2};
 #endif

@@ -119,6 +119,23 @@ CK_TARGET_AVX512 void ck_pq_scan4_avx512(const uint8_t *restrict packed, size_t 
     }
 }
 
+/* 32 sums per step with the unsigned 16-bit compare into a mask register. */
+CK_TARGET_AVX512 size_t ck_pq_below4_avx512(const uint16_t *restrict sums, size_t n, uint16_t limit,
+                                            uint32_t *restrict idx) {
+    const __m512i lim = _mm512_set1_epi16((short)limit);
+    size_t c = 0, i = 0;
+    for (; i + 32 <= n; i += 32) {
+        uint32_t m = (uint32_t)_mm512_cmple_epu16_mask(_mm512_loadu_si512(sums + i), lim);
+        while (m) {
+            idx[c++] = (uint32_t)(i + (size_t)__builtin_ctz(m));
+            m &= m - 1;
+        }
+    }
+    for (; i < n; i++)
+        if (sums[i] <= limit) idx[c++] = (uint32_t)i;
+    return c;
+}
+
 const ck_pq_kernels ck_pq_avx512 = {ck_pq_table_l2_avx512, ck_pq_table_ip_avx512, ck_pq_scan8_avx512,
-                                    ck_pq_scan4_avx512};
+                                    ck_pq_scan4_avx512, ck_pq_below4_avx512};
 #endif

@@ -57,6 +57,13 @@ void ck_pq_scan4_serial(const uint8_t *restrict packed, size_t nblocks, size_t m
     }
 }
 
+size_t ck_pq_below4_serial(const uint16_t *restrict sums, size_t n, uint16_t limit, uint32_t *restrict idx) {
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++)
+        if (sums[i] <= limit) idx[c++] = (uint32_t)i;
+    return c;
+}
+
 size_t ck_pq_padded_m4(size_t M) {
     return (M + 1) & ~(size_t)1;
 }
@@ -117,10 +124,7 @@ ck_status ck_pq_quantize_table4(const float *restrict table, size_t M, uint8_t *
 }
 
 const ck_pq_kernels ck_pq_serial = {
-    ck_pq_table_l2_serial,
-    ck_pq_table_ip_serial,
-    ck_pq_scan8_serial,
-    ck_pq_scan4_serial,
+    ck_pq_table_l2_serial, ck_pq_table_ip_serial, ck_pq_scan8_serial, ck_pq_scan4_serial, ck_pq_below4_serial,
 };
 
 CK_DEFINE_KERNELS_FOR(pq)

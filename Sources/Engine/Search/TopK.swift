@@ -9,7 +9,7 @@ struct TopK {
     private var d: [Float]
     private var ids: [Int64]
     /// The root's distance once the heap is full (+infinity before): the admission bound.
-    private var bound = Float.infinity
+    private(set) var bound = Float.infinity
 
     init(k: Int) {
         self.k = max(0, k)

@@ -218,6 +218,7 @@ public final class HybridIndex: @unchecked Sendable {
                     readBefore: ck_atomic_flag_get(verified, $0) != 0)
             })
         var dist = [Float]()
+        var cand = [UInt32]()
         let approximate = scanner.approximate
         let filter = p.filter
         let tombstones = live.tombstones
@@ -228,20 +229,27 @@ public final class HybridIndex: @unchecked Sendable {
             try verify(raw, list: h, policy: p.verify)
             let list = PostingList(raw: raw, count: n, layout: layout)
             if dist.count < n { dist = [Float](repeating: 0, count: n) }
+            if approximate && cand.count < n { cand = [UInt32](repeating: 0, count: n) }
             try dist.withUnsafeMutableBufferPointer { dp in
                 let dd = dp.baseAddress!
-                try scanner.scan(list, head: h, into: dd)
                 // candidates: cheap distance bound first, then id checks, then the heap
                 if approximate {
-                    for j in 0..<n where approx.mayAccept(dd[j]) {
-                        let id = list.id(j)
-                        if let filter, !filter(id) { continue }
-                        if !tombstones.isEmpty && tombstones.contains(id) { continue }
-                        if approx.accepts(dd[j], id) && seen.insert(id, value: list.row(j)) {
-                            approx.push(dd[j], id)
+                    try cand.withUnsafeMutableBufferPointer { cp in
+                        let m = try scanner.candidates(
+                            list, head: h, bound: approx.bound, into: dd, indices: cp.baseAddress!)
+                        for c in 0..<m {
+                            let j = Int(cp[c])
+                            guard approx.mayAccept(dd[j]) else { continue }
+                            let id = list.id(j)
+                            if let filter, !filter(id) { continue }
+                            if !tombstones.isEmpty && tombstones.contains(id) { continue }
+                            if approx.accepts(dd[j], id) && seen.insert(id, value: list.row(j)) {
+                                approx.push(dd[j], id)
+                            }
                         }
                     }
                 } else {
+                    try scanner.scan(list, head: h, into: dd)
                     for j in 0..<n where top.mayAccept(dd[j]) {
                         let id = list.id(j)
                         if let filter, !filter(id) { continue }

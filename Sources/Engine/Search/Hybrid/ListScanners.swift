@@ -10,6 +10,28 @@ protocol ListScanner {
     var approximate: Bool { get }
     /// Distances of the list's entries (list.count values) into `out`; `head` is the list's head.
     mutating func scan(_ list: PostingList, head: Int, into out: UnsafeMutablePointer<Float>) throws
+    /// The entries whose `scan` distance may be <= `bound` (a superset of them): their indices in
+    /// increasing order into `indices` (room for list.count), their `scan` distances at
+    /// out[indices[j]] (other entries of `out` unspecified); returns how many.
+    mutating func candidates(
+        _ list: PostingList, head: Int, bound: Float, into out: UnsafeMutablePointer<Float>,
+        indices: UnsafeMutablePointer<UInt32>
+    ) throws -> Int
+}
+
+extension ListScanner {
+    mutating func candidates(
+        _ list: PostingList, head: Int, bound: Float, into out: UnsafeMutablePointer<Float>,
+        indices: UnsafeMutablePointer<UInt32>
+    ) throws -> Int {
+        try scan(list, head: head, into: out)
+        var c = 0
+        for j in 0..<list.count where out[j] <= bound {
+            indices[c] = UInt32(j)
+            c += 1
+        }
+        return c
+    }
 }
 
 /// Head centroids as f16 bit patterns (what an opened index keeps in RAM).
@@ -132,7 +154,9 @@ struct PQ4Scanner: ListScanner {
         bias = b
     }
 
-    mutating func scan(_ list: PostingList, head h: Int, into out: UnsafeMutablePointer<Float>) throws {
+    /// The list's uint16 sums into `sums`; returns the distance's offset (distance = offset +
+    /// sum / scale).
+    mutating func sums(_ list: PostingList, head h: Int) throws -> Float {
         let n = list.count
         var offset: Float = 0
         if metric == .l2 {
@@ -150,9 +174,37 @@ struct PQ4Scanner: ListScanner {
                     list.codes.assumingMemoryBound(to: UInt8.self), blocks, mp, tp.baseAddress!, sp.baseAddress!)
             }
         }
-        let b = offset + bias
+        return offset + bias
+    }
+
+    mutating func scan(_ list: PostingList, head h: Int, into out: UnsafeMutablePointer<Float>) throws {
+        let b = try sums(list, head: h)
         let inv = 1 / scale
-        for i in 0..<n { out[i] = b + Float(sums[i]) * inv }
+        sums.withUnsafeBufferPointer { sp in for i in 0..<list.count { out[i] = b + Float(sp[i]) * inv } }
+    }
+
+    /// The bound becomes a limit on the integer sums, filtered in SIMD; only the entries under it
+    /// get a float distance (the same expression as `scan`'s).
+    mutating func candidates(
+        _ list: PostingList, head h: Int, bound: Float, into out: UnsafeMutablePointer<Float>,
+        indices: UnsafeMutablePointer<UInt32>
+    ) throws -> Int {
+        let b = try sums(list, head: h)
+        let inv = 1 / scale
+        // b + Float(s) * inv is non-decreasing in s (each rounding is monotone) and each step
+        // adds 1/scale, far above the roundings' few ulps of |b| + |bound|: every s with a
+        // distance <= bound is <= x + 2
+        let x = ((Double(bound) - Double(b)) * Double(scale)).rounded(.down) + 2
+        guard x >= 0 else { return 0 }
+        let limit = x >= 65535 ? UInt16.max : UInt16(x)
+        return sums.withUnsafeBufferPointer { sp in
+            let c = kernels.pqTable.pointee.below4!(sp.baseAddress!, list.count, limit, indices)
+            for j in 0..<c {
+                let i = Int(indices[j])
+                out[i] = b + Float(sp[i]) * inv
+            }
+            return c
+        }
     }
 }
 
