@@ -328,6 +328,8 @@ def main():
                     help="Engine index variants: f32, f16, pq8, pq4, binary (re-rank 50), f16-10 / f16-1 (10%% / 1%% heads)")
     ap.add_argument("--engine-io", default="mapped", choices=["mapped", "pread", "uring"], help="Engine's posting-list reads")
     args = ap.parse_args()
+    if args.dataset == "wordnet" and not args.wordnet_npy:
+        ap.error("--dataset wordnet needs --wordnet-npy FILE (n x 384 MiniLM vectors from `engine embed`)")
     global ENGINE_IO
     ENGINE_IO = args.engine_io
     base, queries, metric = dataset(args)
