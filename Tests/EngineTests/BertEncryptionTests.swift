@@ -4,38 +4,13 @@ import Engine
 /// Encrypted MiniLM (both post-LayerNorm options) run by the ordinary BertModel on permuted ids:
 /// decrypted sentence vectors equal the plain ones; the server's token states do not.
 final class BertEncryptionTests: XCTestCase {
-    static func sentences() throws -> [String] {
-        var r = ByteReader(Array(try Data(contentsOf: fixtureURL("minilm_embeddings.bin"))))
-        let n = r.u32()
-        let dim = r.u32()
-        var out: [String] = []
-        for _ in 0..<n {
-            out.append(String(decoding: r.bytes(r.u32()), as: UTF8.self))
-            _ = (0..<r.u32()).map { _ in r.u32() }
-            _ = r.floats(dim)
-        }
-        return out
-    }
-
-    static func cosine(_ a: ArraySlice<Float>, _ b: ArraySlice<Float>) -> Double {
-        var dot = 0.0
-        var na = 0.0
-        var nb = 0.0
-        for (x, y) in zip(a, b) {
-            dot += Double(x) * Double(y)
-            na += Double(x) * Double(x)
-            nb += Double(y) * Double(y)
-        }
-        return dot / (na * nb).squareRoot()
-    }
-
     func testEncryptedMiniLM() throws {
         let k = try Kernels.selected()
         let plain = try BertModel(directory: TestModels.miniLM, kernels: k)
         let key = try EncryptionKey(
             secret: [UInt8](repeating: 7, count: 32), shape: ModelShape(plain.config),
             modelID: EncryptionKey.modelID(bert: TestModels.miniLM))
-        let texts = Array(try Self.sentences().prefix(100))
+        let texts = Array(try miniLMReference().prefix(100).map(\.text))
         let ref = try plain.embed(texts)
         let d = plain.config.hiddenSize
         for mode in BertEncryption.allCases {
@@ -50,7 +25,7 @@ final class BertEncryptionTests: XCTestCase {
             let e = try session.embed(texts)
             var worst = 1.0
             for i in 0..<texts.count {
-                worst = min(worst, Self.cosine(e[(i * d)..<((i + 1) * d)], ref[(i * d)..<((i + 1) * d)]))
+                worst = min(worst, cosine(e[(i * d)..<((i + 1) * d)], ref[(i * d)..<((i + 1) * d)]))
             }
             // The bound; both options are exact up to f32 rounding (~1 - 1e-7 measured).
             XCTAssertGreaterThanOrEqual(worst, 0.9999, "\(mode)")
@@ -68,7 +43,7 @@ final class BertEncryptionTests: XCTestCase {
                 }
                 minRowDiff = min(minRowDiff, diff / norm.squareRoot())
             }
-            let corr = Self.cosine(xs[...], ys[...])
+            let corr = cosine(xs[...], ys[...])
             // Sorted values of a token state: equal under a permutation (option a's leak), not under Q.
             let sortedGap = zip(xs[0..<d].sorted(), ys[0..<d].sorted()).map { abs($0 - $1) }.max()!
             print(

