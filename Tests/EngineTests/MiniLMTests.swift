@@ -73,6 +73,24 @@ final class MiniLMTests: XCTestCase {
         }
     }
 
+    /// A 2-thread batch holds OpenBLAS at one thread while it runs; a `configureThreads` call
+    /// made meanwhile is what the pool has afterwards (not the count the batch found on entry).
+    func testThreadCountSetDuringABatchIsKept() throws {
+        let texts = try miniLMReference().prefix(64).map(\.text)
+        let m = try BertModel(directory: TestModels.miniLM, kernels: Kernels.selected(threads: 2))
+        configureThreads(2)
+        defer { configureThreads() }
+        let done = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            for _ in 0..<20 { _ = try? m.embed(texts, batch: 64) }
+            done.signal()
+        }
+        Thread.sleep(forTimeInterval: 0.2) // well inside the batches (each takes ~0.1-0.3 s)
+        configureThreads(1)
+        done.wait()
+        XCTAssertEqual(SystemInfo().blasThreads, 1)
+    }
+
     /// The tokenizer read from tokenizer.json equals the one from vocab.txt on the fixture.
     func testTokenizerJSONEqualsVocabTxt() throws {
         let a = try model().tokenizer

@@ -65,7 +65,7 @@ public func parkBLASThreads() -> Bool { ck_blas_park_threads() == 1 }
 /// from inside its own parallel regions only with OpenBLAS on one thread
 /// (`BLASSingleThreadScope`), so cores are not oversubscribed.
 public func configureThreads(_ n: Int = Threads.defaultCount) {
-    ck_blas_set_threads(Int32(min(max(1, n), 4 * Threads.cores)))
+    BLASSingleThreadScope.configure(Int32(min(max(1, n), 4 * Threads.cores)))
 }
 
 /// Lets one caller run OpenBLAS on a single thread per call while it splits work over Engine's
@@ -73,28 +73,36 @@ public func configureThreads(_ n: Int = Threads.defaultCount) {
 /// process-wide; while a scope is held it is 1, and it is restored on `leave()`. A BLAS call made
 /// elsewhere meanwhile gives the same result, on one thread (level-3 products split rows and
 /// columns across threads, never the summed dimension). At most one scope at a time: `enter()`
-/// returns nil while another is held (the caller then runs its serial path).
+/// returns nil while another is held (the caller then runs its serial path). `configureThreads`
+/// during a scope takes effect when it ends.
 final class BLASSingleThreadScope: @unchecked Sendable {
     private static let lock = NSLock()
     nonisolated(unsafe) private static var held = false // guarded by lock
-    private let previous: Int32
+    nonisolated(unsafe) private static var restore: Int32 = 1 // guarded by lock: the count after the scope
 
-    private init(previous: Int32) { self.previous = previous }
+    private init() {}
 
     static func enter() -> BLASSingleThreadScope? {
         lock.lock()
         defer { lock.unlock() }
         guard !held else { return nil }
         held = true
-        let scope = BLASSingleThreadScope(previous: ck_blas_threads())
+        restore = ck_blas_threads()
         ck_blas_set_threads(1)
-        return scope
+        return BLASSingleThreadScope()
     }
 
     func leave() {
         Self.lock.lock()
         defer { Self.lock.unlock() }
-        ck_blas_set_threads(previous)
+        ck_blas_set_threads(Self.restore)
         Self.held = false
+    }
+
+    /// OpenBLAS's pool size from now on, or from the end of the scope that is held.
+    static func configure(_ n: Int32) {
+        lock.lock()
+        defer { lock.unlock() }
+        if held { restore = n } else { ck_blas_set_threads(n) }
     }
 }
