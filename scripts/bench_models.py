@@ -131,12 +131,8 @@ def main():
             for k in p: p[k].append(r[k])
         for k, name in (("batch1_sps", "1"), ("batch32_sps", "32")):
             em, pm = statistics.median(e[k]), statistics.median(p[k])
-            ceil = ""
-            if name == "32":
-                c = statistics.median(e["batch32_ceiling_sps"])
-                ceil = f"{c:.1f} | {c / pm:.2f}"
-            else:
-                ceil = " | "
+            c = statistics.median(e["batch32_ceiling_sps"])
+            ceil = f"{c:.1f} | {c / pm:.2f}" if name == "32" else " | "
             print(f"| {t} | {name} | {em:.1f} | {pm:.1f} | {em / pm:.2f} | {ceil} |")
 
 

@@ -203,7 +203,7 @@ public final class BertModel: @unchecked Sendable {
                 throw EngineError.invalidArgument("token id \(i) is out of range 0..<\(c.vocabSize)")
             }
         }
-        let groups = k.threads > 1 && embLN.transform == nil ? sequenceGroups(lengths, parts: k.threads) : []
+        let groups = k.threads > 1 ? sequenceGroups(lengths, parts: k.threads) : []
         if groups.count > 1, let scope = BLASSingleThreadScope.enter() {
             defer { scope.leave() }
             // Each group of whole sequences runs the full forward on one thread (OpenBLAS on one
@@ -245,8 +245,8 @@ public final class BertModel: @unchecked Sendable {
                 start = i + 1
             }
         }
-        groups.append(start..<lengths.count)
-        return groups.filter { !$0.isEmpty }
+        groups.append(start..<lengths.count) // non-empty: each closed group left one sequence per group to come
+        return groups
     }
 
     /// The forward of `forward(_:kernels:)` on the calling thread and `k.threads` (inputs checked).

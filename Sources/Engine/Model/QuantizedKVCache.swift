@@ -459,16 +459,15 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
         try require(k.count >= count * kvHeads * hd && v.count >= count * kvHeads * hd, "too few key/value values")
         try reserveWindow(start + count)
         let (wc, ws) = (windowCap, windowStart)
+        let toF16 = kernels.vecTable.pointee.to_f16! // round to nearest even, as Float16(x)
         k.withUnsafeBufferPointer { kp in
             v.withUnsafeBufferPointer { vp in
                 windowKeys[l].withUnsafeMutableBufferPointer { kw in
                     windowValues[l].withUnsafeMutableBufferPointer { vw in
                         forEachAppendedRow(count: count, kvHeads: kvHeads, headDim: hd, rowsPerHead: wc, at: start - ws)
                         {
-                            for c in 0..<hd {
-                                kw[$1 * hd + c] = ck_f32_to_f16_bits(kp[$0 + c])
-                                vw[$1 * hd + c] = ck_f32_to_f16_bits(vp[$0 + c])
-                            }
+                            toF16(kp.baseAddress! + $0, kw.baseAddress! + $1 * hd, hd)
+                            toF16(vp.baseAddress! + $0, vw.baseAddress! + $1 * hd, hd)
                         }
                     }
                 }
@@ -618,5 +617,4 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
     }
 }
 
-@inline(__always) func ck_f32_to_f16_bits(_ x: Float) -> UInt16 { Float16(x).bitPattern }
 @inline(__always) func ck_f16_bits_to_f32(_ b: UInt16) -> Float { Float(Float16(bitPattern: b)) }
