@@ -95,9 +95,17 @@ final class SmolLM2Tests: XCTestCase {
         print("SmolLM2 \(path): max |logit diff| / logit range = \(worst)")
     }
 
-    /// Quantized weights with int8 activations: top-1 agreement with the reference on >= 99% of
-    /// positions.
+    /// Quantized weights with int8 activations against the float64 reference, with llama.cpp's own
+    /// int8-activation figures on this fixture as the bounds (measured independently by
+    /// scripts/int8_numerics.py through llama-cpp-python: max |logit diff| / range 0.0461, mean
+    /// 0.00559; docs/benchmarks.md, item 3 of issue 14): ours may be no larger. Top-1: at least
+    /// 68 of 70 positions agree, and where they do not, the reference's choice is within twice
+    /// that max error of our top logit (a near tie that an error within the bound can flip). On
+    /// AVX-512 (Emerald Rapids) one position of 70 flips: a tie to 4e-5 of the range, which the
+    /// levels' different float summation orders decide differently.
     func testNativeTopOneAgreement() throws {
+        let llamaMax: Float = 0.0461
+        let llamaMean = 0.00559
         let (ids, prompts) = try Self.loadFixture()
         let m = try model(.nativeInt8)
         var agree = 0
@@ -105,17 +113,25 @@ final class SmolLM2Tests: XCTestCase {
         var worst: Float = 0
         var sum = 0.0
         var count = 0
+        var widestFlip: Float = 0
         for p in prompts {
             let cache = try m.makeCache(capacity: 256)
             let logits = try m.forward(p.ids, cache: cache, allLogits: true)
             let V = m.config.vocab
             for t in 0..<p.ids.count {
                 let row = logits[(t * V)..<((t + 1) * V)]
-                let am = row.indices.max { row[$0] < row[$1] }! - row.startIndex
-                if am == p.argmax[t] { agree += 1 }
+                let range = p.maxLogit[t] - p.minLogit[t]
+                let am = row.indices.max { row[$0] < row[$1] }!
+                if am - row.startIndex == p.argmax[t] {
+                    agree += 1
+                } else {
+                    let gap = (row[am] - row[row.startIndex + p.argmax[t]]) / range
+                    widestFlip = max(widestFlip, gap)
+                    XCTAssertLessThanOrEqual(gap, 2 * llamaMax, "top-1 differs at a position that is no near tie")
+                }
                 total += 1
                 for (j, id) in ids.enumerated() {
-                    let e = abs(row[row.startIndex + id] - p.sampled[t][j]) / (p.maxLogit[t] - p.minLogit[t])
+                    let e = abs(row[row.startIndex + id] - p.sampled[t][j]) / range
                     worst = max(worst, e)
                     sum += Double(e)
                     count += 1
@@ -124,10 +140,14 @@ final class SmolLM2Tests: XCTestCase {
         }
         print(
             """
-            SmolLM2 native (int8 activations): top-1 agreement \(agree)/\(total), \
-            max |logit diff| / range = \(worst), mean \(sum / Double(count))
+            SmolLM2 native (int8 activations): top-1 agreement \(agree)/\(total) (widest flip: our top \
+            \(widestFlip) of the range above the reference's choice), max |logit diff| / range = \(worst), \
+            mean \(sum / Double(count))
             """)
-        XCTAssertGreaterThanOrEqual(Double(agree), 0.99 * Double(total))
+        XCTAssertEqual(total, 70)
+        XCTAssertGreaterThanOrEqual(agree, total - 2)
+        XCTAssertLessThanOrEqual(worst, llamaMax)
+        XCTAssertLessThanOrEqual(sum / Double(count), llamaMean)
     }
 
     /// 32-token greedy continuations equal the reference's for the exact paths; the int8 path's
