@@ -15,7 +15,7 @@ private func bitByBit(_ a: ArraySlice<UInt64>, _ b: ArraySlice<UInt64>) -> UInt3
 }
 
 final class HammingTests: XCTestCase {
-    // Odd code counts exercise the 4- and 8-code SIMD blocks and their scalar tails; the word
+    // Odd code counts exercise the 4-, 8- and 16-code SIMD blocks and their scalar tails; the word
     // counts exercise the 256-bit specialisation and the masked tails of the general path.
     let bitsList = [64, 128, 192, 256, 320, 512, 576, 1024]
     let counts = [1, 3, 7, 8, 9, 31, 33, 257]
@@ -51,7 +51,7 @@ final class HammingTests: XCTestCase {
         for isa in allLevels {
             let k = try kernels(isa)
             let w = 4
-            let n = 9
+            let n = 25 // a 16-code block, an 8-code block and a tail at the largest distance
             let q = [UInt64](repeating: 0, count: w)
             let c = [UInt64](repeating: .max, count: n * w)
             var out = [UInt32](repeating: 0, count: n)
