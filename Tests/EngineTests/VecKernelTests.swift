@@ -1,4 +1,6 @@
+import CKernels
 import XCTest
+
 import Engine
 
 /// Vector-search primitives: every SIMD level against the serial reference (odd sizes, both
@@ -83,6 +85,30 @@ final class VecKernelTests: XCTestCase {
             }
             let nan = try kernels(isa).float16Bits([.nan, -.nan])
             XCTAssertTrue(nan.allSatisfy { Float16(bitPattern: $0).isNaN }, "\(isa)")
+        }
+    }
+
+    /// x - half(h) at every level equals the subtraction after Swift's own exact Float16 to Float
+    /// conversion, bit for bit: random halves (normal, subnormal), signed zeros, infinities, the
+    /// largest half; lengths around the 8-value blocks.
+    func testSubtractFloat16() throws {
+        var rng = SeededRandom(seed: 22)
+        for n in [1, 7, 8, 9, 31, 384, 785] {
+            let x = rng.uniform(n)
+            var h: [UInt16] = (0..<n).map { _ in UInt16(truncatingIfNeeded: rng.next()) & 0x7BFF } // finite
+            let specials: [UInt16] = [0x0000, 0x8000, 0x0001, 0x83FF, 0x7BFF, 0xFBFF, 0x7C00, 0xFC00]
+            for (i, v) in specials.enumerated() where i < n { h[n - 1 - i] = v }
+            let want = (0..<n).map { x[$0] - Float(Float16(bitPattern: h[$0])) }
+            for isa in allLevels {
+                let sub = ck_vec_kernels_for(ck_isa(rawValue: UInt32(isa.rawValue)))!.pointee.sub_f16!
+                var out = [Float](repeating: .nan, count: n)
+                x.withUnsafeBufferPointer { xp in
+                    h.withUnsafeBufferPointer { hp in
+                        out.withUnsafeMutableBufferPointer { sub(xp.baseAddress!, hp.baseAddress!, $0.baseAddress!, n) }
+                    }
+                }
+                XCTAssertEqual(out.map(\.bitPattern), want.map(\.bitPattern), "\(isa) n=\(n)")
+            }
         }
     }
 

@@ -25,6 +25,9 @@ typedef struct ck_vec_kernels {
     uint32_t (*crc32c)(uint32_t crc, const void *p, size_t n);
     /** x[0..n) to IEEE half bit patterns, round to nearest even (overflow to inf, NaN kept NaN) */
     void (*to_f16)(const float *x, uint16_t *out, size_t n);
+    /** out[i] = x[i] - h[i] for n half bit patterns h (the conversion is exact, so every level
+     *  gives the same floats: one rounding, of the subtraction) */
+    void (*sub_f16)(const float *x, const uint16_t *h, float *out, size_t n);
 } ck_vec_kernels;
 
 const ck_vec_kernels *ck_vec_kernels_for(ck_isa level);

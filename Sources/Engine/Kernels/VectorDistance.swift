@@ -58,6 +58,14 @@ extension Kernels {
             into: out.baseAddress!)
     }
 
+    /// out[i] = x[i] - h[i] for the first `count` values, with `h` IEEE half-precision bit
+    /// patterns (exact conversion; the same floats at every level).
+    func subtractFloat16Unchecked(
+        _ x: UnsafePointer<Float>, _ h: UnsafePointer<UInt16>, into out: UnsafeMutablePointer<Float>, count: Int
+    ) {
+        vecTable.pointee.sub_f16(x, h, out, count)
+    }
+
     /// `x` as IEEE half-precision bit patterns (round to nearest even), into `out` (x.count values).
     public func float16Bits(_ x: UnsafeBufferPointer<Float>, into out: UnsafeMutableBufferPointer<UInt16>) {
         precondition(out.count >= x.count, "float16Bits: output shorter than input")

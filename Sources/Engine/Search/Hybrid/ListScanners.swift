@@ -39,10 +39,16 @@ struct HeadTable {
     let bits: [UInt16]
     let dim: Int
 
-    /// q - c_h into r.
-    func residual(_ q: [Float], _ h: Int, into r: inout [Float]) {
-        bits.withUnsafeBufferPointer { hp in
-            for j in 0..<dim { r[j] = q[j] - Float(Float16(bitPattern: hp[h * dim + j])) }
+    /// q - c_h into r (q and r hold at least dim values).
+    func residual(_ q: [Float], _ h: Int, into r: inout [Float], kernels: Kernels) {
+        precondition(q.count >= dim && r.count >= dim && h >= 0 && (h + 1) * dim <= bits.count)
+        q.withUnsafeBufferPointer { qp in
+            bits.withUnsafeBufferPointer { hp in
+                r.withUnsafeMutableBufferPointer { rp in
+                    kernels.subtractFloat16Unchecked(
+                        qp.baseAddress!, hp.baseAddress! + h * dim, into: rp.baseAddress!, count: dim)
+                }
+            }
         }
     }
 
@@ -160,7 +166,7 @@ struct PQ4Scanner: ListScanner {
         let n = list.count
         var offset: Float = 0
         if metric == .l2 {
-            heads.residual(query, h, into: &resid)
+            heads.residual(query, h, into: &resid, kernels: kernels)
             try makeTable(resid)
         } else {
             offset = heads.innerProductDistance(query, h, kernels: kernels)
@@ -259,7 +265,7 @@ struct BinaryScanner: ListScanner {
         let n = list.count
         var offset: Float = 0
         if metric == .l2 {
-            heads.residual(query, h, into: &resid)
+            heads.residual(query, h, into: &resid, kernels: kernels)
             signCode(resid)
         } else {
             offset = heads.innerProductDistance(query, h, kernels: kernels)
