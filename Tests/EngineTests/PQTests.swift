@@ -103,6 +103,47 @@ final class PQTests: XCTestCase {
     }
 
     /// The fast-scan candidate filter at every level against a plain loop: the same indices in
+    /// The table quantizer at every level gives the serial function's bytes, scale and bias bit for
+    /// bit: random tables for M around the 8/16-value blocks and the padding (odd M), M = 256,
+    /// ties at half steps, a constant table (range 0); a non-finite entry anywhere is refused
+    /// before anything is written; M = 0 and 257 are refused.
+    func testQuantizeTable4AtEveryLevel() throws {
+        var rng = SeededRandom(seed: 41)
+        for m in [1, 2, 3, 7, 16, 33, 196, 256] {
+            var tables = [rng.uniform(m * 16).map { $0 * 40 + 3 }, [Float](repeating: 2.5, count: m * 16)]
+            tables.append((0..<(m * 16)).map { Float($0 % 16) * 0.5 }) // steps of 255/7.5: ties after scaling
+            for table in tables {
+                let pad = ck_pq_padded_m4(m) * 16
+                var want = [UInt8](repeating: 0xAA, count: pad)
+                var (ws, wb): (Float, Float) = (0, 0)
+                XCTAssertEqual(ck_pq_quantize_table4(table, m, &want, &ws, &wb), CK_OK)
+                for isa in allLevels {
+                    var got = [UInt8](repeating: 0x55, count: pad)
+                    var (s, b): (Float, Float) = (0, 0)
+                    XCTAssertEqual(pqTable(isa).quantize4(table, m, &got, &s, &b), CK_OK)
+                    XCTAssertEqual(got, want, "\(isa) M=\(m)")
+                    XCTAssertEqual(s.bitPattern, ws.bitPattern, "\(isa) M=\(m) scale")
+                    XCTAssertEqual(b.bitPattern, wb.bitPattern, "\(isa) M=\(m) bias")
+                }
+            }
+        }
+        for isa in allLevels {
+            for bad in [Float.nan, .infinity, -.infinity] {
+                var table = rng.uniform(33 * 16)
+                table[17 * 16 + 9] = bad
+                var out = [UInt8](repeating: 7, count: ck_pq_padded_m4(33) * 16)
+                var (s, b): (Float, Float) = (0, 0)
+                XCTAssertEqual(pqTable(isa).quantize4(table, 33, &out, &s, &b), CK_ERR_NAN, "\(isa) \(bad)")
+                XCTAssertTrue(out.allSatisfy { $0 == 7 }, "\(isa): nothing written")
+            }
+            var out = [UInt8](repeating: 0, count: 258 * 16)
+            var (s, b): (Float, Float) = (0, 0)
+            let table = [Float](repeating: 1, count: 257 * 16)
+            XCTAssertEqual(pqTable(isa).quantize4(table, 0, &out, &s, &b), CK_ERR_ARGUMENT)
+            XCTAssertEqual(pqTable(isa).quantize4(table, 257, &out, &s, &b), CK_ERR_ARGUMENT)
+        }
+    }
+
     /// the same order, for lengths around the SIMD widths (16, 32) and limits at both ends.
     func testBelow4AgainstPlainFilter() throws {
         var rng = SeededRandom(seed: 41)

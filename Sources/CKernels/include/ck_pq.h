@@ -37,6 +37,10 @@ typedef struct ck_pq_kernels {
     /** Candidate filter over fast-scan sums: writes, in increasing order, every i < n with
      *  sums[i] <= limit into idx (room for n) and returns how many. */
     size_t (*below4)(const uint16_t *restrict sums, size_t n, uint16_t limit, uint32_t *restrict idx);
+    /** ck_pq_quantize_table4 at this level: the same bytes, scale and bias at every level (the
+     *  per-sub-space minima and ranges are exact, the mins are summed in order, and the
+     *  conversion rounds to nearest even as the serial code does). */
+    ck_status (*quantize4)(const float *restrict table, size_t M, uint8_t *restrict qtable, float *scale, float *bias);
 } ck_pq_kernels;
 
 const ck_pq_kernels *ck_pq_kernels_for(ck_isa level);

@@ -111,6 +111,48 @@ CK_TARGET_AVX2 size_t ck_pq_below4_avx2(const uint16_t *restrict sums, size_t n,
     return c;
 }
 
-const ck_pq_kernels ck_pq_avx2 = {ck_pq_table_l2_avx2, ck_pq_table_ip_avx2, ck_pq_scan8_avx2, ck_pq_scan4_avx2,
-                                  ck_pq_below4_avx2};
+/* ck_pq_quantize_table4 with two registers per sub-space: the minimum and maximum exactly as the
+ * serial loop finds them (finite values: order does not matter), a non-finite entry caught by
+ * x - x (NaN for infinities and NaN) before anything is written, and the bytes by the hardware
+ * conversion, which rounds to nearest even like the serial code's 2^23 trick on [0, 255]. */
+CK_TARGET_AVX2 ck_status ck_pq_quantize4_avx2(const float *restrict table, size_t M, uint8_t *restrict qtable,
+                                              float *scale, float *bias) {
+    if (M == 0 || M > 256) return CK_ERR_ARGUMENT;
+    size_t m_pad = ck_pq_padded_m4(M);
+    float maxrange = 0, b = 0, mins[256];
+    __m256 bad = _mm256_setzero_ps();
+    for (size_t m = 0; m < M; m++) {
+        __m256 x0 = _mm256_loadu_ps(table + m * 16), x1 = _mm256_loadu_ps(table + m * 16 + 8);
+        bad = _mm256_add_ps(bad, _mm256_add_ps(_mm256_sub_ps(x0, x0), _mm256_sub_ps(x1, x1)));
+        __m256 mn = _mm256_min_ps(x0, x1), mx = _mm256_max_ps(x0, x1);
+        mn = _mm256_min_ps(mn, _mm256_permute2f128_ps(mn, mn, 1));
+        mx = _mm256_max_ps(mx, _mm256_permute2f128_ps(mx, mx, 1));
+        mn = _mm256_min_ps(mn, _mm256_shuffle_ps(mn, mn, _MM_SHUFFLE(1, 0, 3, 2)));
+        mx = _mm256_max_ps(mx, _mm256_shuffle_ps(mx, mx, _MM_SHUFFLE(1, 0, 3, 2)));
+        mn = _mm256_min_ps(mn, _mm256_shuffle_ps(mn, mn, _MM_SHUFFLE(2, 3, 0, 1)));
+        mx = _mm256_max_ps(mx, _mm256_shuffle_ps(mx, mx, _MM_SHUFFLE(2, 3, 0, 1)));
+        float lo = _mm256_cvtss_f32(mn), r = _mm256_cvtss_f32(mx) - lo;
+        mins[m] = lo;
+        maxrange = r > maxrange ? r : maxrange;
+        b += lo;
+    }
+    if (_mm256_movemask_ps(_mm256_cmp_ps(bad, bad, _CMP_UNORD_Q))) return CK_ERR_NAN;
+    float a = maxrange > 0 ? 255.0f / maxrange : 1.0f;
+    const __m256 av = _mm256_set1_ps(a);
+    for (size_t m = 0; m < M; m++) {
+        __m256 mn = _mm256_set1_ps(mins[m]);
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(table + m * 16), mn), av));
+        __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(table + m * 16 + 8), mn), av));
+        __m128i w0 = _mm_packs_epi32(_mm256_castsi256_si128(i0), _mm256_extracti128_si256(i0, 1));
+        __m128i w1 = _mm_packs_epi32(_mm256_castsi256_si128(i1), _mm256_extracti128_si256(i1, 1));
+        _mm_storeu_si128((__m128i *)(qtable + m * 16), _mm_packus_epi16(w0, w1));
+    }
+    for (size_t m = M; m < m_pad; m++) memset(qtable + m * 16, 0, 16);
+    *scale = a;
+    *bias = b;
+    return CK_OK;
+}
+
+const ck_pq_kernels ck_pq_avx2 = {ck_pq_table_l2_avx2, ck_pq_table_ip_avx2, ck_pq_scan8_avx2,
+                                  ck_pq_scan4_avx2,    ck_pq_below4_avx2,   ck_pq_quantize4_avx2};
 #endif

@@ -124,7 +124,8 @@ ck_status ck_pq_quantize_table4(const float *restrict table, size_t M, uint8_t *
 }
 
 const ck_pq_kernels ck_pq_serial = {
-    ck_pq_table_l2_serial, ck_pq_table_ip_serial, ck_pq_scan8_serial, ck_pq_scan4_serial, ck_pq_below4_serial,
+    ck_pq_table_l2_serial, ck_pq_table_ip_serial, ck_pq_scan8_serial,
+    ck_pq_scan4_serial,    ck_pq_below4_serial,   ck_pq_quantize_table4,
 };
 
 CK_DEFINE_KERNELS_FOR(pq)

@@ -153,8 +153,9 @@ struct PQ4Scanner: ListScanner {
         var b: Float = 0
         let m = pq.subquantizers
         // entries are finite (the query is checked), m <= 256 (checked at open): cannot fail
+        let quantize = kernels.pqTable.pointee.quantize4!
         _ = table.withUnsafeBufferPointer { t in
-            qtable.withUnsafeMutableBufferPointer { ck_pq_quantize_table4(t.baseAddress, m, $0.baseAddress, &s, &b) }
+            qtable.withUnsafeMutableBufferPointer { quantize(t.baseAddress, m, $0.baseAddress, &s, &b) }
         }
         scale = s
         bias = b
