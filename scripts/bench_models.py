@@ -8,6 +8,11 @@ hits both, medians of rounds, Markdown tables with ratios:
 Engine must be built in release first: swift build -c release.
 
 Usage: pip install llama-cpp-python sentence-transformers torch   # llama.cpp builds ~10 min
+       # On an Intel Xeon with AMX (Sapphire/Emerald Rapids) llama.cpp's default build dies with
+       # SIGILL in its AMX path; build the peer without it (AVX-512 and VNNI stay on):
+       #   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON
+       #   -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF
+       #   -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" pip install llama-cpp-python==0.3.36
        python3 scripts/bench_models.py [--threads 1,2] [--rounds 3] [--prompt 128] [--engine BINARY]
                                        [--models smollm2,minilm]
 """
