@@ -105,13 +105,14 @@ final class PQTests: XCTestCase {
     /// The fast-scan candidate filter at every level against a plain loop: the same indices in
     /// The table quantizer at every level gives the serial function's bytes, scale and bias bit for
     /// bit: random tables for M around the 8/16-value blocks and the padding (odd M), M = 256,
-    /// ties at half steps, a constant table (range 0); a non-finite entry anywhere is refused
+    /// ties at half steps, a constant table (range 0), signed zeros; a non-finite entry anywhere is refused
     /// before anything is written; M = 0 and 257 are refused.
     func testQuantizeTable4AtEveryLevel() throws {
         var rng = SeededRandom(seed: 41)
         for m in [1, 2, 3, 7, 16, 33, 196, 256] {
             var tables = [rng.uniform(m * 16).map { $0 * 40 + 3 }, [Float](repeating: 2.5, count: m * 16)]
             tables.append((0..<(m * 16)).map { Float($0 % 16) * 0.5 }) // steps of 255/7.5: ties after scaling
+            tables.append((0..<(m * 16)).map { $0 % 3 == 0 ? -0.0 : 0.0 }) // which zero is the minimum
             for table in tables {
                 let pad = ck_pq_padded_m4(m) * 16
                 var want = [UInt8](repeating: 0xAA, count: pad)
