@@ -102,16 +102,16 @@ final class PQTests: XCTestCase {
         }
     }
 
-    /// The fast-scan candidate filter at every level against a plain loop: the same indices in
     /// The table quantizer at every level gives the serial function's bytes, scale and bias bit for
     /// bit: random tables for M around the 8/16-value blocks and the padding (odd M), M = 256,
-    /// ties at half steps, a constant table (range 0), signed zeros; a non-finite entry anywhere is refused
-    /// before anything is written; M = 0 and 257 are refused.
+    /// ties at half steps, a constant table (range 0), signed zeros; a non-finite entry anywhere
+    /// is refused before anything is written; M = 0 and 257 are refused.
     func testQuantizeTable4AtEveryLevel() throws {
         var rng = SeededRandom(seed: 41)
         for m in [1, 2, 3, 7, 16, 33, 196, 256] {
             var tables = [rng.uniform(m * 16).map { $0 * 40 + 3 }, [Float](repeating: 2.5, count: m * 16)]
-            tables.append((0..<(m * 16)).map { Float($0 % 16) * 0.5 }) // steps of 255/7.5: ties after scaling
+            // range 255, so scale 1: entries 16.5 j land on half steps (ties, to even) for odd j
+            tables.append((0..<(m * 16)).map { $0 % 16 == 15 ? 255 : Float($0 % 16) * 16.5 })
             tables.append((0..<(m * 16)).map { $0 % 3 == 0 ? -0.0 : 0.0 }) // which zero is the minimum
             for table in tables {
                 let pad = ck_pq_padded_m4(m) * 16
@@ -145,6 +145,7 @@ final class PQTests: XCTestCase {
         }
     }
 
+    /// The fast-scan candidate filter at every level against a plain loop: the same indices in
     /// the same order, for lengths around the SIMD widths (16, 32) and limits at both ends.
     func testBelow4AgainstPlainFilter() throws {
         var rng = SeededRandom(seed: 41)
