@@ -112,6 +112,31 @@ final class VecKernelTests: XCTestCase {
         }
     }
 
+    /// half to f32 at every level equals Swift's own Float16 to Float conversion, bit for bit, for
+    /// every one of the 65,536 bit patterns except NaNs, which must stay NaN (the hardware sets the
+    /// quiet bit of a signalling NaN); lengths around the 8-value blocks.
+    func testFromFloat16() throws {
+        let all = (0...0xFFFF).map { UInt16($0) }
+        for isa in allLevels {
+            let from = ck_vec_kernels_for(ck_isa(rawValue: UInt32(isa.rawValue)))!.pointee.from_f16!
+            for n in [1, 7, 8, 9, 65_536] {
+                let h = n == all.count ? all : Array(all[12_345..<(12_345 + n)])
+                var out = [Float](repeating: 1, count: n)
+                h.withUnsafeBufferPointer { hp in
+                    out.withUnsafeMutableBufferPointer { from(hp.baseAddress!, $0.baseAddress!, n) }
+                }
+                for i in 0..<n {
+                    let want = Float(Float16(bitPattern: h[i]))
+                    if want.isNaN {
+                        XCTAssertTrue(out[i].isNaN, "\(isa) 0x\(String(h[i], radix: 16)) must stay NaN")
+                    } else {
+                        XCTAssertEqual(out[i].bitPattern, want.bitPattern, "\(isa) 0x\(String(h[i], radix: 16)) n=\(n)")
+                    }
+                }
+            }
+        }
+    }
+
     func testCRC32C() throws {
         let check = Array("123456789".utf8)
         var rng = SeededRandom(seed: 3)

@@ -28,6 +28,8 @@ typedef struct ck_vec_kernels {
     /** out[i] = x[i] - h[i] for n half bit patterns h (the conversion is exact, so every level
      *  gives the same floats: one rounding, of the subtraction) */
     void (*sub_f16)(const float *x, const uint16_t *h, float *out, size_t n);
+    /** n half bit patterns h to f32 (exact for every non-NaN value; NaNs stay NaN) */
+    void (*from_f16)(const uint16_t *h, float *out, size_t n);
 } ck_vec_kernels;
 
 const ck_vec_kernels *ck_vec_kernels_for(ck_isa level);

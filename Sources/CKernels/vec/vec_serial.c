@@ -86,6 +86,10 @@ static void ck_vec_sub_f16_serial(const float *x, const uint16_t *h, float *out,
     for (size_t i = 0; i < n; i++) out[i] = x[i] - ck_fp16_to_fp32(h[i]);
 }
 
+static void ck_vec_from_f16_serial(const uint16_t *h, float *out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = ck_fp16_to_fp32(h[i]);
+}
+
 uint32_t ck_vec_crc32c_serial(uint32_t crc, const void *p, size_t n) {
     const uint8_t *b = (const uint8_t *)p;
     crc = ~crc;
@@ -93,8 +97,8 @@ uint32_t ck_vec_crc32c_serial(uint32_t crc, const void *p, size_t n) {
     return ~crc;
 }
 
-const ck_vec_kernels ck_vec_serial = {ck_vec_l2_f32_serial, ck_vec_ip_f32_serial, ck_vec_l2_f16_serial,
-                                      ck_vec_ip_f16_serial, ck_vec_crc32c_serial, ck_vec_to_f16_serial,
-                                      ck_vec_sub_f16_serial};
+const ck_vec_kernels ck_vec_serial = {ck_vec_l2_f32_serial,  ck_vec_ip_f32_serial,  ck_vec_l2_f16_serial,
+                                      ck_vec_ip_f16_serial,  ck_vec_crc32c_serial,  ck_vec_to_f16_serial,
+                                      ck_vec_sub_f16_serial, ck_vec_from_f16_serial};
 
 CK_DEFINE_KERNELS_FOR(vec)

@@ -134,12 +134,12 @@ extension KIVIKVCache {
             if type == .mikv { try quantizeGroup(layer: l, group: grp) }
             let budget = Int((keptFraction * Double((grp + 1) * G)).rounded(.down))
             let (wc, ws, hd) = (windowCap, windowStart, headDim)
+            let fromF16 = kernels.vecTable.pointee.from_f16! // exact, as Float(Float16(bitPattern:))
             set.select(group: grp, budget: budget, windowStart: ws, windowCap: wc, kernels: kernels) { h, pos, k, v in
                 let w = (h * wc + pos - ws) * hd
-                for c in 0..<hd {
-                    k[c] = ck_f16_bits_to_f32(windowKeys[l][w + c])
-                    v[c] = ck_f16_bits_to_f32(windowValues[l][w + c])
-                }
+                precondition(w >= 0 && w + hd <= windowKeys[l].count, "selected row outside the window")
+                windowKeys[l].withUnsafeBufferPointer { fromF16($0.baseAddress! + w, k, hd) }
+                windowValues[l].withUnsafeBufferPointer { fromF16($0.baseAddress! + w, v, hd) }
             }
             quantizedGroups[l] += 1
         }

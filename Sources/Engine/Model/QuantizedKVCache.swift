@@ -492,11 +492,18 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
         let maxGroups = capacity / G
         var rows = [Float](repeating: 0, count: G * hd)
         let quantizeRow = kernels.qmatmulTable.pointee.quantize!
+        let fromF16 = kernels.vecTable.pointee.from_f16! // exact, as Float(Float16(bitPattern:))
         for h in 0..<kvHeads {
             // keys: the group's 32 f16 rows, per channel
-            for t in 0..<G {
-                let w = (h * wc + grp * G + t - ws) * hd
-                for c in 0..<hd { rows[t * hd + c] = ck_f16_bits_to_f32(windowKeys[l][w + c]) }
+            precondition(
+                grp * G >= ws && (h * wc + grp * G + G - ws) * hd <= windowKeys[l].count,
+                "KIVI group outside its window")
+            windowKeys[l].withUnsafeBufferPointer { kw in
+                rows.withUnsafeMutableBufferPointer { r in
+                    for t in 0..<G {
+                        fromF16(kw.baseAddress! + (h * wc + grp * G + t - ws) * hd, r.baseAddress! + t * hd, hd)
+                    }
+                }
             }
             let st = rows.withUnsafeBufferPointer { r in
                 keyGroups[l].withUnsafeMutableBytes { kg in
@@ -507,8 +514,11 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
             try EngineError.check(st, "KIVI key quantization (keys must be finite and within the f16 range)")
             // values: per token
             for t in 0..<G {
-                let w = (h * wc + grp * G + t - ws) * hd
-                for c in 0..<hd { rows[c] = ck_f16_bits_to_f32(windowValues[l][w + c]) }
+                windowValues[l].withUnsafeBufferPointer { vw in
+                    rows.withUnsafeMutableBufferPointer {
+                        fromF16(vw.baseAddress! + (h * wc + grp * G + t - ws) * hd, $0.baseAddress!, hd)
+                    }
+                }
                 rows.withUnsafeBufferPointer { r in
                     valueRows[l].withUnsafeMutableBytes { vr in
                         quantizeRow(
@@ -616,5 +626,3 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
         if bad != CK_OK { try EngineError.check(bad, "KIVI attention arguments") }
     }
 }
-
-@inline(__always) func ck_f16_bits_to_f32(_ b: UInt16) -> Float { Float(Float16(bitPattern: b)) }
