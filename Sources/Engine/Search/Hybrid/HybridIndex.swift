@@ -423,6 +423,11 @@ final class IndexDataFile {
             madvise(m, size, MADV_RANDOM)
             mapping = UnsafeRawPointer(m)
         } else {
+            // pread / io_uring read each extent whole: read-ahead past it only brings in bytes of
+            // neighbouring lists or rows that no query asked for, and on an index larger than
+            // the page cache evicts ones that will be (synthetic 1M, 128 MiB cgroup: 3x the
+            // disk reads per query; docs/benchmarks.md)
+            _ = posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM)
             mapping = nil
         }
     }
