@@ -354,6 +354,47 @@ public enum KernelBenchmarks {
             }
         }
 
+        // --- int8 GEMM (prefill) against the core's int8 multiply-add peak ---
+        progress("int8 gemm")
+        do {
+            var width: Int32 = 0
+            let iters = quick ? 1 << 20 : 1 << 22
+            var macs: UInt64 = 0
+            let tPeak = median(reps: reps) { macs = ck_membw_int8_dot_peak(iters, &width) }
+            if macs > 0 {
+                let peak = Double(macs) / tPeak / 1e9
+                let instruction = width == 512 ? "vpdpbusd" : "vpmaddubsw"
+                rows.append(
+                    Row(
+                        name: "int8 multiply-add peak (\(instruction) \(width)-bit), 1 thread (limit)",
+                        value: peak, unit: "G MAC/s", ratio: nil, ratioOf: "", target: "", met: nil))
+                // SmolLM2's MLP up projection (1536 x 576) on a 128-token prompt: the interleaved
+                // Q4_1 layout and int8 activations, as prefill runs it
+                let (r, c, tokens) = (1536, 576, 128)
+                let w = try QuantizedMatrix(quantizing: rng.uniform(r * c), rows: r, cols: c, type: .q4_1, kernels: k1)
+                    .interleaved()
+                let x = rng.uniform(tokens * c)
+                var y = [Float](repeating: 0, count: tokens * r)
+                var err: Error?
+                let t = x.withUnsafeBufferPointer { xp in
+                    y.withUnsafeMutableBufferPointer { yp in
+                        median(reps: reps) {
+                            do { try k1.linear(w, x: xp, tokens: tokens, into: yp, numerics: .int8) } catch {
+                                err = error
+                            }
+                        }
+                    }
+                }
+                if let err { throw err }
+                let rate = Double(r * c * tokens) / t / 1e9
+                rows.append(
+                    Row(
+                        name: "linear Q4_1 interleaved x8 \(r)x\(c), \(tokens) tokens (int8 activations), 1 thread",
+                        value: rate, unit: "G MAC/s", ratio: rate / peak, ratioOf: "int8 multiply-add peak",
+                        target: ">= 0.5 of peak", met: rate / peak >= 0.5))
+            }
+        }
+
         // --- PQ scans at equal code bytes (16 bytes per vector) ---
         progress("pq")
         do {
