@@ -428,7 +428,15 @@ final class InterleavedRowsTests: XCTestCase {
         var rng = SeededRandom(seed: 41)
         for t in [RowType.q4_0, .q4_1] {
             let ct = ck_rtype(rawValue: UInt32(t.rawValue))
-            for (rows, n, nq) in [(8, 32, 1), (16, 96, 2), (24, 576, 3), (8, 4096, 5), (40, 160, 1)] {
+            // token counts of 2 and more also take the AVX-512 level's paired-token path (up to
+            // 6 pairs per chunk): 8, 9 and 13 tokens are 4 and 6 pairs (+ 1), 4096 columns fit 2
+            // pairs per stack chunk and 12 groups per tile (13 groups: a partial tile), 12,032
+            // columns no pair (single-token path)
+            for (rows, n, nq) in [
+                (8, 32, 1), (16, 96, 2), (24, 576, 3), (8, 4096, 5), (40, 160, 1), (16, 576, 8), (24, 64, 9),
+                (16, 128, 13),
+                (104, 4096, 7), (8, 12_032, 3),
+            ] {
                 let nb = n / 32
                 let wb = try quantize(t, rng.uniform(rows * n), rows: rows, cols: n)
                 let wd = try dequantize(t, wb, rows: rows, cols: n)
