@@ -20,6 +20,13 @@ protocol ExtentReader: AnyObject {
     func prepare(_ extents: [FileExtent]) throws
     /// The bytes of extent i of the last `prepare` (valid until the next call to either).
     func bytes(_ i: Int) throws -> UnsafeRawPointer
+    /// Asks the CPU to start loading extent i (its first 4 KiB) while the caller works on an
+    /// earlier one; a no-op where the bytes are not in memory yet.
+    func prefetch(_ i: Int)
+}
+
+extension ExtentReader {
+    func prefetch(_ i: Int) {}
 }
 
 /// Memory-mapped file: extents are announced with madvise(WILLNEED), so the kernel reads the
@@ -43,6 +50,11 @@ final class MappedExtents: ExtentReader {
     }
 
     func bytes(_ i: Int) throws -> UnsafeRawPointer { base + extents[i].offset }
+
+    func prefetch(_ i: Int) {
+        guard i < extents.count else { return }
+        ck_prefetch_read(base + extents[i].offset, extents[i].length)
+    }
 }
 
 /// pread into one reused buffer, one I/O per extent when it is used: the access pattern of an

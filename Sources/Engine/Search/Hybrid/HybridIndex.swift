@@ -226,6 +226,7 @@ public final class HybridIndex: @unchecked Sendable {
             let e = lists[h]
             let n = Int(e.count)
             let raw = try reader.bytes(i)
+            reader.prefetch(i + 1) // the next list's first lines load while this one is scanned
             try verify(raw, list: h, policy: p.verify)
             let list = PostingList(raw: raw, count: n, layout: layout)
             if dist.count < n { dist = [Float](repeating: 0, count: n) }
@@ -341,8 +342,10 @@ public final class HybridIndex: @unchecked Sendable {
                 FileExtent(offset: $0 * rb, length: rb, readBefore: ck_atomic_bit_get(rowsVerified!, $0) != 0)
             })
         var d: Float = 0
+        reader.prefetch(1)
         for (ci, c) in cands.enumerated() {
             let r = try reader.bytes(ci)
+            reader.prefetch(ci + 2) // rows sit at random places: start the misses two rows ahead
             let row = candRows[ci]
             if policy == .always || (policy == .once && ck_atomic_bit_get(rowsVerified!, row) == 0) {
                 let stored = UInt32(littleEndian: r.loadUnaligned(fromByteOffset: 4 * dim, as: UInt32.self))
