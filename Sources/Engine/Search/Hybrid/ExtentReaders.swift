@@ -21,7 +21,8 @@ protocol ExtentReader: AnyObject {
     /// The bytes of extent i of the last `prepare` (valid until the next call to either).
     func bytes(_ i: Int) throws -> UnsafeRawPointer
     /// Asks the CPU to start loading extent i (its first 4 KiB) while the caller works on an
-    /// earlier one; a no-op where the bytes are not in memory yet.
+    /// earlier one. The mapped reader does; pread (which reads on `bytes`) and io_uring (whose
+    /// batch has just been written to its buffer) keep the default no-op.
     func prefetch(_ i: Int)
 }
 
