@@ -9,16 +9,22 @@ import urllib.request
 
 
 class ShardedSearcher:
-    def __init__(self, routing, replicas, deadline=2.0, index_name="shard", api_key=None, verify=True):
+    def __init__(self, routing, replicas, deadline=2.0, index_name="shard", api_key=None, verify=True,
+                 per_query=0.01):
         """`replicas`: for each shard, the base URLs of the `engine serve` processes holding it.
         With `verify`, every replica that answers must hold its shard as the routing table
-        describes it (dimension, metric, vector count); a mismatch raises RoutingError."""
+        describes it (dimension, metric, vector count); a mismatch raises RoutingError.
+        A replica has `deadline` seconds plus `per_query` seconds for each query of the batch
+        sent to it to answer before the next replica is asked: a fixed deadline alone made a
+        large batch on a freshly started (cold) replica fail over, and then come back partial,
+        although nothing was wrong but its size."""
         from .routing import RoutingError
         if len(replicas) != routing.shards:
             raise RoutingError(f"{len(replicas)} replica lists for the {routing.shards} shards of the routing table")
         self.routing = routing
         self.replicas = [list(r) for r in replicas]
         self.deadline = deadline
+        self.per_query = per_query
         self.index_name = index_name
         self.api_key = api_key
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=32)
@@ -48,7 +54,8 @@ class ShardedSearcher:
             f"{url}/v1/indexes/{self.index_name}/search", data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json",
                      **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})})
-        with urllib.request.urlopen(req, timeout=self.deadline) as r:
+        timeout = self.deadline + self.per_query * len(body["vectors"])
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.load(r)["results"]
 
     def _shard(self, shard, queries, k, nprobe):
