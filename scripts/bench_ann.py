@@ -277,6 +277,19 @@ def bench_diskann(base, queries, gt, metric, threads_list, cold):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def parse_bench_ann(stdout):
+    """`engine bench ann` output: (RAM bytes, disk bytes, rows), each row the cells of one nprobe
+    line as strings: nprobe, recall@1, recall@10, QPS, mean ms, p99 ms, lists, KiB."""
+    ram = int(stdout.split("RAM ")[1].split(" bytes")[0])
+    disk = int(stdout.split("disk ")[1].split(" bytes")[0])
+    rows = []
+    for line in stdout.strip().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 8 and cells[0].isdigit():
+            rows.append(cells)
+    return ram, disk, rows
+
+
 def bench_engine(base, queries, gt, metric, threads_list, cold, extra, search_args=()):
     search_args = list(search_args)
     d = tempfile.mkdtemp(prefix="engine-ann-")
@@ -300,12 +313,8 @@ def bench_engine(base, queries, gt, metric, threads_list, cold, extra, search_ar
             r = subprocess.run([str(ENGINE), "bench", "ann", "--index", f"{d}/idx", "--queries", f"{d}/queries.npy", "--gt", f"{d}/gt.ivecs",
                                 "--nprobe", nprobes, "--threads", str(threads), "--io", ENGINE_IO] + search_args + (["--no-warmup"] if cold else []),
                                check=True, capture_output=True, text=True).stdout
-            ram = int(r.split("RAM ")[1].split(" bytes")[0])
-            disk = int(r.split("disk ")[1].split(" bytes")[0])
-            for line in r.strip().splitlines():
-                cells = [c.strip() for c in line.strip().strip("|").split("|")]
-                if len(cells) < 8 or not cells[0].isdigit():
-                    continue
+            ram, disk, lines = parse_bench_ann(r)
+            for cells in lines:
                 rec10, qps, mean, p99 = float(cells[2]), float(cells[3]), float(cells[4]), float(cells[5])
                 out.append(row("Engine hybrid" + (" " + " ".join(extra + search_args) if extra or search_args else "") + (f" --io {ENGINE_IO}" if ENGINE_IO != "mapped" else ""), f"nprobe {cells[0]} ({cells[6]} lists, {cells[7]} KiB)",
                                threads, rec10, qps, mean, p99, ram, disk, build))

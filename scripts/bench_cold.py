@@ -178,11 +178,8 @@ def main():
                                              str(work / "queries.npy"), "--gt", str(work / "gt.ivecs"), "--nprobe", nprobe,
                                              "--threads", "1", "--io", io, "--no-warmup"] + search_args, cgroup,
                                             [str(bench_ann.ENGINE), "bench", "ann", "--help"])
-                    ram = int(out.split("RAM ")[1].split(" bytes")[0])
-                    for line in out.strip().splitlines():
-                        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-                        if len(cells) < 8 or not cells[0].isdigit():
-                            continue
+                    ram, _, lines = bench_ann.parse_bench_ann(out)
+                    for cells in lines:
                         rows.append({"system": f"Engine {payload}", "setting": f"--io {io}, nprobe {nprobe}",
                                      "recall10": float(cells[2]), "qps": float(cells[3]), "mean_ms": float(cells[4]),
                                      "p99_ms": float(cells[5]), "ram_bytes": ram, "disk_bytes": disk, "build_s": build,

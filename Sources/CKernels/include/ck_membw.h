@@ -17,10 +17,6 @@ float ck_membw_stream_read_f32(const float *x, size_t n);
  *  multiply-add peak; *width receives the register width in bits. Scalar level: returns 0, width
  *  0 (no instruction to measure). */
 uint64_t ck_membw_int8_dot_peak(size_t iters, int *width);
-/** Prefetches the cache lines of [p, p + n) into the cache for reading (at most the first 4 KiB:
- *  enough to hide the first misses of a sequential scan, which the scan's own prefetches then
- *  continue). Never faults: only for addresses of a live mapping. */
-void ck_prefetch_read(const void *p, size_t n);
 #ifdef __cplusplus
 }
 #endif

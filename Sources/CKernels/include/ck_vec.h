@@ -34,6 +34,11 @@ typedef struct ck_vec_kernels {
 
 const ck_vec_kernels *ck_vec_kernels_for(ck_isa level);
 
+/** Prefetches the cache lines of [p, p + n) for reading, at most the first 4 KiB: enough to
+ *  start the first misses of a list or row the caller reaches next (the scan's own prefetches
+ *  continue from there). A hint: never faults. */
+void ck_prefetch_read(const void *p, size_t n);
+
 #ifdef __cplusplus
 }
 #endif

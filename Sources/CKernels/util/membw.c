@@ -100,9 +100,3 @@ float ck_membw_stream_read_f32(const float *x, size_t n) {
     for (; i < n; i++) s0 += x[i];
     return s0 + s1 + s2 + s3;
 }
-
-void ck_prefetch_read(const void *p, size_t n) {
-    const char *c = (const char *)p;
-    if (n > 4096) n = 4096;
-    for (size_t o = 0; o < n; o += 64) __builtin_prefetch(c + o, 0, 3);
-}

@@ -90,6 +90,10 @@ static void ck_vec_from_f16_serial(const uint16_t *h, float *out, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = ck_fp16_to_fp32(h[i]);
 }
 
+void ck_prefetch_read(const void *p, size_t n) {
+    ck_prefetch_lines(p, n < 4096 ? n : 4096);
+}
+
 uint32_t ck_vec_crc32c_serial(uint32_t crc, const void *p, size_t n) {
     const uint8_t *b = (const uint8_t *)p;
     crc = ~crc;
