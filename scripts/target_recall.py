@@ -7,7 +7,8 @@ with the defaults (its calibration table included), then for each target T:
     against the ground truth (recall@10), its CPU time (user + sys of the child process, from
     getrusage: opening, verification, query loading, output included);
   - `engine bench ann --target-recall T` on the same index and queries, 1 thread: its
-    steady-state QPS (after an untimed warm-up pass), turned into CPU seconds for the same queries.
+    steady-state QPS (after an untimed warm-up pass), turned into CPU seconds for the same queries;
+  - --rounds R (default 3) alternated runs of both, and the medians of each.
 Prints a markdown table and, with --json, appends one line per target.
 
 Sets: fashion-mnist (apt-get install dataset-fashion-mnist; 60k x 784, test images as queries),
@@ -85,6 +86,9 @@ def main():
     ap.add_argument("--wordnet-npy")
     ap.add_argument("--targets", default="0.9,0.95")
     ap.add_argument("--build-args", default="", help="extra `engine index build` arguments")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="search and bench runs per target, alternated; the table gives their medians "
+                         "(this VM's speed drifts by 10-20%% within minutes)")
     ap.add_argument("--json")
     a = ap.parse_args()
     base, queries, metric = dataset(a)
@@ -111,24 +115,32 @@ def main():
               "bench ann QPS | bench CPU s (same queries) | search / bench |")
         print("|---|---|---|---|---|---|---|---|---|---|")
         for target in [float(x) for x in a.targets.split(",")]:
-            out, cpu, wall = child_cpu([ENGINE, "index", "search", "--index", f"{d}/idx", "--queries", f"{d}/queries.npy",
-                                        "--target-recall", str(target), "--output", f"{d}/ids.ivecs", "--force"])
+            cpus, walls, qpss = [], [], []
+            for _ in range(a.rounds):
+                out, cpu, wall = child_cpu([ENGINE, "index", "search", "--index", f"{d}/idx", "--queries",
+                                            f"{d}/queries.npy", "--target-recall", str(target), "--output",
+                                            f"{d}/ids.ivecs", "--force"])
+                bench, _, _ = child_cpu([ENGINE, "bench", "ann", "--index", f"{d}/idx", "--queries", f"{d}/queries.npy",
+                                         "--gt", f"{d}/gt.ivecs", "--nprobe", "1", "--target-recall", str(target)])
+                row = [l for l in bench.splitlines() if l.startswith("| target")][0]
+                cells = [c.strip() for c in row.strip("|").split("|")]
+                cpus.append(cpu)
+                walls.append(wall)
+                qpss.append(float(cells[3]))
             nprobe = out.split("nprobe ")[-1].split()[0]
             found = read_ivecs(f"{d}/ids.ivecs")
             rec = np.mean([len(set(found[i]) & set(gt[i])) / 10 for i in range(len(gt))])
-            bench, _, _ = child_cpu([ENGINE, "bench", "ann", "--index", f"{d}/idx", "--queries", f"{d}/queries.npy",
-                                     "--gt", f"{d}/gt.ivecs", "--nprobe", "1", "--target-recall", str(target)])
-            row = [l for l in bench.splitlines() if l.startswith("| target")][0]
-            cells = [c.strip() for c in row.strip("|").split("|")]
-            qps = float(cells[3])
+            cpu, qps = float(np.median(cpus)), float(np.median(qpss))
             bench_cpu = len(gt) / qps
             print(f"| {a.dataset} | {target} | {nprobe} | {rec:.4f} | {rec - target:+.4f} | {cpu:.3f} | {one:.3f} | {qps:.0f} | "
                   f"{bench_cpu:.3f} | {cpu / bench_cpu:.2f} |")
             if a.json:
                 with open(a.json, "a") as f:
                     f.write(json.dumps({"set": a.dataset, "target": target, "nprobe": nprobe, "recall": rec,
-                                        "search_cpu_s": cpu, "search_wall_s": wall, "one_query_cpu_s": one, "bench_qps": qps,
-                                        "bench_recall": float(cells[2]), "queries": len(gt),
+                                        "search_cpu_s": cpu, "search_wall_s": float(np.median(walls)),
+                                        "one_query_cpu_s": one, "bench_qps": qps,
+                                        "bench_recall": float(cells[2]), "queries": len(gt), "rounds": a.rounds,
+                                        "search_cpu_s_rounds": cpus, "bench_qps_rounds": qpss,
                                         "build_s": build_wall, "calibration": calib[0] if calib else None,
                                         "load": os.getloadavg()[0]}) + "\n")
     finally:

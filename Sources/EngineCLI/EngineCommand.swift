@@ -15,10 +15,9 @@ struct EngineCommand: AsyncParsableCommand {
         defaultSubcommand: Info.self
     )
 
-    /// ArgumentParser's entry point, after OpenBLAS's spinning worker threads are stopped (most
-    /// commands make no threaded BLAS call; those that do start the pool again on their first).
+    /// ArgumentParser's entry point. (OpenBLAS loads on the first BLAS call, with its worker
+    /// threads parked until a threaded call needs them: ck_blas.h.)
     static func main() async {
-        parkBLASThreads()
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? AsyncParsableCommand {

@@ -219,4 +219,25 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(k, 2)
         XCTAssertEqual(v, [7, -1])
     }
+
+    /// OpenBLAS is opened by the first BLAS call, not at process start: a search (no BLAS call)
+    /// never loads it, `info` (which reports it) does. The dynamic loader's own log
+    /// (LD_DEBUG=files, glibc) lists every library a process opens, dlopen included.
+    func testOpenBLASLoadsOnlyWhenUsed() throws {
+        var rng = SeededRandom(seed: 5)
+        let (n, dim) = (600, 8)
+        try HybridIndex.build(vectors: rng.uniform(n * dim), dim: dim, directory: dir + "/idx")
+        try VectorFile.write(rng.uniform(3 * dim), dim: dim, to: dir + "/q.npy")
+        let (st, search) = try runEngine(
+            ["index", "search", "--index", dir + "/idx", "--queries", dir + "/q.npy", "--output", dir + "/o.ivecs"],
+            env: ["LD_DEBUG": "files"])
+        XCTAssertEqual(st, 0, search)
+        XCTAssertTrue(search.contains("libswiftCore"), "the loader's log is there: \(search.prefix(300))")
+        XCTAssertFalse(search.contains("libopenblas"), "index search loaded OpenBLAS")
+        XCTAssertFalse(search.contains("liblapacke"), "index search loaded LAPACKE")
+        let (ok, info) = try runEngine(["info"], env: ["LD_DEBUG": "files"])
+        XCTAssertEqual(ok, 0, info)
+        XCTAssertTrue(info.contains("libopenblas"), "info reports OpenBLAS, so it loads it")
+        XCTAssertTrue(info.contains("BLAS kernels:"), info)
+    }
 }

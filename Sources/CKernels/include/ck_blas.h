@@ -1,5 +1,11 @@
 /* ck_blas.h — thin row-major wrappers over CBLAS (OpenBLAS) and LAPACKE.
  *
+ * Loading: the two libraries are opened (dlopen) by the first call that needs them, not linked,
+ * so a process that never calls BLAS does not pay for loading them. ck_blas_set_threads before
+ * that is remembered and applied when they load; ck_blas_park_threads before it does nothing.
+ * Where they cannot be loaded, the first such call prints what is missing and aborts (as the
+ * dynamic linker would have refused to start the process when they were linked).
+ *
  * Thread policy: OpenBLAS keeps its own pool. Engine calls BLAS outside its own parallel regions
  * and sets the pool size to Engine's thread count, so the two never oversubscribe. The one
  * exception (BERT batches, one group of sentences per Engine thread) first sets the pool to one
@@ -46,9 +52,10 @@ const char *ck_blas_core_note(void);
 
 /** ck_blas_park_threads: stops OpenBLAS's worker threads. A threaded OpenBLAS starts them when it
  *  loads and each spins (sched_yield) for about 2^28 cycles waiting for work before it sleeps:
- *  ~0.1 s of CPU per worker in every process, wasted in one that makes no threaded BLAS call.
- *  OpenBLAS starts the pool again at its next threaded call (as it does in a child after fork).
- *  Returns 1 if stopped, 0 if this OpenBLAS has no such pool. Not while a BLAS call runs. */
+ *  ~0.1 s of CPU per worker, wasted in a process whose next calls are not threaded. The loader
+ *  parks them right after loading; OpenBLAS starts the pool again at its next threaded call (as
+ *  it does in a child after fork). Returns 1 if stopped, 0 if OpenBLAS is not loaded yet or has
+ *  no such pool. Not while a BLAS call runs. */
 int ck_blas_park_threads(void);
 
 /** OpenBLAS pool size control and build description. */

@@ -41,8 +41,11 @@ public enum NPY {
         let f = try MappedFile(path: path)
         let n = shape.reduce(1, *)
         let data = try f.bytes(start, n * 4)
-        var out = [Float](repeating: 0, count: n)
-        out.withUnsafeMutableBytes { $0.copyMemory(from: data) } // the data may be unaligned
+        // copied once into fresh pages (no zero fill first); the data may be unaligned
+        let out = [Float](unsafeUninitializedCapacity: n) { buf, count in
+            UnsafeMutableRawBufferPointer(buf).copyMemory(from: data)
+            count = n
+        }
         return (out, shape)
     }
 

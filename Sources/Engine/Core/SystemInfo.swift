@@ -55,9 +55,10 @@ public struct SystemInfo: Sendable, CustomStringConvertible {
     }
 }
 
-/// Stops OpenBLAS's worker threads, which spin for ~0.1 s of CPU each after the library loads;
-/// OpenBLAS starts them again at its next threaded call. For short processes and those that
-/// make no BLAS call (the CLI calls it at start). Returns whether there was a pool to stop.
+/// Stops OpenBLAS's worker threads, which spin for ~0.1 s of CPU each after a threaded call;
+/// OpenBLAS starts them again at its next threaded call. (The library is loaded on the first
+/// BLAS call with its pool already parked.) Returns whether there was a pool to stop: false
+/// while OpenBLAS is not loaded.
 @discardableResult
 public func parkBLASThreads() -> Bool { ck_blas_park_threads() == 1 }
 

@@ -65,7 +65,10 @@ struct HeadsFile: Equatable {
     var replicaEpsilon: Float
     var coarseCentroids: [Float]
     var coarseStart: [UInt32]
-    var headCentroids: [Float]
+    /// Head centroids as IEEE half bit patterns, H x d. The file stores them as f32 values the
+    /// build made f16-representable; reading converts straight from the file's bytes (a value
+    /// that is not representable rounds to nearest even, as the search would).
+    var headBits: [UInt16]
     var lists: [ListEntry]
     /// PQ sub-quantizers M (pq8, pq4) or the binary code width P; 0 for vector payloads.
     var codeWidth: Int
@@ -77,7 +80,7 @@ struct HeadsFile: Equatable {
     var coarse: Int { coarseStart.count - 1 }
     /// Size of the encoded file in bytes.
     var byteCount: Int {
-        Self.headerBytes + 4 * coarseCentroids.count + 4 * coarseStart.count + 4 * headCentroids.count
+        Self.headerBytes + 4 * coarseCentroids.count + 4 * coarseStart.count + 4 * headBits.count
             + Self.entryBytes * lists.count + (payload.isCoded ? 4 + 4 * codeValues.count : 0)
             + 12 + 8 * (calibration?.points.count ?? 0) + 4
     }
@@ -112,7 +115,14 @@ struct HeadsFile: Equatable {
         u32(replicaEpsilon.bitPattern)
         floats(coarseCentroids)
         for s in coarseStart { u32(s) }
-        floats(headCentroids)
+        var wide = [Float](repeating: 0, count: headBits.count) // exact: every half is an f32
+        if !wide.isEmpty {
+            let fromF16 = kernels.vecTable.pointee.from_f16!
+            headBits.withUnsafeBufferPointer { h in
+                wide.withUnsafeMutableBufferPointer { fromF16(h.baseAddress!, $0.baseAddress!, h.count) }
+            }
+        }
+        floats(wide)
         for e in lists {
             u64(e.offset)
             u32(e.bytes)
@@ -240,7 +250,17 @@ struct HeadsFile: Equatable {
         o += 4 * coarse * dim
         coarseStart = (0...coarse).map { UInt32(u32(o + 4 * $0)) }
         o += 4 * (coarse + 1)
-        headCentroids = floats(o, heads * dim)
+        // f32 in the file to half bits, read in place: no f32 copy of the largest section
+        let (at, headValues) = (o, heads * dim) // locals: self is not initialized yet
+        headBits = [UInt16](unsafeUninitializedCapacity: headValues) { out, count in
+            b.withUnsafeBytes { r in
+                kernels.float16Bits(
+                    UnsafeBufferPointer(
+                        start: (r.baseAddress! + at).assumingMemoryBound(to: Float.self), count: headValues),
+                    into: out)
+            }
+            count = headValues
+        }
         o += 4 * heads * dim
         lists = (0..<heads).map { h in
             let e = o + Self.entryBytes * h
@@ -277,7 +297,7 @@ struct HeadsFile: Equatable {
     init(
         dim: Int, metric: Metric, payload: PostingPayload, count: Int, postingsBytes: Int, entries: Int,
         maxReplicas: Int, rngFactor: Float, replicaEpsilon: Float, coarseCentroids: [Float], coarseStart: [UInt32],
-        headCentroids: [Float], lists: [ListEntry], codeWidth: Int, codeValues: [Float],
+        headBits: [UInt16], lists: [ListEntry], codeWidth: Int, codeValues: [Float],
         calibration: RecallCalibration? = nil
     ) {
         self.calibration = calibration
@@ -292,7 +312,7 @@ struct HeadsFile: Equatable {
         self.replicaEpsilon = replicaEpsilon
         self.coarseCentroids = coarseCentroids
         self.coarseStart = coarseStart
-        self.headCentroids = headCentroids
+        self.headBits = headBits
         self.lists = lists
         self.codeWidth = codeWidth
         self.codeValues = codeValues

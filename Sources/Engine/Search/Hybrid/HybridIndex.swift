@@ -92,7 +92,7 @@ public final class HybridIndex: @unchecked Sendable {
         replicaEpsilon = h.replicaEpsilon
         coarseCentroids = h.coarseCentroids
         coarseStart = h.coarseStart
-        headTable = HeadTable(bits: kernels.float16Bits(h.headCentroids), dim: h.dim)
+        headTable = HeadTable(bits: h.headBits, dim: h.dim)
         lists = h.lists
         layout = PostingListLayout(payload: h.payload, dim: h.dim, codeWidth: h.codeWidth)
         switch h.payload {

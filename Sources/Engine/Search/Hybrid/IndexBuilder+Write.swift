@@ -255,7 +255,7 @@ extension IndexBuilder {
             dim: dim, metric: o.metric, payload: o.payload, count: n, postingsBytes: postingsBytes, entries: entries,
             maxReplicas: o.maxReplicas, rngFactor: o.rngFactor, replicaEpsilon: o.replicaEpsilon,
             coarseCentroids: coarseCent, coarseStart: liveStart,
-            headCentroids: live.flatMap { headCent[($0 * dim)..<(($0 + 1) * dim)] },
+            headBits: kernels.float16Bits(live.flatMap { headCent[($0 * dim)..<(($0 + 1) * dim)] }),
             lists: live.map {
                 HeadsFile.ListEntry(
                     offset: UInt64(offsets[$0]), bytes: UInt32(layout.bytes(count: kept[$0])), count: UInt32(kept[$0]),
