@@ -43,6 +43,7 @@ public enum NPY {
         let data = try f.bytes(start, n * 4)
         // copied once into fresh pages (no zero fill first); the data may be unaligned
         let out = [Float](unsafeUninitializedCapacity: n) { buf, count in
+            if let base = buf.baseAddress { adviseHugePages(base, 4 * n) }
             UnsafeMutableRawBufferPointer(buf).copyMemory(from: data)
             count = n
         }

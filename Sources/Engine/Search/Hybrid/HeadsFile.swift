@@ -161,7 +161,10 @@ struct HeadsFile: Equatable {
         // is reported as truncated
         let size = Int(st.st_size)
         let bytes = try [UInt8](unsafeUninitializedCapacity: size) { buf, count in
-            if size > 0 { try preadFully(fd, buf.baseAddress!, size, at: 0, path: path) }
+            if size > 0 {
+                adviseHugePages(buf.baseAddress!, size)
+                try preadFully(fd, buf.baseAddress!, size, at: 0, path: path)
+            }
             count = size
         }
         try self.init(bytes: bytes, path: path, kernels: kernels)
@@ -253,6 +256,7 @@ struct HeadsFile: Equatable {
         // f32 in the file to half bits, read in place: no f32 copy of the largest section
         let (at, headValues) = (o, heads * dim) // locals: self is not initialized yet
         headBits = [UInt16](unsafeUninitializedCapacity: headValues) { out, count in
+            adviseHugePages(out.baseAddress!, 2 * headValues)
             b.withUnsafeBytes { r in
                 kernels.float16Bits(
                     UnsafeBufferPointer(
