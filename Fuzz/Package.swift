@@ -23,7 +23,8 @@ let package = Package(
                 // swift build has no --sanitize=undefined): any report aborts, so libFuzzer keeps it
                 .unsafeFlags(["-fsanitize=undefined", "-fno-sanitize-recover=undefined"]),
             ],
-            linkerSettings: [.linkedLibrary("openblas"), .linkedLibrary("lapacke"), .linkedLibrary("m")]),
+            // OpenBLAS and LAPACKE are opened on first use (blas.c), as in the main package
+            linkerSettings: [.linkedLibrary("m"), .linkedLibrary("dl")]),
         .target(
             name: "Engine", dependencies: ["CKernels", .product(name: "Crypto", package: "swift-crypto")],
             path: "Sources/Vendored/Engine",

@@ -60,7 +60,14 @@ def dataset(args):
         n, d, k = args.synth_n, 128, 1000
         centres = rng.normal(size=(k, d)).astype(np.float32) * 4
         def draw(m):
-            return centres[rng.integers(0, k, m)] + rng.normal(size=(m, d)).astype(np.float32)
+            # the same numbers as one draw of m rows (the normal stream is consumed in order), in
+            # chunks: a 10M set would otherwise hold ~20 GB of float64 temporaries
+            labels = rng.integers(0, k, m)
+            out = np.empty((m, d), dtype=np.float32)
+            for s in range(0, m, 1 << 18):
+                e = min(m, s + (1 << 18))
+                out[s:e] = centres[labels[s:e]] + rng.normal(size=(e - s, d)).astype(np.float32)
+            return out
         return draw(n), draw(args.queries), "l2"
     if args.dataset == "wordnet":
         x = np.load(args.wordnet_npy).astype(np.float32)
