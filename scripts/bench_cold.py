@@ -21,6 +21,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -141,6 +142,8 @@ def main():
         bench_ann.ENGINE = Path(args.engine).resolve()
     if os.geteuid() != 0:
         raise SystemExit("bench_cold.py needs root (drop_caches and a memory cgroup)")
+    # a kill (SIGTERM) unwinds through the `finally` below, which removes the cgroup
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.memory_mb < 64:
         raise SystemExit("--memory-mb below 64 leaves no room for the process itself")
 
