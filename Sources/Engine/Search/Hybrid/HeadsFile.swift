@@ -258,10 +258,10 @@ struct HeadsFile: Equatable {
         headBits = [UInt16](unsafeUninitializedCapacity: headValues) { out, count in
             adviseHugePages(out.baseAddress!, 2 * headValues)
             b.withUnsafeBytes { r in
-                kernels.float16Bits(
-                    UnsafeBufferPointer(
-                        start: (r.baseAddress! + at).assumingMemoryBound(to: Float.self), count: headValues),
-                    into: out)
+                // the bytes are bound to UInt8: rebound for the read (offset `at` is a multiple of 4)
+                (r.baseAddress! + at).withMemoryRebound(to: Float.self, capacity: headValues) {
+                    kernels.float16Bits(UnsafeBufferPointer(start: $0, count: headValues), into: out)
+                }
             }
             count = headValues
         }
