@@ -66,6 +66,25 @@ extension Kernels {
         vecTable.pointee.sub_f16(x, h, out, count)
     }
 
+    /// `count` half-precision bit patterns at `h` as f32, into `out` (exact conversion; the same
+    /// floats at every level, as `Float(Float16(bitPattern:))`). No validation: callers check sizes.
+    @inline(__always)
+    func floatsFromFloat16Unchecked(_ h: UnsafePointer<UInt16>, into out: UnsafeMutablePointer<Float>, count: Int) {
+        vecTable.pointee.from_f16(h, out, count)
+    }
+
+    /// Half-precision bit patterns as f32 (exact).
+    func floats(fromFloat16Bits h: [UInt16]) -> [Float] {
+        [Float](unsafeUninitializedCapacity: h.count) { out, n in
+            h.withUnsafeBufferPointer { src in
+                if let s = src.baseAddress, let d = out.baseAddress {
+                    floatsFromFloat16Unchecked(s, into: d, count: src.count)
+                }
+            }
+            n = h.count
+        }
+    }
+
     /// `x` as IEEE half-precision bit patterns (round to nearest even), into `out` (x.count values).
     public func float16Bits(_ x: UnsafeBufferPointer<Float>, into out: UnsafeMutableBufferPointer<UInt16>) {
         precondition(out.count >= x.count, "float16Bits: output shorter than input")

@@ -134,12 +134,15 @@ extension KIVIKVCache {
             if type == .mikv { try quantizeGroup(layer: l, group: grp) }
             let budget = Int((keptFraction * Double((grp + 1) * G)).rounded(.down))
             let (wc, ws, hd) = (windowCap, windowStart, headDim)
-            let fromF16 = kernels.vecTable.pointee.from_f16! // exact, as Float(Float16(bitPattern:))
             set.select(group: grp, budget: budget, windowStart: ws, windowCap: wc, kernels: kernels) { h, pos, k, v in
                 let w = (h * wc + pos - ws) * hd
                 precondition(w >= 0 && w + hd <= windowKeys[l].count, "selected row outside the window")
-                windowKeys[l].withUnsafeBufferPointer { fromF16($0.baseAddress! + w, k, hd) }
-                windowValues[l].withUnsafeBufferPointer { fromF16($0.baseAddress! + w, v, hd) }
+                windowKeys[l].withUnsafeBufferPointer {
+                    kernels.floatsFromFloat16Unchecked($0.baseAddress! + w, into: k, count: hd)
+                }
+                windowValues[l].withUnsafeBufferPointer {
+                    kernels.floatsFromFloat16Unchecked($0.baseAddress! + w, into: v, count: hd)
+                }
             }
             quantizedGroups[l] += 1
         }

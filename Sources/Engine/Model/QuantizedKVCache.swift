@@ -492,7 +492,6 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
         let maxGroups = capacity / G
         var rows = [Float](repeating: 0, count: G * hd)
         let quantizeRow = kernels.qmatmulTable.pointee.quantize!
-        let fromF16 = kernels.vecTable.pointee.from_f16! // exact, as Float(Float16(bitPattern:))
         for h in 0..<kvHeads {
             // keys: the group's 32 f16 rows, per channel
             precondition(
@@ -501,7 +500,9 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
             windowKeys[l].withUnsafeBufferPointer { kw in
                 rows.withUnsafeMutableBufferPointer { r in
                     for t in 0..<G {
-                        fromF16(kw.baseAddress! + (h * wc + grp * G + t - ws) * hd, r.baseAddress! + t * hd, hd)
+                        kernels.floatsFromFloat16Unchecked(
+                            kw.baseAddress! + (h * wc + grp * G + t - ws) * hd, into: r.baseAddress! + t * hd, count: hd
+                        )
                     }
                 }
             }
@@ -516,7 +517,8 @@ public final class KIVIKVCache: KVCache, @unchecked Sendable {
             for t in 0..<G {
                 windowValues[l].withUnsafeBufferPointer { vw in
                     rows.withUnsafeMutableBufferPointer {
-                        fromF16(vw.baseAddress! + (h * wc + grp * G + t - ws) * hd, $0.baseAddress!, hd)
+                        kernels.floatsFromFloat16Unchecked(
+                            vw.baseAddress! + (h * wc + grp * G + t - ws) * hd, into: $0.baseAddress!, count: hd)
                     }
                 }
                 rows.withUnsafeBufferPointer { r in

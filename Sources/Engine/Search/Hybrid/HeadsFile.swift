@@ -115,14 +115,7 @@ struct HeadsFile: Equatable {
         u32(replicaEpsilon.bitPattern)
         floats(coarseCentroids)
         for s in coarseStart { u32(s) }
-        var wide = [Float](repeating: 0, count: headBits.count) // exact: every half is an f32
-        if !wide.isEmpty {
-            let fromF16 = kernels.vecTable.pointee.from_f16!
-            headBits.withUnsafeBufferPointer { h in
-                wide.withUnsafeMutableBufferPointer { fromF16(h.baseAddress!, $0.baseAddress!, h.count) }
-            }
-        }
-        floats(wide)
+        floats(kernels.floats(fromFloat16Bits: headBits)) // exact: every half is an f32
         for e in lists {
             u64(e.offset)
             u32(e.bytes)
